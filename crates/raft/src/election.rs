@@ -1,0 +1,136 @@
+//! Leader election (§5.2) with the election restriction (§5.4.1) and PreVote (thesis §9.6):
+//! starting an election, answering (pre-)vote requests, and counting answers.
+//!
+//! Invariants: a node grants at most one real vote per term, and only to a candidate whose log is at
+//! least as up-to-date as its own; the grant leaves only after the vote is durable (it is sent
+//! through `msgs_after_persist`). A pre-vote changes no state on either side.
+
+use crate::config::MutationKind;
+use crate::message::{MessageBody, RequestVote, RequestVoteResponse};
+use crate::quorum::VoteResult;
+use crate::raft::Raft;
+use crate::storage::Storage;
+use crate::types::{NodeId, Role, Term};
+
+/// Which kind of election to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Campaign {
+    /// Ask for pre-votes first; bump the term only if a quorum would vote.
+    PreElection,
+    /// Bump the term and ask for votes.
+    Election,
+}
+
+impl<S: Storage> Raft<S> {
+    /// The election timeout passed: campaign, through PreVote when it is on.
+    pub(crate) fn start_election(&mut self) {
+        if self.config.pre_vote {
+            self.campaign(Campaign::PreElection);
+        } else {
+            self.campaign(Campaign::Election);
+        }
+    }
+
+    /// Becomes (pre-)candidate, votes for itself and asks every other voter.
+    pub(crate) fn campaign(&mut self, kind: Campaign) {
+        if !self.promotable() {
+            return;
+        }
+        let (pre_vote, term) = match kind {
+            Campaign::PreElection => {
+                self.become_pre_candidate();
+                (true, self.term + 1)
+            }
+            Campaign::Election => {
+                self.become_candidate();
+                (false, self.term)
+            }
+        };
+        if self.tracker.record_vote(self.id, true) == VoteResult::Won {
+            // A single voter wins at once.
+            self.on_election_won();
+            return;
+        }
+        let last_log_index = self.raft_log.last_index();
+        let last_log_term = self.raft_log.last_term();
+        let me = self.id;
+        let voters: Vec<NodeId> = self.tracker.config().voters().iter().copied().collect();
+        for voter in voters.into_iter().filter(|&v| v != me) {
+            let body = MessageBody::RequestVote(RequestVote {
+                pre_vote,
+                last_log_index,
+                last_log_term,
+            });
+            self.send_in_term(voter, term, body);
+        }
+    }
+
+    /// A quorum granted: a pre-candidate runs the real election, a candidate leads.
+    fn on_election_won(&mut self) {
+        match self.role {
+            Role::PreCandidate => self.campaign(Campaign::Election),
+            Role::Candidate => {
+                self.become_leader();
+                self.bcast_append(false);
+            }
+            role => panic!("won an election as {role:?}"),
+        }
+    }
+
+    /// RequestVote receiver (Figure 2): grant if we have not voted for someone else this term (or,
+    /// for a pre-vote, the candidate's term is ahead of ours) and the candidate's log is at least as
+    /// up-to-date as ours (§5.4.1).
+    pub(crate) fn handle_request_vote(&mut self, from: NodeId, term: Term, rv: &RequestVote) {
+        let can_vote = self.vote == Some(from)
+            || (self.vote.is_none() && self.leader.is_none())
+            || (rv.pre_vote && term > self.term);
+        let can_vote = can_vote || self.config.mutated(MutationKind::DoubleVote);
+        let up_to_date = self
+            .raft_log
+            .is_up_to_date(rv.last_log_index, rv.last_log_term)
+            || self.config.mutated(MutationKind::NoElectionRestriction);
+        let granted = can_vote && up_to_date;
+        let reply_term = if granted && rv.pre_vote {
+            term
+        } else {
+            self.term
+        };
+        if granted && !rv.pre_vote {
+            self.election_elapsed = 0;
+            self.vote = Some(from);
+        }
+        let body = MessageBody::RequestVoteResponse(RequestVoteResponse {
+            pre_vote: rv.pre_vote,
+            granted,
+        });
+        self.send_in_term(from, reply_term, body);
+    }
+
+    /// Candidate and pre-candidate: count answers; a leader of this term makes us its follower.
+    pub(crate) fn step_candidate(&mut self, from: NodeId, term: Term, body: MessageBody) {
+        match body {
+            MessageBody::AppendEntries(a) => {
+                self.become_follower(term, Some(from));
+                self.handle_append_entries(from, &a);
+            }
+            MessageBody::Heartbeat(h) => {
+                self.become_follower(term, Some(from));
+                self.handle_heartbeat(from, &h);
+            }
+            MessageBody::RequestVoteResponse(r) => {
+                if r.pre_vote != (self.role == Role::PreCandidate) {
+                    return; // an answer to an election we are no longer running
+                }
+                match self.tracker.record_vote(from, r.granted) {
+                    VoteResult::Won => self.on_election_won(),
+                    VoteResult::Lost => {
+                        let term = self.term;
+                        self.become_follower(term, None);
+                    }
+                    VoteResult::Pending => {}
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! One node's Raft state and the rules every role shares: terms (§5.1), role transitions
+//! (`become_*`), the logical clock (`tick_*`) and the dispatch of incoming messages (`step`).
+//! Role-specific handling lives in `election.rs`, `leader.rs` and `follower.rs`.
+//!
+//! Invariants: `term` never decreases; `vote` is set at most once per term; at most one role at a
+//! time; a leader's `leader` is itself. Every message leaves through `send`, which keeps a message
+//! that depends on not-yet-durable state (anything a non-leader sends) apart from one that may leave
+//! at once (a leader's appends and heartbeats).
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::message::{AppendEntriesResponse, Message, MessageBody, RequestVoteResponse};
+use crate::raft_log::RaftLog;
+use crate::rng::Rng;
+use crate::storage::Storage;
+use crate::tracker::ProgressTracker;
+use crate::types::{HardState, NodeId, Role, SoftState, Term};
+
+/// One Raft node's state machine.
+pub struct Raft<S: Storage> {
+    /// This node.
+    pub(crate) id: NodeId,
+    /// Current term (persistent).
+    pub(crate) term: Term,
+    /// Who this node voted for in `term` (persistent).
+    pub(crate) vote: Option<NodeId>,
+    /// Role in `term`.
+    pub(crate) role: Role,
+    /// The leader of `term` as far as this node knows.
+    pub(crate) leader: Option<NodeId>,
+    /// The log, its commit and apply cursors.
+    pub(crate) raft_log: RaftLog<S>,
+    /// Peers' progress (leader) and the vote tally (candidates).
+    pub(crate) tracker: ProgressTracker,
+    /// Ticks since the last election reset: a leader's message for followers, the last CheckQuorum
+    /// round for a leader.
+    pub(crate) election_elapsed: u32,
+    /// Ticks since the leader's last heartbeat round.
+    pub(crate) heartbeat_elapsed: u32,
+    /// This term's election timeout, drawn from [T, 2T) so split votes resolve (§5.2).
+    pub(crate) randomized_election_timeout: u32,
+    /// The only source of randomness.
+    pub(crate) rng: Rng,
+    /// Timeouts, switches and limits.
+    pub(crate) config: Config,
+    /// Bytes proposed in this leadership and not yet handed out for applying.
+    pub(crate) uncommitted_bytes: u64,
+    /// Messages that may be sent at once.
+    pub(crate) msgs: Vec<Message>,
+    /// Messages that may leave only once the hard state and entries handed out with them are durable.
+    pub(crate) msgs_after_persist: Vec<Message>,
+    /// Proposals were appended since the last broadcast; one batched broadcast goes out at `ready`.
+    pub(crate) pending_bcast: bool,
+}
+
+impl<S: Storage> Raft<S> {
+    /// A node restarting from `storage` (or starting empty), as a follower of its stored term.
+    pub fn new(config: &Config, storage: S) -> Result<Self> {
+        config.validate()?;
+        let hard_state = storage.initial_state();
+        let raft_log = RaftLog::new(storage, config.applied);
+        let mut raft = Raft {
+            id: config.id,
+            term: hard_state.term,
+            vote: hard_state.vote,
+            role: Role::Follower,
+            leader: None,
+            raft_log,
+            tracker: ProgressTracker::new(
+                &config.voters,
+                config.inflight_msgs_max,
+                config.inflight_bytes_max,
+            ),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout: config.election_timeout_ticks,
+            rng: Rng::for_node(config.seed, config.id),
+            config: config.clone(),
+            uncommitted_bytes: 0,
+            msgs: Vec::new(),
+            msgs_after_persist: Vec::new(),
+            pending_bcast: false,
+        };
+        raft.become_follower(hard_state.term, None);
+        Ok(raft)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// Vote cast in the current term.
+    pub fn vote(&self) -> Option<NodeId> {
+        self.vote
+    }
+
+    /// Current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Known leader of the current term.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// The log.
+    pub fn raft_log(&self) -> &RaftLog<S> {
+        &self.raft_log
+    }
+
+    /// Peers' progress and votes.
+    pub fn tracker(&self) -> &ProgressTracker {
+        &self.tracker
+    }
+
+    /// This term's randomized election timeout, in ticks.
+    pub fn randomized_election_timeout(&self) -> u32 {
+        self.randomized_election_timeout
+    }
+
+    /// Bytes proposed and not yet handed out for applying.
+    pub fn uncommitted_bytes(&self) -> u64 {
+        self.uncommitted_bytes
+    }
+
+    /// The state that must be durable.
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.raft_log.committed(),
+        }
+    }
+
+    /// Role, leader and term.
+    pub fn soft_state(&self) -> SoftState {
+        SoftState {
+            role: self.role,
+            leader: self.leader,
+            term: self.term,
+        }
+    }
+
+    /// Whether this node may campaign: only voters may.
+    pub(crate) fn promotable(&self) -> bool {
+        self.tracker.config().contains(self.id)
+    }
+
+    /// Queues a message from this node in its current term.
+    pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
+        let term = self.term;
+        self.send_in_term(to, term, body);
+    }
+
+    /// Queues a message carrying `term` (a pre-vote asks about the next term; a pre-vote grant
+    /// answers in it). A leader's messages need nothing it has not persisted, every other role's
+    /// may depend on a vote, term or entries just handed out for persistence.
+    pub(crate) fn send_in_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        let message = Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        };
+        if self.role == Role::Leader {
+            self.msgs.push(message);
+        } else {
+            self.msgs_after_persist.push(message);
+        }
+    }
+
+    /// Resets per-term state; moving to a new term clears the vote.
+    fn reset(&mut self, term: Term) {
+        if term != self.term {
+            assert!(
+                term > self.term,
+                "term went backwards: {} -> {term}",
+                self.term
+            );
+            self.term = term;
+            self.vote = None;
+        }
+        self.leader = None;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.reset_randomized_election_timeout();
+        self.tracker.reset_votes();
+        self.uncommitted_bytes = 0;
+        self.pending_bcast = false;
+    }
+
+    /// Draws a new election timeout in [T, 2T).
+    pub(crate) fn reset_randomized_election_timeout(&mut self) {
+        let base = u64::from(self.config.election_timeout_ticks);
+        // In [T, 2T), and 2T fits in u32 because the setting is a u32 well below half of it in
+        // practice; saturate to keep the arithmetic total anyway.
+        let drawn = self.rng.in_range(base, 2 * base);
+        self.randomized_election_timeout = u32::try_from(drawn).unwrap_or(u32::MAX);
+    }
+
+    /// Becomes a follower in `term`, of `leader` if known.
+    pub fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+    }
+
+    /// Becomes a pre-candidate: asks for pre-votes without touching the term or vote.
+    pub(crate) fn become_pre_candidate(&mut self) {
+        assert_ne!(self.role, Role::Leader, "a leader cannot pre-campaign");
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.election_elapsed = 0;
+        self.reset_randomized_election_timeout();
+        self.tracker.reset_votes();
+    }
+
+    /// Becomes a candidate: next term, votes for itself (§5.2).
+    pub(crate) fn become_candidate(&mut self) {
+        assert_ne!(self.role, Role::Leader, "a leader cannot campaign");
+        let term = self.term + 1;
+        self.reset(term);
+        self.vote = Some(self.id);
+        self.role = Role::Candidate;
+    }
+
+    /// Advances the logical clock by one tick.
+    pub fn tick(&mut self) {
+        match self.role {
+            Role::Leader => self.tick_heartbeat(),
+            _ => self.tick_election(),
+        }
+    }
+
+    /// Follower / candidate clock: start an election when the timeout passes (§5.2).
+    fn tick_election(&mut self) {
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.randomized_election_timeout && self.promotable() {
+            self.election_elapsed = 0;
+            self.start_election();
+        }
+    }
+
+    /// Leader clock: heartbeats, and CheckQuorum once per election timeout.
+    fn tick_heartbeat(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.config.election_timeout_ticks {
+            self.election_elapsed = 0;
+            if self.config.check_quorum && !self.tracker.quorum_active(self.id) {
+                // Forget the leader (ourselves), or PreVote could deadlock (etcd #8334).
+                let term = self.term;
+                self.become_follower(term, None);
+                return;
+            }
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
+            self.heartbeat_elapsed = 0;
+            self.bcast_heartbeat();
+        }
+    }
+
+    /// Whether this node heard from a live leader within the election timeout: under CheckQuorum
+    /// it then ignores vote requests, so a partitioned node cannot depose a working leader.
+    pub(crate) fn in_lease(&self) -> bool {
+        self.config.check_quorum
+            && self.leader.is_some()
+            && self.election_elapsed < self.config.election_timeout_ticks
+    }
+
+    /// Handles one message from a peer.
+    pub fn step(&mut self, m: Message) -> Result<()> {
+        validate_message(&m, self.id)?;
+        if m.term > self.term {
+            match &m.body {
+                MessageBody::RequestVote(_) if self.in_lease() => return Ok(()),
+                // A pre-vote asks about a term nobody has entered yet; a granted pre-vote answers in it.
+                MessageBody::RequestVote(rv) if rv.pre_vote => {}
+                MessageBody::RequestVoteResponse(r) if r.pre_vote && r.granted => {}
+                MessageBody::AppendEntries(_) | MessageBody::Heartbeat(_) => {
+                    self.become_follower(m.term, Some(m.from))
+                }
+                _ => self.become_follower(m.term, None),
+            }
+        } else if m.term < self.term {
+            self.answer_stale(&m);
+            return Ok(());
+        }
+        match m.body {
+            MessageBody::RequestVote(rv) => self.handle_request_vote(m.from, m.term, &rv),
+            body => match self.role {
+                Role::Leader => self.step_leader(m.from, body),
+                Role::Candidate | Role::PreCandidate => self.step_candidate(m.from, m.term, body),
+                Role::Follower => self.step_follower(m.from, body),
+            },
+        }
+        Ok(())
+    }
+
+    /// A request from an older term is answered with the current term, so the sender learns it is
+    /// stale (§5.1); stale answers are dropped.
+    fn answer_stale(&mut self, m: &Message) {
+        match &m.body {
+            MessageBody::RequestVote(rv) => {
+                let body = MessageBody::RequestVoteResponse(RequestVoteResponse {
+                    pre_vote: rv.pre_vote,
+                    granted: false,
+                });
+                self.send(m.from, body);
+            }
+            MessageBody::AppendEntries(a) => {
+                let hint = self.conflict_hint(a.prev_log_index);
+                let body = MessageBody::AppendEntriesResponse(AppendEntriesResponse::Rejected {
+                    rejected_index: a.prev_log_index,
+                    hint,
+                });
+                self.send(m.from, body);
+            }
+            MessageBody::Heartbeat(_) => self.send(m.from, MessageBody::HeartbeatResponse),
+            _ => {}
+        }
+    }
+}
+
+/// Rejects messages whose shape no correct peer produces, before they touch any state: a garbled
+/// or hostile message must be an error, never a panic.
+fn validate_message(m: &Message, me: NodeId) -> Result<()> {
+    let malformed = |reason| Err(Error::MalformedMessage(reason));
+    if m.from == 0 || m.from == me {
+        return malformed("sender is 0 or this node itself");
+    }
+    if let MessageBody::AppendEntries(a) = &m.body {
+        let mut prev_term = a.prev_log_term;
+        for (i, entry) in a.entries.iter().enumerate() {
+            if Some(entry.index) != a.prev_log_index.checked_add(i as u64 + 1) {
+                return malformed("entries are not contiguous after prev_log_index");
+            }
+            if entry.term < prev_term || entry.term > m.term {
+                return malformed("entry terms decrease or exceed the leader's term");
+            }
+            prev_term = entry.term;
+        }
+        if a.prev_log_term > m.term {
+            return malformed("prev_log_term exceeds the leader's term");
+        }
+    }
+    Ok(())
+}

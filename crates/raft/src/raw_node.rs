@@ -1,0 +1,185 @@
+//! The application's handle on a node: feed it input (`tick`, `step`, `propose`), take its output
+//! as a `Ready`, persist and send what it says, then acknowledge with `advance`.
+//!
+//! Invariant: each `Ready` hands out every piece of output exactly once: entries to persist, the
+//! hard state when it changed, messages, and committed entries to apply.
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::election::Campaign;
+use crate::error::Result;
+use crate::message::Message;
+use crate::raft::Raft;
+use crate::storage::Storage;
+use crate::types::{Entry, HardState, Index, Role, SoftState, Term};
+
+/// One batch of work for the application. See the crate documentation for the order in which its
+/// parts must be handled.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// Role, leader or term changed: the new values.
+    pub soft_state: Option<SoftState>,
+    /// The hard state changed: persist it (with `entries`, atomically or before them).
+    pub hard_state: Option<HardState>,
+    /// Entries to append to stable storage, possibly replacing a conflicting suffix.
+    pub entries: Vec<Entry>,
+    /// Messages that may be sent at once, before anything in this `Ready` is durable
+    /// (a leader's appends and heartbeats).
+    pub messages: Vec<Message>,
+    /// Messages that may be sent only after `hard_state` and `entries` are durable
+    /// (votes, append acknowledgements, vote requests).
+    pub persisted_messages: Vec<Message>,
+    /// Committed entries, durable in this node's log, to apply to the state machine in order.
+    pub committed_entries: Vec<Entry>,
+}
+
+impl Ready {
+    /// What to report to `RawNode::advance` once this `Ready` is persisted and applied.
+    pub fn ack(&self) -> ReadyAck {
+        ReadyAck {
+            persisted: self.entries.last().map(|e| (e.index, e.term)),
+            applied: self.committed_entries.last().map(|e| e.index),
+        }
+    }
+}
+
+/// The application's report on a handled `Ready`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadyAck {
+    /// Entries up to this (index, term) are durable.
+    pub persisted: Option<(Index, Term)>,
+    /// Entries up to this index are applied.
+    pub applied: Option<Index>,
+}
+
+/// A node as the application drives it.
+pub struct RawNode<S: Storage> {
+    raft: Raft<S>,
+    /// Soft state last handed out, to report changes only.
+    prev_soft_state: SoftState,
+    /// Hard state last handed out, to report changes only.
+    prev_hard_state: HardState,
+}
+
+impl<S: Storage> RawNode<S> {
+    /// A node over `storage`, restarting from what it holds.
+    pub fn new(config: &Config, storage: S) -> Result<Self> {
+        let raft = Raft::new(config, storage)?;
+        let prev_hard_state = raft.hard_state();
+        let prev_soft_state = raft.soft_state();
+        Ok(RawNode {
+            raft,
+            prev_soft_state,
+            prev_hard_state,
+        })
+    }
+
+    /// Advances the logical clock by one tick.
+    pub fn tick(&mut self) {
+        self.raft.tick();
+    }
+
+    /// Handles a message from a peer. Malformed messages are refused and change nothing.
+    pub fn step(&mut self, message: Message) -> Result<()> {
+        self.raft.step(message)
+    }
+
+    /// Proposes a command; returns the index it will have if it commits. Only the leader accepts.
+    pub fn propose(&mut self, data: Bytes) -> Result<Index> {
+        self.raft.propose(data)
+    }
+
+    /// Starts an election now, as if the election timeout had passed (for bootstrap and tests).
+    pub fn campaign(&mut self) {
+        if self.raft.role != Role::Leader {
+            self.raft.start_election();
+        }
+    }
+
+    /// Starts a real election now, skipping PreVote.
+    pub fn force_campaign(&mut self) {
+        if self.raft.role != Role::Leader {
+            self.raft.campaign(Campaign::Election);
+        }
+    }
+
+    /// Whether `ready` would hand out anything.
+    pub fn has_ready(&self) -> bool {
+        let raft = &self.raft;
+        raft.soft_state() != self.prev_soft_state
+            || self.raft.hard_state() != self.prev_hard_state
+            || !raft.raft_log.entries_to_persist().is_empty()
+            || !raft.msgs.is_empty()
+            || !raft.msgs_after_persist.is_empty()
+            || raft.raft_log.has_entries_to_apply()
+            || raft.pending_bcast
+    }
+
+    /// Takes the pending output. The application handles it as the crate documentation says and
+    /// then calls `advance(ready.ack())`. Further `Ready`s may be taken before that; they must be
+    /// persisted in the order they were taken.
+    pub fn ready(&mut self) -> Ready {
+        self.raft.flush_proposals();
+        let soft = self.raft.soft_state();
+        let soft_state = (soft != self.prev_soft_state).then_some(soft);
+        self.prev_soft_state = soft;
+        let hard = self.raft.hard_state();
+        let hard_state = (hard != self.prev_hard_state).then_some(hard);
+        self.prev_hard_state = hard;
+        let raft = &mut self.raft;
+        let entries = raft.raft_log.entries_to_persist().to_vec();
+        raft.raft_log.accept_persisting();
+        let committed_entries = raft
+            .raft_log
+            .take_entries_to_apply(raft.config.apply_bytes_max);
+        let applied_bytes: u64 = committed_entries.iter().map(Entry::size_bytes).sum();
+        raft.uncommitted_bytes = raft.uncommitted_bytes.saturating_sub(applied_bytes);
+        Ready {
+            soft_state,
+            hard_state,
+            entries,
+            messages: std::mem::take(&mut raft.msgs),
+            persisted_messages: std::mem::take(&mut raft.msgs_after_persist),
+            committed_entries,
+        }
+    }
+
+    /// The application persisted and applied what a `Ready` handed out.
+    pub fn advance(&mut self, ack: ReadyAck) {
+        if let Some((index, term)) = ack.persisted {
+            self.advance_append(index, term);
+        }
+        if let Some(index) = ack.applied {
+            self.advance_apply(index);
+        }
+    }
+
+    /// Entries up to `(index, term)` are durable. A leader now counts them for itself.
+    pub fn advance_append(&mut self, index: Index, term: Term) {
+        self.raft.raft_log.stable_to(index, term);
+        if self.raft.role == Role::Leader {
+            self.raft.on_own_persisted();
+        }
+    }
+
+    /// Entries up to `index` are applied to the state machine.
+    pub fn advance_apply(&mut self, index: Index) {
+        self.raft.raft_log.applied_to(index);
+    }
+
+    /// The state machine, for inspection.
+    pub fn raft(&self) -> &Raft<S> {
+        &self.raft
+    }
+
+    /// The storage, for inspection.
+    pub fn storage(&self) -> &S {
+        self.raft.raft_log.storage()
+    }
+
+    /// The storage, to persist a `Ready` into.
+    pub fn storage_mut(&mut self) -> &mut S {
+        self.raft.raft_log.storage_mut()
+    }
+}

@@ -1,0 +1,37 @@
+//! A small deterministic pseudo-random generator (SplitMix64) for election timeouts.
+//!
+//! The core must replay bit for bit from a seed, so it takes no randomness from the outside world:
+//! each node derives its generator from `Config::seed` and its own id.
+
+/// SplitMix64 (Steele, Lea, Flood 2014): one u64 of state, full period, good enough to spread
+/// election timeouts; not for cryptography.
+#[derive(Clone, Debug)]
+pub struct Rng {
+    state: u64,
+}
+
+impl Rng {
+    /// A generator for node `id` in a run seeded with `seed`: different nodes draw different timeouts.
+    pub fn for_node(seed: u64, id: u64) -> Self {
+        let mut rng = Rng {
+            state: seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        };
+        rng.next_u64();
+        rng
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `[low, high)`; `high` must be greater than `low`.
+    pub fn in_range(&mut self, low: u64, high: u64) -> u64 {
+        assert!(high > low, "empty range [{low}, {high})");
+        low + self.next_u64() % (high - low)
+    }
+}

@@ -1,0 +1,118 @@
+//! What the leader knows of one follower's log (Figure 2's nextIndex and matchIndex) and how it
+//! sends to it: probing one message at a time, or pipelining within the in-flight window.
+//!
+//! Invariants: `match_index < next_index`; `match_index` never decreases while this node leads.
+
+use super::inflights::Inflights;
+use crate::types::Index;
+
+/// How the leader is sending to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressState {
+    /// Where the follower's log matches is unknown: one message at a time, backing up on rejection.
+    Probe,
+    /// The follower's log matches up to `match_index`: stream entries optimistically.
+    Replicate,
+}
+
+/// The leader's view of one peer.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// Highest index known replicated (and durable) on the peer.
+    pub match_index: Index,
+    /// Index of the next entry to send.
+    pub next_index: Index,
+    /// Probe or replicate.
+    pub state: ProgressState,
+    /// In the probe state: a message is out and the next waits for an answer (or a heartbeat tick).
+    pub probe_sent: bool,
+    /// Messages in flight in the replicate state.
+    pub inflights: Inflights,
+    /// The peer answered since the last CheckQuorum round.
+    pub recent_active: bool,
+}
+
+impl Progress {
+    /// A peer of a new leader: nothing known, next entry right after the leader's last.
+    pub fn new(next_index: Index, inflight_msgs_max: usize, inflight_bytes_max: u64) -> Self {
+        Progress {
+            match_index: 0,
+            next_index,
+            state: ProgressState::Probe,
+            probe_sent: false,
+            inflights: Inflights::new(inflight_msgs_max, inflight_bytes_max),
+            recent_active: false,
+        }
+    }
+
+    /// Whether the leader must hold back appends to this peer for now.
+    pub fn is_paused(&self) -> bool {
+        match self.state {
+            ProgressState::Probe => self.probe_sent,
+            ProgressState::Replicate => self.inflights.full(),
+        }
+    }
+
+    /// Switches to probing from just after the match index.
+    pub fn become_probe(&mut self) {
+        self.state = ProgressState::Probe;
+        self.probe_sent = false;
+        self.next_index = self.match_index + 1;
+        self.inflights.reset();
+    }
+
+    /// Switches to pipelined replication from just after the match index.
+    pub fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.probe_sent = false;
+        self.next_index = self.match_index + 1;
+        self.inflights.reset();
+    }
+
+    /// Records that an append ending at `last_index` carrying `bytes` was sent.
+    pub fn sent_append(&mut self, last_index: Index, entry_count: usize, bytes: u64) {
+        match self.state {
+            ProgressState::Replicate => {
+                if entry_count > 0 {
+                    self.next_index = last_index + 1;
+                    self.inflights.add(last_index, bytes);
+                }
+            }
+            ProgressState::Probe => self.probe_sent = true,
+        }
+    }
+
+    /// The peer acknowledged a match up to `index`. Returns whether that was news.
+    pub fn maybe_update(&mut self, index: Index) -> bool {
+        let updated = index > self.match_index;
+        if updated {
+            self.match_index = index;
+            self.probe_sent = false;
+        }
+        self.next_index = self.next_index.max(index + 1);
+        updated
+    }
+
+    /// The peer rejected an append at `rejected_index`; back up to `hint_next`. Returns false when
+    /// the rejection is stale (about a message older than what is known now).
+    pub fn maybe_decrease_to(&mut self, rejected_index: Index, hint_next: Index) -> bool {
+        match self.state {
+            ProgressState::Replicate => {
+                if rejected_index <= self.match_index {
+                    return false;
+                }
+                self.become_probe();
+                self.next_index = hint_next.clamp(self.match_index + 1, rejected_index);
+                true
+            }
+            ProgressState::Probe => {
+                if self.next_index.checked_sub(1) != Some(rejected_index) {
+                    return false;
+                }
+                self.next_index = hint_next.clamp(self.match_index + 1, rejected_index);
+                self.probe_sent = false;
+                true
+            }
+        }
+    }
+}

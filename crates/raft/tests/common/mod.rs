@@ -1,0 +1,231 @@
+//! A tiny in-memory router for scenario tests: nodes wired together, a `Ready` loop that persists
+//! into each node's `MemStorage`, and links that can be cut.
+#![allow(dead_code, missing_docs)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use raftkv_raft::{
+    Config, Entry, HardState, MemStorage, Message, NodeId, RawNode, Role, Storage, Term,
+};
+
+/// Config used by the scenarios: T = 10 ticks, heartbeat every tick, PreVote and CheckQuorum on.
+pub fn config(id: NodeId, voters: &[NodeId]) -> Config {
+    let mut config = Config::new(id, voters.to_vec());
+    config.seed = 42;
+    config
+}
+
+/// Entries with the given terms at indexes 1, 2, ...
+pub fn log_of_terms(terms: &[Term]) -> Vec<Entry> {
+    terms
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| Entry::new(i as u64 + 1, t, Bytes::from(format!("e{}", i + 1))))
+        .collect()
+}
+
+/// Storage holding a log with the given terms, at `term` (no vote).
+pub fn storage_with_terms(terms: &[Term], term: Term) -> MemStorage {
+    let hs = HardState {
+        term,
+        vote: None,
+        commit: 0,
+    };
+    MemStorage::with_log(log_of_terms(terms), hs)
+}
+
+/// Persists a node's pending output, applies nothing, and returns every message it wants sent.
+/// Also returns the committed entries handed out.
+pub fn drain(node: &mut RawNode<MemStorage>) -> (Vec<Message>, Vec<Entry>) {
+    let mut msgs = Vec::new();
+    let mut applied = Vec::new();
+    while node.has_ready() {
+        let ready = node.ready();
+        let ack = ready.ack();
+        if let Some(hs) = ready.hard_state {
+            node.storage_mut().set_hard_state(hs);
+        }
+        node.storage_mut().append(&ready.entries);
+        msgs.extend(ready.messages);
+        msgs.extend(ready.persisted_messages);
+        applied.extend(ready.committed_entries);
+        node.advance(ack);
+    }
+    (msgs, applied)
+}
+
+/// The terms of every entry in a node's log (stable and unstable).
+pub fn log_terms(node: &RawNode<MemStorage>) -> Vec<Term> {
+    let log = node.raft().raft_log();
+    (1..=log.last_index())
+        .map(|i| log.term(i).unwrap())
+        .collect()
+}
+
+/// A cluster of nodes wired through an in-memory network.
+pub struct Cluster {
+    pub nodes: BTreeMap<NodeId, RawNode<MemStorage>>,
+    pub configs: BTreeMap<NodeId, Config>,
+    /// Entries each node applied, in order.
+    pub applied: BTreeMap<NodeId, Vec<Entry>>,
+    /// Directed links (from, to) whose messages are dropped.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    /// Every message delivered, in order (for assertions about what was said).
+    pub delivered: Vec<Message>,
+}
+
+impl Cluster {
+    /// `ids` as voters with the default scenario config and empty logs.
+    pub fn new(ids: &[NodeId]) -> Self {
+        Self::with(ids, |_| {}, |_| MemStorage::new())
+    }
+
+    /// Custom configs and initial storages.
+    pub fn with(
+        ids: &[NodeId],
+        tweak: impl Fn(&mut Config),
+        storage: impl Fn(NodeId) -> MemStorage,
+    ) -> Self {
+        let mut cluster = Cluster {
+            nodes: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            cut: BTreeSet::new(),
+            delivered: Vec::new(),
+        };
+        for &id in ids {
+            let mut cfg = config(id, ids);
+            tweak(&mut cfg);
+            cluster
+                .nodes
+                .insert(id, RawNode::new(&cfg, storage(id)).unwrap());
+            cluster.configs.insert(id, cfg);
+            cluster.applied.insert(id, Vec::new());
+        }
+        cluster
+    }
+
+    pub fn node(&self, id: NodeId) -> &RawNode<MemStorage> {
+        &self.nodes[&id]
+    }
+
+    pub fn node_mut(&mut self, id: NodeId) -> &mut RawNode<MemStorage> {
+        self.nodes.get_mut(&id).unwrap()
+    }
+
+    pub fn role(&self, id: NodeId) -> Role {
+        self.node(id).raft().role()
+    }
+
+    pub fn term(&self, id: NodeId) -> Term {
+        self.node(id).raft().term()
+    }
+
+    pub fn committed(&self, id: NodeId) -> u64 {
+        self.node(id).raft().raft_log().committed()
+    }
+
+    /// The leaders, by id.
+    pub fn leaders(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.raft().role() == Role::Leader)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Drops messages in both directions between `id` and everyone else.
+    pub fn isolate(&mut self, id: NodeId) {
+        let others: Vec<NodeId> = self.nodes.keys().copied().filter(|&o| o != id).collect();
+        for other in others {
+            self.cut.insert((id, other));
+            self.cut.insert((other, id));
+        }
+    }
+
+    /// Drops messages from `from` to `to`.
+    pub fn cut(&mut self, from: NodeId, to: NodeId) {
+        self.cut.insert((from, to));
+    }
+
+    /// Restores every link.
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Starts an election on `id` and lets the cluster settle.
+    pub fn campaign(&mut self, id: NodeId) {
+        self.node_mut(id).campaign();
+        self.stabilize();
+    }
+
+    /// Proposes on `id`, then settles.
+    pub fn propose(&mut self, id: NodeId, data: &str) -> raftkv_raft::Result<u64> {
+        let index = self
+            .node_mut(id)
+            .propose(Bytes::copy_from_slice(data.as_bytes()))?;
+        self.stabilize();
+        Ok(index)
+    }
+
+    /// Ticks every node `n` times, settling after each tick.
+    pub fn tick_all(&mut self, n: usize) {
+        for _ in 0..n {
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                self.node_mut(id).tick();
+            }
+            self.stabilize();
+        }
+    }
+
+    /// Ticks only `id`, `n` times, settling after each tick.
+    pub fn tick_node(&mut self, id: NodeId, n: usize) {
+        for _ in 0..n {
+            self.node_mut(id).tick();
+            self.stabilize();
+        }
+    }
+
+    /// Persists, applies and delivers until nothing moves.
+    pub fn stabilize(&mut self) {
+        loop {
+            let mut msgs = Vec::new();
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                let node = self.nodes.get_mut(&id).unwrap();
+                let (out, applied) = drain(node);
+                msgs.extend(out);
+                self.applied.get_mut(&id).unwrap().extend(applied);
+            }
+            if msgs.is_empty() {
+                return;
+            }
+            for m in msgs {
+                if self.cut.contains(&(m.from, m.to)) {
+                    continue;
+                }
+                if let Some(node) = self.nodes.get_mut(&m.to) {
+                    self.delivered.push(m.clone());
+                    node.step(m).unwrap();
+                }
+            }
+        }
+    }
+
+    /// Crashes `id` (losing nothing: the scenarios settle before crashing) and restarts it from
+    /// its storage.
+    pub fn restart(&mut self, id: NodeId) {
+        let storage = self.node(id).storage().clone();
+        let mut cfg = self.configs[&id].clone();
+        cfg.applied = 0;
+        self.applied.insert(id, Vec::new());
+        self.nodes.insert(id, RawNode::new(&cfg, storage).unwrap());
+    }
+
+    /// The stored hard state of `id`.
+    pub fn stored_hard_state(&self, id: NodeId) -> HardState {
+        self.node(id).storage().initial_state()
+    }
+}
