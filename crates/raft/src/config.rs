@@ -19,7 +19,8 @@ pub(crate) enum MutationKind {
 pub struct Config {
     /// This node's id; never 0.
     pub id: NodeId,
-    /// The voting members (including this node) when the log holds no configuration of its own.
+    /// The voting members (including this node) of a new cluster: used only when storage holds no
+    /// membership of its own (no snapshot and no bootstrap configuration).
     pub voters: Vec<NodeId>,
     /// Base election timeout T: a follower that hears nothing from a leader for a random number of
     /// ticks in [T, 2T) starts an election (§5.2). A leader under CheckQuorum steps down after T ticks
@@ -44,6 +45,15 @@ pub struct Config {
     pub uncommitted_bytes_max: u64,
     /// Most entry bytes handed to the application in one `Ready` for applying.
     pub apply_bytes_max: u64,
+    /// Most snapshot bytes in one InstallSnapshot message.
+    pub snapshot_chunk_bytes_max: u64,
+    /// Most reads waiting for a read index on a leader (its own and its followers').
+    pub pending_reads_max: usize,
+    /// A leader's read lease ends this many ticks before the election timeout (counted from the
+    /// send of the last heartbeat round a quorum answered), to absorb clock drift between nodes'
+    /// tick rates: followers ignore vote requests for a full election timeout after hearing from
+    /// the leader, so no other leader can exist before then.
+    pub lease_drift_margin_ticks: u32,
     /// The index the application's state machine has already applied (0 for an empty one).
     pub applied: Index,
     /// Seed of this node's random election timeouts; combined with `id`.
@@ -81,6 +91,9 @@ impl Config {
             inflight_bytes_max: 32 * 1024 * 1024,
             uncommitted_bytes_max: 64 * 1024 * 1024,
             apply_bytes_max: 8 * 1024 * 1024,
+            snapshot_chunk_bytes_max: 1024 * 1024,
+            pending_reads_max: 4096,
+            lease_drift_margin_ticks: 2,
             applied: 0,
             seed: 0,
             #[cfg(feature = "mutations")]
@@ -124,6 +137,12 @@ impl Config {
         }
         if self.uncommitted_bytes_max == 0 || self.apply_bytes_max == 0 {
             return invalid("uncommitted_bytes_max and apply_bytes_max must be at least 1");
+        }
+        if self.snapshot_chunk_bytes_max == 0 || self.pending_reads_max == 0 {
+            return invalid("snapshot_chunk_bytes_max and pending_reads_max must be at least 1");
+        }
+        if self.lease_drift_margin_ticks >= self.election_timeout_ticks {
+            return invalid("lease_drift_margin_ticks must be below election_timeout_ticks");
         }
         Ok(())
     }

@@ -19,6 +19,8 @@ pub(crate) enum Campaign {
     PreElection,
     /// Bump the term and ask for votes.
     Election,
+    /// As `Election`, on the leader's request (TimeoutNow): voters answer even within a lease.
+    Transfer,
 }
 
 impl<S: Storage> Raft<S> {
@@ -41,11 +43,12 @@ impl<S: Storage> Raft<S> {
                 self.become_pre_candidate();
                 (true, self.term + 1)
             }
-            Campaign::Election => {
+            Campaign::Election | Campaign::Transfer => {
                 self.become_candidate();
                 (false, self.term)
             }
         };
+        let leader_transfer = kind == Campaign::Transfer;
         if self.tracker.record_vote(self.id, true) == VoteResult::Won {
             // A single voter wins at once.
             self.on_election_won();
@@ -54,10 +57,11 @@ impl<S: Storage> Raft<S> {
         let last_log_index = self.raft_log.last_index();
         let last_log_term = self.raft_log.last_term();
         let me = self.id;
-        let voters: Vec<NodeId> = self.tracker.config().voters().iter().copied().collect();
+        let voters = self.tracker.config().voters();
         for voter in voters.into_iter().filter(|&v| v != me) {
             let body = MessageBody::RequestVote(RequestVote {
                 pre_vote,
+                leader_transfer,
                 last_log_index,
                 last_log_term,
             });
@@ -79,8 +83,9 @@ impl<S: Storage> Raft<S> {
 
     /// RequestVote receiver (Figure 2): grant if we have not voted for someone else this term (or,
     /// for a pre-vote, the candidate's term is ahead of ours) and the candidate's log is at least as
-    /// up-to-date as ours (§5.4.1).
+    /// up-to-date as ours (§5.4.1). Learners never vote.
     pub(crate) fn handle_request_vote(&mut self, from: NodeId, term: Term, rv: &RequestVote) {
+        let is_learner = self.tracker.conf_state().learners.contains(&self.id);
         let can_vote = self.vote == Some(from)
             || (self.vote.is_none() && self.leader.is_none())
             || (rv.pre_vote && term > self.term);
@@ -89,7 +94,7 @@ impl<S: Storage> Raft<S> {
             .raft_log
             .is_up_to_date(rv.last_log_index, rv.last_log_term)
             || self.config.mutated(MutationKind::NoElectionRestriction);
-        let granted = can_vote && up_to_date;
+        let granted = can_vote && up_to_date && !is_learner;
         let reply_term = if granted && rv.pre_vote {
             term
         } else {
@@ -116,6 +121,10 @@ impl<S: Storage> Raft<S> {
             MessageBody::Heartbeat(h) => {
                 self.become_follower(term, Some(from));
                 self.handle_heartbeat(from, &h);
+            }
+            MessageBody::InstallSnapshot(s) => {
+                self.become_follower(term, Some(from));
+                self.handle_install_snapshot(from, s);
             }
             MessageBody::RequestVoteResponse(r) => {
                 if r.pre_vote != (self.role == Role::PreCandidate) {

@@ -24,6 +24,35 @@ pub enum Error {
         /// `Config::uncommitted_bytes_max`.
         limit: u64,
     },
+    /// A leadership transfer is under way; proposals resume when it completes or is abandoned.
+    #[error("a leadership transfer is in progress; retry shortly")]
+    TransferInProgress,
+    /// Leadership can be transferred only to a voter of the current configuration.
+    #[error("node {0} is not a voter of the current configuration")]
+    NotAVoter(NodeId),
+    /// A membership change is still in flight; only one at a time.
+    #[error("a membership change is already in progress; retry once it has committed")]
+    ConfChangeInProgress,
+    /// A new leader must commit an entry of its own term before changing membership (raft-dev 2015).
+    #[error("the leader has not yet committed an entry of its term; retry shortly")]
+    ConfChangeTooEarly,
+    /// The membership change cannot be made.
+    #[error("invalid membership change: {0}")]
+    InvalidConfChange(&'static str),
+    /// Too many reads wait for a read index; retry shortly.
+    #[error("too many pending reads (limit {limit}); retry shortly")]
+    TooManyReads {
+        /// `Config::pending_reads_max`.
+        limit: usize,
+    },
+    /// A snapshot can be taken only of applied state, ahead of the current snapshot.
+    #[error("cannot snapshot at index {index}: {reason}")]
+    SnapshotIndex {
+        /// The index asked for.
+        index: Index,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
     /// The configuration cannot work; the message says which setting.
     #[error("invalid raft configuration: {0}")]
     InvalidConfig(&'static str),

@@ -5,7 +5,9 @@
 //! min(leader_commit, last new entry), never backwards; its answers leave only once what they
 //! acknowledge is durable (they go through `msgs_after_persist`).
 
-use crate::message::{AppendEntries, AppendEntriesResponse, ConflictHint, Heartbeat, MessageBody};
+use crate::message::{
+    AppendEntries, AppendEntriesResponse, ConflictHint, Heartbeat, HeartbeatResponse, MessageBody,
+};
 use crate::raft::Raft;
 use crate::storage::Storage;
 use crate::types::{Index, NodeId};
@@ -24,6 +26,13 @@ impl<S: Storage> Raft<S> {
                 self.leader = Some(from);
                 self.handle_heartbeat(from, &h);
             }
+            MessageBody::InstallSnapshot(s) => {
+                self.election_elapsed = 0;
+                self.leader = Some(from);
+                self.handle_install_snapshot(from, s);
+            }
+            MessageBody::TimeoutNow => self.handle_timeout_now(),
+            MessageBody::ReadIndexResponse(r) => self.handle_read_index_response(&r),
             _ => {}
         }
     }
@@ -43,9 +52,12 @@ impl<S: Storage> Raft<S> {
                 a.leader_commit,
                 &a.entries,
             ) {
-                Some(last_new) => AppendEntriesResponse::Accepted {
-                    match_index: last_new,
-                },
+                Some(last_new) => {
+                    self.on_entries_appended(&a.entries);
+                    AppendEntriesResponse::Accepted {
+                        match_index: last_new,
+                    }
+                }
                 None => AppendEntriesResponse::Rejected {
                     rejected_index: a.prev_log_index,
                     hint: self.conflict_hint(a.prev_log_index),
@@ -82,6 +94,7 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn handle_heartbeat(&mut self, from: NodeId, h: &Heartbeat) {
         let commit = h.commit.min(self.raft_log.last_index());
         self.raft_log.commit_to(commit);
-        self.send(from, MessageBody::HeartbeatResponse);
+        let body = MessageBody::HeartbeatResponse(HeartbeatResponse { round: h.round });
+        self.send(from, body);
     }
 }

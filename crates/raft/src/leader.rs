@@ -9,7 +9,9 @@ use bytes::Bytes;
 
 use crate::config::MutationKind;
 use crate::error::{Error, Result};
-use crate::message::{AppendEntries, AppendEntriesResponse, ConflictHint, Heartbeat, MessageBody};
+use crate::message::{
+    AppendEntries, AppendEntriesResponse, ConflictHint, Heartbeat, HeartbeatResponse, MessageBody,
+};
 use crate::raft::Raft;
 use crate::storage::Storage;
 use crate::tracker::ProgressState;
@@ -37,18 +39,14 @@ impl<S: Storage> Raft<S> {
             own.maybe_update(persisted);
             own.recent_active = true;
         }
-        self.raft_log
-            .append(&[Entry::new(last_index + 1, term, Bytes::new())]);
+        let noop = Entry::new(last_index + 1, term, Bytes::new());
+        self.raft_log.append(std::slice::from_ref(&noop));
     }
 
     /// Appends a client's command to the leader's log. Replication is batched: the entries
     /// proposed before the next `ready` go out together.
     pub fn propose(&mut self, data: Bytes) -> Result<Index> {
-        if self.role != Role::Leader {
-            return Err(Error::NotLeader {
-                leader: self.leader,
-            });
-        }
+        self.check_can_propose()?;
         let index = self.raft_log.last_index() + 1;
         let entry = Entry::new(index, self.term, data);
         let size = entry.size_bytes();
@@ -65,6 +63,19 @@ impl<S: Storage> Raft<S> {
         self.raft_log.append(&[entry]);
         self.pending_bcast = true;
         Ok(index)
+    }
+
+    /// Proposals go to the leader, and not while it hands leadership over.
+    pub(crate) fn check_can_propose(&self) -> Result<()> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.lead_transferee.is_some() {
+            return Err(Error::TransferInProgress);
+        }
+        Ok(())
     }
 
     /// Sends the proposals appended since the last broadcast.
@@ -96,6 +107,11 @@ impl<S: Storage> Raft<S> {
         }
         let next = pr.next_index;
         let prev_log_index = next - 1;
+        if next < self.raft_log.first_index() {
+            // The entries it needs are compacted: only a snapshot can bring it up to date.
+            self.send_snapshot(to);
+            return false; // no appends follow a snapshot
+        }
         let prev_log_term = self.raft_log.term(prev_log_index).unwrap_or_else(|e| {
             panic!("leader cannot read the term at {prev_log_index} for follower {to}: {e}")
         });
@@ -123,8 +139,10 @@ impl<S: Storage> Raft<S> {
         true
     }
 
-    /// Heartbeats to every follower, each with the commit index capped at what it holds.
+    /// Heartbeats to every follower, each with the commit index capped at what it holds, as a new
+    /// round that confirms leadership for reads.
     pub(crate) fn bcast_heartbeat(&mut self) {
+        let round = self.next_round();
         let committed = self.raft_log.committed();
         let peers: Vec<(NodeId, Index)> = self
             .tracker
@@ -133,15 +151,17 @@ impl<S: Storage> Raft<S> {
             .map(|(&id, pr)| (id, pr.match_index.min(committed)))
             .collect();
         for (peer, commit) in peers {
-            self.send(peer, MessageBody::Heartbeat(Heartbeat { commit }));
+            self.send(peer, MessageBody::Heartbeat(Heartbeat { commit, round }));
         }
+        self.advance_reads(); // a lone voter confirms its own rounds
     }
 
     /// Leader's handling of messages of its own term.
     pub(crate) fn step_leader(&mut self, from: NodeId, body: MessageBody) {
         match body {
             MessageBody::AppendEntriesResponse(resp) => self.handle_append_response(from, resp),
-            MessageBody::HeartbeatResponse => self.handle_heartbeat_response(from),
+            MessageBody::HeartbeatResponse(r) => self.handle_heartbeat_response(from, &r),
+            MessageBody::InstallSnapshotResponse(r) => self.handle_snapshot_response(from, &r),
             // Another leader in our term cannot exist (Election Safety); vote answers are late.
             _ => {}
         }
@@ -162,9 +182,20 @@ impl<S: Storage> Raft<S> {
                 match pr.state {
                     ProgressState::Probe => pr.become_replicate(),
                     ProgressState::Replicate => pr.inflights.free_to(match_index),
+                    ProgressState::Snapshot => {
+                        if pr
+                            .pending_snapshot()
+                            .is_some_and(|index| match_index >= index)
+                        {
+                            pr.become_replicate();
+                        }
+                    }
+                }
+                if self.lead_transferee == Some(from) {
+                    self.maybe_send_timeout_now(from);
                 }
                 if self.maybe_commit() {
-                    self.bcast_append(true);
+                    self.on_commit_advanced();
                 } else {
                     // A follower we held back may have missed a commit index broadcast meanwhile.
                     if self.send_append(from, was_paused) {
@@ -202,19 +233,28 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    fn handle_heartbeat_response(&mut self, from: NodeId) {
+    fn handle_heartbeat_response(&mut self, from: NodeId, r: &HeartbeatResponse) {
         let last_index = self.raft_log.last_index();
         let Some(pr) = self.tracker.get_mut(from) else {
             return;
         };
         pr.recent_active = true;
         pr.probe_sent = false;
-        if pr.state == ProgressState::Replicate && pr.inflights.full() {
-            pr.inflights.free_first_one();
+        match pr.state {
+            // A chunk or the final acknowledgement may have been lost: resume from the last offset.
+            ProgressState::Snapshot => self.send_snapshot_chunk(from),
+            ProgressState::Replicate | ProgressState::Probe => {
+                if pr.state == ProgressState::Replicate && pr.inflights.full() {
+                    pr.inflights.free_first_one();
+                }
+                // Behind: send what it misses, or an empty append if everything we sent was
+                // lost, so that its rejection puts us back on track.
+                if pr.match_index < last_index {
+                    self.send_append(from, true);
+                }
+            }
         }
-        if pr.match_index < last_index {
-            self.send_append(from, false);
-        }
+        self.on_round_acked(from, r.round);
     }
 
     /// Advances the commit index to the highest index a quorum holds durably, provided that
@@ -232,6 +272,14 @@ impl<S: Storage> Raft<S> {
         true
     }
 
+    /// The commit index advanced: tell the followers, release reads that waited for this term's
+    /// first commit, finish a membership change.
+    pub(crate) fn on_commit_advanced(&mut self) {
+        self.bcast_append(true);
+        self.on_term_committed();
+        self.maybe_finish_conf_change();
+    }
+
     /// The leader's own entries up to its durable index count toward the quorum.
     pub(crate) fn on_own_persisted(&mut self) {
         let persisted = self.raft_log.persisted_index();
@@ -241,7 +289,7 @@ impl<S: Storage> Raft<S> {
             .get_mut(id)
             .is_some_and(|own| own.maybe_update(persisted));
         if updated && self.maybe_commit() {
-            self.bcast_append(true);
+            self.on_commit_advanced();
         }
     }
 }

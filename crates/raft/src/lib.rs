@@ -78,31 +78,39 @@ mod error;
 mod follower;
 mod leader;
 mod log_unstable;
+mod membership;
 mod message;
 mod quorum;
 mod raft;
 mod raft_log;
 mod raw_node;
+mod read_only;
 mod rng;
+mod snapshot;
 mod storage;
 mod tracker;
+mod transfer;
 mod types;
 
 pub use config::Config;
 #[cfg(feature = "mutations")]
 pub use config::Mutation;
 pub use error::{Error, Result, StorageError};
+pub use membership::ConfPoint;
 pub use message::{
-    AppendEntries, AppendEntriesResponse, ConflictHint, Heartbeat, Message, MessageBody,
+    AppendEntries, AppendEntriesResponse, ConflictHint, Heartbeat, HeartbeatResponse,
+    InstallSnapshot, InstallSnapshotResponse, Message, MessageBody, ReadIndex, ReadIndexResponse,
     RequestVote, RequestVoteResponse,
 };
-pub use quorum::{MajorityConfig, VoteResult};
+pub use quorum::{JointConfig, MajorityConfig, VoteResult};
 pub use raft::Raft;
 pub use raft_log::RaftLog;
 pub use raw_node::{RawNode, Ready, ReadyAck};
+pub use read_only::{ReadMode, ReadState};
 pub use rng::Rng;
-pub use storage::{MemStorage, Storage, limit_size};
-pub use tracker::{Inflights, Progress, ProgressState, ProgressTracker};
+pub use storage::{MemStorage, RaftState, Storage, limit_size};
+pub use tracker::{Inflights, Progress, ProgressState, ProgressTracker, SnapshotTransfer};
 pub use types::{
-    ENTRY_OVERHEAD_BYTES, Entry, EntryKind, HardState, Index, NodeId, Role, SoftState, Term,
+    ConfState, ENTRY_OVERHEAD_BYTES, Entry, EntryKind, HardState, Index, MemberChange, NodeId,
+    Role, Snapshot, SnapshotMetadata, SoftState, Term,
 };

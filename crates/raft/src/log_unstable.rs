@@ -1,15 +1,20 @@
 //! The unstable tail of the log: entries the core has appended that are not yet known durable.
 //!
-//! Invariants: `entries` are contiguous from `offset`; `in_progress` is the last index handed out
+//! Invariants: `entries` are contiguous from `offset`, and follow `snapshot` when there is one
+//! (`offset == snapshot index + 1`); `in_progress` is the last index handed out
 //! for persistence, with `offset - 1 <= in_progress <= last index`. Entries leave the tail only once
 //! the application reports them durable (`stable_to`) with the term they were handed out with, so a
 //! late report about an entry that was since overwritten is ignored.
 
-use crate::types::{Entry, Index, Term};
+use crate::types::{Entry, Index, Snapshot, Term};
 
-/// Entries not yet durable.
+/// Entries (and possibly a snapshot from the leader) not yet durable.
 #[derive(Debug)]
 pub struct Unstable {
+    /// A snapshot received from the leader that replaces the log, until it is durable.
+    snapshot: Option<Snapshot>,
+    /// The snapshot was handed out for persistence.
+    snapshot_in_progress: bool,
     /// Contiguous entries starting at `offset`.
     entries: Vec<Entry>,
     /// Index of `entries[0]` (or where the next entry will go when empty).
@@ -22,6 +27,8 @@ impl Unstable {
     /// An empty tail whose first entry will have index `offset`.
     pub fn new(offset: Index) -> Self {
         Unstable {
+            snapshot: None,
+            snapshot_in_progress: false,
             entries: Vec::new(),
             offset,
             in_progress: offset - 1,
@@ -33,14 +40,68 @@ impl Unstable {
         (!self.entries.is_empty()).then_some(self.offset)
     }
 
-    /// Index of the last unstable entry, if any.
-    pub fn last_index(&self) -> Option<Index> {
-        (!self.entries.is_empty()).then(|| self.offset + self.entries.len() as u64 - 1)
+    /// First index of the log when a pending snapshot replaced it.
+    pub fn snapshot_first_index(&self) -> Option<Index> {
+        self.snapshot.as_ref().map(|s| s.metadata.index + 1)
     }
 
-    /// Term of the entry at `index` if the tail holds it.
+    /// Index of the last unstable entry, or of the pending snapshot.
+    pub fn last_index(&self) -> Option<Index> {
+        if self.entries.is_empty() {
+            self.snapshot.as_ref().map(|s| s.metadata.index)
+        } else {
+            Some(self.offset + self.entries.len() as u64 - 1)
+        }
+    }
+
+    /// Term of the entry at `index` if the tail (or its pending snapshot) holds it.
     pub fn term(&self, index: Index) -> Option<Term> {
+        if let Some(snapshot) = &self.snapshot {
+            if snapshot.metadata.index == index {
+                return Some(snapshot.metadata.term);
+            }
+        }
         self.get(index).map(|e| e.term)
+    }
+
+    /// The pending snapshot, if any.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+
+    /// The pending snapshot if it was not yet handed out for persistence; marks it handed out.
+    pub fn take_snapshot_to_persist(&mut self) -> Option<Snapshot> {
+        if self.snapshot_in_progress {
+            return None;
+        }
+        self.snapshot_in_progress = true;
+        self.snapshot.clone()
+    }
+
+    /// Whether a snapshot waits to be handed out for persistence.
+    pub fn has_snapshot_to_persist(&self) -> bool {
+        self.snapshot.is_some() && !self.snapshot_in_progress
+    }
+
+    /// Replaces the whole log with `snapshot`, pending persistence.
+    pub fn restore(&mut self, snapshot: Snapshot) {
+        self.offset = snapshot.metadata.index + 1;
+        self.in_progress = snapshot.metadata.index;
+        self.entries.clear();
+        self.snapshot = Some(snapshot);
+        self.snapshot_in_progress = false;
+    }
+
+    /// The pending snapshot at `index` is durable.
+    pub fn stable_snapshot_to(&mut self, index: Index) {
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.metadata.index == index)
+        {
+            self.snapshot = None;
+            self.snapshot_in_progress = false;
+        }
     }
 
     fn get(&self, index: Index) -> Option<&Entry> {
@@ -96,6 +157,11 @@ impl Unstable {
             self.entries.extend_from_slice(entries);
         } else if after <= self.offset {
             // Replaces the whole tail (and possibly stable entries, which storage truncates on write).
+            assert!(
+                self.snapshot.is_none(),
+                "entries at {after} would overwrite a pending snapshot ending at {}",
+                self.offset - 1
+            );
             self.offset = after;
             self.entries.clear();
             self.entries.extend_from_slice(entries);

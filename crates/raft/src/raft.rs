@@ -9,12 +9,17 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::message::{AppendEntriesResponse, Message, MessageBody, RequestVoteResponse};
+use crate::membership::ConfPoint;
+use crate::message::{
+    AppendEntriesResponse, HeartbeatResponse, Message, MessageBody, RequestVoteResponse,
+};
 use crate::raft_log::RaftLog;
+use crate::read_only::{ReadMode, ReadOnly, ReadState};
 use crate::rng::Rng;
-use crate::storage::Storage;
+use crate::snapshot::IncomingSnapshot;
+use crate::storage::{RaftState, Storage};
 use crate::tracker::ProgressTracker;
-use crate::types::{HardState, NodeId, Role, SoftState, Term};
+use crate::types::{ConfState, HardState, NodeId, Role, SoftState, Term};
 
 /// One Raft node's state machine.
 pub struct Raft<S: Storage> {
@@ -51,14 +56,38 @@ pub struct Raft<S: Storage> {
     pub(crate) msgs_after_persist: Vec<Message>,
     /// Proposals were appended since the last broadcast; one batched broadcast goes out at `ready`.
     pub(crate) pending_bcast: bool,
+    /// The membership at each configuration entry of the log, after the snapshot's (membership.rs).
+    pub(crate) conf_history: Vec<ConfPoint>,
+    /// The voter leadership is being handed to, while a transfer is under way.
+    pub(crate) lead_transferee: Option<NodeId>,
+    /// The leader's pending reads, heartbeat rounds and lease.
+    pub(crate) read_only: ReadOnly,
+    /// Reads released, waiting to be handed out in a `Ready`.
+    pub(crate) read_states: Vec<ReadState>,
+    /// A snapshot being received from the leader.
+    pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
+    /// Restarted with history and not yet through an election timeout: under CheckQuorum, ignore
+    /// vote requests as if in a leader's lease, since this node may have acknowledged a leader's
+    /// heartbeat just before it crashed (a leader's read lease counts on that).
+    pub(crate) restart_guard: bool,
 }
 
 impl<S: Storage> Raft<S> {
     /// A node restarting from `storage` (or starting empty), as a follower of its stored term.
     pub fn new(config: &Config, storage: S) -> Result<Self> {
         config.validate()?;
-        let hard_state = storage.initial_state();
+        let RaftState {
+            hard_state,
+            conf_state,
+        } = storage.initial_state();
+        let conf_state = if conf_state.voters.is_empty() {
+            ConfState::from_voters(config.voters.iter().copied())
+        } else {
+            conf_state
+        };
         let raft_log = RaftLog::new(storage, config.applied);
+        let base_index = raft_log.first_index() - 1;
+        let base_term = raft_log.term(base_index).unwrap_or(0);
         let mut raft = Raft {
             id: config.id,
             term: hard_state.term,
@@ -67,7 +96,7 @@ impl<S: Storage> Raft<S> {
             leader: None,
             raft_log,
             tracker: ProgressTracker::new(
-                &config.voters,
+                &conf_state,
                 config.inflight_msgs_max,
                 config.inflight_bytes_max,
             ),
@@ -80,8 +109,20 @@ impl<S: Storage> Raft<S> {
             msgs: Vec::new(),
             msgs_after_persist: Vec::new(),
             pending_bcast: false,
+            conf_history: vec![ConfPoint {
+                index: base_index,
+                term: base_term,
+                conf_state,
+            }],
+            lead_transferee: None,
+            read_only: ReadOnly::default(),
+            read_states: Vec::new(),
+            incoming_snapshot: None,
+            restart_guard: false,
         };
+        raft.replay_conf_entries();
         raft.become_follower(hard_state.term, None);
+        raft.restart_guard = hard_state.term > 0;
         Ok(raft)
     }
 
@@ -153,6 +194,11 @@ impl<S: Storage> Raft<S> {
         self.tracker.config().contains(self.id)
     }
 
+    /// The lead transfer target, while a transfer is under way.
+    pub fn lead_transferee(&self) -> Option<NodeId> {
+        self.lead_transferee
+    }
+
     /// Queues a message from this node in its current term.
     pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
         let term = self.term;
@@ -194,6 +240,8 @@ impl<S: Storage> Raft<S> {
         self.tracker.reset_votes();
         self.uncommitted_bytes = 0;
         self.pending_bcast = false;
+        self.lead_transferee = None;
+        self.reset_reads();
     }
 
     /// Draws a new election timeout in [T, 2T).
@@ -215,6 +263,7 @@ impl<S: Storage> Raft<S> {
     /// Becomes a pre-candidate: asks for pre-votes without touching the term or vote.
     pub(crate) fn become_pre_candidate(&mut self) {
         assert_ne!(self.role, Role::Leader, "a leader cannot pre-campaign");
+        self.restart_guard = false;
         self.role = Role::PreCandidate;
         self.leader = None;
         self.election_elapsed = 0;
@@ -227,6 +276,7 @@ impl<S: Storage> Raft<S> {
         assert_ne!(self.role, Role::Leader, "a leader cannot campaign");
         let term = self.term + 1;
         self.reset(term);
+        self.restart_guard = false;
         self.vote = Some(self.id);
         self.role = Role::Candidate;
     }
@@ -242,6 +292,9 @@ impl<S: Storage> Raft<S> {
     /// Follower / candidate clock: start an election when the timeout passes (§5.2).
     fn tick_election(&mut self) {
         self.election_elapsed += 1;
+        if self.election_elapsed >= self.config.election_timeout_ticks {
+            self.restart_guard = false;
+        }
         if self.election_elapsed >= self.randomized_election_timeout && self.promotable() {
             self.election_elapsed = 0;
             self.start_election();
@@ -252,8 +305,10 @@ impl<S: Storage> Raft<S> {
     fn tick_heartbeat(&mut self) {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
+        self.tick_read_lease();
         if self.election_elapsed >= self.config.election_timeout_ticks {
             self.election_elapsed = 0;
+            self.abort_transfer();
             if self.config.check_quorum && !self.tracker.quorum_active(self.id) {
                 // Forget the leader (ourselves), or PreVote could deadlock (etcd #8334).
                 let term = self.term;
@@ -271,7 +326,7 @@ impl<S: Storage> Raft<S> {
     /// it then ignores vote requests, so a partitioned node cannot depose a working leader.
     pub(crate) fn in_lease(&self) -> bool {
         self.config.check_quorum
-            && self.leader.is_some()
+            && (self.leader.is_some() || self.restart_guard)
             && self.election_elapsed < self.config.election_timeout_ticks
     }
 
@@ -280,13 +335,15 @@ impl<S: Storage> Raft<S> {
         validate_message(&m, self.id)?;
         if m.term > self.term {
             match &m.body {
-                MessageBody::RequestVote(_) if self.in_lease() => return Ok(()),
+                MessageBody::RequestVote(rv) if !rv.leader_transfer && self.in_lease() => {
+                    return Ok(());
+                }
                 // A pre-vote asks about a term nobody has entered yet; a granted pre-vote answers in it.
                 MessageBody::RequestVote(rv) if rv.pre_vote => {}
                 MessageBody::RequestVoteResponse(r) if r.pre_vote && r.granted => {}
-                MessageBody::AppendEntries(_) | MessageBody::Heartbeat(_) => {
-                    self.become_follower(m.term, Some(m.from))
-                }
+                MessageBody::AppendEntries(_)
+                | MessageBody::Heartbeat(_)
+                | MessageBody::InstallSnapshot(_) => self.become_follower(m.term, Some(m.from)),
                 _ => self.become_follower(m.term, None),
             }
         } else if m.term < self.term {
@@ -295,6 +352,10 @@ impl<S: Storage> Raft<S> {
         }
         match m.body {
             MessageBody::RequestVote(rv) => self.handle_request_vote(m.from, m.term, &rv),
+            MessageBody::ReadIndex(r) if self.role == Role::Leader => {
+                // A follower's read: refused reads are simply not answered; it retries.
+                let _ = self.leader_read(r.context, m.from, ReadMode::ReadIndex);
+            }
             body => match self.role {
                 Role::Leader => self.step_leader(m.from, body),
                 Role::Candidate | Role::PreCandidate => self.step_candidate(m.from, m.term, body),
@@ -323,7 +384,14 @@ impl<S: Storage> Raft<S> {
                 });
                 self.send(m.from, body);
             }
-            MessageBody::Heartbeat(_) => self.send(m.from, MessageBody::HeartbeatResponse),
+            MessageBody::Heartbeat(h) => {
+                let body = MessageBody::HeartbeatResponse(HeartbeatResponse { round: h.round });
+                self.send(m.from, body);
+            }
+            MessageBody::InstallSnapshot(_) => {
+                let body = MessageBody::HeartbeatResponse(HeartbeatResponse { round: 0 });
+                self.send(m.from, body);
+            }
             _ => {}
         }
     }
@@ -349,6 +417,15 @@ fn validate_message(m: &Message, me: NodeId) -> Result<()> {
         }
         if a.prev_log_term > m.term {
             return malformed("prev_log_term exceeds the leader's term");
+        }
+    }
+    if let MessageBody::InstallSnapshot(s) = &m.body {
+        let end = s.offset.checked_add(s.data.len() as u64);
+        if end.is_none_or(|end| end > s.total_bytes) || s.metadata.term > m.term {
+            return malformed("snapshot chunk past its announced size, or of a future term");
+        }
+        if s.metadata.index == 0 || s.metadata.conf_state.voters.is_empty() {
+            return malformed("snapshot at index 0 or without voters");
         }
     }
     Ok(())

@@ -8,7 +8,7 @@
 use crate::error::StorageError;
 use crate::log_unstable::Unstable;
 use crate::storage::Storage;
-use crate::types::{Entry, Index, Term};
+use crate::types::{Entry, Index, Snapshot, Term};
 
 /// Stable log + unstable tail + cursors.
 pub struct RaftLog<S: Storage> {
@@ -27,7 +27,11 @@ pub struct RaftLog<S: Storage> {
 impl<S: Storage> RaftLog<S> {
     /// Opens the log over `storage`, resuming from the stored commit index and `applied`.
     pub fn new(storage: S, applied: Index) -> Self {
-        let committed = storage.initial_state().commit;
+        let committed = storage
+            .initial_state()
+            .hard_state
+            .commit
+            .max(storage.first_index() - 1);
         let unstable = Unstable::new(storage.last_index() + 1);
         let applied = applied.max(storage.first_index() - 1);
         assert!(
@@ -63,12 +67,11 @@ impl<S: Storage> RaftLog<S> {
         self.applied
     }
 
-    /// First index in the log.
+    /// First index in the log (after the latest snapshot, pending or stored).
     pub fn first_index(&self) -> Index {
-        self.unstable.first_index().map_or_else(
-            || self.storage.first_index(),
-            |u| u.min(self.storage.first_index()),
-        )
+        self.unstable
+            .snapshot_first_index()
+            .unwrap_or_else(|| self.storage.first_index())
     }
 
     /// Last index in the log (unstable tail first).
@@ -85,6 +88,13 @@ impl<S: Storage> RaftLog<S> {
         }
         if let Some(term) = self.unstable.term(index) {
             return Ok(term);
+        }
+        let first = self.first_index();
+        if index + 1 < first {
+            return Err(StorageError::Compacted {
+                index,
+                first_index: first,
+            });
         }
         if index > self.last_index() {
             return Err(StorageError::Unavailable {
@@ -117,10 +127,44 @@ impl<S: Storage> RaftLog<S> {
     /// The last index durable and valid in this node's own log: stable entries not about to be
     /// overwritten by the unstable tail.
     pub fn persisted_index(&self) -> Index {
+        if self.unstable.snapshot().is_some() {
+            // Storage still holds the log the snapshot replaces: only its compacted prefix counts.
+            return self.storage.first_index() - 1;
+        }
         match self.unstable.first_index() {
             Some(first) => self.storage.last_index().min(first - 1),
             None => self.storage.last_index(),
         }
+    }
+
+    /// Replaces the log with a snapshot from the leader (pending persistence); the snapshot's
+    /// index becomes committed. The caller checked that it is ahead of the commit index.
+    pub fn restore(&mut self, snapshot: Snapshot) {
+        let index = snapshot.metadata.index;
+        assert!(
+            index > self.committed,
+            "restoring snapshot {index} at or below the commit index {}",
+            self.committed
+        );
+        self.unstable.restore(snapshot);
+        self.committed = index;
+        self.applying = index;
+    }
+
+    /// A snapshot waiting to be persisted, handed out once.
+    pub fn take_snapshot_to_persist(&mut self) -> Option<Snapshot> {
+        self.unstable.take_snapshot_to_persist()
+    }
+
+    /// Whether a snapshot waits to be handed out.
+    pub fn has_snapshot_to_persist(&self) -> bool {
+        self.unstable.has_snapshot_to_persist()
+    }
+
+    /// The snapshot at `index` is durable and restored into the state machine.
+    pub fn stable_snapshot_to(&mut self, index: Index) {
+        self.unstable.stable_snapshot_to(index);
+        self.applied = self.applied.max(index.min(self.applying));
     }
 
     /// Entries in `[lo, hi)` up to `max_bytes` (at least one when `lo < hi`).

@@ -11,8 +11,11 @@ use crate::election::Campaign;
 use crate::error::Result;
 use crate::message::Message;
 use crate::raft::Raft;
+use crate::read_only::{ReadMode, ReadState};
 use crate::storage::Storage;
-use crate::types::{Entry, HardState, Index, Role, SoftState, Term};
+use crate::types::{
+    Entry, HardState, Index, MemberChange, NodeId, Role, Snapshot, SoftState, Term,
+};
 
 /// One batch of work for the application. See the crate documentation for the order in which its
 /// parts must be handled.
@@ -22,6 +25,9 @@ pub struct Ready {
     pub soft_state: Option<SoftState>,
     /// The hard state changed: persist it (with `entries`, atomically or before them).
     pub hard_state: Option<HardState>,
+    /// A snapshot from the leader that replaces the log and the state machine: persist it and
+    /// restore the state machine from it before `entries` (which follow it).
+    pub snapshot: Option<Snapshot>,
     /// Entries to append to stable storage, possibly replacing a conflicting suffix.
     pub entries: Vec<Entry>,
     /// Messages that may be sent at once, before anything in this `Ready` is durable
@@ -32,12 +38,15 @@ pub struct Ready {
     pub persisted_messages: Vec<Message>,
     /// Committed entries, durable in this node's log, to apply to the state machine in order.
     pub committed_entries: Vec<Entry>,
+    /// Reads released: serve each once the state machine has applied its index.
+    pub read_states: Vec<ReadState>,
 }
 
 impl Ready {
     /// What to report to `RawNode::advance` once this `Ready` is persisted and applied.
     pub fn ack(&self) -> ReadyAck {
         ReadyAck {
+            snapshot: self.snapshot.as_ref().map(|s| s.metadata.index),
             persisted: self.entries.last().map(|e| (e.index, e.term)),
             applied: self.committed_entries.last().map(|e| e.index),
         }
@@ -47,6 +56,8 @@ impl Ready {
 /// The application's report on a handled `Ready`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReadyAck {
+    /// The snapshot at this index is durable and restored into the state machine.
+    pub snapshot: Option<Index>,
     /// Entries up to this (index, term) are durable.
     pub persisted: Option<(Index, Term)>,
     /// Entries up to this index are applied.
@@ -90,6 +101,27 @@ impl<S: Storage> RawNode<S> {
         self.raft.propose(data)
     }
 
+    /// Proposes a membership change; see `Raft::propose_conf_change`.
+    pub fn propose_conf_change(&mut self, changes: Vec<MemberChange>) -> Result<Index> {
+        self.raft.propose_conf_change(changes)
+    }
+
+    /// Asks for a read index for the read `context`; released through `Ready::read_states`.
+    pub fn read_index(&mut self, context: u64, mode: ReadMode) -> Result<()> {
+        self.raft.read_index(context, mode)
+    }
+
+    /// Starts handing leadership to the voter `target`.
+    pub fn transfer_leader(&mut self, target: NodeId) -> Result<()> {
+        self.raft.transfer_leader(target)
+    }
+
+    /// Describes a snapshot of the applied state at `index`; the application stores it and
+    /// compacts its log with it.
+    pub fn create_snapshot(&mut self, index: Index, data: Bytes) -> Result<Snapshot> {
+        self.raft.create_snapshot(index, data)
+    }
+
     /// Starts an election now, as if the election timeout had passed (for bootstrap and tests).
     pub fn campaign(&mut self) {
         if self.raft.role != Role::Leader {
@@ -110,6 +142,9 @@ impl<S: Storage> RawNode<S> {
         raft.soft_state() != self.prev_soft_state
             || self.raft.hard_state() != self.prev_hard_state
             || !raft.raft_log.entries_to_persist().is_empty()
+            || raft.raft_log.has_snapshot_to_persist()
+            || !raft.read_states.is_empty()
+            || (raft.role == Role::Leader && raft.read_only_needs_round())
             || !raft.msgs.is_empty()
             || !raft.msgs_after_persist.is_empty()
             || raft.raft_log.has_entries_to_apply()
@@ -121,6 +156,7 @@ impl<S: Storage> RawNode<S> {
     /// persisted in the order they were taken.
     pub fn ready(&mut self) -> Ready {
         self.raft.flush_proposals();
+        self.raft.flush_reads();
         let soft = self.raft.soft_state();
         let soft_state = (soft != self.prev_soft_state).then_some(soft);
         self.prev_soft_state = soft;
@@ -128,6 +164,7 @@ impl<S: Storage> RawNode<S> {
         let hard_state = (hard != self.prev_hard_state).then_some(hard);
         self.prev_hard_state = hard;
         let raft = &mut self.raft;
+        let snapshot = raft.raft_log.take_snapshot_to_persist();
         let entries = raft.raft_log.entries_to_persist().to_vec();
         raft.raft_log.accept_persisting();
         let committed_entries = raft
@@ -138,15 +175,20 @@ impl<S: Storage> RawNode<S> {
         Ready {
             soft_state,
             hard_state,
+            snapshot,
             entries,
             messages: std::mem::take(&mut raft.msgs),
             persisted_messages: std::mem::take(&mut raft.msgs_after_persist),
             committed_entries,
+            read_states: std::mem::take(&mut raft.read_states),
         }
     }
 
     /// The application persisted and applied what a `Ready` handed out.
     pub fn advance(&mut self, ack: ReadyAck) {
+        if let Some(index) = ack.snapshot {
+            self.advance_snapshot(index);
+        }
         if let Some((index, term)) = ack.persisted {
             self.advance_append(index, term);
         }
@@ -161,6 +203,11 @@ impl<S: Storage> RawNode<S> {
         if self.raft.role == Role::Leader {
             self.raft.on_own_persisted();
         }
+    }
+
+    /// The snapshot at `index` is durable and the state machine restored from it.
+    pub fn advance_snapshot(&mut self, index: Index) {
+        self.raft.raft_log.stable_snapshot_to(index);
     }
 
     /// Entries up to `index` are applied to the state machine.

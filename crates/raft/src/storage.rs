@@ -10,12 +10,22 @@
 //! read back its own durable entries must stop the node: the core treats any other failure as fatal.
 
 use crate::error::StorageError;
-use crate::types::{Entry, HardState, Index, Term};
+use crate::types::{ConfState, Entry, HardState, Index, Snapshot, Term};
+
+/// What a node restarts from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RaftState {
+    /// The hard state saved last (all zero / `None` for a new node).
+    pub hard_state: HardState,
+    /// Membership as of the latest snapshot (empty for a new node: `Config::voters` bootstraps it).
+    /// Configuration entries in the log after the snapshot are replayed on top of it.
+    pub conf_state: ConfState,
+}
 
 /// Read access to the durable log.
 pub trait Storage {
-    /// The hard state saved last (all zero / `None` for a new node).
-    fn initial_state(&self) -> HardState;
+    /// The hard state and the membership to restart from.
+    fn initial_state(&self) -> RaftState;
     /// Entries in `[lo, hi)`, stopping before `max_bytes` is passed but always at least one entry.
     fn entries(&self, lo: Index, hi: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError>;
     /// Term of the entry at `index`, or of the compaction point when `index == first_index() - 1`.
@@ -24,16 +34,20 @@ pub trait Storage {
     fn first_index(&self) -> Index;
     /// Last index held; `first_index() - 1` when the log is empty.
     fn last_index(&self) -> Index;
+    /// The latest snapshot (index 0 and no data when none was taken).
+    fn snapshot(&self) -> Snapshot;
 }
 
 /// An in-memory `Storage`: what tests and the simulator "persist" to.
 #[derive(Clone, Debug, Default)]
 pub struct MemStorage {
     hard_state: HardState,
-    /// Index and term of the compaction point: the entry just before `entries[0]`.
-    snapshot_index: Index,
-    snapshot_term: Term,
-    /// Entries `snapshot_index + 1 ..= last_index`, contiguous.
+    /// Bootstrap membership, used while no snapshot was taken.
+    conf_state: ConfState,
+    /// The latest snapshot; its index and term are the compaction point, the entry just before
+    /// `entries[0]`.
+    snapshot: Snapshot,
+    /// Entries `snapshot index + 1 ..= last_index`, contiguous.
     entries: Vec<Entry>,
 }
 
@@ -57,6 +71,42 @@ impl MemStorage {
         self.hard_state = hard_state;
     }
 
+    /// Sets the bootstrap membership of a new node.
+    pub fn set_conf_state(&mut self, conf_state: ConfState) {
+        self.conf_state = conf_state;
+    }
+
+    /// Installs a snapshot received from the leader: the log is replaced by it. A snapshot at or
+    /// below the current one is ignored (snapshots never go backwards); returns whether it was
+    /// installed.
+    pub fn apply_snapshot(&mut self, snapshot: Snapshot) -> bool {
+        if snapshot.metadata.index <= self.snapshot.metadata.index {
+            return false;
+        }
+        self.hard_state.commit = self.hard_state.commit.max(snapshot.metadata.index);
+        self.entries.clear();
+        self.snapshot = snapshot;
+        true
+    }
+
+    /// Compacts the log up to a snapshot this node took itself at an index it holds: entries up to
+    /// it are dropped, later ones kept. An older snapshot is ignored; returns whether it was kept.
+    pub fn compact(&mut self, snapshot: Snapshot) -> bool {
+        let index = snapshot.metadata.index;
+        if index <= self.snapshot.metadata.index {
+            return false;
+        }
+        assert!(
+            index <= self.last_index(),
+            "compacting to {index} past the last index {}",
+            self.last_index()
+        );
+        let drop = self.offset(index + 1);
+        self.entries.drain(..drop);
+        self.snapshot = snapshot;
+        true
+    }
+
     /// Appends entries, first dropping any held entries at or after the first new index (what
     /// Raft's truncation of a conflicting suffix needs). Panics on a gap: that is a driver bug.
     pub fn append(&mut self, entries: &[Entry]) {
@@ -64,13 +114,13 @@ impl MemStorage {
             return;
         };
         assert!(
-            first.index > self.snapshot_index && first.index <= self.last_index() + 1,
+            first.index > self.snapshot_index() && first.index <= self.last_index() + 1,
             "append at {} leaves a gap or rewrites compacted entries (held {}..={})",
             first.index,
-            self.snapshot_index + 1,
+            self.first_index(),
             self.last_index()
         );
-        let keep = (first.index - self.snapshot_index - 1) as usize;
+        let keep = self.offset(first.index);
         self.entries.truncate(keep);
         self.entries.extend_from_slice(entries);
     }
@@ -80,8 +130,12 @@ impl MemStorage {
         &self.entries
     }
 
+    fn snapshot_index(&self) -> Index {
+        self.snapshot.metadata.index
+    }
+
     fn offset(&self, index: Index) -> usize {
-        (index - self.snapshot_index - 1) as usize
+        (index - self.snapshot_index() - 1) as usize
     }
 
     fn check_range(&self, index: Index) -> Result<(), StorageError> {
@@ -102,8 +156,16 @@ impl MemStorage {
 }
 
 impl Storage for MemStorage {
-    fn initial_state(&self) -> HardState {
-        self.hard_state
+    fn initial_state(&self) -> RaftState {
+        let conf_state = if self.snapshot_index() > 0 {
+            self.snapshot.metadata.conf_state.clone()
+        } else {
+            self.conf_state.clone()
+        };
+        RaftState {
+            hard_state: self.hard_state,
+            conf_state,
+        }
     }
 
     fn entries(&self, lo: Index, hi: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
@@ -117,19 +179,23 @@ impl Storage for MemStorage {
     }
 
     fn term(&self, index: Index) -> Result<Term, StorageError> {
-        if index == self.snapshot_index {
-            return Ok(self.snapshot_term);
+        if index == self.snapshot_index() {
+            return Ok(self.snapshot.metadata.term);
         }
         self.check_range(index)?;
         Ok(self.entries[self.offset(index)].term)
     }
 
     fn first_index(&self) -> Index {
-        self.snapshot_index + 1
+        self.snapshot_index() + 1
     }
 
     fn last_index(&self) -> Index {
-        self.snapshot_index + self.entries.len() as u64
+        self.snapshot_index() + self.entries.len() as u64
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        self.snapshot.clone()
     }
 }
 

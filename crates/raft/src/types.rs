@@ -4,6 +4,8 @@
 //! Invariants owned here: index 0 and term 0 are "before the first entry" (the first real entry has
 //! index 1 and a term of at least 1), and node id 0 is never a member.
 
+use std::collections::BTreeSet;
+
 use bytes::Bytes;
 
 /// A member's identity. Never 0: 0 means "no node".
@@ -17,11 +19,149 @@ pub type Index = u64;
 /// Keeps empty entries from being free, so count limits and byte limits agree on what is large.
 pub const ENTRY_OVERHEAD_BYTES: u64 = 24;
 
-/// What an entry carries. Only normal entries exist so far; configuration changes join later.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// What an entry carries.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum EntryKind {
     /// An application command (or an empty entry a new leader appends to commit its term).
     Normal,
+    /// A membership change. It carries the whole membership from this entry on (not a delta), so a
+    /// node replaying the log — a new member among them — needs no earlier configuration. It takes
+    /// effect on every node as soon as it is appended (thesis §4.1).
+    ConfChange(ConfState),
+}
+
+/// One member's change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemberChange {
+    /// Make `id` a voter (a new node, or the promotion of a learner).
+    AddVoter(NodeId),
+    /// Make `id` a learner: it receives the log but never votes and never counts (a new node, or the
+    /// demotion of a voter).
+    AddLearner(NodeId),
+    /// Remove `id` from the cluster.
+    Remove(NodeId),
+}
+
+impl MemberChange {
+    /// The node the change is about.
+    pub fn node(&self) -> NodeId {
+        match *self {
+            MemberChange::AddVoter(id)
+            | MemberChange::AddLearner(id)
+            | MemberChange::Remove(id) => id,
+        }
+    }
+}
+
+/// The membership of the cluster at some point of the log.
+///
+/// Invariants: a node is a voter (incoming or outgoing) or a learner, never both; `voters_outgoing`
+/// is empty unless the configuration is joint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConfState {
+    /// Voters of the (incoming) configuration.
+    pub voters: BTreeSet<NodeId>,
+    /// Voters of the outgoing configuration while joint; empty otherwise.
+    pub voters_outgoing: BTreeSet<NodeId>,
+    /// Non-voting members.
+    pub learners: BTreeSet<NodeId>,
+}
+
+impl ConfState {
+    /// A configuration of `voters` only.
+    pub fn from_voters(voters: impl IntoIterator<Item = NodeId>) -> Self {
+        ConfState {
+            voters: voters.into_iter().collect(),
+            ..ConfState::default()
+        }
+    }
+
+    /// Whether this is the joint configuration C(old,new).
+    pub fn is_joint(&self) -> bool {
+        !self.voters_outgoing.is_empty()
+    }
+
+    /// Whether `id` votes in either half.
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.voters_outgoing.contains(&id)
+    }
+
+    /// Every member: voters of both halves and learners.
+    pub fn members(&self) -> BTreeSet<NodeId> {
+        let mut all = self.voters.clone();
+        all.extend(&self.voters_outgoing);
+        all.extend(&self.learners);
+        all
+    }
+
+    /// The joint configuration C(old,new) that applies `changes` to this one (thesis §4.3). Every
+    /// change goes through it, single-member ones too, and the leader leaves it with a second entry
+    /// once it commits.
+    pub fn enter_joint(&self, changes: &[MemberChange]) -> Result<ConfState, &'static str> {
+        if self.is_joint() {
+            return Err("already in a joint configuration");
+        }
+        if changes.is_empty() {
+            return Err("no change requested");
+        }
+        if changes.iter().any(|c| c.node() == 0) {
+            return Err("node id 0 is not a valid member");
+        }
+        let mut next = ConfState {
+            voters: self.voters.clone(),
+            voters_outgoing: self.voters.clone(),
+            learners: self.learners.clone(),
+        };
+        for change in changes {
+            match *change {
+                MemberChange::AddVoter(id) => {
+                    next.learners.remove(&id);
+                    next.voters.insert(id);
+                }
+                MemberChange::AddLearner(id) => {
+                    next.voters.remove(&id);
+                    next.learners.insert(id);
+                }
+                MemberChange::Remove(id) => {
+                    next.voters.remove(&id);
+                    next.learners.remove(&id);
+                }
+            }
+        }
+        if next.voters.is_empty() {
+            return Err("the change would leave no voters");
+        }
+        Ok(next)
+    }
+
+    /// C(new): the joint configuration without its outgoing half.
+    pub fn leave_joint(&self) -> ConfState {
+        ConfState {
+            voters: self.voters.clone(),
+            voters_outgoing: BTreeSet::new(),
+            learners: self.learners.clone(),
+        }
+    }
+}
+
+/// What a snapshot covers: the log up to `index` (of `term`) and the membership at that point.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SnapshotMetadata {
+    /// Last index the snapshot includes.
+    pub index: Index,
+    /// Term of that entry.
+    pub term: Term,
+    /// Membership as of `index`.
+    pub conf_state: ConfState,
+}
+
+/// The state machine at `metadata.index`, opaque to Raft.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Snapshot {
+    /// What it covers.
+    pub metadata: SnapshotMetadata,
+    /// The application's serialized state.
+    pub data: Bytes,
 }
 
 /// One log entry (§5.3): a command stamped with the term of the leader that created it.
@@ -48,9 +188,23 @@ impl Entry {
         }
     }
 
+    /// A membership change entry carrying the membership from `index` on.
+    pub fn conf_change(index: Index, term: Term, conf_state: ConfState) -> Self {
+        Entry {
+            index,
+            term,
+            kind: EntryKind::ConfChange(conf_state),
+            data: Bytes::new(),
+        }
+    }
+
     /// Bytes this entry counts against message, in-flight and uncommitted limits.
     pub fn size_bytes(&self) -> u64 {
-        self.data.len() as u64 + ENTRY_OVERHEAD_BYTES
+        let changes = match &self.kind {
+            EntryKind::ConfChange(conf) => 8 * conf.members().len() as u64,
+            EntryKind::Normal => 0,
+        };
+        self.data.len() as u64 + ENTRY_OVERHEAD_BYTES + changes
     }
 }
 

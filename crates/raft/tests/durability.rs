@@ -44,7 +44,7 @@ fn leader_counts_itself_only_once_durable() {
     for m in ready.messages.iter().filter(|m| m.to == 2) {
         c.node_mut(2).step(m.clone()).unwrap();
     }
-    let (acks, _) = drain(c.node_mut(2));
+    let acks = drain(c.node_mut(2)).msgs;
     for m in acks {
         c.node_mut(1).step(m).unwrap();
     }

@@ -18,6 +18,7 @@ fn request_vote(from: u64, to: u64, term: u64, last_log_index: u64, last_log_ter
         term,
         body: MessageBody::RequestVote(RequestVote {
             pre_vote: false,
+            leader_transfer: false,
             last_log_index,
             last_log_term,
         }),
@@ -33,6 +34,14 @@ fn vote_granted(msgs: &[Message], to: u64) -> Option<bool> {
 
 fn no_prevote(c: &mut raftkv_raft::Config) {
     c.pre_vote = false;
+}
+
+/// A voter restarting from `storage` that answers votes at once: CheckQuorum off, so the restart
+/// guard (see `restarted_voter_ignores_votes_for_an_election_timeout`) does not apply.
+fn voter_from(storage: MemStorage) -> RawNode<MemStorage> {
+    let mut cfg = config(1, &[1, 2, 3]);
+    cfg.check_quorum = false;
+    RawNode::new(&cfg, storage).unwrap()
 }
 
 #[test]
@@ -91,14 +100,14 @@ fn majority_of_votes_elects_exactly_one_leader() {
 fn one_vote_per_term() {
     let mut node = RawNode::new(&config(1, &[1, 2, 3]), MemStorage::new()).unwrap();
     node.step(request_vote(2, 1, 5, 0, 0)).unwrap();
-    let (msgs, _) = drain(&mut node);
+    let msgs = drain(&mut node).msgs;
     assert_eq!(vote_granted(&msgs, 2), Some(true));
     node.step(request_vote(3, 1, 5, 0, 0)).unwrap();
-    let (msgs, _) = drain(&mut node);
+    let msgs = drain(&mut node).msgs;
     assert_eq!(vote_granted(&msgs, 3), Some(false), "second vote in term 5");
     // The same candidate asking again (a retransmission) gets the same answer.
     node.step(request_vote(2, 1, 5, 0, 0)).unwrap();
-    let (msgs, _) = drain(&mut node);
+    let msgs = drain(&mut node).msgs;
     assert_eq!(vote_granted(&msgs, 2), Some(true));
 }
 
@@ -120,13 +129,13 @@ fn vote_is_durable_before_the_grant_leaves() {
 fn votes_survive_restart() {
     let mut c = Cluster::new(&[1, 2, 3]);
     c.node_mut(1).step(request_vote(2, 1, 5, 0, 0)).unwrap();
-    let (msgs, _) = drain(c.node_mut(1));
+    let msgs = drain(c.node_mut(1)).msgs;
     assert_eq!(vote_granted(&msgs, 2), Some(true));
     c.restart(1);
     assert_eq!(c.node(1).raft().term(), 5);
     assert_eq!(c.node(1).raft().vote(), Some(2));
     c.node_mut(1).step(request_vote(3, 1, 5, 0, 0)).unwrap();
-    let (msgs, _) = drain(c.node_mut(1));
+    let msgs = drain(c.node_mut(1)).msgs;
     assert_eq!(
         vote_granted(&msgs, 3),
         Some(false),
@@ -136,32 +145,34 @@ fn votes_survive_restart() {
 
 #[test]
 fn election_restriction_rejects_candidate_with_shorter_log() {
-    let mut voter =
-        RawNode::new(&config(1, &[1, 2, 3]), storage_with_terms(&[1, 1, 1], 1)).unwrap();
+    let mut voter = voter_from(storage_with_terms(&[1, 1, 1], 1));
     voter.step(request_vote(2, 1, 2, 2, 1)).unwrap();
-    let (msgs, _) = drain(&mut voter);
+    let msgs = drain(&mut voter).msgs;
     assert_eq!(vote_granted(&msgs, 2), Some(false));
 }
 
 #[test]
 fn election_restriction_compares_last_term_before_index() {
     // Candidate's log is longer but ends in an older term: rejected.
-    let mut voter = RawNode::new(&config(1, &[1, 2, 3]), storage_with_terms(&[1, 2], 2)).unwrap();
+    let mut voter = voter_from(storage_with_terms(&[1, 2], 2));
     voter.step(request_vote(2, 1, 3, 4, 1)).unwrap();
-    let (msgs, _) = drain(&mut voter);
+    let msgs = drain(&mut voter).msgs;
     assert_eq!(vote_granted(&msgs, 2), Some(false));
     // Candidate's log is shorter but ends in a newer term: granted.
-    let mut voter =
-        RawNode::new(&config(1, &[1, 2, 3]), storage_with_terms(&[1, 2, 2, 2], 2)).unwrap();
+    let mut voter = voter_from(storage_with_terms(&[1, 2, 2, 2], 2));
     voter.step(request_vote(3, 1, 4, 2, 3)).unwrap();
-    let (msgs, _) = drain(&mut voter);
+    let msgs = drain(&mut voter).msgs;
     assert_eq!(vote_granted(&msgs, 3), Some(true));
 }
 
 #[test]
 fn node_with_stale_log_cannot_become_leader() {
     // Node 3 missed entries of term 2; nodes 1 and 2 have them. Node 3 cannot win.
-    let mut c = Cluster::with(&[1, 2, 3], no_prevote, |id| match id {
+    let no_prevote_no_guard = |cfg: &mut raftkv_raft::Config| {
+        cfg.pre_vote = false;
+        cfg.check_quorum = false;
+    };
+    let mut c = Cluster::with(&[1, 2, 3], no_prevote_no_guard, |id| match id {
         3 => storage_with_terms(&[1], 2),
         _ => storage_with_terms(&[1, 2], 2),
     });
@@ -232,7 +243,7 @@ fn lower_term_requests_are_rejected_with_current_term() {
         }),
     })
     .unwrap();
-    let (msgs, _) = drain(&mut node);
+    let msgs = drain(&mut node).msgs;
     assert_eq!(msgs.len(), 2);
     for m in &msgs {
         assert_eq!(m.term, 5, "stale sender must learn the current term: {m:?}");
@@ -317,7 +328,7 @@ fn follower_in_lease_ignores_vote_requests() {
     c.node_mut(2)
         .step(request_vote(3, 2, term + 1, 100, term))
         .unwrap();
-    let (msgs, _) = drain(c.node_mut(2));
+    let msgs = drain(c.node_mut(2)).msgs;
     assert!(
         msgs.is_empty(),
         "a follower in lease must not answer: {msgs:?}"
@@ -349,7 +360,10 @@ fn pre_candidate_follows_leader_of_its_term() {
         from: 2,
         to: 1,
         term: 1,
-        body: MessageBody::Heartbeat(Heartbeat { commit: 0 }),
+        body: MessageBody::Heartbeat(Heartbeat {
+            commit: 0,
+            round: 1,
+        }),
     })
     .unwrap();
     assert_eq!(node.raft().role(), Role::Follower);
@@ -373,4 +387,24 @@ fn pre_candidate_becomes_candidate_on_quorum_of_pre_votes() {
     .unwrap();
     assert_eq!(node.raft().role(), Role::Candidate);
     assert_eq!(node.raft().term(), 1);
+}
+
+#[test]
+fn restarted_voter_ignores_votes_for_an_election_timeout() {
+    // It may have answered a leader's heartbeat just before crashing; that leader's read lease
+    // counts on it not voting for anyone else within an election timeout.
+    let mut node = RawNode::new(&config(1, &[1, 2, 3]), storage_with_terms(&[1], 1)).unwrap();
+    node.step(request_vote(2, 1, 2, 1, 1)).unwrap();
+    let msgs = drain(&mut node).msgs;
+    assert!(
+        msgs.is_empty(),
+        "answered a vote right after restart: {msgs:?}"
+    );
+    for _ in 0..10 {
+        node.tick();
+    }
+    drain(&mut node);
+    node.step(request_vote(2, 1, 5, 1, 1)).unwrap();
+    let msgs = drain(&mut node).msgs;
+    assert_eq!(vote_granted(&msgs, 2), Some(true));
 }

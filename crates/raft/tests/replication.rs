@@ -16,14 +16,10 @@ const FIGURE_7_LEADER: [u64; 10] = [1, 1, 1, 4, 4, 5, 5, 6, 6, 6];
 /// Node 1 holds the leader's log and campaigns; node 3 holds the same log (so 1 can win); node 2
 /// holds `follower`. After the election every log must equal the leader's.
 fn figure_7_converges(follower: &[u64]) -> Cluster {
-    let mut c = Cluster::with(
-        &[1, 2, 3],
-        |_| {},
-        |id| match id {
-            2 => storage_with_terms(follower, 8),
-            _ => storage_with_terms(&FIGURE_7_LEADER, 8),
-        },
-    );
+    let mut c = Cluster::restarted(&[1, 2, 3], |id| match id {
+        2 => storage_with_terms(follower, 8),
+        _ => storage_with_terms(&FIGURE_7_LEADER, 8),
+    });
     c.campaign(1);
     assert_eq!(c.leaders(), vec![1]);
     let mut expected = FIGURE_7_LEADER.to_vec();
@@ -181,7 +177,7 @@ fn append(term: u64, prev: (u64, u64), terms: &[u64], leader_commit: u64) -> Mes
 }
 
 fn only_append_response(node: &mut RawNode<MemStorage>) -> AppendEntriesResponse {
-    let (msgs, _) = drain(node);
+    let msgs = drain(node).msgs;
     assert_eq!(msgs.len(), 1, "{msgs:?}");
     match &msgs[0].body {
         MessageBody::AppendEntriesResponse(r) => r.clone(),
@@ -261,7 +257,7 @@ fn heartbeat_carries_commit_index_capped_at_follower_match() {
     c.propose(1, "b").unwrap();
     c.heal();
     c.node_mut(1).tick();
-    let (msgs, _) = drain(c.node_mut(1));
+    let msgs = drain(c.node_mut(1)).msgs;
     let commit_to = |to| {
         msgs.iter()
             .find_map(|m| match &m.body {
@@ -282,7 +278,10 @@ fn commit_index_never_decreases() {
         from: 2,
         to: 1,
         term: 1,
-        body: MessageBody::Heartbeat(Heartbeat { commit: 1 }),
+        body: MessageBody::Heartbeat(Heartbeat {
+            commit: 1,
+            round: 1,
+        }),
     })
     .unwrap();
     assert_eq!(node.raft().raft_log().committed(), 3);
@@ -325,7 +324,7 @@ fn probe_state_sends_one_append_at_a_time() {
     c.campaign(1);
     for i in 0..5 {
         c.node_mut(1).propose(Bytes::from(format!("p{i}"))).unwrap();
-        let (msgs, _) = drain(c.node_mut(1));
+        let msgs = drain(c.node_mut(1)).msgs;
         assert!(
             appends_to(&msgs, 3).is_empty(),
             "probe sent again before an answer"
@@ -342,7 +341,7 @@ fn replicate_state_pipelines_up_to_inflight_msgs_max() {
     for i in 0..10 {
         c.node_mut(1).propose(Bytes::from(format!("p{i}"))).unwrap();
     }
-    let (msgs, _) = drain(c.node_mut(1));
+    let msgs = drain(c.node_mut(1)).msgs;
     let to_2 = appends_to(&msgs, 2);
     assert_eq!(to_2.len(), 3, "pipeline depth");
     assert!(to_2.iter().all(|a| a.entries.len() == 1));
@@ -358,7 +357,7 @@ fn replicate_state_stops_at_inflight_bytes_max() {
     for _ in 0..10 {
         c.node_mut(1).propose(Bytes::from(vec![0; 100])).unwrap();
     }
-    let (msgs, _) = drain(c.node_mut(1));
+    let msgs = drain(c.node_mut(1)).msgs;
     assert_eq!(appends_to(&msgs, 2).len(), 2);
 }
 
@@ -369,7 +368,7 @@ fn append_messages_respect_msg_bytes_max() {
     for _ in 0..10 {
         c.node_mut(1).propose(Bytes::from(vec![0; 100])).unwrap();
     }
-    let (msgs, _) = drain(c.node_mut(1));
+    let msgs = drain(c.node_mut(1)).msgs;
     let to_2 = appends_to(&msgs, 2);
     assert!(to_2.iter().all(|a| a.entries.len() <= 3));
     assert_eq!(to_2.iter().map(|a| a.entries.len()).sum::<usize>(), 10);
@@ -381,7 +380,7 @@ fn proposals_are_batched_into_one_append_per_follower() {
     for i in 0..100 {
         c.node_mut(1).propose(Bytes::from(format!("p{i}"))).unwrap();
     }
-    let (msgs, _) = drain(c.node_mut(1));
+    let msgs = drain(c.node_mut(1)).msgs;
     let to_2 = appends_to(&msgs, 2);
     assert_eq!(to_2.len(), 1);
     assert_eq!(to_2[0].entries.len(), 100);

@@ -1,8 +1,9 @@
 //! The leader's tracking of its peers (progress) and a candidate's tally of votes, over the
-//! voting configuration.
+//! membership configuration (voters, joint or not, and learners).
 //!
-//! Invariant: there is exactly one `Progress` per voter, and iteration is in id order (BTreeMap), so
-//! the messages a node emits are deterministic.
+//! Invariant: there is exactly one `Progress` per member (voter of either half or learner), and
+//! iteration is in id order (BTreeMap), so the messages a node emits are deterministic. Learners
+//! have progress but never count toward a quorum or an election.
 
 mod inflights;
 mod progress;
@@ -10,16 +11,18 @@ mod progress;
 use std::collections::BTreeMap;
 
 pub use inflights::Inflights;
-pub use progress::{Progress, ProgressState};
+pub use progress::{Progress, ProgressState, SnapshotTransfer};
 
-use crate::quorum::{MajorityConfig, VoteResult};
-use crate::types::{Index, NodeId};
+use crate::quorum::{JointConfig, MajorityConfig, VoteResult};
+use crate::types::{ConfState, Index, NodeId};
 
 /// Progress of every member and the votes of the current election.
 #[derive(Clone, Debug)]
 pub struct ProgressTracker {
     /// Who votes and counts toward commitment.
-    config: MajorityConfig,
+    config: JointConfig,
+    /// The membership the config was built from (voters and learners).
+    conf_state: ConfState,
     /// One entry per member.
     progress: BTreeMap<NodeId, Progress>,
     /// Answers received in the current (pre-)election.
@@ -30,36 +33,52 @@ pub struct ProgressTracker {
 }
 
 impl ProgressTracker {
-    /// Tracks `voters`; each progress starts empty.
-    pub fn new(voters: &[NodeId], inflight_msgs_max: usize, inflight_bytes_max: u64) -> Self {
-        let config = MajorityConfig::new(voters.iter().copied());
+    /// Tracks the members of `conf_state`; each progress starts empty.
+    pub fn new(conf_state: &ConfState, inflight_msgs_max: usize, inflight_bytes_max: u64) -> Self {
         let mut tracker = ProgressTracker {
-            config,
+            config: JointConfig::default(),
+            conf_state: ConfState::default(),
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             inflight_msgs_max,
             inflight_bytes_max,
         };
-        tracker.reset(1);
+        tracker.apply_conf(conf_state, 1);
         tracker
     }
 
     /// The voting configuration.
-    pub fn config(&self) -> &MajorityConfig {
+    pub fn config(&self) -> &JointConfig {
         &self.config
+    }
+
+    /// The membership tracked.
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    /// Switches to `conf_state`: members that stay keep their progress, new ones start probing at
+    /// `next_index`, removed ones are forgotten.
+    pub fn apply_conf(&mut self, conf_state: &ConfState, next_index: Index) {
+        self.config = JointConfig {
+            incoming: MajorityConfig::new(conf_state.voters.iter().copied()),
+            outgoing: MajorityConfig::new(conf_state.voters_outgoing.iter().copied()),
+        };
+        self.conf_state = conf_state.clone();
+        let members = conf_state.members();
+        self.progress.retain(|id, _| members.contains(id));
+        for id in members {
+            self.progress.entry(id).or_insert_with(|| {
+                Progress::new(next_index, self.inflight_msgs_max, self.inflight_bytes_max)
+            });
+        }
     }
 
     /// Resets every progress to "nothing known, next is `next_index`" (a new leader's view).
     pub fn reset(&mut self, next_index: Index) {
-        self.progress = self
-            .config
-            .voters()
-            .iter()
-            .map(|&id| {
-                let pr = Progress::new(next_index, self.inflight_msgs_max, self.inflight_bytes_max);
-                (id, pr)
-            })
-            .collect();
+        for pr in self.progress.values_mut() {
+            *pr = Progress::new(next_index, self.inflight_msgs_max, self.inflight_bytes_max);
+        }
     }
 
     /// The progress of `id`, if it is a member.

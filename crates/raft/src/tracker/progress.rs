@@ -4,7 +4,7 @@
 //! Invariants: `match_index < next_index`; `match_index` never decreases while this node leads.
 
 use super::inflights::Inflights;
-use crate::types::Index;
+use crate::types::{Index, Snapshot};
 
 /// How the leader is sending to a follower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +13,17 @@ pub enum ProgressState {
     Probe,
     /// The follower's log matches up to `match_index`: stream entries optimistically.
     Replicate,
+    /// The follower needs entries the leader compacted: a snapshot is on its way, nothing else.
+    Snapshot,
+}
+
+/// A snapshot being sent to one follower.
+#[derive(Clone, Debug)]
+pub struct SnapshotTransfer {
+    /// The snapshot (its data is shared, not copied).
+    pub snapshot: Snapshot,
+    /// Bytes the follower acknowledged: the next chunk starts here.
+    pub acked_offset: u64,
 }
 
 /// The leader's view of one peer.
@@ -30,6 +41,8 @@ pub struct Progress {
     pub inflights: Inflights,
     /// The peer answered since the last CheckQuorum round.
     pub recent_active: bool,
+    /// In the snapshot state: the snapshot being sent.
+    pub snapshot_transfer: Option<Box<SnapshotTransfer>>,
 }
 
 impl Progress {
@@ -42,6 +55,7 @@ impl Progress {
             probe_sent: false,
             inflights: Inflights::new(inflight_msgs_max, inflight_bytes_max),
             recent_active: false,
+            snapshot_transfer: None,
         }
     }
 
@@ -50,7 +64,26 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflights.full(),
+            ProgressState::Snapshot => true,
         }
+    }
+
+    /// Index of the snapshot being sent, in the snapshot state.
+    pub fn pending_snapshot(&self) -> Option<Index> {
+        self.snapshot_transfer
+            .as_ref()
+            .map(|t| t.snapshot.metadata.index)
+    }
+
+    /// Switches to sending `snapshot`.
+    pub fn become_snapshot(&mut self, snapshot: Snapshot) {
+        self.state = ProgressState::Snapshot;
+        self.probe_sent = false;
+        self.inflights.reset();
+        self.snapshot_transfer = Some(Box::new(SnapshotTransfer {
+            snapshot,
+            acked_offset: 0,
+        }));
     }
 
     /// Switches to probing from just after the match index.
@@ -59,6 +92,7 @@ impl Progress {
         self.probe_sent = false;
         self.next_index = self.match_index + 1;
         self.inflights.reset();
+        self.snapshot_transfer = None;
     }
 
     /// Switches to pipelined replication from just after the match index.
@@ -67,6 +101,7 @@ impl Progress {
         self.probe_sent = false;
         self.next_index = self.match_index + 1;
         self.inflights.reset();
+        self.snapshot_transfer = None;
     }
 
     /// Records that an append ending at `last_index` carrying `bytes` was sent.
@@ -79,6 +114,7 @@ impl Progress {
                 }
             }
             ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Snapshot => {}
         }
     }
 
@@ -105,6 +141,8 @@ impl Progress {
                 self.next_index = hint_next.clamp(self.match_index + 1, rejected_index);
                 true
             }
+            // Appends stopped while the snapshot is on its way: any rejection is stale.
+            ProgressState::Snapshot => false,
             ProgressState::Probe => {
                 if self.next_index.checked_sub(1) != Some(rejected_index) {
                     return false;

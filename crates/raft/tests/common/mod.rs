@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use raftkv_raft::{
-    Config, Entry, HardState, MemStorage, Message, NodeId, RawNode, Role, Storage, Term,
+    Config, Entry, HardState, MemStorage, MemberChange, Message, NodeId, RawNode, ReadMode,
+    ReadState, Role, Snapshot, Storage, Term,
 };
 
 /// Config used by the scenarios: T = 10 ticks, heartbeat every tick, PreVote and CheckQuorum on.
@@ -35,24 +36,71 @@ pub fn storage_with_terms(terms: &[Term], term: Term) -> MemStorage {
     MemStorage::with_log(log_of_terms(terms), hs)
 }
 
-/// Persists a node's pending output, applies nothing, and returns every message it wants sent.
-/// Also returns the committed entries handed out.
-pub fn drain(node: &mut RawNode<MemStorage>) -> (Vec<Message>, Vec<Entry>) {
-    let mut msgs = Vec::new();
-    let mut applied = Vec::new();
+/// What a node handed out while draining.
+#[derive(Default)]
+pub struct Drained {
+    /// Every message it wants sent.
+    pub msgs: Vec<Message>,
+    /// Committed entries handed out for applying, in order.
+    pub applied: Vec<Entry>,
+    /// A snapshot from the leader it installed (the state machine must be replaced by it).
+    pub snapshot: Option<Snapshot>,
+    /// Reads released.
+    pub read_states: Vec<ReadState>,
+}
+
+/// Persists a node's pending output (snapshot, hard state, entries), collects its messages,
+/// committed entries and reads, and acknowledges, until it has nothing more to say.
+pub fn drain(node: &mut RawNode<MemStorage>) -> Drained {
+    let mut out = Drained::default();
     while node.has_ready() {
         let ready = node.ready();
         let ack = ready.ack();
+        if let Some(snapshot) = ready.snapshot {
+            node.storage_mut().apply_snapshot(snapshot.clone());
+            out.applied.clear();
+            out.snapshot = Some(snapshot);
+        }
         if let Some(hs) = ready.hard_state {
             node.storage_mut().set_hard_state(hs);
         }
         node.storage_mut().append(&ready.entries);
-        msgs.extend(ready.messages);
-        msgs.extend(ready.persisted_messages);
-        applied.extend(ready.committed_entries);
+        out.msgs.extend(ready.messages);
+        out.msgs.extend(ready.persisted_messages);
+        out.applied.extend(ready.committed_entries);
+        out.read_states.extend(ready.read_states);
         node.advance(ack);
     }
-    (msgs, applied)
+    out
+}
+
+/// The harness's state machine snapshot: the applied entries, as (index, term, data) records.
+pub fn encode_applied(entries: &[Entry]) -> Bytes {
+    let mut out = Vec::new();
+    for e in entries {
+        out.extend_from_slice(&e.index.to_le_bytes());
+        out.extend_from_slice(&e.term.to_le_bytes());
+        out.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&e.data);
+    }
+    Bytes::from(out)
+}
+
+/// Inverse of `encode_applied`.
+pub fn decode_applied(mut data: &[u8]) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    while data.len() >= 20 {
+        let index = u64::from_le_bytes(data[0..8].try_into().unwrap());
+        let term = u64::from_le_bytes(data[8..16].try_into().unwrap());
+        let len = u32::from_le_bytes(data[16..20].try_into().unwrap()) as usize;
+        entries.push(Entry::new(
+            index,
+            term,
+            Bytes::copy_from_slice(&data[20..20 + len]),
+        ));
+        data = &data[20 + len..];
+    }
+    entries
 }
 
 /// The terms of every entry in a node's log (stable and unstable).
@@ -73,6 +121,8 @@ pub struct Cluster {
     cut: BTreeSet<(NodeId, NodeId)>,
     /// Every message delivered, in order (for assertions about what was said).
     pub delivered: Vec<Message>,
+    /// Reads each node released, in order.
+    pub read_states: BTreeMap<NodeId, Vec<ReadState>>,
 }
 
 impl Cluster {
@@ -93,6 +143,7 @@ impl Cluster {
             applied: BTreeMap::new(),
             cut: BTreeSet::new(),
             delivered: Vec::new(),
+            read_states: BTreeMap::new(),
         };
         for &id in ids {
             let mut cfg = config(id, ids);
@@ -104,6 +155,13 @@ impl Cluster {
             cluster.applied.insert(id, Vec::new());
         }
         cluster
+    }
+
+    /// A cluster restarting from the given storages that elects at once: CheckQuorum is off, so
+    /// restarted voters answer votes without first waiting out the restart guard (a voter that
+    /// restarts with a term ignores votes for an election timeout when CheckQuorum is on).
+    pub fn restarted(ids: &[NodeId], storage: impl Fn(NodeId) -> MemStorage) -> Self {
+        Self::with(ids, |cfg| cfg.check_quorum = false, storage)
     }
 
     pub fn node(&self, id: NodeId) -> &RawNode<MemStorage> {
@@ -147,6 +205,11 @@ impl Cluster {
     /// Drops messages from `from` to `to`.
     pub fn cut(&mut self, from: NodeId, to: NodeId) {
         self.cut.insert((from, to));
+    }
+
+    /// Restores the link from `from` to `to`.
+    pub fn heal_link(&mut self, from: NodeId, to: NodeId) {
+        self.cut.remove(&(from, to));
     }
 
     /// Restores every link.
@@ -195,9 +258,17 @@ impl Cluster {
             let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
             for id in ids {
                 let node = self.nodes.get_mut(&id).unwrap();
-                let (out, applied) = drain(node);
-                msgs.extend(out);
-                self.applied.get_mut(&id).unwrap().extend(applied);
+                let out = drain(node);
+                msgs.extend(out.msgs);
+                let applied = self.applied.entry(id).or_default();
+                if let Some(snapshot) = out.snapshot {
+                    *applied = decode_applied(&snapshot.data);
+                }
+                applied.extend(out.applied);
+                self.read_states
+                    .entry(id)
+                    .or_default()
+                    .extend(out.read_states);
             }
             if msgs.is_empty() {
                 return;
@@ -214,6 +285,51 @@ impl Cluster {
         }
     }
 
+    /// Adds a node that belongs to no configuration yet (it learns one from the leader's log or
+    /// snapshot once a membership change adds it).
+    pub fn add_node(&mut self, id: NodeId) {
+        let cfg = config(id, &[]);
+        self.nodes
+            .insert(id, RawNode::new(&cfg, MemStorage::new()).unwrap());
+        self.configs.insert(id, cfg);
+        self.applied.insert(id, Vec::new());
+    }
+
+    /// Proposes a membership change on `id` and settles.
+    pub fn change_membership(
+        &mut self,
+        id: NodeId,
+        changes: &[MemberChange],
+    ) -> raftkv_raft::Result<u64> {
+        let index = self.node_mut(id).propose_conf_change(changes.to_vec())?;
+        self.stabilize();
+        Ok(index)
+    }
+
+    /// Snapshots `id`'s applied state at its applied index and compacts its log there.
+    pub fn compact(&mut self, id: NodeId) {
+        let applied = self.applied[&id].clone();
+        let index = self.node(id).raft().raft_log().applied();
+        let upto: Vec<Entry> = applied.into_iter().filter(|e| e.index <= index).collect();
+        let snapshot = self
+            .node_mut(id)
+            .create_snapshot(index, encode_applied(&upto))
+            .unwrap();
+        assert!(self.node_mut(id).storage_mut().compact(snapshot));
+    }
+
+    /// Asks `id` for a read index and settles.
+    pub fn read(&mut self, id: NodeId, context: u64, mode: ReadMode) -> raftkv_raft::Result<()> {
+        self.node_mut(id).read_index(context, mode)?;
+        self.stabilize();
+        Ok(())
+    }
+
+    /// The reads `id` released so far.
+    pub fn reads(&self, id: NodeId) -> Vec<ReadState> {
+        self.read_states.get(&id).cloned().unwrap_or_default()
+    }
+
     /// Crashes `id` (losing nothing: the scenarios settle before crashing) and restarts it from
     /// its storage.
     pub fn restart(&mut self, id: NodeId) {
@@ -226,6 +342,6 @@ impl Cluster {
 
     /// The stored hard state of `id`.
     pub fn stored_hard_state(&self, id: NodeId) -> HardState {
-        self.node(id).storage().initial_state()
+        self.node(id).storage().initial_state().hard_state
     }
 }
