@@ -12,7 +12,14 @@ pub(crate) enum MutationKind {
     CommitPastTerm,
     DoubleVote,
     NoElectionRestriction,
+    NoJointConsensus,
+    ReadWithoutRound,
+    LeaseDuringTransfer,
+    SnapshotKeepsOldConf,
 }
+
+/// Largest allowed `snapshot_chunk_bytes_max`: a chunk is one message.
+pub const SNAPSHOT_CHUNK_BYTES_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// Settings of one Raft node.
 #[derive(Clone, Debug)]
@@ -73,6 +80,15 @@ pub enum Mutation {
     DoubleVote,
     /// The election restriction is skipped: votes go to candidates with stale logs (§5.4.1).
     NoElectionRestriction,
+    /// Membership changes skip the joint configuration: C(new) takes over at once, so disjoint
+    /// majorities of C(old) and C(new) can elect two leaders (thesis §4.3).
+    NoJointConsensus,
+    /// Reads are released at once, without a heartbeat round confirming leadership (§6.4).
+    ReadWithoutRound,
+    /// Lease reads are served while a leadership transfer runs, whose election ignores leases.
+    LeaseDuringTransfer,
+    /// Restoring a snapshot keeps the node's old membership instead of the snapshot's.
+    SnapshotKeepsOldConf,
 }
 
 impl Config {
@@ -140,6 +156,9 @@ impl Config {
         }
         if self.snapshot_chunk_bytes_max == 0 || self.pending_reads_max == 0 {
             return invalid("snapshot_chunk_bytes_max and pending_reads_max must be at least 1");
+        }
+        if self.snapshot_chunk_bytes_max > SNAPSHOT_CHUNK_BYTES_LIMIT {
+            return invalid("snapshot_chunk_bytes_max must be at most 64 MiB");
         }
         if self.lease_drift_margin_ticks >= self.election_timeout_ticks {
             return invalid("lease_drift_margin_ticks must be below election_timeout_ticks");

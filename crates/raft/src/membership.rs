@@ -10,6 +10,7 @@
 //! one while the last configuration entry is uncommitted or the configuration is joint, and before
 //! it has committed an entry of its own term (the single-server change bug, raft-dev 2015).
 
+use crate::config::MutationKind;
 use crate::error::{Error, Result};
 use crate::raft::Raft;
 use crate::storage::Storage;
@@ -139,10 +140,13 @@ impl<S: Storage> Raft<S> {
         if self.current_conf().index > self.raft_log.committed() || self.conf_state().is_joint() {
             return Err(Error::ConfChangeInProgress);
         }
-        let joint = self
+        let mut joint = self
             .conf_state()
             .enter_joint(&changes)
             .map_err(Error::InvalidConfChange)?;
+        if self.config.mutated(MutationKind::NoJointConsensus) {
+            joint = joint.leave_joint();
+        }
         Ok(self.append_conf_change(joint))
     }
 

@@ -397,12 +397,30 @@ impl<S: Storage> Raft<S> {
     }
 }
 
+/// Terms at or above this are refused: no real cluster gets near, and it keeps `term + 1` total.
+pub const TERM_MAX: Term = 1 << 62;
+/// Indexes at or above this are refused: no real log gets near, and it keeps index arithmetic total.
+pub const INDEX_MAX: u64 = 1 << 62;
+
 /// Rejects messages whose shape no correct peer produces, before they touch any state: a garbled
 /// or hostile message must be an error, never a panic.
 fn validate_message(m: &Message, me: NodeId) -> Result<()> {
     let malformed = |reason| Err(Error::MalformedMessage(reason));
-    if m.from == 0 || m.from == me {
-        return malformed("sender is 0 or this node itself");
+    if m.from == 0 || m.from == me || m.to != me {
+        return malformed("sender is 0 or this node itself, or the message is for another node");
+    }
+    if m.term >= TERM_MAX {
+        return malformed("term out of range");
+    }
+    let from_leader = matches!(
+        m.body,
+        MessageBody::AppendEntries(_)
+            | MessageBody::Heartbeat(_)
+            | MessageBody::InstallSnapshot(_)
+            | MessageBody::TimeoutNow
+    );
+    if from_leader && m.term == 0 {
+        return malformed("a leader's message in term 0");
     }
     if let MessageBody::AppendEntries(a) = &m.body {
         let mut prev_term = a.prev_log_term;
@@ -415,6 +433,9 @@ fn validate_message(m: &Message, me: NodeId) -> Result<()> {
             }
             prev_term = entry.term;
         }
+        if a.prev_log_index >= INDEX_MAX {
+            return malformed("prev_log_index out of range");
+        }
         if a.prev_log_term > m.term {
             return malformed("prev_log_term exceeds the leader's term");
         }
@@ -424,7 +445,10 @@ fn validate_message(m: &Message, me: NodeId) -> Result<()> {
         if end.is_none_or(|end| end > s.total_bytes) || s.metadata.term > m.term {
             return malformed("snapshot chunk past its announced size, or of a future term");
         }
-        if s.metadata.index == 0 || s.metadata.conf_state.voters.is_empty() {
+        if s.metadata.index == 0
+            || s.metadata.index >= INDEX_MAX
+            || s.metadata.conf_state.voters.is_empty()
+        {
             return malformed("snapshot at index 0 or without voters");
         }
     }

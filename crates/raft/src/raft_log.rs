@@ -27,17 +27,18 @@ pub struct RaftLog<S: Storage> {
 impl<S: Storage> RaftLog<S> {
     /// Opens the log over `storage`, resuming from the stored commit index and `applied`.
     pub fn new(storage: S, applied: Index) -> Self {
+        let compacted = storage.first_index() - 1;
+        // The stored commit index can be ahead of the stored entries after a crash between the
+        // two writes, and the application may have applied (committed, durable) entries before
+        // the hard state naming them committed was saved: trust neither beyond the log.
+        let applied = applied.max(compacted).min(storage.last_index());
         let committed = storage
             .initial_state()
             .hard_state
             .commit
-            .max(storage.first_index() - 1);
+            .min(storage.last_index())
+            .max(applied);
         let unstable = Unstable::new(storage.last_index() + 1);
-        let applied = applied.max(storage.first_index() - 1);
-        assert!(
-            applied <= committed.max(storage.first_index() - 1),
-            "applied index {applied} is past the committed index {committed}"
-        );
         RaftLog {
             storage,
             unstable,
@@ -90,7 +91,7 @@ impl<S: Storage> RaftLog<S> {
             return Ok(term);
         }
         let first = self.first_index();
-        if index + 1 < first {
+        if index < first.saturating_sub(1) {
             return Err(StorageError::Compacted {
                 index,
                 first_index: first,

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::config::MutationKind;
 use crate::error::{Error, Result};
 use crate::message::{MessageBody, ReadIndex, ReadIndexResponse};
 use crate::raft::Raft;
@@ -73,6 +74,9 @@ pub(crate) struct ReadOnly {
     lease_until_tick: u64,
     /// A read was recorded since the last round: send one at the next `ready`.
     needs_round: bool,
+    /// TimeoutNow went out in this term: an election ignoring leases may follow at any time, even
+    /// after the transfer was abandoned, so no more lease reads in this term.
+    timeout_now_sent: bool,
 }
 
 impl ReadOnly {
@@ -109,7 +113,9 @@ impl<S: Storage> Raft<S> {
             self.read_only.waiting_for_commit.push((context, from));
             return Ok(());
         }
-        if mode == ReadMode::Lease && self.lease_holds() {
+        if (mode == ReadMode::Lease && self.lease_holds())
+            || self.config.mutated(MutationKind::ReadWithoutRound)
+        {
             self.release_read(context, from, committed);
             return Ok(());
         }
@@ -127,7 +133,8 @@ impl<S: Storage> Raft<S> {
     /// Whether this leader's lease holds now.
     pub(crate) fn lease_holds(&self) -> bool {
         self.config.check_quorum
-            && self.lead_transferee.is_none()
+            && ((self.lead_transferee.is_none() && !self.read_only.timeout_now_sent)
+                || self.config.mutated(MutationKind::LeaseDuringTransfer))
             && self.read_only.ticks < self.read_only.lease_until_tick
     }
 
@@ -161,7 +168,17 @@ impl<S: Storage> Raft<S> {
 
     /// Leader: starts a new heartbeat round; returns its number.
     pub(crate) fn next_round(&mut self) -> u64 {
+        let lease = u64::from(self.config.election_timeout_ticks);
         let ro = &mut self.read_only;
+        // A round unconfirmed for longer than a lease can no longer extend it: forget it, so a
+        // leader that hears from no quorum keeps a bounded history.
+        while ro
+            .round_sent_tick
+            .front()
+            .is_some_and(|&(_, sent)| sent + lease < ro.ticks)
+        {
+            ro.round_sent_tick.pop_front();
+        }
         ro.round += 1;
         ro.needs_round = false;
         ro.round_sent_tick.push_back((ro.round, ro.ticks));
@@ -178,6 +195,11 @@ impl<S: Storage> Raft<S> {
     /// Whether reads wait for a heartbeat round to be sent.
     pub(crate) fn read_only_needs_round(&self) -> bool {
         self.read_only.needs_round
+    }
+
+    /// Leader: TimeoutNow was sent in this term.
+    pub(crate) fn note_timeout_now_sent(&mut self) {
+        self.read_only.timeout_now_sent = true;
     }
 
     /// Leader: one more tick of leadership (the lease's clock).

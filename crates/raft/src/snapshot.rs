@@ -8,6 +8,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::config::MutationKind;
 use crate::error::{Error, Result};
 use crate::membership::ConfPoint;
 use crate::message::{
@@ -123,6 +124,12 @@ impl<S: Storage> Raft<S> {
     /// Follower: one chunk of a snapshot from the leader.
     pub(crate) fn handle_install_snapshot(&mut self, from: NodeId, s: InstallSnapshot) {
         let index = s.metadata.index;
+        if index > self.raft_log.committed() && self.raft_log.match_term(index, s.metadata.term) {
+            // We hold the snapshot's last entry already (Figure 13, rule 6): keep the log after it,
+            // which we may have acknowledged, and just learn that it is committed.
+            self.raft_log.commit_to(index);
+            self.incoming_snapshot = None;
+        }
         let committed = self.raft_log.committed();
         if index <= committed {
             // Stale or already installed: tell the leader where we are (snapshots never go back).
@@ -190,6 +197,8 @@ impl<S: Storage> Raft<S> {
             conf_state: snapshot.metadata.conf_state.clone(),
         };
         self.raft_log.restore(snapshot);
-        self.reset_conf(point);
+        if !self.config.mutated(MutationKind::SnapshotKeepsOldConf) {
+            self.reset_conf(point);
+        }
     }
 }

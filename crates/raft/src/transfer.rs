@@ -41,6 +41,7 @@ impl<S: Storage> Raft<S> {
             return;
         };
         if pr.match_index == last_index {
+            self.note_timeout_now_sent();
             self.send(target, MessageBody::TimeoutNow);
         } else {
             self.send_append(target, true);

@@ -135,3 +135,31 @@ fn restart_resumes_term_vote_log_and_commit() {
     c.stabilize();
     assert_eq!(c.applied[&2].len() as u64, committed);
 }
+
+#[test]
+fn restart_with_commit_ahead_of_stored_entries_is_clamped() {
+    // A crash between saving the hard state and the entries it names committed.
+    let hs = raftkv_raft::HardState {
+        term: 2,
+        vote: None,
+        commit: 10,
+    };
+    let storage = MemStorage::with_log(common::log_of_terms(&[1, 1, 2, 2, 2]), hs);
+    let node = RawNode::new(&config(1, &[1, 2, 3]), storage).unwrap();
+    assert_eq!(node.raft().raft_log().committed(), 5);
+}
+
+#[test]
+fn restart_with_applied_ahead_of_stored_commit_resumes() {
+    // The state machine applied entries whose commit index was not saved before the crash.
+    let hs = raftkv_raft::HardState {
+        term: 2,
+        vote: None,
+        commit: 2,
+    };
+    let storage = MemStorage::with_log(common::log_of_terms(&[1, 1, 2, 2, 2]), hs);
+    let mut cfg = config(1, &[1, 2, 3]);
+    cfg.applied = 4;
+    let node = RawNode::new(&cfg, storage).unwrap();
+    assert_eq!(node.raft().raft_log().committed(), 4);
+}

@@ -421,3 +421,18 @@ fn malformed_append_is_refused_without_panic() {
         "a refused message must not change the term"
     );
 }
+
+#[test]
+fn hostile_message_fields_are_refused_without_panic() {
+    let mut node = RawNode::new(&config(1, &[1, 2, 3]), MemStorage::new()).unwrap();
+    let refused = |node: &mut RawNode<MemStorage>, m: Message| {
+        assert!(matches!(node.step(m), Err(Error::MalformedMessage(_))));
+    };
+    refused(&mut node, append(u64::MAX, (0, 0), &[], 0));
+    refused(&mut node, append(1, (u64::MAX, 1), &[], 0));
+    refused(&mut node, append(0, (0, 0), &[], 0)); // a leader in term 0
+    let mut misrouted = append(1, (0, 0), &[], 0);
+    misrouted.to = 3;
+    refused(&mut node, misrouted);
+    assert_eq!(node.raft().term(), 0);
+}

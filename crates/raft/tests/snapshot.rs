@@ -206,3 +206,23 @@ fn restart_after_compaction_resumes_from_the_snapshot() {
         &ConfState::from_voters([1, 2, 3])
     );
 }
+
+#[test]
+fn snapshot_whose_last_entry_is_held_keeps_the_later_log() {
+    // Figure 13 rule 6: entries after the snapshot may have been acknowledged; keep them.
+    let mut node = RawNode::new(
+        &config(1, &[1, 2, 3]),
+        common::storage_with_terms(&[2; 12], 2),
+    )
+    .unwrap();
+    let mut m = chunk(10, b"state", 0, 5);
+    m.term = 3;
+    node.step(m).unwrap();
+    let ready = node.ready();
+    assert!(
+        ready.snapshot.is_none(),
+        "restored over a log that already holds the snapshot"
+    );
+    assert_eq!(node.raft().raft_log().last_index(), 12);
+    assert_eq!(node.raft().raft_log().committed(), 10);
+}

@@ -130,27 +130,65 @@ impl Progress {
     }
 
     /// The peer rejected an append at `rejected_index`; back up to `hint_next`. Returns false when
-    /// the rejection is stale (about a message older than what is known now).
+    /// the rejection is stale (about a message older than what is known now: delayed, duplicated or
+    /// reordered) or impossible, and then changes nothing.
     pub fn maybe_decrease_to(&mut self, rejected_index: Index, hint_next: Index) -> bool {
+        if rejected_index <= self.match_index {
+            return false; // the peer matched at or beyond that point since
+        }
         match self.state {
             ProgressState::Replicate => {
-                if rejected_index <= self.match_index {
-                    return false;
+                if rejected_index >= self.next_index {
+                    return false; // about an index never sent
                 }
                 self.become_probe();
-                self.next_index = hint_next.clamp(self.match_index + 1, rejected_index);
-                true
             }
             // Appends stopped while the snapshot is on its way: any rejection is stale.
-            ProgressState::Snapshot => false,
+            ProgressState::Snapshot => return false,
             ProgressState::Probe => {
                 if self.next_index.checked_sub(1) != Some(rejected_index) {
                     return false;
                 }
-                self.next_index = hint_next.clamp(self.match_index + 1, rejected_index);
                 self.probe_sent = false;
-                true
             }
         }
+        // match_index < rejected_index here, so the range is never empty.
+        self.next_index = hint_next.min(rejected_index).max(self.match_index + 1);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probing(match_index: Index, next_index: Index) -> Progress {
+        let mut pr = Progress::new(next_index, 8, 1 << 20);
+        pr.match_index = match_index;
+        pr
+    }
+
+    #[test]
+    fn delayed_duplicate_rejection_in_probe_is_ignored() {
+        // Simulator seed 0: after a rejection at 24 moved next to 24 (match 23), a late rejection
+        // at 23 arrives; it once made the leader panic.
+        let mut pr = probing(23, 24);
+        assert!(!pr.maybe_decrease_to(23, 23));
+        assert_eq!((pr.match_index, pr.next_index), (23, 24));
+    }
+
+    #[test]
+    fn rejection_never_moves_next_below_match() {
+        let mut pr = probing(5, 11);
+        assert!(pr.maybe_decrease_to(10, 2));
+        assert_eq!(pr.next_index, 6);
+    }
+
+    #[test]
+    fn rejection_of_an_index_never_sent_is_ignored() {
+        let mut pr = probing(5, 6);
+        pr.become_replicate();
+        assert!(!pr.maybe_decrease_to(u64::MAX - 1, u64::MAX));
+        assert_eq!(pr.next_index, 6);
     }
 }
