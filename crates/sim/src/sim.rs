@@ -1,0 +1,696 @@
+//! The simulation loop: one cluster, one seed, one virtual clock, one event queue.
+//!
+//! Everything that happens is an event in a queue ordered by (virtual time, insertion number):
+//! message deliveries, node ticks, disk-write completions, client polls and answers, fault
+//! recoveries, and a per-tick control event that injects faults, runs the whole-cluster checks and,
+//! after the fault period, waits for the cluster to converge. There are no threads, no real time,
+//! no real I/O, and every random draw comes from the seed, so a seed replays bit for bit.
+//!
+//! Invariants: events at equal times run in insertion order; only `BTreeMap`s, `BTreeSet`s and
+//! `Vec`s are iterated; every node input is followed by the step checks (Election Safety, Leader
+//! Completeness) and every applied entry by the State Machine Safety check.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+
+use raftkv_raft::{Config, Entry, Message, NodeId, Raft, Role, Term};
+
+use crate::checkers::linearizability::{self, Report};
+use crate::checkers::liveness::{self, NodeSummary};
+use crate::checkers::{NamedLog, Property, SafetyCheckers, Violation};
+use crate::client::{Client, ClientAction};
+use crate::faults::Fault;
+use crate::history::History;
+use crate::kv::Op;
+use crate::network::{Network, NetworkConfig, PartitionShape, TICK, Time, describe};
+use crate::node::{NodeOutput, Reply, SimNode};
+use crate::rng::SimRng;
+use crate::swarm::SimConfig;
+use crate::trace::Trace;
+
+/// A hook that adjusts each node's Raft `Config` (e.g. to set a mutation).
+pub type ConfigHook = Rc<dyn Fn(&mut Config)>;
+/// A hook that adjusts the configuration a seed drew (e.g. to favour some faults).
+pub type SimConfigHook = Rc<dyn Fn(&mut SimConfig)>;
+
+/// How to run one seed.
+#[derive(Clone, Default)]
+pub struct SimOptions {
+    /// The seed.
+    pub seed: u64,
+    /// Cluster size instead of the swarm's choice.
+    pub nodes: Option<usize>,
+    /// Ticks of the fault period instead of the default.
+    pub steps: Option<u64>,
+    /// Keep the whole trace, not only its end.
+    pub full_trace: bool,
+    /// Adjusts every node's Raft configuration.
+    pub configure: Option<ConfigHook>,
+    /// Adjusts the drawn simulation configuration.
+    pub adjust: Option<SimConfigHook>,
+}
+
+/// Counters of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events handled.
+    pub events: u64,
+    /// Messages delivered to a node.
+    pub delivered: u64,
+    /// Messages lost on send or dropped by a partition.
+    pub dropped: u64,
+    /// Node crashes.
+    pub crashes: u64,
+    /// Partitions formed.
+    pub partitions: u64,
+    /// Distinct (term, leader) pairs seen.
+    pub leaderships: u64,
+    /// Operations answered.
+    pub ops_ok: u64,
+    /// Operations given up on.
+    pub ops_abandoned: u64,
+    /// Ticks from the end of the fault period until the cluster converged.
+    pub converge_ticks: u64,
+}
+
+/// The result of one run.
+pub struct RunReport {
+    /// The configuration the seed drew.
+    pub config: SimConfig,
+    /// The first property broken, if any.
+    pub violation: Option<Violation>,
+    /// The trace (its end, or all of it in full mode) and its hash.
+    pub trace: Trace,
+    /// Counters.
+    pub stats: Stats,
+    /// The linearizability checker's report, when the run got that far.
+    pub linearizability: Option<Report>,
+    /// The clients' history.
+    pub history: History,
+}
+
+/// Runs one seed.
+pub fn run(options: &SimOptions) -> RunReport {
+    let mut config = SimConfig::swarm(options.seed, options.nodes, options.steps);
+    if let Some(adjust) = &options.adjust {
+        adjust(&mut config);
+    }
+    let mut sim = Simulation::new(config, options);
+    let violation = sim.run().err();
+    RunReport {
+        config: sim.config,
+        violation,
+        trace: sim.trace,
+        stats: sim.stats,
+        linearizability: sim.linearizability,
+        history: sim.history,
+    }
+}
+
+/// Something scheduled to happen.
+#[derive(Debug)]
+enum Event {
+    /// A message reaches its receiver (if the link is up then).
+    Deliver(Message),
+    /// A node's clock ticks.
+    Tick(NodeId),
+    /// A node's pending disk writes may have completed (ignored after a crash of that incarnation).
+    Disk(NodeId, u64),
+    /// A client polls.
+    Client(usize),
+    /// An answer reaches a client.
+    Reply(usize, Reply),
+    /// A scheduled fault recovery.
+    Fault(Fault),
+    /// Once per tick: faults, checks, phases.
+    Control,
+}
+
+/// Where the run is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Faults strike.
+    Faulty,
+    /// No more faults; the cluster must converge by `deadline`.
+    Quiet {
+        /// When it started.
+        since: Time,
+        /// The liveness bound.
+        deadline: Time,
+    },
+    /// Converged and checked.
+    Done,
+}
+
+struct Simulation {
+    config: SimConfig,
+    now: Time,
+    rng: SimRng,
+    /// Pending events by (time, insertion number).
+    queue: BTreeMap<(Time, u64), Event>,
+    next_seq: u64,
+    nodes: Vec<SimNode>,
+    /// Per node: the time of the disk event already scheduled.
+    disk_event_at: Vec<Option<Time>>,
+    /// Per node: the (role, term) last traced.
+    last_role: Vec<(Role, Term)>,
+    clients: Vec<Client>,
+    network: Network,
+    history: History,
+    checkers: SafetyCheckers,
+    trace: Trace,
+    stats: Stats,
+    phase: Phase,
+    linearizability: Option<Report>,
+    /// Set when a node could not be built (invalid configuration from a hook).
+    setup_error: Option<Violation>,
+}
+
+impl Simulation {
+    fn new(config: SimConfig, options: &SimOptions) -> Self {
+        let rng = SimRng::new(options.seed).fork(2);
+        let ids: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
+        let mut nodes = Vec::new();
+        let mut setup_error = None;
+        for &id in &ids {
+            let mut raft = Config::new(id, ids.clone());
+            raft.seed = options.seed;
+            raft.pre_vote = config.raft.pre_vote;
+            raft.check_quorum = config.raft.check_quorum;
+            raft.msg_entries_max = config.raft.msg_entries_max;
+            raft.inflight_msgs_max = config.raft.inflight_msgs_max;
+            if let Some(hook) = &options.configure {
+                hook(&mut raft);
+            }
+            match SimNode::new(raft, config.disk_latency) {
+                Ok(node) => nodes.push(node),
+                Err(e) => setup_error = Some(Violation::new(Property::CorePanic, e.to_string())),
+            }
+        }
+        let clients = (1..=config.clients.count as u32)
+            .map(|c| {
+                Client::new(
+                    c,
+                    config.nodes,
+                    1 + (c as NodeId - 1) % config.nodes as NodeId,
+                )
+            })
+            .collect();
+        Simulation {
+            now: 0,
+            rng,
+            queue: BTreeMap::new(),
+            next_seq: 0,
+            disk_event_at: vec![None; nodes.len()],
+            last_role: vec![(Role::Follower, 0); nodes.len()],
+            nodes,
+            clients,
+            network: Network::new(config.network),
+            history: History::new(),
+            checkers: SafetyCheckers::new(config.nodes),
+            trace: Trace::new(options.full_trace),
+            stats: Stats::default(),
+            phase: Phase::Faulty,
+            linearizability: None,
+            setup_error,
+            config,
+        }
+    }
+
+    fn schedule(&mut self, at: Time, event: Event) {
+        self.queue.insert((at, self.next_seq), event);
+        self.next_seq += 1;
+    }
+
+    fn log(&mut self, text: String) {
+        let line = format!("{:>5}.{} {text}", self.now / TICK, self.now % TICK);
+        self.trace.record(line);
+    }
+
+    fn run(&mut self) -> Result<(), Violation> {
+        if let Some(error) = self.setup_error.take() {
+            return Err(error);
+        }
+        self.log(format!("seed {} config {}", self.config.seed, self.config));
+        for id in 1..=self.nodes.len() as NodeId {
+            let offset = self.rng.range(0, TICK - 1);
+            self.schedule(offset, Event::Tick(id));
+        }
+        for c in 0..self.clients.len() {
+            let offset = self.rng.range(0, TICK - 1);
+            self.schedule(TICK + offset, Event::Client(c));
+        }
+        self.schedule(0, Event::Control);
+        while let Some(((time, _), event)) = self.queue.pop_first() {
+            self.now = time;
+            self.stats.events += 1;
+            self.handle(event)?;
+            if self.phase == Phase::Done {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), Violation> {
+        match event {
+            Event::Deliver(message) => self.deliver(message),
+            Event::Tick(id) => {
+                self.schedule(self.now + TICK, Event::Tick(id));
+                self.on_node(id, |node, now, out| node.tick(now, out))
+            }
+            Event::Disk(id, incarnation) => {
+                let index = id as usize - 1;
+                if self.disk_event_at[index] == Some(self.now) {
+                    self.disk_event_at[index] = None;
+                }
+                if self.nodes[index].incarnation != incarnation {
+                    return Ok(());
+                }
+                self.on_node(id, |node, now, out| node.on_disk(now, out))
+            }
+            Event::Client(c) => {
+                self.schedule(self.now + TICK, Event::Client(c));
+                self.client_poll(c)
+            }
+            Event::Reply(c, reply) => {
+                self.client_reply(c, reply);
+                Ok(())
+            }
+            Event::Fault(fault) => self.apply_fault(fault),
+            Event::Control => {
+                self.schedule(self.now + TICK, Event::Control);
+                self.control()
+            }
+        }
+    }
+
+    /// Runs `f` on node `id`, turning a core panic into a violation, then handles the output and
+    /// runs the step checks.
+    fn on_node<R>(
+        &mut self,
+        id: NodeId,
+        f: impl FnOnce(&mut SimNode, Time, &mut NodeOutput) -> R,
+    ) -> Result<R, Violation> {
+        let now = self.now;
+        let node = &mut self.nodes[id as usize - 1];
+        let mut out = NodeOutput::default();
+        let result = catch_unwind(AssertUnwindSafe(|| f(node, now, &mut out))).map_err(|p| {
+            let message = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Violation::new(
+                Property::CorePanic,
+                format!("node {id} panicked: {message}"),
+            )
+        })?;
+        self.process_output(id, out)?;
+        self.after_step(id)?;
+        Ok(result)
+    }
+
+    fn process_output(&mut self, id: NodeId, out: NodeOutput) -> Result<(), Violation> {
+        for line in out.persisted {
+            self.log(format!("node {id} {line}"));
+        }
+        for entry in &out.applied {
+            self.checkers.on_apply(id, entry)?;
+        }
+        for message in out.messages {
+            self.send(message);
+        }
+        for reply in out.replies {
+            let latency = self.rng.range(1, self.network.config.latency_max);
+            let client = reply.command.client as usize - 1;
+            self.schedule(self.now + latency, Event::Reply(client, reply));
+        }
+        let index = id as usize - 1;
+        if let Some(at) = out.next_write
+            && self.disk_event_at[index] != Some(at)
+        {
+            self.disk_event_at[index] = Some(at);
+            let incarnation = self.nodes[index].incarnation;
+            self.schedule(at, Event::Disk(id, incarnation));
+        }
+        Ok(())
+    }
+
+    /// Step checks, and a trace line when the node's role or term changed.
+    fn after_step(&mut self, id: NodeId) -> Result<(), Violation> {
+        let index = id as usize - 1;
+        let Some(raft) = self.nodes[index].raft() else {
+            return Ok(());
+        };
+        let now = (raft.role(), raft.term());
+        let leader = raft.leader();
+        let result = self.checkers.after_step(raft);
+        if self.last_role[index] != now {
+            self.last_role[index] = now;
+            if now.0 == Role::Leader {
+                self.stats.leaderships += 1;
+            }
+            self.log(format!(
+                "node {id} is {:?} in term {} (leader {leader:?})",
+                now.0, now.1
+            ));
+        }
+        result
+    }
+
+    fn send(&mut self, message: Message) {
+        let copies = self
+            .network
+            .transmit(message.from, message.to, self.now, &mut self.rng);
+        if copies.is_empty() {
+            self.stats.dropped += 1;
+            self.log(format!("lost {}", describe(&message)));
+            return;
+        }
+        if copies.len() > 1 {
+            self.log(format!("duplicated {}", describe(&message)));
+        }
+        for at in copies {
+            self.schedule(at, Event::Deliver(message.clone()));
+        }
+    }
+
+    fn deliver(&mut self, message: Message) -> Result<(), Violation> {
+        if !self.network.link_up(message.from, message.to) {
+            self.stats.dropped += 1;
+            self.log(format!("partition drops {}", describe(&message)));
+            return Ok(());
+        }
+        self.stats.delivered += 1;
+        self.log(format!("deliver {}", describe(&message)));
+        let to = message.to;
+        if to == 0 || to as usize > self.nodes.len() {
+            return Ok(());
+        }
+        if let Some(error) = self.on_node(to, |node, now, out| node.receive(message, now, out))? {
+            self.log(format!("node {to} refused a message: {error}"));
+        }
+        Ok(())
+    }
+
+    fn client_poll(&mut self, c: usize) -> Result<(), Violation> {
+        let faulty = self.phase == Phase::Faulty;
+        let action = self.clients[c].poll(
+            self.now,
+            &self.config.clients,
+            &mut self.rng,
+            &mut self.history,
+            faulty,
+            faulty,
+        );
+        match action {
+            ClientAction::Idle => Ok(()),
+            ClientAction::Submit { node, command } => {
+                let outcome = self.on_node(node, |n, now, out| n.propose(command, now, out))?;
+                self.log(format!("client {command} at node {node}: {outcome:?}"));
+                self.clients[c].on_submitted(self.now, node, outcome, &self.config.clients);
+                Ok(())
+            }
+            ClientAction::GaveUp { command, maybe } => {
+                self.stats.ops_abandoned += 1;
+                let outcome = if maybe { "unknown" } else { "fail" };
+                self.log(format!("client {command} gave up ({outcome})"));
+                Ok(())
+            }
+        }
+    }
+
+    fn client_reply(&mut self, c: usize, reply: Reply) {
+        let command = reply.command;
+        let Some(id) = self.clients[c].on_reply(command.request, reply.result) else {
+            return;
+        };
+        self.stats.ops_ok += 1;
+        self.history.ok(id, reply.result);
+        self.log(format!(
+            "client {command} ok: {} at ({},{})",
+            reply.result, reply.index, reply.term
+        ));
+        if let Op::Put { .. } = command.op {
+            self.checkers
+                .on_acknowledged(reply.index, reply.term, command.to_string());
+        }
+    }
+
+    fn control(&mut self) -> Result<(), Violation> {
+        let tick = self.now / TICK;
+        match self.phase {
+            Phase::Faulty if tick >= self.config.fault_ticks => {
+                self.begin_quiet()?;
+                self.periodic_checks()
+            }
+            Phase::Faulty => {
+                self.inject_faults()?;
+                if tick % self.config.check_every == 0 {
+                    self.periodic_checks()?;
+                }
+                Ok(())
+            }
+            Phase::Quiet { since, deadline } => self.await_convergence(since, deadline),
+            Phase::Done => Ok(()),
+        }
+    }
+
+    fn summaries(&self) -> Vec<NodeSummary> {
+        self.nodes.iter().map(SimNode::summary).collect()
+    }
+
+    fn await_convergence(&mut self, since: Time, deadline: Time) -> Result<(), Violation> {
+        let pending = self.clients.iter().filter(|c| c.busy()).count();
+        match liveness::converged(&self.summaries(), pending) {
+            Ok(()) => {
+                self.stats.converge_ticks = (self.now - since) / TICK;
+                self.log(format!(
+                    "converged after {} ticks",
+                    self.stats.converge_ticks
+                ));
+                self.final_checks()?;
+                self.phase = Phase::Done;
+                Ok(())
+            }
+            Err(reason) if self.now >= deadline => Err(liveness::violation(
+                self.config.quiet_ticks,
+                &reason,
+                &self.summaries(),
+            )),
+            Err(_) => {
+                if (self.now / TICK) % self.config.check_every == 0 {
+                    self.periodic_checks()?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Log Matching over every log and disk, Durability over the disks, Leader Completeness of
+    /// current leaders.
+    fn periodic_checks(&mut self) -> Result<(), Violation> {
+        let logs: Vec<(NodeId, Vec<Entry>)> = self.nodes.iter().map(|n| (n.id, n.log())).collect();
+        let mut named: Vec<NamedLog<'_>> = logs
+            .iter()
+            .map(|(node, entries)| NamedLog {
+                node: *node,
+                kind: "log",
+                entries,
+            })
+            .collect();
+        named.extend(self.nodes.iter().map(|n| NamedLog {
+            node: n.id,
+            kind: "disk",
+            entries: n.disk().all_entries(),
+        }));
+        let disks: Vec<_> = self.nodes.iter().map(|n| (n.id, n.disk())).collect();
+        let leaders: Vec<&Raft<_>> = self
+            .nodes
+            .iter()
+            .filter_map(SimNode::raft)
+            .filter(|r| r.role() == Role::Leader)
+            .collect();
+        self.checkers.periodic(&named, &disks, &leaders)
+    }
+
+    /// After convergence: every check once more, acknowledged writes everywhere, linearizability.
+    fn final_checks(&mut self) -> Result<(), Violation> {
+        self.periodic_checks()?;
+        let logs: Vec<(NodeId, Vec<Entry>)> = self.nodes.iter().map(|n| (n.id, n.log())).collect();
+        let views: Vec<(NodeId, &[Entry])> =
+            logs.iter().map(|(id, log)| (*id, log.as_slice())).collect();
+        self.checkers.durability.check_final(&views)?;
+        self.history.close();
+        let report = linearizability::check(&self.history)?;
+        self.log(format!(
+            "linearizable: {} ops over {} keys ({} inconclusive)",
+            report.ops,
+            report.keys,
+            report.inconclusive.len()
+        ));
+        self.linearizability = Some(report);
+        Ok(())
+    }
+
+    fn begin_quiet(&mut self) -> Result<(), Violation> {
+        self.log("fault period over: heal, restart, resume, reliable network".to_string());
+        self.network.heal();
+        self.network.config = NetworkConfig::reliable();
+        for id in 1..=self.nodes.len() as NodeId {
+            self.apply_fault(Fault::Restart(id))?;
+            self.apply_fault(Fault::Resume(id))?;
+            self.apply_fault(Fault::FastDisk(id))?;
+        }
+        let deadline = self.now + self.config.quiet_ticks * TICK;
+        self.phase = Phase::Quiet {
+            since: self.now,
+            deadline,
+        };
+        Ok(())
+    }
+
+    fn current_leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter_map(SimNode::raft)
+            .filter(|r| r.role() == Role::Leader)
+            .max_by_key(|r| r.term())
+            .map(Raft::id)
+    }
+
+    /// A node satisfying `eligible`: the leader with probability `leader_bias`, else any.
+    fn pick_target(&mut self, eligible: impl Fn(&SimNode) -> bool) -> Option<NodeId> {
+        let bias = self.config.faults.leader_bias;
+        if let Some(leader) = self.current_leader()
+            && eligible(&self.nodes[leader as usize - 1])
+            && self.rng.chance(bias)
+        {
+            return Some(leader);
+        }
+        let candidates: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|n| eligible(n))
+            .map(|n| n.id)
+            .collect();
+        self.rng.pick(&candidates)
+    }
+
+    fn ticks(&mut self, (low, high): (u64, u64)) -> Time {
+        self.rng.range(low, high) * TICK
+    }
+
+    fn inject_faults(&mut self) -> Result<(), Violation> {
+        let mix = self.config.faults;
+        if self.rng.chance(mix.crash)
+            && let Some(id) = self.pick_target(|n| n.is_up())
+        {
+            self.apply_fault(Fault::Crash(id))?;
+            let at = self.now + self.ticks(mix.downtime);
+            self.schedule(at, Event::Fault(Fault::Restart(id)));
+        }
+        if self.rng.chance(mix.pause)
+            && let Some(id) = self.pick_target(|n| n.is_up() && !n.is_paused())
+        {
+            self.apply_fault(Fault::Pause(id))?;
+            let at = self.now + self.ticks(mix.pause_length);
+            self.schedule(at, Event::Fault(Fault::Resume(id)));
+        }
+        if self.rng.chance(mix.slow_disk)
+            && let Some(id) = self.pick_target(|n| n.is_up())
+        {
+            let (low, high) = mix.slow_disk_latency;
+            let latency = self.rng.range(low, high);
+            self.apply_fault(Fault::SlowDisk(id, latency))?;
+            let at = self.now + self.ticks(mix.slow_disk_length);
+            self.schedule(at, Event::Fault(Fault::FastDisk(id)));
+        }
+        if self.nodes.len() > 1 && !self.network.partitioned() && self.rng.chance(mix.partition) {
+            let shape = self.draw_partition();
+            self.apply_fault(Fault::Partition(shape))?;
+            let at = self.now + self.ticks(mix.partition_length);
+            self.schedule(at, Event::Fault(Fault::Heal));
+        }
+        Ok(())
+    }
+
+    /// A random partition shape (the cluster has at least two nodes).
+    fn draw_partition(&mut self) -> PartitionShape {
+        let mut ids: Vec<NodeId> = (1..=self.nodes.len() as NodeId).collect();
+        for i in (1..ids.len()).rev() {
+            let j = self.rng.below(i + 1);
+            ids.swap(i, j);
+        }
+        let n = ids.len();
+        match self.rng.below(5) {
+            0 => PartitionShape::Isolate(ids[0]),
+            1 => PartitionShape::Isolate(self.current_leader().unwrap_or(ids[0])),
+            2 => {
+                let minority = self.rng.range(1, (n as u64 - 1).div_ceil(2).max(1)) as usize;
+                let (a, b) = ids.split_at(minority.min(n - 1));
+                PartitionShape::Split(a.to_vec(), b.to_vec())
+            }
+            3 => PartitionShape::OneWay(ids[0], ids[1]),
+            _ if n >= 3 => {
+                let left = self.rng.range(1, n as u64 - 2) as usize;
+                PartitionShape::Bridge {
+                    bridge: ids[0],
+                    left: ids[1..=left].to_vec(),
+                    right: ids[left + 1..].to_vec(),
+                }
+            }
+            _ => PartitionShape::OneWay(ids[1], ids[0]),
+        }
+    }
+
+    fn apply_fault(&mut self, fault: Fault) -> Result<(), Violation> {
+        let index = match &fault {
+            Fault::Crash(id)
+            | Fault::Restart(id)
+            | Fault::Pause(id)
+            | Fault::Resume(id)
+            | Fault::SlowDisk(id, _)
+            | Fault::FastDisk(id) => *id as usize - 1,
+            Fault::Partition(_) | Fault::Heal => 0,
+        };
+        let up = self.nodes[index].is_up();
+        let paused = self.nodes[index].is_paused();
+        match fault {
+            Fault::Restart(_) if up => return Ok(()),
+            Fault::Resume(_) if !paused => return Ok(()),
+            Fault::Heal if !self.network.partitioned() => return Ok(()),
+            _ => {}
+        }
+        self.log(format!("fault: {fault}"));
+        match fault {
+            Fault::Crash(_) => {
+                self.stats.crashes += 1;
+                self.nodes[index].crash();
+            }
+            Fault::Restart(id) => {
+                self.checkers.on_restart(id);
+                self.last_role[index] = (Role::Follower, 0);
+                self.on_node(id, |n, now, out| n.restart(now, out))?
+                    .map_err(|e| Violation::new(Property::CorePanic, e.to_string()))?;
+            }
+            Fault::Pause(_) => self.nodes[index].pause(),
+            Fault::Resume(id) => {
+                for error in self.on_node(id, |n, now, out| n.resume(now, out))? {
+                    self.log(format!("node {id} refused a message: {error}"));
+                }
+            }
+            Fault::SlowDisk(_, latency) => self.nodes[index].set_disk_latency(Some(latency)),
+            Fault::FastDisk(_) => self.nodes[index].set_disk_latency(None),
+            Fault::Partition(shape) => {
+                self.stats.partitions += 1;
+                let ids: Vec<NodeId> = (1..=self.nodes.len() as NodeId).collect();
+                self.network.partition(&shape, &ids);
+            }
+            Fault::Heal => self.network.heal(),
+        }
+        Ok(())
+    }
+}

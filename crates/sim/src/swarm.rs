@@ -1,0 +1,149 @@
+//! Swarm testing (Groce et al., "Swarm Testing", ISSTA 2012): each seed draws its own cluster
+//! size, Raft settings, network behaviour, fault mix and workload, so that different seeds stress
+//! different things instead of every seed spreading a thin mix of everything.
+//!
+//! Invariant: the configuration is a pure function of the seed and the caller's overrides, drawn
+//! from its own random stream.
+
+use std::fmt;
+
+use crate::client::ClientConfig;
+use crate::faults::FaultMix;
+use crate::network::{NetworkConfig, TICK, Time};
+use crate::rng::SimRng;
+
+/// Raft settings a seed varies (the rest are the core's defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RaftKnobs {
+    /// PreVote on.
+    pub pre_vote: bool,
+    /// CheckQuorum on.
+    pub check_quorum: bool,
+    /// Most entries per AppendEntries (small values split replication into many messages).
+    pub msg_entries_max: usize,
+    /// Most AppendEntries in flight per follower.
+    pub inflight_msgs_max: usize,
+}
+
+/// Everything that defines one simulated run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    /// The seed everything is drawn from.
+    pub seed: u64,
+    /// Cluster size: 1, 3, 5 or 7.
+    pub nodes: usize,
+    /// Ticks of the fault period.
+    pub fault_ticks: u64,
+    /// Bound, in ticks, for the cluster to converge once faults stop.
+    pub quiet_ticks: u64,
+    /// Ticks between whole-cluster checks (Log Matching, Durability) during the fault period.
+    pub check_every: u64,
+    /// The network during the fault period.
+    pub network: NetworkConfig,
+    /// The node faults and partitions of the fault period.
+    pub faults: FaultMix,
+    /// The clients' workload.
+    pub clients: ClientConfig,
+    /// Raft settings.
+    pub raft: RaftKnobs,
+    /// Normal latency of a disk write.
+    pub disk_latency: Time,
+}
+
+/// Default length of the fault period, in ticks.
+pub const DEFAULT_FAULT_TICKS: u64 = 300;
+
+impl SimConfig {
+    /// The configuration of `seed`, with the cluster size and fault period length overridden
+    /// when given.
+    pub fn swarm(seed: u64, nodes: Option<usize>, fault_ticks: Option<u64>) -> Self {
+        let mut rng = SimRng::new(seed).fork(1);
+        let nodes = nodes.unwrap_or_else(|| rng.pick(&[1, 3, 3, 3, 5, 5, 7]).unwrap_or(3));
+        let raft = RaftKnobs {
+            pre_vote: rng.chance(0.8),
+            check_quorum: rng.chance(0.8),
+            msg_entries_max: rng.pick(&[1, 2, 4, 1024]).unwrap_or(1024),
+            inflight_msgs_max: rng.pick(&[1, 4, 256]).unwrap_or(256),
+        };
+        SimConfig {
+            seed,
+            nodes,
+            fault_ticks: fault_ticks.unwrap_or(DEFAULT_FAULT_TICKS),
+            quiet_ticks: 300,
+            check_every: 5,
+            network: swarm_network(&mut rng),
+            faults: swarm_faults(&mut rng),
+            clients: ClientConfig {
+                count: rng.range(1, 4) as usize,
+                op_rate: rng.pick_f64(&[0.1, 0.3, 0.6]),
+                keys: rng.range(1, 3) as u32,
+                get_ratio: rng.pick_f64(&[0.2, 0.5]),
+                request_timeout: rng.range(15, 40) * TICK,
+                give_up_after: rng.range(40, 120) * TICK,
+            },
+            raft,
+            disk_latency: rng.pick(&[0, 0, 1, 3]).unwrap_or(0),
+        }
+    }
+}
+
+fn swarm_network(rng: &mut SimRng) -> NetworkConfig {
+    let latency_max = rng.pick(&[TICK / 2, TICK, 3 * TICK]).unwrap_or(TICK);
+    NetworkConfig {
+        latency_min: 1,
+        latency_max,
+        long_delay: rng.pick_f64(&[0.0, 0.01, 0.05]),
+        loss: rng.pick_f64(&[0.0, 0.0, 0.02, 0.1, 0.3]),
+        duplicate: rng.pick_f64(&[0.0, 0.02, 0.1]),
+        fifo: rng.chance(0.3),
+    }
+}
+
+fn swarm_faults(rng: &mut SimRng) -> FaultMix {
+    FaultMix {
+        crash: rng.pick_f64(&[0.0, 0.005, 0.02, 0.05]),
+        downtime: (5, rng.range(10, 60)),
+        pause: rng.pick_f64(&[0.0, 0.005, 0.02]),
+        pause_length: (5, rng.range(10, 50)),
+        slow_disk: rng.pick_f64(&[0.0, 0.01, 0.05]),
+        slow_disk_latency: (TICK, rng.range(2, 20) * TICK),
+        slow_disk_length: (10, rng.range(20, 80)),
+        partition: rng.pick_f64(&[0.0, 0.01, 0.03, 0.08]),
+        partition_length: (5, rng.range(10, 80)),
+        leader_bias: rng.pick_f64(&[0.0, 0.5, 0.9]),
+    }
+}
+
+impl fmt::Display for SimConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (n, fm, r) = (&self.network, &self.faults, &self.raft);
+        write!(
+            f,
+            "nodes={} ticks={} | raft pre_vote={} check_quorum={} msg_entries_max={} \
+             inflight_max={} | net latency={}..{} fifo={} long={} loss={} dup={} | faults crash={} \
+             pause={} slow_disk={} partition={} leader_bias={} | clients={} rate={} keys={} \
+             disk_latency={}",
+            self.nodes,
+            self.fault_ticks,
+            r.pre_vote,
+            r.check_quorum,
+            r.msg_entries_max,
+            r.inflight_msgs_max,
+            n.latency_min,
+            n.latency_max,
+            n.fifo,
+            n.long_delay,
+            n.loss,
+            n.duplicate,
+            fm.crash,
+            fm.pause,
+            fm.slow_disk,
+            fm.partition,
+            fm.leader_bias,
+            self.clients.count,
+            self.clients.op_rate,
+            self.clients.keys,
+            self.disk_latency,
+        )
+    }
+}
