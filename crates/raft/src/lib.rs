@@ -36,6 +36,7 @@
 //!
 //! Raft is safe only if what a node says in a message is true across a crash. So:
 //!
+//! 0. `Ready::snapshot`, when present, replaces the log and the state machine: install it first.
 //! 1. `Ready::hard_state` and `Ready::entries` must be durable (written and synced; atomically or
 //!    hard state first) **before** any of `Ready::persisted_messages` is sent. Those are the votes,
 //!    the vote requests (a candidate's vote for itself) and the append acknowledgements: a vote or an
@@ -69,6 +70,10 @@
 //! | `raft_log.rs`, `log_unstable.rs` | the log: stable + unstable tail, commit/apply cursors |
 //! | `tracker/` | per-follower progress, in-flight window |
 //! | `quorum.rs` | majority arithmetic |
+//! | `snapshot.rs` | snapshots, InstallSnapshot chunks, restore |
+//! | `membership.rs` | joint consensus, learners, configuration history |
+//! | `read_only.rs` | ReadIndex, leases, follower reads |
+//! | `transfer.rs` | leadership transfer |
 //! | `raw_node.rs` | `RawNode` and `Ready` |
 //! | `storage.rs` | the `Storage` trait and `MemStorage` |
 
