@@ -124,7 +124,7 @@ impl<S: Storage> Raft<S> {
             }
             MessageBody::InstallSnapshot(s) => {
                 self.become_follower(term, Some(from));
-                self.handle_install_snapshot(from, s);
+                self.handle_install_snapshot(from, *s);
             }
             MessageBody::RequestVoteResponse(r) => {
                 if r.pre_vote != (self.role == Role::PreCandidate) {

@@ -29,7 +29,7 @@ impl<S: Storage> Raft<S> {
             MessageBody::InstallSnapshot(s) => {
                 self.election_elapsed = 0;
                 self.leader = Some(from);
-                self.handle_install_snapshot(from, s);
+                self.handle_install_snapshot(from, *s);
             }
             MessageBody::TimeoutNow => self.handle_timeout_now(),
             MessageBody::ReadIndexResponse(r) => self.handle_read_index_response(&r),

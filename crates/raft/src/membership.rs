@@ -94,7 +94,7 @@ impl<S: Storage> Raft<S> {
             self.conf_history.push(ConfPoint {
                 index: entry.index,
                 term: entry.term,
-                conf_state: conf_state.clone(),
+                conf_state: conf_state.as_ref().clone(),
             });
         }
     }

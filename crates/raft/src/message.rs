@@ -39,7 +39,7 @@ pub enum MessageBody {
     /// `round` (ReadIndex, leases) and is ready for more.
     HeartbeatResponse(HeartbeatResponse),
     /// One chunk of a snapshot, for a follower whose next entry the leader has compacted (§7).
-    InstallSnapshot(InstallSnapshot),
+    InstallSnapshot(Box<InstallSnapshot>),
     /// A follower received snapshot bytes up to `next_offset` and wants the rest from there.
     InstallSnapshotResponse(InstallSnapshotResponse),
     /// A follower asks the leader for a read index on behalf of its client (follower reads).

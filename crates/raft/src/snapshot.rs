@@ -93,12 +93,12 @@ impl<S: Storage> Raft<S> {
         let total = transfer.snapshot.data.len() as u64;
         let offset = transfer.acked_offset.min(total);
         let end = total.min(offset + chunk_max);
-        let body = MessageBody::InstallSnapshot(InstallSnapshot {
+        let body = MessageBody::InstallSnapshot(Box::new(InstallSnapshot {
             metadata: transfer.snapshot.metadata.clone(),
             total_bytes: total,
             offset,
             data: transfer.snapshot.data.slice(offset as usize..end as usize),
-        });
+        }));
         self.send(to, body);
     }
 

@@ -27,7 +27,7 @@ pub enum EntryKind {
     /// A membership change. It carries the whole membership from this entry on (not a delta), so a
     /// node replaying the log — a new member among them — needs no earlier configuration. It takes
     /// effect on every node as soon as it is appended (thesis §4.1).
-    ConfChange(ConfState),
+    ConfChange(Box<ConfState>),
 }
 
 /// One member's change.
@@ -193,7 +193,7 @@ impl Entry {
         Entry {
             index,
             term,
-            kind: EntryKind::ConfChange(conf_state),
+            kind: EntryKind::ConfChange(Box::new(conf_state)),
             data: Bytes::new(),
         }
     }

@@ -50,7 +50,7 @@ fn snapshot_travels_in_bounded_chunks() {
         .delivered
         .iter()
         .filter_map(|m| match &m.body {
-            MessageBody::InstallSnapshot(s) => Some(s),
+            MessageBody::InstallSnapshot(s) => Some(s.as_ref()),
             _ => None,
         })
         .collect();
@@ -106,7 +106,7 @@ fn chunk(index: u64, data: &'static [u8], offset: u64, total: u64) -> Message {
         from: 2,
         to: 1,
         term: 3,
-        body: MessageBody::InstallSnapshot(InstallSnapshot {
+        body: MessageBody::InstallSnapshot(Box::new(InstallSnapshot {
             metadata: SnapshotMetadata {
                 index,
                 term: 2,
@@ -115,7 +115,7 @@ fn chunk(index: u64, data: &'static [u8], offset: u64, total: u64) -> Message {
             total_bytes: total,
             offset,
             data: Bytes::from_static(data),
-        }),
+        })),
     }
 }
 
