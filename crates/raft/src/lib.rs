@@ -112,7 +112,7 @@ pub use raft::Raft;
 pub use raft_log::RaftLog;
 pub use raw_node::{RawNode, Ready, ReadyAck};
 pub use read_only::{ReadMode, ReadState};
-pub use rng::Rng;
+pub use rng::{Rng, splitmix64};
 pub use storage::{MemStorage, RaftState, Storage, limit_size};
 pub use tracker::{Inflights, Progress, ProgressState, ProgressTracker, SnapshotTransfer};
 pub use types::{

@@ -4,7 +4,7 @@
 //! seed replays bit for bit. Independent concerns (the swarm's fault mix, the run itself) use
 //! separate streams (`fork`), so drawing more numbers in one does not shift the other.
 
-/// SplitMix64 (Steele, Lea, Flood 2014): small, fast, full period; not for cryptography.
+/// SplitMix64 (the core's `splitmix64` step) with the simulator's seeding and stream forking.
 #[derive(Clone, Debug)]
 pub struct SimRng {
     /// The generator's whole state.
@@ -28,11 +28,7 @@ impl SimRng {
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        raftkv_raft::splitmix64(&mut self.state)
     }
 
     /// A value in `[low, high]` (inclusive); `low` when the range is empty.
