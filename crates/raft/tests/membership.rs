@@ -196,21 +196,7 @@ fn second_change_is_refused_while_one_is_in_flight() {
 #[test]
 fn leader_changes_membership_only_after_committing_its_first_entry() {
     // raft-dev 2015: a new leader's change before its term commits can lose a committed one.
-    let mut leader = RawNode::new(&config(1, &[1, 2, 3]), MemStorage::new()).unwrap();
-    leader.force_campaign();
-    let term = leader.raft().term();
-    leader
-        .step(Message {
-            from: 2,
-            to: 1,
-            term,
-            body: MessageBody::RequestVoteResponse(RequestVoteResponse {
-                pre_vote: false,
-                granted: true,
-            }),
-        })
-        .unwrap();
-    assert_eq!(leader.raft().role(), Role::Leader);
+    let mut leader = common::leader_elected_by_node_2(MemStorage::new());
     assert_eq!(
         leader.propose_conf_change(vec![MemberChange::AddLearner(4)]),
         Err(Error::ConfChangeTooEarly)

@@ -3,9 +3,7 @@
 mod common;
 
 use common::{Cluster, config, drain};
-use raftkv_raft::{
-    Error, MemStorage, Message, MessageBody, RawNode, ReadMode, ReadState, RequestVoteResponse,
-};
+use raftkv_raft::{Error, MemStorage, Message, MessageBody, RawNode, ReadMode, ReadState};
 
 #[test]
 fn read_index_is_released_after_a_quorum_answers_a_heartbeat_round() {
@@ -61,8 +59,7 @@ fn read_index_of_a_deposed_leader_never_completes() {
 
 #[test]
 fn read_index_issued_before_the_first_commit_of_the_term_waits_for_it() {
-    let mut leader = RawNode::new(&config(1, &[1, 2, 3]), MemStorage::new()).unwrap();
-    leader.force_campaign();
+    let mut leader = common::leader_elected_by_node_2(MemStorage::new());
     let term = leader.raft().term();
     let msg = |body| Message {
         from: 2,
@@ -70,12 +67,6 @@ fn read_index_issued_before_the_first_commit_of_the_term_waits_for_it() {
         term,
         body,
     };
-    leader
-        .step(msg(MessageBody::RequestVoteResponse(RequestVoteResponse {
-            pre_vote: false,
-            granted: true,
-        })))
-        .unwrap();
     drain(&mut leader);
     leader.read_index(1, ReadMode::ReadIndex).unwrap();
     let ready = leader.ready();

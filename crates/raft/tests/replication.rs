@@ -7,7 +7,7 @@ use bytes::Bytes;
 use common::{Cluster, config, drain, log_terms, storage_with_terms};
 use raftkv_raft::{
     AppendEntries, AppendEntriesResponse, ConflictHint, Entry, Error, Heartbeat, MemStorage,
-    Message, MessageBody, RawNode, RequestVoteResponse, Role,
+    Message, MessageBody, RawNode, Role,
 };
 
 /// The leader's log in the paper's Figure 7 (term 8).
@@ -89,21 +89,8 @@ fn leader_skips_a_whole_term_per_round_trip() {
 #[test]
 fn figure_8_leader_does_not_commit_past_term_entry_by_counting_replicas() {
     // Node 1 holds an entry of term 2 that the others lack and leads in term 4.
-    let mut leader = RawNode::new(&config(1, &[1, 2, 3]), storage_with_terms(&[1, 2], 3)).unwrap();
-    leader.force_campaign();
+    let mut leader = common::leader_elected_by_node_2(storage_with_terms(&[1, 2], 3));
     let term = leader.raft().term();
-    leader
-        .step(Message {
-            from: 2,
-            to: 1,
-            term,
-            body: MessageBody::RequestVoteResponse(RequestVoteResponse {
-                pre_vote: false,
-                granted: true,
-            }),
-        })
-        .unwrap();
-    assert_eq!(leader.raft().role(), Role::Leader);
     drain(&mut leader); // its own log (with the term-4 entry at 3) is durable
     let ack = |match_index| Message {
         from: 2,

@@ -103,6 +103,26 @@ pub fn decode_applied(mut data: &[u8]) -> Vec<Entry> {
     entries
 }
 
+/// Node 1 of voters {1, 2, 3} over `storage`, elected in a new term by node 2's vote alone; no
+/// follower has acknowledged anything yet (its first entry of the term is not committed).
+pub fn leader_elected_by_node_2(storage: MemStorage) -> RawNode<MemStorage> {
+    let mut leader = RawNode::new(&config(1, &[1, 2, 3]), storage).unwrap();
+    leader.force_campaign();
+    let term = leader.raft().term();
+    let grant = Message {
+        from: 2,
+        to: 1,
+        term,
+        body: raftkv_raft::MessageBody::RequestVoteResponse(raftkv_raft::RequestVoteResponse {
+            pre_vote: false,
+            granted: true,
+        }),
+    };
+    leader.step(grant).unwrap();
+    assert_eq!(leader.raft().role(), Role::Leader);
+    leader
+}
+
 /// The terms of every entry in a node's log (stable and unstable).
 pub fn log_terms(node: &RawNode<MemStorage>) -> Vec<Term> {
     let log = node.raft().raft_log();
