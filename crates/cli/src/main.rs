@@ -1,0 +1,2 @@
+//! The `raftkv` binary (under construction).
+fn main() {}

@@ -1,0 +1,1 @@
+//! The raftkv state machine (under construction).

@@ -1,0 +1,1 @@
+//! The raftkv server (under construction).
