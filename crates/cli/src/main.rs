@@ -1,2 +1,66 @@
-//! The `raftkv` binary (under construction).
-fn main() {}
+//! The `raftkv` binary: `raftkv serve` runs a node, `raftkv dev` a local cluster, and the other
+//! subcommands are a client of the HTTP API.
+
+mod client;
+mod dev;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// raftkv: a replicated key-value store built on Raft.
+#[derive(Parser, Debug)]
+#[command(name = "raftkv", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node (with no flags: a single-node cluster on 127.0.0.1:4001, data in ./raftkv-data).
+    Serve(Box<serve::ServeArgs>),
+    /// Start a local cluster of `raftkv serve` processes on loopback; Ctrl-C stops it.
+    Dev(dev::DevArgs),
+    /// Set a key.
+    Put(client::PutArgs),
+    /// Read a key.
+    Get(client::GetArgs),
+    /// Delete a key (or every key under a prefix with --prefix).
+    Del(client::DelArgs),
+    /// List the keys under a prefix.
+    Ls(client::LsArgs),
+    /// Show a node's view of the cluster.
+    Status(client::StatusArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(*args).await,
+            Command::Dev(args) => dev::run(args).await,
+            Command::Put(args) => client::put(args).await,
+            Command::Get(args) => client::get(args).await,
+            Command::Del(args) => client::del(args).await,
+            Command::Ls(args) => client::ls(args).await,
+            Command::Status(args) => client::status(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,343 @@
-//! The raftkv server (under construction).
+//! # raftkv-server: a raftkv node
+//!
+//! Drives the pure Raft core (`raftkv-raft`) with the write-ahead log (`raftkv-wal`) and the
+//! key-value store (`raftkv-kv`), talks to peers over TCP and to clients over HTTP/JSON.
+//!
+//! | file | concept |
+//! |---|---|
+//! | `config.rs` | settings and their defaults, URL parsing |
+//! | `meta.rs` | the node's identity in its data dir; bootstrap happens once |
+//! | `members.rs` | node ids from names, the replicated member registry |
+//! | `state.rs` | entry payloads, applying them to the store and registry, snapshot data |
+//! | `node.rs` | the driver thread: ticks, `Ready` handling, waiting clients |
+//! | `codec.rs` | the peer wire format |
+//! | `transport.rs` | peer connections: handshake, batching, bounded queues, reconnect |
+//! | `api.rs` | the HTTP API and forwarding to the leader |
+//! | `metrics.rs` | counters and the `/metrics` scrape |
+//!
+//! Threads: one driver thread owns the core and the WAL (syncs block only it); tokio runs the
+//! transport and the HTTP API. They meet in a bounded input queue and in `node::Shared`, whose
+//! locks are held briefly and never across an `.await`.
+
+pub mod api;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod members;
+pub mod meta;
+pub mod metrics;
+pub mod node;
+pub mod state;
+pub mod transport;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use raftkv_kv::Limits;
+use raftkv_raft::{Config, RawNode, Storage};
+use raftkv_wal::{FsDisk, Wal, WalOptions};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub use config::{Bootstrap, ServerConfig};
+pub use error::{RequestError, Result, ServerError};
+
+use crate::members::{Member, cluster_id, node_id};
+use crate::meta::{META_VERSION, NodeMeta};
+use crate::node::{Driver, INPUT_QUEUE_MAX, Input, NodeStatus, Shared};
+use crate::state::State;
+use crate::transport::{PeerAddrs, Transport};
+
+/// Largest snapshot chunk in one InstallSnapshot message.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// Largest AppendEntries payload.
+pub const APPEND_BYTES_MAX: u64 = 1024 * 1024;
+
+/// A running node.
+pub struct Server {
+    /// The driver's input queue.
+    inputs: SyncSender<Input>,
+    /// The driver thread.
+    driver: Option<std::thread::JoinHandle<()>>,
+    /// Stops the HTTP server.
+    http_stop: Option<oneshot::Sender<()>>,
+    /// The HTTP server task.
+    http: tokio::task::JoinHandle<()>,
+    /// Resolves when the driver ends: `Some(error)` if it failed.
+    exit: Option<oneshot::Receiver<Option<String>>>,
+    /// Background tasks (peer listener, publisher).
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The node's identity.
+    meta: NodeMeta,
+}
+
+impl Server {
+    /// Starts a node: bootstraps or joins on first start, resumes from the data dir afterwards.
+    /// Must be called within a tokio runtime.
+    pub async fn start(config: ServerConfig) -> Result<Server> {
+        config.validate()?;
+        let meta = identity(&config).await?;
+        // Bind first, so a port in use fails the start with a clear error.
+        let bind = |addr, what: &'static str| async move {
+            TcpListener::bind(addr).await.map_err(|e| {
+                ServerError::Config(format!(
+                    "cannot listen for {what} on {addr}: {e} (is another raftkv running? \
+                     choose another port with --listen-{what})"
+                ))
+            })
+        };
+        let peer_listener = bind(config.listen_peer, "peer").await?;
+        let client_listener = bind(config.listen_client, "client").await?;
+
+        let wal_dir = config.data_dir.join("wal");
+        let options = WalOptions {
+            cluster_id: meta.cluster_id,
+            ..WalOptions::default()
+        };
+        let (wal, report) = Wal::open(FsDisk, &wal_dir, options)?;
+        if let Some((path, torn)) = &report.torn_tail {
+            tracing::warn!(
+                file = %path.display(),
+                offset = torn.offset,
+                bytes = torn.bytes,
+                "cut a torn tail left by a crash (those bytes were never acknowledged)"
+            );
+        }
+        for (path, reason) in &report.damaged_snapshots {
+            tracing::warn!(file = %path.display(), reason, "skipped a damaged snapshot");
+        }
+        tracing::info!(
+            first_index = report.first_index,
+            last_index = report.last_index,
+            snapshot_index = report.snapshot_index,
+            "recovered the write-ahead log"
+        );
+
+        let limits = Limits::default();
+        let mut state = State::new(limits);
+        let snapshot = wal.snapshot();
+        let snapshot_index = snapshot.metadata.index;
+        if snapshot_index > 0 {
+            state.restore(snapshot_index, &snapshot.data)?;
+        }
+
+        let mut raft_config = Config::new(meta.id, meta.initial_voters.clone());
+        raft_config.election_timeout_ticks = config.election_ticks;
+        raft_config.heartbeat_interval_ticks = config.heartbeat_ticks;
+        raft_config.pre_vote = true;
+        raft_config.check_quorum = true;
+        raft_config.applied = snapshot_index;
+        raft_config.snapshot_chunk_bytes_max = SNAPSHOT_CHUNK_BYTES;
+        raft_config.msg_bytes_max = APPEND_BYTES_MAX;
+        raft_config.seed = seed(meta.id);
+        let node = RawNode::new(&raft_config, wal)?;
+
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            status: Mutex::new(NodeStatus {
+                name: meta.name.clone(),
+                cluster_id: format!("{:016x}", meta.cluster_id),
+                ..NodeStatus::default()
+            }),
+            sync_started_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            metrics: metrics::Metrics::default(),
+        });
+        let addrs: PeerAddrs = Arc::new(RwLock::new(HashMap::new()));
+        for member in &meta.members {
+            if let Ok(addr) = config::host_port(&member.peer_url) {
+                addrs
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(member.id, addr);
+            }
+        }
+        let runtime = tokio::runtime::Handle::current();
+        let transport = Transport::new(
+            meta.id,
+            meta.cluster_id,
+            addrs.clone(),
+            runtime,
+            shared.clone(),
+        );
+        let me = Member {
+            id: meta.id,
+            name: meta.name.clone(),
+            peer_url: config.advertise_peer.clone(),
+            client_url: config.advertise_client.clone(),
+        };
+        let (inputs, input_rx) = std::sync::mpsc::sync_channel(INPUT_QUEUE_MAX);
+        let driver = Driver::new(
+            node,
+            shared.clone(),
+            transport,
+            addrs,
+            config.clone(),
+            me.clone(),
+            snapshot_index,
+        );
+        let (exit_tx, exit) = oneshot::channel();
+        let driver = std::thread::Builder::new()
+            .name("raftkv-driver".into())
+            .spawn(move || {
+                let _ = exit_tx.send(driver.run(input_rx));
+            })?;
+
+        let removed_view = shared.clone();
+        let removed: transport::RemovedCheck = Arc::new(move |id| {
+            removed_view
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .registry
+                .is_removed(id)
+        });
+        let mut tasks = vec![tokio::spawn(transport::serve_peers(
+            peer_listener,
+            meta.id,
+            meta.cluster_id,
+            removed,
+            inputs.clone(),
+        ))];
+        let api = api::Api::new(inputs.clone(), shared.clone(), config.clone(), me);
+        tasks.push(tokio::spawn(api.clone().publisher()));
+        let (http_stop, stopped) = oneshot::channel::<()>();
+        let router = api.router();
+        let http = tokio::spawn(async move {
+            let served = axum::serve(client_listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "client API stopped");
+            }
+        });
+        tracing::info!(
+            name = %meta.name,
+            id = meta.id,
+            cluster = format!("{:016x}", meta.cluster_id),
+            client = %config.advertise_client,
+            peer = %config.advertise_peer,
+            "raftkv node started"
+        );
+        Ok(Server {
+            inputs,
+            driver: Some(driver),
+            http_stop: Some(http_stop),
+            http,
+            exit: Some(exit),
+            tasks,
+            meta,
+        })
+    }
+
+    /// The node's identity.
+    pub fn meta(&self) -> &NodeMeta {
+        &self.meta
+    }
+
+    /// Resolves if the node stops by itself (its WAL failed), with what failed.
+    pub async fn stopped(&mut self) -> String {
+        let outcome = match self.exit.take() {
+            Some(exit) => exit.await.ok().flatten(),
+            None => None,
+        };
+        outcome.unwrap_or_else(|| "the driver stopped".to_string())
+    }
+
+    /// Stops cleanly: no new client requests, leadership handed to an up-to-date voter, the
+    /// driver stopped (every acknowledged write is already synced).
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.http_stop.take() {
+            let _ = stop.send(());
+        }
+        let (done, stopped) = oneshot::channel();
+        if self.inputs.send(Input::Shutdown { done }).is_ok() {
+            let _ = stopped.await;
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ = (&mut self.http).await;
+        if let Some(driver) = self.driver.take() {
+            let _ = tokio::task::spawn_blocking(move || driver.join()).await;
+        }
+    }
+}
+
+/// A per-process seed for the core's election jitter.
+fn seed(id: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut state = nanos ^ id ^ u64::from(std::process::id());
+    raftkv_raft::splitmix64(&mut state)
+}
+
+/// Loads the node's identity, or creates it by bootstrapping or joining.
+async fn identity(config: &ServerConfig) -> Result<NodeMeta> {
+    if let Some(meta) = meta::load(&config.data_dir)? {
+        if meta.name != config.name {
+            return Err(ServerError::DataDir {
+                dir: config.data_dir.clone(),
+                reason: format!(
+                    "holds node `{}`, not `{}`; pass --name {} or another --data-dir",
+                    meta.name, config.name, meta.name
+                ),
+            });
+        }
+        tracing::info!(
+            data_dir = %config.data_dir.display(),
+            "resuming the node in the data dir; bootstrap flags (--initial-cluster, --join) are ignored"
+        );
+        return Ok(meta);
+    }
+    let meta = match &config.bootstrap {
+        Bootstrap::InitialCluster(initial) => {
+            let members: Vec<Member> = initial
+                .iter()
+                .map(|(name, peer_url)| Member {
+                    id: node_id(name),
+                    name: name.clone(),
+                    peer_url: peer_url.clone(),
+                    // Client URLs are learnt from each member's publish entry.
+                    client_url: String::new(),
+                })
+                .collect();
+            tracing::info!(members = initial.len(), "bootstrapping a new cluster");
+            NodeMeta {
+                version: META_VERSION,
+                name: config.name.clone(),
+                id: node_id(&config.name),
+                cluster_id: cluster_id(initial),
+                initial_voters: members.iter().map(|m| m.id).collect(),
+                members,
+            }
+        }
+        Bootstrap::Join(url) => {
+            let me = Member {
+                id: node_id(&config.name),
+                name: config.name.clone(),
+                peer_url: config.advertise_peer.clone(),
+                client_url: config.advertise_client.clone(),
+            };
+            let joined = api::join(url, &me).await?;
+            tracing::info!(via = %url, id = me.id, "joined the cluster as a learner");
+            NodeMeta {
+                version: META_VERSION,
+                name: config.name.clone(),
+                id: me.id,
+                cluster_id: joined.cluster_id,
+                initial_voters: Vec::new(),
+                members: joined.members,
+            }
+        }
+    };
+    meta::store(&config.data_dir, &meta)?;
+    Ok(meta)
+}

@@ -1,0 +1,337 @@
+//! The client subcommands: `put`, `get`, `del`, `ls`, `status` over the HTTP API. Endpoints are
+//! tried in order until one answers; output is for people unless `--json` is given.
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine;
+use clap::Args;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// Options every client command takes.
+#[derive(Args, Debug)]
+pub struct Common {
+    /// Client URLs of cluster members, comma-separated; tried in order.
+    #[arg(
+        long,
+        env = "RAFTKV_ENDPOINTS",
+        default_value = "http://127.0.0.1:4001",
+        value_delimiter = ','
+    )]
+    endpoints: Vec<String>,
+    /// Print the server's JSON instead of a human summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `raftkv put`.
+#[derive(Args, Debug)]
+pub struct PutArgs {
+    /// The key.
+    key: String,
+    /// The value.
+    value: String,
+    /// Compare-and-swap: write only if the key's mod_revision is N (0: only if it is absent).
+    #[arg(long, value_name = "N")]
+    cas: Option<i64>,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `raftkv get`.
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// The key.
+    key: String,
+    /// linearizable (default), lease, or stale (any node's local copy, possibly behind).
+    #[arg(long, default_value = "linearizable")]
+    consistency: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `raftkv del`.
+#[derive(Args, Debug)]
+pub struct DelArgs {
+    /// The key (or prefix with --prefix).
+    key: String,
+    /// Delete every key starting with KEY.
+    #[arg(long)]
+    prefix: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `raftkv ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// List keys starting with this (all keys when empty).
+    #[arg(default_value = "")]
+    prefix: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `raftkv status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Builds `endpoint/v1/kv/<key>` with the key percent-encoded as one path segment.
+fn kv_url(endpoint: &str, key: &str, query: &[(&str, &str)]) -> Result<reqwest::Url> {
+    let mut url = reqwest::Url::parse(&normalize(endpoint))
+        .with_context(|| format!("endpoint `{endpoint}` is not a URL"))?;
+    url.path_segments_mut()
+        .map_err(|()| anyhow!("endpoint `{endpoint}` cannot take a path"))?
+        .clear()
+        .extend(["v1", "kv", key]);
+    for (k, v) in query {
+        if v.is_empty() {
+            let q = match url.query() {
+                Some(q) if !q.is_empty() => format!("{q}&{k}"),
+                _ => k.to_string(),
+            };
+            url.set_query(Some(&q));
+        } else {
+            url.query_pairs_mut().append_pair(k, v);
+        }
+    }
+    Ok(url)
+}
+
+fn normalize(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+/// How long a command keeps retrying while the cluster answers 503 (no leader yet, leader
+/// changing). A 503 always means the request did not take effect, so retrying is safe.
+const UNAVAILABLE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Sends a request to the first endpoint that answers, retrying while the cluster answers 503.
+async fn send(
+    common: &Common,
+    method: Method,
+    url_for: impl Fn(&str) -> Result<reqwest::Url>,
+    body: Option<Vec<u8>>,
+) -> Result<(StatusCode, Vec<u8>)> {
+    let deadline = tokio::time::Instant::now() + UNAVAILABLE_RETRY_FOR;
+    loop {
+        let (status, bytes) = send_once(common, method.clone(), &url_for, body.clone()).await?;
+        if status != StatusCode::SERVICE_UNAVAILABLE || tokio::time::Instant::now() > deadline {
+            return Ok((status, bytes));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Sends a request to the first endpoint that answers.
+async fn send_once(
+    common: &Common,
+    method: Method,
+    url_for: &impl Fn(&str) -> Result<reqwest::Url>,
+    body: Option<Vec<u8>>,
+) -> Result<(StatusCode, Vec<u8>)> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let mut failures = Vec::new();
+    for endpoint in &common.endpoints {
+        let url = url_for(endpoint)?;
+        let mut request = client.request(method.clone(), url);
+        if let Some(body) = &body {
+            request = request.body(body.clone());
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let bytes = response.bytes().await?.to_vec();
+                return Ok((status, bytes));
+            }
+            Err(e) => failures.push(format!("{endpoint}: {e}")),
+        }
+    }
+    bail!(
+        "no endpoint answered ({}); is the cluster running? (`raftkv serve` or `raftkv dev`)",
+        failures.join("; ")
+    )
+}
+
+/// Turns an error response into a readable error.
+fn check(status: StatusCode, body: &[u8]) -> Result<Value> {
+    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(json);
+    }
+    let message = json
+        .get("error")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    bail!("{message} (HTTP {})", status.as_u16())
+}
+
+fn print_json(value: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn decode_value(kv: &Value) -> String {
+    kv.get("value")
+        .and_then(Value::as_str)
+        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_default()
+}
+
+/// `raftkv put K V`.
+pub async fn put(args: PutArgs) -> Result<()> {
+    let cas = args.cas.map(|n| n.to_string());
+    let query: Vec<(&str, &str)> = cas.iter().map(|n| ("cas", n.as_str())).collect();
+    let (status, body) = send(
+        &args.common,
+        Method::PUT,
+        |e| kv_url(e, &args.key, &query),
+        Some(args.value.into_bytes()),
+    )
+    .await?;
+    let json = check(status, &body)?;
+    if args.common.json {
+        return print_json(&json);
+    }
+    if json["succeeded"] == Value::Bool(false) {
+        match json["current"]["mod_revision"].as_i64() {
+            Some(at) => bail!("not written: `{}` is at mod_revision {at}", args.key),
+            None => bail!("not written: `{}` does not exist", args.key),
+        }
+    }
+    println!("OK (revision {})", json["revision"]);
+    Ok(())
+}
+
+/// `raftkv get K`.
+pub async fn get(args: GetArgs) -> Result<()> {
+    let consistency = args.consistency.as_str();
+    let (status, body) = send(
+        &args.common,
+        Method::GET,
+        |e| kv_url(e, &args.key, &[("consistency", consistency)]),
+        None,
+    )
+    .await?;
+    if status == StatusCode::NOT_FOUND && !args.common.json {
+        bail!("key `{}` not found", args.key);
+    }
+    let json = check(status, &body)?;
+    if args.common.json {
+        return print_json(&json);
+    }
+    println!("{}", decode_value(&json));
+    Ok(())
+}
+
+/// `raftkv del K`.
+pub async fn del(args: DelArgs) -> Result<()> {
+    let query: &[(&str, &str)] = if args.prefix { &[("prefix", "")] } else { &[] };
+    let (status, body) = send(
+        &args.common,
+        Method::DELETE,
+        |e| kv_url(e, &args.key, query),
+        None,
+    )
+    .await?;
+    let json = check(status, &body)?;
+    if args.common.json {
+        return print_json(&json);
+    }
+    let deleted = json["deleted"].as_u64().unwrap_or(0);
+    let noun = if deleted == 1 { "key" } else { "keys" };
+    println!("deleted {deleted} {noun} (revision {})", json["revision"]);
+    Ok(())
+}
+
+/// `raftkv ls PREFIX`.
+pub async fn ls(args: LsArgs) -> Result<()> {
+    let (status, body) = send(
+        &args.common,
+        Method::GET,
+        |e| kv_url(e, &args.prefix, &[("prefix", "")]),
+        None,
+    )
+    .await?;
+    let json = check(status, &body)?;
+    if args.common.json {
+        return print_json(&json);
+    }
+    for kv in json["kvs"].as_array().into_iter().flatten() {
+        println!(
+            "{} = {}",
+            kv["key"].as_str().unwrap_or_default(),
+            decode_value(kv)
+        );
+    }
+    Ok(())
+}
+
+/// `raftkv status`.
+pub async fn status(args: StatusArgs) -> Result<()> {
+    let (status, body) = send(
+        &args.common,
+        Method::GET,
+        |e| {
+            let mut url = reqwest::Url::parse(&normalize(e))?;
+            url.set_path("/v1/status");
+            Ok(url)
+        },
+        None,
+    )
+    .await?;
+    let json = check(status, &body)?;
+    if args.common.json {
+        return print_json(&json);
+    }
+    let leader = json["leader_name"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| "none".to_string());
+    println!(
+        "node {} ({}) is {} in term {}; leader: {}",
+        json["name"].as_str().unwrap_or("?"),
+        json["id"],
+        json["role"].as_str().unwrap_or("?"),
+        json["term"],
+        leader
+    );
+    println!(
+        "commit index {}, applied index {}, snapshot index {}, healthy: {}",
+        json["commit_index"], json["applied_index"], json["snapshot_index"], json["healthy"]
+    );
+    println!("members:");
+    for m in json["members"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<12} {:<8} client {:<24} peer {}",
+            m["name"].as_str().unwrap_or("?"),
+            m["role"].as_str().unwrap_or("?"),
+            m["client_url"].as_str().unwrap_or(""),
+            m["peer_url"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_one_encoded_path_segment() {
+        let url = kv_url("127.0.0.1:4001", "a/b c", &[("prefix", "")]).unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:4001/v1/kv/a%2Fb%20c?prefix");
+        let url = kv_url("http://h:1", "k", &[("consistency", "stale")]).unwrap();
+        assert_eq!(url.as_str(), "http://h:1/v1/kv/k?consistency=stale");
+    }
+}

@@ -1,0 +1,261 @@
+//! `raftkv serve`: settings from flags, then `RAFTKV_*` environment variables, then a TOML file
+//! (`--config`), then defaults; the node runs until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use raftkv_server::config::{normalize_url, parse_initial_cluster};
+use raftkv_server::{Bootstrap, Server, ServerConfig};
+use serde::Deserialize;
+
+/// Flags of `raftkv serve`. Each may also come from its `RAFTKV_*` variable or the config file.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (keys as the flags, e.g. `data-dir = "..."`).
+    #[arg(long, env = "RAFTKV_CONFIG")]
+    config: Option<PathBuf>,
+    /// This member's name, unique in the cluster [default: default].
+    #[arg(long, env = "RAFTKV_NAME")]
+    name: Option<String>,
+    /// Data directory [default: ./raftkv-data].
+    #[arg(long, env = "RAFTKV_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Client API address to listen on [default: 127.0.0.1:4001].
+    #[arg(long, env = "RAFTKV_LISTEN_CLIENT")]
+    listen_client: Option<String>,
+    /// Client URL to advertise [default: http://<listen-client>].
+    #[arg(long, env = "RAFTKV_ADVERTISE_CLIENT")]
+    advertise_client: Option<String>,
+    /// Peer address to listen on [default: 127.0.0.1:7001].
+    #[arg(long, env = "RAFTKV_LISTEN_PEER")]
+    listen_peer: Option<String>,
+    /// Peer URL to advertise [default: http://<listen-peer>].
+    #[arg(long, env = "RAFTKV_ADVERTISE_PEER")]
+    advertise_peer: Option<String>,
+    /// Static bootstrap: name=peer-url,... for every member [default: this node alone].
+    #[arg(long, env = "RAFTKV_INITIAL_CLUSTER", conflicts_with = "join")]
+    initial_cluster: Option<String>,
+    /// Join a running cluster through the client URL of any member.
+    #[arg(long, env = "RAFTKV_JOIN")]
+    join: Option<String>,
+    /// Length of a Raft tick in milliseconds [default: 100].
+    #[arg(long, env = "RAFTKV_TICK_MS")]
+    tick_ms: Option<u64>,
+    /// Election timeout in ticks [default: 10].
+    #[arg(long, env = "RAFTKV_ELECTION_TICKS")]
+    election_ticks: Option<u32>,
+    /// Heartbeat interval in ticks [default: 1].
+    #[arg(long, env = "RAFTKV_HEARTBEAT_TICKS")]
+    heartbeat_ticks: Option<u32>,
+    /// Applied entries between snapshots [default: 10000].
+    #[arg(long, env = "RAFTKV_SNAPSHOT_ENTRIES")]
+    snapshot_entries: Option<u64>,
+    /// Seconds a client request waits for its commit [default: 5].
+    #[arg(long, env = "RAFTKV_REQUEST_TIMEOUT_SECS")]
+    request_timeout_secs: Option<u64>,
+    /// Log level or filter (also RUST_LOG) [default: info].
+    #[arg(long, env = "RAFTKV_LOG_LEVEL")]
+    log_level: Option<String>,
+    /// Shut down when stdin closes (used by `raftkv dev`, so nodes never outlive it).
+    #[arg(long, hide = true)]
+    stop_with_stdin: bool,
+}
+
+/// The config file: the same settings as the flags.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    name: Option<String>,
+    data_dir: Option<PathBuf>,
+    listen_client: Option<String>,
+    advertise_client: Option<String>,
+    listen_peer: Option<String>,
+    advertise_peer: Option<String>,
+    initial_cluster: Option<String>,
+    join: Option<String>,
+    tick_ms: Option<u64>,
+    election_ticks: Option<u32>,
+    heartbeat_ticks: Option<u32>,
+    snapshot_entries: Option<u64>,
+    request_timeout_secs: Option<u64>,
+    log_level: Option<String>,
+}
+
+fn socket_addr(flag: &str, value: &str) -> Result<SocketAddr> {
+    let bare = value
+        .strip_prefix("http://")
+        .unwrap_or(value)
+        .trim_end_matches('/');
+    bare.parse()
+        .with_context(|| format!("--{flag} `{value}` is not an ip:port address"))
+}
+
+/// Resolves flags, environment, file and defaults into a server configuration.
+fn resolve(args: ServeArgs) -> Result<(ServerConfig, String)> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the config file {}", path.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("config file {} is not valid", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let mut config = ServerConfig::single_node_default();
+    if let Some(name) = args.name.or(file.name) {
+        config.name = name;
+    }
+    if let Some(dir) = args.data_dir.or(file.data_dir) {
+        config.data_dir = dir;
+    }
+    if let Some(addr) = args.listen_client.or(file.listen_client) {
+        config.listen_client = socket_addr("listen-client", &addr)?;
+    }
+    config.advertise_client = match args.advertise_client.or(file.advertise_client) {
+        Some(url) => normalize_url(&url)?,
+        None => format!("http://{}", config.listen_client),
+    };
+    if let Some(addr) = args.listen_peer.or(file.listen_peer) {
+        config.listen_peer = socket_addr("listen-peer", &addr)?;
+    }
+    config.advertise_peer = match args.advertise_peer.or(file.advertise_peer) {
+        Some(url) => normalize_url(&url)?,
+        None => format!("http://{}", config.listen_peer),
+    };
+    config.bootstrap = match (
+        args.initial_cluster.or(file.initial_cluster),
+        args.join.or(file.join),
+    ) {
+        (Some(_), Some(_)) => bail!("give either --initial-cluster or --join, not both"),
+        (Some(spec), None) => Bootstrap::InitialCluster(parse_initial_cluster(&spec)?),
+        (None, Some(url)) => Bootstrap::Join(normalize_url(&url)?),
+        (None, None) => {
+            Bootstrap::InitialCluster(vec![(config.name.clone(), config.advertise_peer.clone())])
+        }
+    };
+    if let Some(ms) = args.tick_ms.or(file.tick_ms) {
+        config.tick = Duration::from_millis(ms);
+    }
+    if let Some(ticks) = args.election_ticks.or(file.election_ticks) {
+        config.election_ticks = ticks;
+        config.disk_stall_ticks = 3 * ticks;
+    }
+    if let Some(ticks) = args.heartbeat_ticks.or(file.heartbeat_ticks) {
+        config.heartbeat_ticks = ticks;
+    }
+    if let Some(n) = args.snapshot_entries.or(file.snapshot_entries) {
+        config.snapshot_entries = n;
+    }
+    if let Some(secs) = args.request_timeout_secs.or(file.request_timeout_secs) {
+        config.request_timeout = Duration::from_secs(secs);
+    }
+    config.validate()?;
+    let log_level = args
+        .log_level
+        .or(file.log_level)
+        .unwrap_or_else(|| "info".to_string());
+    Ok((config, log_level))
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let stop_with_stdin = args.stop_with_stdin;
+    let (config, log_level) = resolve(args)?;
+    init_logging(&log_level);
+    let mut server = Server::start(config).await?;
+    tokio::select! {
+        signal = wait_for_signal() => signal?,
+        () = stdin_closed(), if stop_with_stdin => {}
+        failure = server.stopped() => {
+            anyhow::bail!("the node stopped: {failure}");
+        }
+    }
+    tracing::info!("signal received; shutting down");
+    server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves when stdin reaches end of file (the parent `raftkv dev` exited, however it died).
+async fn stdin_closed() {
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    })
+    .await;
+}
+
+async fn wait_for_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_flags_give_the_single_node_default() {
+        let (config, level) = resolve(ServeArgs::default()).unwrap();
+        assert_eq!(config.name, "default");
+        assert_eq!(config.listen_client.to_string(), "127.0.0.1:4001");
+        assert_eq!(config.advertise_peer, "http://127.0.0.1:7001");
+        assert_eq!(
+            config.bootstrap,
+            Bootstrap::InitialCluster(vec![("default".into(), "http://127.0.0.1:7001".into())])
+        );
+        assert_eq!(level, "info");
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raftkv.toml");
+        std::fs::write(
+            &path,
+            "name = \"from-file\"\nlisten-client = \"127.0.0.1:5001\"\ntick-ms = 50\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            name: Some("from-flag".into()),
+            ..ServeArgs::default()
+        };
+        let (config, _) = resolve(args).unwrap();
+        assert_eq!(config.name, "from-flag");
+        assert_eq!(config.listen_client.to_string(), "127.0.0.1:5001");
+        assert_eq!(config.advertise_client, "http://127.0.0.1:5001");
+        assert_eq!(config.tick, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_config_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raftkv.toml");
+        std::fs::write(&path, "nmae = \"typo\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        assert!(resolve(args).is_err());
+    }
+}

@@ -1,0 +1,368 @@
+//! Real 3-node clusters as separate `raftkv serve` processes on loopback: writes through the
+//! leader and a follower, reads everywhere, the leader killed with SIGKILL, a restarted node
+//! catching up through a snapshot, a fourth node joining, garbage on a peer port.
+
+mod common;
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_three_node_cluster_serves_survives_a_killed_leader_and_catches_up_a_restarted_node() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| Node::new(root.path(), n))
+        .collect();
+    start_cluster(&mut nodes);
+    let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+    let leader = wait_for_leader(&urls).await;
+    let follower = (leader + 1) % 3;
+
+    // Writes to the leader and to a follower (forwarded) are both acknowledged.
+    // Every member publishes its addresses into the replicated registry.
+    eventually("every member to publish its client URL", || async {
+        let s = status(&urls[follower]).await?;
+        let members = s["members"].as_array()?;
+        let all = members.len() == 3
+            && members.iter().all(|m| {
+                m["client_url"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("http://"))
+            });
+        all.then_some(())
+    })
+    .await;
+    put_ok(&urls[leader], "via-leader", "1").await;
+    put_ok(&urls[follower], "via-follower", "2").await;
+    // Every node reads both, linearizably (followers through ReadIndex) and by lease.
+    for url in &urls {
+        assert_eq!(
+            get_raw(url, "via-leader", "linearizable").await,
+            Ok(Some("1".into()))
+        );
+        assert_eq!(
+            get_raw(url, "via-follower", "linearizable").await,
+            Ok(Some("2".into()))
+        );
+        assert_eq!(get_raw(url, "missing", "linearizable").await, Ok(None));
+    }
+
+    // kill -9 the leader: a new leader comes up, and every acknowledged write is still there.
+    let mut acknowledged = vec![("via-leader", "1"), ("via-follower", "2")];
+    nodes[leader].kill();
+    let killed_at = Instant::now();
+    let survivors: Vec<String> = (0..3)
+        .filter(|&i| i != leader)
+        .map(|i| urls[i].clone())
+        .collect();
+    let new_leader = wait_for_leader(&survivors).await;
+    let failover = killed_at.elapsed();
+    eprintln!(
+        "failover: new leader after {failover:?} (election timeout {ELECTION_TIMEOUT:?}, \
+         randomized in [1, 2) timeouts)"
+    );
+    assert!(
+        failover < ELECTION_TIMEOUT * 2 + Duration::from_secs(2),
+        "failover took {failover:?}"
+    );
+    for (key, value) in &acknowledged {
+        assert_eq!(
+            get_raw(&survivors[new_leader], key, "linearizable").await,
+            Ok(Some(value.to_string()))
+        );
+    }
+
+    // While the old leader is down, write enough that the others compact past it (snapshots
+    // every 20 entries), so it must catch up through a snapshot.
+    let keys: Vec<String> = (0..60).map(|i| format!("k{i:03}")).collect();
+    for key in &keys {
+        put_ok(&survivors[new_leader], key, key).await;
+    }
+    acknowledged.extend(keys.iter().map(|k| (k.as_str(), k.as_str())));
+    nodes[leader].start(&[]);
+    let restarted = urls[leader].clone();
+    eventually("the restarted node to catch up", || async {
+        let mut all = true;
+        for (key, value) in &acknowledged {
+            all &= get_raw(&restarted, key, "stale").await == Ok(Some(value.to_string()));
+        }
+        all.then_some(())
+    })
+    .await;
+    let log = nodes[leader].log_text();
+    assert!(
+        log.contains("installed snapshot"),
+        "the restarted node should have caught up through a snapshot; its log:\n{log}"
+    );
+
+    // A clean stop of everything exits 0.
+    for node in nodes.iter_mut() {
+        assert!(
+            node.terminate(),
+            "{} did not stop cleanly:\n{}",
+            node.name,
+            node.log_text()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fourth_node_joins_as_a_learner_and_is_promoted_to_voter() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Node::new(root.path(), n))
+        .collect();
+    start_cluster(&mut nodes);
+    let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+    let leader = wait_for_leader(&urls).await;
+    put_ok(&urls[leader], "before-join", "x").await;
+
+    let mut d = Node::new(root.path(), "d");
+    // Join through a follower: the request is forwarded to the leader.
+    let via = urls[(leader + 1) % 3].clone();
+    d.start(&["--join".to_string(), via]);
+    let d_url = d.url();
+    eventually("d to become a voter", || async {
+        let s = status(&urls[leader]).await?;
+        let voter = s["members"]
+            .as_array()?
+            .iter()
+            .any(|m| m["name"] == "d" && m["role"] == "voter");
+        voter.then_some(())
+    })
+    .await;
+    assert_eq!(
+        get_settled(&d_url, "before-join", "linearizable").await,
+        Some("x".into())
+    );
+    put_ok(&d_url, "after-join", "y").await;
+    assert_eq!(
+        get_raw(&urls[0], "after-join", "linearizable").await,
+        Ok(Some("y".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_on_a_peer_port_closes_that_connection_and_the_node_keeps_serving() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> = ["g1", "g2", "g3"]
+        .iter()
+        .map(|n| Node::new(root.path(), n))
+        .collect();
+    start_cluster(&mut nodes);
+    let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+    let leader = wait_for_leader(&urls).await;
+    let mut state = 1u64;
+    for node in &nodes {
+        // Random bytes, an HTTP request, a handshake of another cluster, and a valid-looking
+        // handshake followed by an oversized frame header.
+        let mut payloads: Vec<Vec<u8>> = vec![
+            (0..4096)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (state >> 33) as u8
+                })
+                .collect(),
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ];
+        let mut foreign = b"RKV1".to_vec();
+        foreign.extend_from_slice(&0xdead_beef_u64.to_le_bytes());
+        foreign.extend_from_slice(&7u64.to_le_bytes());
+        foreign.extend_from_slice(&8u64.to_le_bytes());
+        payloads.push(foreign);
+        let mut oversized = vec![0xff; 8];
+        oversized.extend_from_slice(&[0u8; 64]);
+        payloads.push(oversized);
+        for payload in payloads {
+            if let Ok(mut socket) = std::net::TcpStream::connect(&node.peer) {
+                let _ = socket.write_all(&payload);
+            }
+        }
+    }
+    put_ok(&urls[leader], "still", "serving").await;
+    for url in &urls {
+        assert_eq!(
+            get_raw(url, "still", "linearizable").await,
+            Ok(Some("serving".into()))
+        );
+    }
+    for node in &nodes {
+        assert!(!node.log_text().contains("panicked"), "{}", node.log_text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_clear_json_errors() {
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::new(root.path(), "solo");
+    node.start(&[]);
+    let url = node.url();
+    wait_for_leader(std::slice::from_ref(&url)).await;
+    let client = http();
+    let big = vec![b'x'; 2 * 1024 * 1024];
+    let response = client
+        .put(format!("{url}/v1/kv/big"))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let response = client
+        .get(format!("{url}/v1/kv/k?consistency=sometimes"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "bad_request");
+    let response = client
+        .get(format!("{url}/v1/kv/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "not_found");
+    // The metrics scrape shows the node leading and the write it applied.
+    put_ok(&url, "counted", "1").await;
+    let metrics = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("raftkv_is_leader 1\n"), "{metrics}");
+    assert!(metrics.contains("raftkv_proposals_total 1\n"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raftkv_serve_with_no_flags_is_a_working_single_node_cluster_that_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
+            .arg("serve")
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let url = "http://127.0.0.1:4001".to_string();
+    let mut child = start();
+    wait_for_leader(std::slice::from_ref(&url)).await;
+    put_ok(&url, "k", "v").await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    assert!(dir.path().join("raftkv-data").join("node.json").exists());
+    // Restarted with its data dir, it resumes with the data.
+    let mut child = start();
+    wait_for_leader(std::slice::from_ref(&url)).await;
+    assert_eq!(
+        get_settled(&url, "k", "linearizable").await,
+        Some("v".into())
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raftkv_dev_starts_a_cluster_the_cli_can_use_and_stops_it_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let client_port = free_port_run(6);
+    let peer_port = client_port + 3;
+    let mut dev = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(["dev", "--nodes", "3"])
+        .args(["--client-port", &client_port.to_string()])
+        .args(["--peer-port", &peer_port.to_string()])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stdout = std::io::BufReader::new(dev.stdout.take().unwrap());
+    let sink = printed.clone();
+    let reader = std::thread::spawn(move || {
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut stdout, &mut line).unwrap_or(0) > 0 {
+            sink.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    // Killed on drop, so a failing assertion leaves no cluster behind (its nodes stop when their
+    // stdin, held by `dev`, closes).
+    let mut dev = KillOnDrop(dev);
+    let dev = &mut dev.0;
+    let urls: Vec<String> = (0..3)
+        .map(|i| format!("http://127.0.0.1:{}", client_port + i))
+        .collect();
+    eventually("dev to report the cluster running", || async {
+        printed
+            .lock()
+            .unwrap()
+            .contains("3 nodes running")
+            .then_some(())
+    })
+    .await;
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
+            .args(args)
+            .args(["--endpoints", &urls.join(",")])
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    };
+    let (ok, out) = cli(&["put", "greeting", "hello"]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&["get", "greeting"]);
+    assert!(ok && out.trim() == "hello", "{out}");
+    let (ok, out) = cli(&["put", "greeting", "again", "--cas", "999"]);
+    assert!(!ok && out.contains("is at mod_revision"), "{out}");
+    let (ok, out) = cli(&["ls", "gr"]);
+    assert!(ok && out.contains("greeting = hello"), "{out}");
+    let (ok, out) = cli(&["status"]);
+    assert!(ok && out.contains("leader"), "{out}");
+    let (ok, out) = cli(&["del", "greeting"]);
+    assert!(ok && out.contains("deleted 1 key"), "{out}");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status();
+    assert!(dev.wait().unwrap().success());
+    reader.join().unwrap();
+    let printed = printed.lock().unwrap().clone();
+    assert!(printed.contains("3 nodes running"), "{printed}");
+    assert!(printed.contains("stopped"), "{printed}");
+    for url in &urls {
+        assert!(
+            status(url).await.is_none(),
+            "{url} still answers after dev stopped"
+        );
+    }
+}

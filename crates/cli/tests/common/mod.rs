@@ -1,0 +1,260 @@
+//! Real `raftkv serve` processes on loopback for the integration tests: free ports, temporary
+//! data dirs, short ticks, and a client that speaks the HTTP API.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Tick length the test clusters run with.
+pub const TICK_MS: u64 = 50;
+/// Election timeout in ticks.
+pub const ELECTION_TICKS: u64 = 10;
+/// One election timeout.
+pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(TICK_MS * ELECTION_TICKS);
+/// Applied entries between snapshots: small, so tests exercise compaction and snapshot catch-up.
+pub const SNAPSHOT_ENTRIES: u64 = 20;
+/// How long a test waits for anything before failing.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The first of `n` consecutive free loopback ports, below the ephemeral range (so they cannot
+/// collide with [`free_port`]s handed to other tests running at the same time).
+pub fn free_port_run(n: u16) -> u16 {
+    let mut seed = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
+    loop {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let base = 15_000 + ((seed >> 33) % 15_000) as u16;
+        let held: Vec<_> = (0..n)
+            .map_while(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        if held.len() == usize::from(n) {
+            return base;
+        }
+    }
+}
+
+/// One node process.
+pub struct Node {
+    pub name: String,
+    pub client: String,
+    pub peer: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// A node's addresses and data dir under `root`, not started.
+    pub fn new(root: &Path, name: &str) -> Node {
+        Node {
+            name: name.to_string(),
+            client: format!("127.0.0.1:{}", free_port()),
+            peer: format!("127.0.0.1:{}", free_port()),
+            data_dir: root.join(name),
+            log: root.join(format!("{name}.log")),
+            child: None,
+        }
+    }
+
+    /// The client URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.client)
+    }
+
+    /// Starts `raftkv serve` with these extra flags.
+    pub fn start(&mut self, extra: &[String]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_raftkv"))
+            .arg("serve")
+            .args(["--name", &self.name])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen-client", &self.client])
+            .args(["--listen-peer", &self.peer])
+            .args(["--tick-ms", &TICK_MS.to_string()])
+            .args(["--election-ticks", &ELECTION_TICKS.to_string()])
+            .args(["--snapshot-entries", &SNAPSHOT_ENTRIES.to_string()])
+            .args(extra)
+            .env("RAFTKV_LOG_LEVEL", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start raftkv serve");
+        self.child = Some(child);
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The node's log so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `name=http://peer,...` for `--initial-cluster`.
+pub fn initial_cluster(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| format!("{}=http://{}", n.name, n.peer))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Starts every node as one static cluster.
+pub fn start_cluster(nodes: &mut [Node]) {
+    let spec = initial_cluster(nodes);
+    for node in nodes.iter_mut() {
+        node.start(&["--initial-cluster".to_string(), spec.clone()]);
+    }
+}
+
+/// HTTP client.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// `GET /v1/status`, if the node answers.
+pub async fn status(url: &str) -> Option<Value> {
+    let response = http().get(format!("{url}/v1/status")).send().await.ok()?;
+    response.json().await.ok()
+}
+
+/// Waits until a node among `urls` says it is the leader; returns its index in `urls`.
+pub async fn wait_for_leader(urls: &[String]) -> usize {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        for (i, url) in urls.iter().enumerate() {
+            if let Some(s) = status(url).await {
+                if s["role"] == "leader" {
+                    return i;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader among {urls:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Retries `f` until it returns `Some`, failing the test after [`PATIENCE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `PUT /v1/kv/{key}`; returns the status and JSON body.
+pub async fn put(url: &str, key: &str, value: &str) -> (u16, Value) {
+    match http()
+        .put(format!("{url}/v1/kv/{key}"))
+        .body(value.to_string())
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(e) => (0, Value::String(e.to_string())),
+    }
+}
+
+/// Puts until acknowledged (retrying 503s while a leader is elected).
+pub async fn put_ok(url: &str, key: &str, value: &str) -> Value {
+    eventually(&format!("put {key} via {url}"), || async {
+        let (status, body) = put(url, key, value).await;
+        (status == 200).then_some(body)
+    })
+    .await
+}
+
+/// `GET /v1/kv/{key}?raw&consistency=...`: the value, `None` on 404, `Err` otherwise.
+pub async fn get_raw(url: &str, key: &str, consistency: &str) -> Result<Option<String>, String> {
+    let response = http()
+        .get(format!("{url}/v1/kv/{key}?raw&consistency={consistency}"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    match response.status().as_u16() {
+        200 => Ok(Some(response.text().await.map_err(|e| e.to_string())?)),
+        404 => Ok(None),
+        other => Err(format!(
+            "{other}: {}",
+            response.text().await.unwrap_or_default()
+        )),
+    }
+}
+
+/// Like [`get_raw`], retrying while the node answers 503 (no leader known yet, leader changing).
+pub async fn get_settled(url: &str, key: &str, consistency: &str) -> Option<String> {
+    eventually(&format!("get {key} from {url}"), || async {
+        match get_raw(url, key, consistency).await {
+            Err(e) if e.starts_with("503") => None,
+            Err(e) => panic!("get {key} from {url}: {e}"),
+            Ok(found) => Some(found),
+        }
+    })
+    .await
+}

@@ -1,0 +1,264 @@
+//! Applying committed log entries: decoding, limits, sessions, and the execution of each
+//! operation as (at most) one revision.
+//!
+//! Every operation either fails without changing anything or commits all its writes as one
+//! revision (none if nothing changed: a delete of nothing, a read-only transaction). Writes go
+//! through an MVCC [`crate::mvcc::WriteBatch`]; state-dependent checks (leases exist, revisions
+//! readable) run before the first write, and the one failure that can only show while executing
+//! (a transaction's ranges exceeding `range_bytes_max`) rolls the batch back. After a commit,
+//! lease key sets follow the keys' new entries and watches are notified.
+
+use bytes::Bytes;
+
+use crate::command::{
+    CompactResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseRevokeResponse, NoopResponse, Op, PutRequest, PutResponse, Reply,
+    Request, Response, ResponseOp, SessionExpireResponse, SessionOpenResponse, TxnOp,
+    TxnOpResponse, TxnRequest, TxnResponse,
+};
+use crate::key_range::KeyRange;
+use crate::mvcc::{Committed, LeaseMove, RangeBudget, WriteBatch};
+use crate::session::SessionCheck;
+use crate::txn::compare_holds;
+use crate::{KvError, KvStore, LeaseId, Result};
+
+impl KvStore {
+    /// Applies one committed log entry at `index` (which must exceed the last applied index:
+    /// asserted). `payload` is an encoded [`Request`]; an empty payload (a Raft no-op, or any
+    /// entry the store has no command for) only advances the applied index.
+    ///
+    /// Deterministic. A malformed, over-limit or failing command is an error *response* and
+    /// changes nothing but the applied index (and session expiry); it never panics.
+    pub fn apply(&mut self, index: u64, payload: &[u8]) -> Response {
+        assert!(
+            index > self.applied_index,
+            "log index {index} applied after {}: entries must be applied once, in order",
+            self.applied_index
+        );
+        self.applied_index = index;
+        self.sessions
+            .expire_idle(index, self.limits.session_idle_entries_max);
+        if payload.is_empty() {
+            return Response::ok(self.revision(), Reply::Noop(NoopResponse {}));
+        }
+        if payload.len() as u64 > self.limits.request_bytes_max {
+            let error = KvError::RequestTooLarge {
+                bytes: payload.len() as u64,
+                max: self.limits.request_bytes_max,
+            };
+            return Response::error(self.revision(), error);
+        }
+        let request =
+            match Request::decode(payload).and_then(|r| r.validate(&self.limits).map(|()| r)) {
+                Ok(request) => request,
+                Err(error) => return Response::error(self.revision(), error),
+            };
+        let op = request.op.expect("validated requests have an operation");
+        if request.client_id == 0 {
+            return self.execute(index, op);
+        }
+        match self.sessions.check(request.client_id, request.seq) {
+            SessionCheck::Answer(response) => response,
+            SessionCheck::Refuse(error) => Response::error(self.revision(), error),
+            SessionCheck::Apply => {
+                let response = self.execute(index, op);
+                self.sessions
+                    .record(request.client_id, request.seq, index, response.clone());
+                response
+            }
+        }
+    }
+
+    fn execute(&mut self, index: u64, op: Op) -> Response {
+        let result = match op {
+            Op::Put(put) => self.execute_put(put).map(Reply::Put),
+            Op::DeleteRange(delete) => self.execute_delete(&delete).map(Reply::DeleteRange),
+            Op::Txn(txn) => self.execute_txn(&txn).map(Reply::Txn),
+            Op::Compact(compact) => self
+                .mvcc
+                .compact(compact.revision)
+                .map(|()| Reply::Compact(CompactResponse {})),
+            Op::LeaseGrant(grant) => self
+                .execute_lease_grant(index, grant)
+                .map(Reply::LeaseGrant),
+            Op::LeaseRevoke(revoke) => self.execute_lease_revoke(revoke.id).map(Reply::LeaseRevoke),
+            Op::SessionOpen(_) => self
+                .sessions
+                .open(index, self.limits.sessions_max)
+                .map(|()| Reply::SessionOpen(SessionOpenResponse { client_id: index })),
+            Op::SessionExpire(expire) => {
+                if self.sessions.expire(expire.client_id) {
+                    Ok(Reply::SessionExpire(SessionExpireResponse {}))
+                } else {
+                    Err(KvError::SessionNotFound {
+                        client_id: expire.client_id,
+                    })
+                }
+            }
+        };
+        Response {
+            revision: self.revision(),
+            result,
+        }
+    }
+
+    fn check_lease(&self, lease: LeaseId) -> Result<()> {
+        if lease != 0 && !self.leases.contains(lease) {
+            return Err(KvError::LeaseNotFound { id: lease });
+        }
+        Ok(())
+    }
+
+    fn execute_put(&mut self, put: PutRequest) -> Result<PutResponse> {
+        self.check_lease(put.lease)?;
+        let mut batch = self.mvcc.begin();
+        let response = put_in(&mut batch, &put);
+        let committed = batch.commit();
+        self.after_commit(committed);
+        Ok(response)
+    }
+
+    fn execute_delete(&mut self, delete: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let mut batch = self.mvcc.begin();
+        let response = delete_in(&mut batch, delete);
+        let committed = batch.commit();
+        self.after_commit(committed);
+        Ok(response)
+    }
+
+    fn execute_txn(&mut self, txn: &TxnRequest) -> Result<TxnResponse> {
+        let succeeded = txn.compare.iter().all(|c| compare_holds(&self.mvcc, c));
+        let branch = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
+        let ops: Vec<&TxnOp> = branch
+            .iter()
+            .map(|op| op.op.as_ref().expect("validated"))
+            .collect();
+        for op in &ops {
+            match op {
+                TxnOp::Put(put) => self.check_lease(put.lease)?,
+                TxnOp::Range(range) if range.revision != 0 => {
+                    self.mvcc.read_revision(range.revision)?;
+                }
+                TxnOp::Range(_) | TxnOp::DeleteRange(_) => {}
+            }
+        }
+        let mut budget = RangeBudget::new(self.limits.range_bytes_max);
+        let mut batch = self.mvcc.begin();
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let response = match op {
+                TxnOp::Put(put) => TxnOpResponse::Put(put_in(&mut batch, put)),
+                TxnOp::DeleteRange(delete) => {
+                    TxnOpResponse::DeleteRange(delete_in(&mut batch, delete))
+                }
+                TxnOp::Range(range) => match batch.mvcc().range(range, &mut budget) {
+                    Ok(response) => TxnOpResponse::Range(response),
+                    Err(error) => {
+                        batch.rollback();
+                        return Err(error);
+                    }
+                },
+            };
+            responses.push(ResponseOp { op: Some(response) });
+        }
+        let committed = batch.commit();
+        // Ranges answered before the commit report the revision the transaction created.
+        let header = self.revision();
+        for response in &mut responses {
+            if let Some(TxnOpResponse::Range(range)) = &mut response.op {
+                range.revision = header;
+            }
+        }
+        self.after_commit(committed);
+        Ok(TxnResponse {
+            succeeded,
+            responses,
+        })
+    }
+
+    fn execute_lease_grant(
+        &mut self,
+        index: u64,
+        grant: LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse> {
+        if self.leases.len() as u64 >= self.limits.leases_max {
+            return Err(KvError::LeaseLimit {
+                max: self.limits.leases_max,
+            });
+        }
+        let id = match grant.id {
+            0 => self.leases.free_id(index),
+            id if self.leases.contains(id) => return Err(KvError::LeaseExists { id }),
+            id => id,
+        };
+        let deadline = self.clock_ms.saturating_add(grant.ttl_ms);
+        self.leases.grant(id, grant.ttl_ms, Some(deadline));
+        Ok(LeaseGrantResponse {
+            id,
+            ttl_ms: grant.ttl_ms,
+        })
+    }
+
+    /// Deletes a lease's keys (one revision, if it has any) and the lease.
+    fn execute_lease_revoke(&mut self, id: LeaseId) -> Result<LeaseRevokeResponse> {
+        let keys: Vec<Bytes> = match self.leases.get(id) {
+            Some(lease) => lease.keys.iter().cloned().collect(),
+            None => return Err(KvError::LeaseNotFound { id }),
+        };
+        let mut batch = self.mvcc.begin();
+        for key in &keys {
+            batch.delete(key).expect("a lease's keys are live");
+        }
+        let committed = batch.commit();
+        self.after_commit(committed);
+        self.leases.remove(id);
+        Ok(LeaseRevokeResponse {
+            deleted: keys.len() as u64,
+        })
+    }
+
+    /// Moves keys between lease key sets after a commit and notifies watches.
+    fn after_commit(&mut self, committed: Option<Committed>) {
+        let Some(committed) = committed else {
+            return;
+        };
+        for LeaseMove { key, from, to } in committed.lease_moves {
+            if from != 0 {
+                self.leases.detach(from, &key);
+            }
+            if to != 0 {
+                self.leases.attach(to, key);
+            }
+        }
+        self.watches
+            .notify(committed.revision, &self.mvcc, &self.limits);
+    }
+}
+
+fn put_in(batch: &mut WriteBatch<'_>, put: &PutRequest) -> PutResponse {
+    let prev = batch.put(&put.key, put.value.clone(), put.lease);
+    PutResponse {
+        prev_kv: prev
+            .filter(|_| put.prev_kv)
+            .map(|p| p.to_kv(&put.key, false)),
+    }
+}
+
+fn delete_in(batch: &mut WriteBatch<'_>, delete: &DeleteRangeRequest) -> DeleteRangeResponse {
+    let deleted = batch.delete_range(&KeyRange::new(&delete.key, &delete.range_end));
+    DeleteRangeResponse {
+        deleted: deleted.len() as u64,
+        prev_kvs: if delete.prev_kv {
+            deleted
+                .iter()
+                .map(|(key, entry)| entry.to_kv(key, false))
+                .collect()
+        } else {
+            Vec::new()
+        },
+    }
+}

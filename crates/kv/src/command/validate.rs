@@ -1,0 +1,238 @@
+//! Checks of requests: well-formedness (decoding) and limits (before proposing and at apply).
+//!
+//! Both are pure functions of the request and [`Limits`], so every node reaches the same verdict.
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::{
+    COMMAND_VERSION, Compare, CompareOp, DeleteRangeRequest, Op, PutRequest, RangeRequest, Request,
+    RequestOp, TxnOp, TxnRequest,
+};
+use crate::key_range::KeyRange;
+use crate::{KvError, Limits, Result};
+
+fn malformed(what: &str) -> KvError {
+    KvError::Malformed(what.to_owned())
+}
+
+fn invalid(what: impl Into<String>) -> KvError {
+    KvError::InvalidRequest(what.into())
+}
+
+impl Request {
+    /// The structural checks [`Request::decode`] makes (module docs of `command`).
+    pub(crate) fn check_well_formed(&self) -> Result<()> {
+        if self.version != COMMAND_VERSION {
+            return Err(KvError::UnsupportedVersion {
+                version: self.version,
+                supported: COMMAND_VERSION,
+            });
+        }
+        if (self.client_id == 0) != (self.seq == 0) {
+            return Err(malformed(
+                "a client id needs a sequence number and vice versa",
+            ));
+        }
+        match &self.op {
+            None => Err(malformed("request without an operation")),
+            Some(Op::Txn(txn)) => txn.check_well_formed(),
+            Some(Op::SessionOpen(_)) if self.client_id != 0 => {
+                Err(malformed("a session open cannot itself carry a session"))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Checks the request against the limits (and well-formedness): sizes, operation counts,
+    /// arguments. The server calls this before proposing; apply calls it again, so a request that
+    /// passes here can still fail at apply only for state-dependent reasons.
+    pub fn validate(&self, limits: &Limits) -> Result<()> {
+        self.check_well_formed()?;
+        let bytes = self.encoded_len() as u64;
+        if bytes > limits.request_bytes_max {
+            return Err(KvError::RequestTooLarge {
+                bytes,
+                max: limits.request_bytes_max,
+            });
+        }
+        match self.op.as_ref().expect("checked by check_well_formed") {
+            Op::Put(put) => put.validate(limits),
+            Op::DeleteRange(delete) => delete.validate(limits),
+            Op::Txn(txn) => txn.validate(limits),
+            Op::Compact(compact) if compact.revision < 1 => Err(invalid(format!(
+                "compaction revision {} must be at least 1",
+                compact.revision
+            ))),
+            Op::LeaseGrant(grant) if grant.id < 0 => Err(invalid(format!(
+                "lease id {} is negative; use 0 to let the store pick",
+                grant.id
+            ))),
+            Op::LeaseGrant(grant)
+                if grant.ttl_ms == 0 || grant.ttl_ms > limits.lease_ttl_ms_max =>
+            {
+                Err(invalid(format!(
+                    "lease TTL of {} ms is outside 1..={} ms (lease_ttl_ms_max)",
+                    grant.ttl_ms, limits.lease_ttl_ms_max
+                )))
+            }
+            Op::LeaseRevoke(revoke) if revoke.id <= 0 => {
+                Err(invalid(format!("lease id {} must be positive", revoke.id)))
+            }
+            Op::SessionExpire(expire) if expire.client_id == 0 => {
+                Err(invalid("session expiry needs a client id"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Checks a key or range start: size, and non-empty unless a range end makes it a range start.
+pub(crate) fn check_key(key: &Bytes, range_end: &Bytes, limits: &Limits) -> Result<()> {
+    if key.is_empty() && range_end.is_empty() {
+        return Err(KvError::EmptyKey);
+    }
+    for k in [key, range_end] {
+        if k.len() as u64 > limits.key_bytes_max {
+            return Err(KvError::KeyTooLarge {
+                bytes: k.len() as u64,
+                max: limits.key_bytes_max,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_value(value: &Bytes, limits: &Limits) -> Result<()> {
+    if value.len() as u64 > limits.value_bytes_max {
+        return Err(KvError::ValueTooLarge {
+            bytes: value.len() as u64,
+            max: limits.value_bytes_max,
+        });
+    }
+    Ok(())
+}
+
+impl RangeRequest {
+    /// Checks key sizes and the revision (not negative).
+    pub fn validate(&self, limits: &Limits) -> Result<()> {
+        check_key(&self.key, &self.range_end, limits)?;
+        if self.revision < 0 {
+            return Err(invalid(format!(
+                "revision {} is negative; use 0 for the current one",
+                self.revision
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl PutRequest {
+    fn validate(&self, limits: &Limits) -> Result<()> {
+        check_key(&self.key, &Bytes::new(), limits)?;
+        check_value(&self.value, limits)?;
+        if self.lease < 0 {
+            return Err(invalid(format!("lease id {} is negative", self.lease)));
+        }
+        Ok(())
+    }
+}
+
+impl DeleteRangeRequest {
+    fn validate(&self, limits: &Limits) -> Result<()> {
+        check_key(&self.key, &self.range_end, limits)
+    }
+}
+
+impl Compare {
+    fn validate(&self, limits: &Limits) -> Result<()> {
+        check_key(&self.key, &self.range_end, limits)?;
+        if let Some(super::CompareTarget::Value(value)) = &self.target {
+            check_value(value, limits)?;
+        }
+        Ok(())
+    }
+}
+
+impl TxnRequest {
+    fn check_well_formed(&self) -> Result<()> {
+        for compare in &self.compare {
+            if compare.target.is_none() {
+                return Err(malformed("compare without a target"));
+            }
+            if CompareOp::try_from(compare.op).is_err() {
+                return Err(malformed(&format!(
+                    "unknown compare operator {}",
+                    compare.op
+                )));
+            }
+        }
+        if self
+            .success
+            .iter()
+            .chain(&self.failure)
+            .any(|op| op.op.is_none())
+        {
+            return Err(malformed("transaction operation without an operation"));
+        }
+        Ok(())
+    }
+
+    fn validate(&self, limits: &Limits) -> Result<()> {
+        let lists = [
+            ("compares", self.compare.len()),
+            ("success operations", self.success.len()),
+            ("failure operations", self.failure.len()),
+        ];
+        for (what, len) in lists {
+            if len as u64 > limits.txn_ops_max {
+                return Err(KvError::TooManyOps {
+                    what: what.to_owned(),
+                    ops: len as u64,
+                    max: limits.txn_ops_max,
+                });
+            }
+        }
+        for compare in &self.compare {
+            compare.validate(limits)?;
+        }
+        for branch in [&self.success, &self.failure] {
+            validate_branch(branch, limits)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks each operation, and that no key is written twice (two puts, or a put inside a deleted
+/// range): every key changes at most once per revision, which the MVCC index relies on. Deletes
+/// may overlap each other (a key already deleted is not deleted again).
+fn validate_branch(branch: &[RequestOp], limits: &Limits) -> Result<()> {
+    let mut puts: Vec<&Bytes> = Vec::new();
+    let mut deletes: Vec<KeyRange> = Vec::new();
+    for op in branch {
+        match op.op.as_ref().expect("checked by check_well_formed") {
+            TxnOp::Range(range) => range.validate(limits)?,
+            TxnOp::Put(put) => {
+                put.validate(limits)?;
+                puts.push(&put.key);
+            }
+            TxnOp::DeleteRange(delete) => {
+                delete.validate(limits)?;
+                deletes.push(KeyRange::new(&delete.key, &delete.range_end));
+            }
+        }
+    }
+    let mut sorted = puts.clone();
+    sorted.sort_unstable();
+    if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(invalid(format!("transaction puts key {:?} twice", pair[0])));
+    }
+    for key in puts {
+        if deletes.iter().any(|range| range.contains(key)) {
+            return Err(invalid(format!(
+                "transaction both puts and deletes key {key:?}"
+            )));
+        }
+    }
+    Ok(())
+}

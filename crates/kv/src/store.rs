@@ -1,0 +1,238 @@
+//! [`KvStore`]: the state machine the server drives: replicated state (MVCC index, leases,
+//! sessions, applied index) and node-local state (lease deadlines, the clock, watches).
+//!
+//! Invariants:
+//! - replicated state changes only in [`KvStore::apply`] (and `restore`), as a function of the
+//!   entries applied so far and the [`Limits`]; so every node that applied the same log holds the
+//!   same replicated state and [`KvStore::state_hash`];
+//! - node-local state never influences the replicated state, except that the deadline a grant
+//!   starts with comes from `set_clock` (and deadlines are node-local anyway);
+//! - `applied_index` only increases.
+
+use crate::command::{RangeRequest, RangeResponse};
+use crate::hash::StateHasher;
+use crate::lease::{LeaseStatus, Leases};
+use crate::mvcc::{Mvcc, RangeBudget};
+use crate::session::Sessions;
+use crate::watch::{WatchId, WatchRequest, WatchResponse, Watches};
+use crate::{ClientId, KvError, LeaseId, Limits, Result, Revision};
+
+/// The replicated key-value state machine (crate docs).
+#[derive(Debug)]
+pub struct KvStore {
+    pub(crate) limits: Limits,
+    /// Index of the last applied log entry (replicated).
+    pub(crate) applied_index: u64,
+    /// Keys, histories and revisions (replicated).
+    pub(crate) mvcc: Mvcc,
+    /// Leases: id, TTL, keys replicated; deadlines node-local.
+    pub(crate) leases: Leases,
+    /// Client sessions (replicated).
+    pub(crate) sessions: Sessions,
+    /// Watches (node-local).
+    pub(crate) watches: Watches,
+    /// The caller's clock as of the last `set_clock`, in milliseconds (node-local).
+    pub(crate) clock_ms: u64,
+}
+
+impl KvStore {
+    /// An empty store (revision 0, nothing applied).
+    pub fn new(limits: Limits) -> Self {
+        KvStore {
+            limits,
+            applied_index: 0,
+            mvcc: Mvcc::default(),
+            leases: Leases::default(),
+            sessions: Sessions::default(),
+            watches: Watches::default(),
+            clock_ms: 0,
+        }
+    }
+
+    /// The limits this store enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Index of the last applied log entry (0: none).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The current revision: the number of write transactions that changed something (0: none).
+    pub fn revision(&self) -> Revision {
+        self.mvcc.revision()
+    }
+
+    /// The compacted revision: reads at revisions below it fail with [`KvError::Compacted`]
+    /// (0: nothing compacted).
+    pub fn compacted_revision(&self) -> Revision {
+        self.mvcc.compacted()
+    }
+
+    /// Number of keys that exist now.
+    pub fn len(&self) -> u64 {
+        self.mvcc.live_keys()
+    }
+
+    /// Whether no key exists now.
+    pub fn is_empty(&self) -> bool {
+        self.mvcc.live_keys() == 0
+    }
+
+    /// Number of keys the index holds, including deleted keys whose history is not compacted yet.
+    pub fn indexed_keys(&self) -> usize {
+        self.mvcc.indexed_keys()
+    }
+
+    /// A local (serializable) read of the applied state. For a linearizable read, serve it after
+    /// applying up to the read index.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        req.validate(&self.limits)?;
+        self.mvcc
+            .range(req, &mut RangeBudget::new(self.limits.range_bytes_max))
+    }
+
+    // ---- leases (node-local clock) ----
+
+    /// Sets the caller's clock (milliseconds, any epoch, non-decreasing per node). Call it before
+    /// applying entries: a lease granted by them gets its deadline from it.
+    pub fn set_clock(&mut self, now_ms: u64) {
+        self.clock_ms = now_ms;
+    }
+
+    /// Renews a lease on the leader (not through the log): its deadline becomes `now_ms + ttl`.
+    /// Returns the TTL in milliseconds.
+    pub fn lease_keep_alive(&mut self, id: LeaseId, now_ms: u64) -> Result<u64> {
+        self.leases
+            .keep_alive(id, now_ms)
+            .ok_or(KvError::LeaseNotFound { id })
+    }
+
+    /// Call when this node becomes leader: every lease's deadline becomes
+    /// `now_ms + ttl + extend_ms` (pass one election timeout as `extend_ms`), so no client loses
+    /// its lease to the leader change.
+    pub fn lease_promote(&mut self, now_ms: u64, extend_ms: u64) {
+        self.leases.promote(now_ms, extend_ms);
+    }
+
+    /// On the leader: up to `max` leases whose deadline has passed at `now_ms`, earliest first.
+    /// Propose a [`crate::Request::lease_revoke`] for each; a lease listed here is listed again
+    /// only after [`Limits::lease_revoke_retry_ms`] if it still exists then.
+    pub fn expired_leases(&mut self, now_ms: u64, max: usize) -> Vec<LeaseId> {
+        self.leases
+            .expired(now_ms, max, self.limits.lease_revoke_retry_ms)
+    }
+
+    /// A lease's TTL, remaining time on this node's clock, and keys.
+    pub fn lease_time_to_live(&self, id: LeaseId, now_ms: u64) -> Result<LeaseStatus> {
+        self.leases
+            .status(id, now_ms)
+            .ok_or(KvError::LeaseNotFound { id })
+    }
+
+    /// Ids of all leases, in order.
+    pub fn lease_ids(&self) -> Vec<LeaseId> {
+        self.leases.iter().map(|(id, _)| *id).collect()
+    }
+
+    // ---- sessions ----
+
+    /// Number of open client sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The last applied sequence number of a session, or `None` if it is not open.
+    pub fn session_last_seq(&self, client_id: ClientId) -> Option<u64> {
+        self.sessions.get(client_id).map(|s| s.last_seq)
+    }
+
+    // ---- watches (node-local) ----
+
+    /// Creates a watch. Fails with [`KvError::Compacted`] if it starts at or below the compacted
+    /// revision, [`KvError::WatchLimit`] if this node has too many.
+    pub fn watch_create(&mut self, req: &WatchRequest) -> Result<WatchId> {
+        self.watches.create(req, &self.mvcc, &self.limits)
+    }
+
+    /// Cancels a watch.
+    pub fn watch_cancel(&mut self, id: WatchId) -> Result<()> {
+        self.watches.cancel(id)
+    }
+
+    /// Takes the next events of a watch: whole revisions, about `max_events` (see
+    /// [`crate::watch`]). `Ok(None)`: nothing new yet (poll again after the next apply, or when
+    /// [`KvStore::watches_ready`] lists it). An error (too slow, compacted) ends the watch.
+    pub fn watch_poll(&mut self, id: WatchId, max_events: usize) -> Result<Option<WatchResponse>> {
+        self.watches.poll(id, max_events, &self.mvcc, &self.limits)
+    }
+
+    /// Watches with something to deliver (queued events, catching up, or a cancellation to
+    /// report), in id order. Poll these after applying.
+    pub fn watches_ready(&self) -> Vec<WatchId> {
+        self.watches.ready()
+    }
+
+    /// Number of watches on this node.
+    pub fn watch_count(&self) -> usize {
+        self.watches.len()
+    }
+
+    /// After restoring `self` from a snapshot, takes over the watches of the store it replaces,
+    /// so they continue without a gap (they catch up from the old store's revision through this
+    /// store's history; if that is compacted, their next poll reports [`KvError::Compacted`]).
+    ///
+    /// Panics if `self` is behind `old` (Raft installs only snapshots ahead of the applied state).
+    pub fn adopt_watches(&mut self, old: &mut KvStore) {
+        let old_revision = old.revision();
+        assert!(
+            self.revision() >= old_revision,
+            "adopting watches from a store at revision {old_revision} into one at {}",
+            self.revision()
+        );
+        self.watches
+            .adopt(&mut old.watches, old_revision, &self.mvcc);
+    }
+
+    // ---- state hash ----
+
+    /// A 64-bit hash of the replicated state: applied index, revisions, every key's retained
+    /// history, leases (id, TTL), sessions (id, last sequence, last activity, last answer). Equal
+    /// replicated states hash equal on every node; node-local state (deadlines, clock, watches)
+    /// is left out.
+    pub fn state_hash(&self) -> u64 {
+        let mut h = StateHasher::new();
+        h.u64(self.applied_index);
+        h.i64(self.mvcc.revision());
+        h.i64(self.mvcc.compacted());
+        h.u64(self.mvcc.indexed_keys() as u64);
+        for (key, history) in self.mvcc.histories() {
+            h.bytes(key);
+            h.u64(history.len() as u64);
+            for e in history.entries() {
+                h.bytes(&e.value);
+                h.i64(e.create_revision);
+                h.i64(e.mod_revision);
+                h.i64(e.version);
+                h.i64(e.lease);
+            }
+        }
+        h.u64(self.leases.len() as u64);
+        for (id, lease) in self.leases.iter() {
+            h.i64(*id);
+            h.u64(lease.ttl_ms);
+        }
+        h.u64(self.sessions.len() as u64);
+        for (client_id, session) in self.sessions.iter() {
+            h.u64(*client_id);
+            h.u64(session.last_seq);
+            h.u64(session.last_active_index);
+            match &session.last_response {
+                Some(response) => h.bytes(&response.encode_to_vec()),
+                None => h.u64(u64::MAX),
+            }
+        }
+        h.finish()
+    }
+}

@@ -1,0 +1,833 @@
+//! The HTTP/JSON client API (axum), and forwarding to the leader.
+//!
+//! | route | what |
+//! |---|---|
+//! | `PUT /v1/kv/{key}` | set a key (body = value); `?prev` returns the previous pair; `?cas=N` only if its mod_revision is N (0: absent) |
+//! | `GET /v1/kv/{key}` | read a key; `?raw` gives the bare value; `?prefix` lists a prefix |
+//! | `DELETE /v1/kv/{key}` | delete a key; `?prefix` deletes a prefix |
+//! | `GET /v1/status` | this node's view: role, term, leader, indexes, members |
+//! | `GET /v1/members`, `POST /v1/members` | list members; join (a new node calls it) |
+//! | `POST /v1/internal/publish` | a member records its addresses through the leader |
+//! | `GET /metrics` | Prometheus text: term, indexes, role, counters |
+//!
+//! Reads take `?consistency=linearizable` (the default: a ReadIndex round, also on followers),
+//! `lease` (the leader's lease, no round trip) or `stale` (this node's applied state, possibly
+//! behind; Consul's `?stale`). Writes that reach a follower are forwarded to the leader; a
+//! forwarded request is never forwarded again. Errors are `{"error": ..., "code": ...}`: 400 bad
+//! request, 404 no key, 413 too large, 503 (with `Retry-After`) no leader or no quorum, 504 when
+//! the commit did not happen in time (outcome unknown).
+
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use raftkv_raft::{NodeId, ReadMode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::config::ServerConfig;
+use crate::error::{RequestError, Result, ServerError};
+use crate::members::{Member, node_id};
+use crate::node::{Input, Shared};
+use crate::state::{Applied, Command};
+
+mod kv;
+
+/// Largest request body accepted by the HTTP layer; the store's own limits (smaller) answer
+/// with a JSON 413 first.
+pub const HTTP_BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Header marking a request forwarded by another node.
+pub const FORWARDED_HEADER: &str = "x-raftkv-forwarded";
+/// Seconds clients are told to wait before retrying a 503.
+const RETRY_AFTER_SECS: &str = "1";
+/// How often a follower checks that the registry holds its current addresses.
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a joining node keeps asking the cluster to add it.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The API's shared handles.
+#[derive(Clone)]
+pub struct Api {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The driver's input queue.
+    inputs: SyncSender<Input>,
+    /// State and status shared with the driver.
+    shared: Arc<Shared>,
+    /// Settings.
+    config: ServerConfig,
+    /// This node's registry record.
+    me: Member,
+    /// Client for forwarding to the leader.
+    http: reqwest::Client,
+}
+
+/// A JSON error response.
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn unavailable(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(error: RequestError) -> Self {
+        let message = error.to_string();
+        match error {
+            RequestError::NotLeader { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_leader",
+                "no leader is known right now; retry shortly",
+            ),
+            RequestError::Unavailable(_) => ApiError::unavailable(message),
+            RequestError::NotCommitted => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_committed", message)
+            }
+            RequestError::Unknown(_) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", message)
+            }
+            RequestError::TooLarge(_) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+            }
+            RequestError::Invalid(_) => ApiError::bad_request(message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(json!({ "error": self.message, "code": self.code })),
+        )
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
+    }
+}
+
+/// What a joining node learns from the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinResponse {
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// The id the new node has.
+    pub id: u64,
+    /// Every member, the new one included.
+    pub members: Vec<Member>,
+}
+
+/// A join request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The new member's name.
+    pub name: String,
+    /// Its peer URL.
+    pub peer_url: String,
+    /// Its client URL.
+    pub client_url: String,
+}
+
+/// Query flags of the key-value routes.
+#[derive(Debug, Default, Deserialize)]
+pub struct KvQuery {
+    /// Return the bare value.
+    raw: Option<String>,
+    /// Treat the key as a prefix.
+    prefix: Option<String>,
+    /// linearizable, lease or stale.
+    consistency: Option<String>,
+    /// Consul-style flag for `consistency=stale`.
+    stale: Option<String>,
+    /// Consul-style flag for `consistency=linearizable`.
+    consistent: Option<String>,
+    /// Most keys to list.
+    limit: Option<u64>,
+    /// Return the previous pair of a put or delete.
+    prev: Option<String>,
+    /// Compare-and-swap: put only if the key's mod_revision equals this (0: only if absent).
+    cas: Option<i64>,
+}
+
+impl Api {
+    /// The API of a node.
+    pub fn new(
+        inputs: SyncSender<Input>,
+        shared: Arc<Shared>,
+        config: ServerConfig,
+        me: Member,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout + Duration::from_secs(1))
+            .build()
+            .unwrap_or_default();
+        Api {
+            inner: Arc::new(Inner {
+                inputs,
+                shared,
+                config,
+                me,
+                http,
+            }),
+        }
+    }
+
+    /// The routes.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/v1/kv/{*key}", get(get_kv).put(put_kv).delete(delete_kv))
+            .route("/v1/kv", get(list_all))
+            .route("/v1/kv/", get(list_all))
+            .route("/v1/status", get(status))
+            .route("/metrics", get(metrics))
+            .route("/v1/members", get(list_members).post(join_member))
+            .route("/v1/internal/publish", post(publish))
+            .layer(DefaultBodyLimit::max(HTTP_BODY_BYTES_MAX))
+            .with_state(self)
+    }
+
+    fn submit<T>(
+        &self,
+        input: Input,
+        rx: oneshot::Receiver<Result<T, RequestError>>,
+    ) -> Waiting<T> {
+        match self.inner.inputs.try_send(input) {
+            Ok(()) => Waiting::Sent(rx),
+            Err(TrySendError::Full(_)) => Waiting::Failed(RequestError::Unavailable(
+                "the node is overloaded (input queue full)".into(),
+            )),
+            Err(TrySendError::Disconnected(_)) => {
+                Waiting::Failed(RequestError::Unavailable("the node is stopping".into()))
+            }
+        }
+    }
+
+    async fn wait<T>(&self, waiting: Waiting<T>) -> Result<T, RequestError> {
+        let rx = match waiting {
+            Waiting::Sent(rx) => rx,
+            Waiting::Failed(e) => return Err(e),
+        };
+        let timeout = self.inner.config.request_timeout;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(RequestError::Unknown(
+                "the node stopped before answering".into(),
+            )),
+            Err(_) => Err(RequestError::Unknown(format!(
+                "not done within {timeout:?}; it may still happen"
+            ))),
+        }
+    }
+
+    /// Proposes a payload and waits for it to be applied.
+    async fn propose(&self, data: bytes::Bytes) -> Result<Applied, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        let waiting = self.submit(Input::Propose { data, reply }, rx);
+        self.wait(waiting).await
+    }
+
+    /// Waits until this node may serve a read at the given consistency.
+    async fn read_barrier(&self, consistency: Consistency) -> Result<(), RequestError> {
+        let mode = match consistency {
+            Consistency::Stale => return Ok(()),
+            Consistency::Linearizable => ReadMode::ReadIndex,
+            Consistency::Lease => ReadMode::Lease,
+        };
+        let (reply, rx) = oneshot::channel();
+        let waiting = self.submit(Input::Read { mode, reply }, rx);
+        self.wait(waiting).await
+    }
+
+    /// The client URL of the leader this node knows of.
+    fn leader_url(&self, leader: Option<NodeId>) -> Option<String> {
+        let leader = leader.or_else(|| self.status_leader())?;
+        if leader == self.inner.me.id {
+            return None;
+        }
+        let state = self
+            .inner
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        state
+            .registry
+            .get(leader)
+            .map(|m| m.client_url.clone())
+            .filter(|url| !url.is_empty())
+    }
+
+    fn status_leader(&self) -> Option<NodeId> {
+        self.inner
+            .shared
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .leader
+    }
+
+    /// Sends the request on to the leader and relays its answer.
+    async fn forward(
+        &self,
+        leader: Option<NodeId>,
+        method: Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Response {
+        if headers.contains_key(FORWARDED_HEADER) {
+            return ApiError::unavailable("leadership is moving; retry shortly").into_response();
+        }
+        let Some(url) = self.leader_url(leader) else {
+            return ApiError::from(RequestError::NotLeader { leader }).into_response();
+        };
+        crate::metrics::Metrics::bump(&self.inner.shared.metrics.forwarded);
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let request = self
+            .inner
+            .http
+            .request(method, format!("{url}{path}"))
+            .header(FORWARDED_HEADER, "1")
+            .body(body);
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+                let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+                match response.bytes().await {
+                    Ok(bytes) => {
+                        let mut out = (status, bytes).into_response();
+                        if let Some(v) = content_type {
+                            out.headers_mut().insert(header::CONTENT_TYPE, v);
+                        }
+                        if let Some(v) = retry_after {
+                            out.headers_mut().insert(header::RETRY_AFTER, v);
+                        }
+                        out
+                    }
+                    Err(e) => ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "outcome_unknown",
+                        format!("the leader did not finish answering: {e}; outcome unknown"),
+                    )
+                    .into_response(),
+                }
+            }
+            Err(e) if e.is_connect() => {
+                ApiError::unavailable(format!("cannot reach the leader at {url}: {e}"))
+                    .into_response()
+            }
+            Err(e) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "outcome_unknown",
+                format!("forwarding to the leader at {url} failed: {e}; outcome unknown"),
+            )
+            .into_response(),
+        }
+    }
+
+    /// Proposes a write here, or forwards it to the leader when this node is not the leader.
+    async fn write(
+        &self,
+        data: bytes::Bytes,
+        method: Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+        answer: impl FnOnce(Applied) -> Result<Value, ApiError>,
+    ) -> Response {
+        match self.propose(data).await {
+            Ok(applied) => match answer(applied) {
+                Ok(value) => Json(value).into_response(),
+                Err(e) => e.into_response(),
+            },
+            Err(RequestError::NotLeader { leader }) => {
+                self.forward(leader, method, uri, headers, body).await
+            }
+            Err(e) => ApiError::from(e).into_response(),
+        }
+    }
+
+    /// Follower: keeps the registry's record of this node current, through the leader.
+    pub async fn publisher(self) {
+        let mut interval = tokio::time::interval(PUBLISH_INTERVAL);
+        loop {
+            interval.tick().await;
+            let current = {
+                let state = self
+                    .inner
+                    .shared
+                    .state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                state.registry.get(self.inner.me.id).cloned()
+            };
+            if current.as_ref() == Some(&self.inner.me) {
+                continue;
+            }
+            // The leader publishes itself from the driver; a follower asks the leader.
+            let Some(url) = self.leader_url(None) else {
+                continue;
+            };
+            let sent = self
+                .inner
+                .http
+                .post(format!("{url}/v1/internal/publish"))
+                .json(&self.inner.me)
+                .send()
+                .await;
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "publishing this node's addresses failed; will retry");
+            }
+        }
+    }
+}
+
+/// Turns an applied write into its JSON answer.
+type Answer = fn(Applied) -> Result<Value, ApiError>;
+
+enum Waiting<T> {
+    Sent(oneshot::Receiver<Result<T, RequestError>>),
+    Failed(RequestError),
+}
+
+/// Read consistency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Consistency {
+    Linearizable,
+    Lease,
+    Stale,
+}
+
+fn consistency(query: &KvQuery) -> Result<Consistency, ApiError> {
+    if query.stale.is_some() {
+        return Ok(Consistency::Stale);
+    }
+    if query.consistent.is_some() {
+        return Ok(Consistency::Linearizable);
+    }
+    match query.consistency.as_deref() {
+        None | Some("linearizable") | Some("consistent") => Ok(Consistency::Linearizable),
+        Some("lease") | Some("default") => Ok(Consistency::Lease),
+        Some("stale") | Some("serializable") => Ok(Consistency::Stale),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "consistency `{other}` is not one of linearizable, lease, stale"
+        ))),
+    }
+}
+
+async fn get_kv(
+    AxumState(api): AxumState<Api>,
+    Path(key): Path<String>,
+    Query(query): Query<KvQuery>,
+) -> Response {
+    read_kv(api, key, query).await
+}
+
+async fn list_all(AxumState(api): AxumState<Api>, Query(mut query): Query<KvQuery>) -> Response {
+    query.prefix = Some(String::new());
+    read_kv(api, String::new(), query).await
+}
+
+async fn read_kv(api: Api, key: String, query: KvQuery) -> Response {
+    let consistency = match consistency(&query) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    if key.is_empty() && query.prefix.is_none() {
+        return ApiError::bad_request("empty key; give a key, or ?prefix to list").into_response();
+    }
+    if let Err(e) = api.read_barrier(consistency).await {
+        return ApiError::from(e).into_response();
+    }
+    let state = api
+        .inner
+        .shared
+        .state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if query.prefix.is_some() {
+        return match kv::list(&state.kv, key.as_bytes(), query.limit) {
+            Ok(value) => Json(value).into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
+    match kv::get(&state.kv, key.as_bytes()) {
+        Ok(Some(found)) if query.raw.is_some() => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            found.value,
+        )
+            .into_response(),
+        Ok(Some(found)) => Json(found.json).into_response(),
+        Ok(None) => ApiError::not_found(format!("key `{key}` not found")).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn put_kv(
+    AxumState(api): AxumState<Api>,
+    Path(key): Path<String>,
+    Query(query): Query<KvQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (request, answer): (_, Answer) = match query.cas {
+        Some(expected) => (
+            kv::cas_request(key.as_bytes(), body.clone(), expected),
+            kv::cas_answer,
+        ),
+        None => (
+            kv::put_request(key.as_bytes(), body.clone(), query.prev.is_some()),
+            kv::put_answer,
+        ),
+    };
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    api.write(Command::kv(request), method, &uri, &headers, body, answer)
+        .await
+}
+
+async fn delete_kv(
+    AxumState(api): AxumState<Api>,
+    Path(key): Path<String>,
+    Query(query): Query<KvQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request =
+        match kv::delete_request(key.as_bytes(), query.prefix.is_some(), query.prev.is_some()) {
+            Ok(r) => r,
+            Err(e) => return e.into_response(),
+        };
+    api.write(
+        Command::kv(request),
+        method,
+        &uri,
+        &headers,
+        body,
+        kv::delete_answer,
+    )
+    .await
+}
+
+/// A member as `/v1/status` and `/v1/members` show it.
+#[derive(Serialize)]
+struct MemberView {
+    id: NodeId,
+    name: String,
+    role: &'static str,
+    peer_url: String,
+    client_url: String,
+}
+
+fn member_views(
+    api: &Api,
+    voters: &[NodeId],
+    outgoing: &[NodeId],
+    learners: &[NodeId],
+) -> Vec<MemberView> {
+    let state = api
+        .inner
+        .shared
+        .state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let mut ids: Vec<NodeId> = voters
+        .iter()
+        .chain(outgoing)
+        .chain(learners)
+        .copied()
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut views: Vec<MemberView> = ids
+        .into_iter()
+        .map(|id| {
+            let member = state.registry.get(id);
+            MemberView {
+                id,
+                name: member.map(|m| m.name.clone()).unwrap_or_default(),
+                role: if voters.contains(&id) || outgoing.contains(&id) {
+                    "voter"
+                } else {
+                    "learner"
+                },
+                peer_url: member.map(|m| m.peer_url.clone()).unwrap_or_default(),
+                client_url: member.map(|m| m.client_url.clone()).unwrap_or_default(),
+            }
+        })
+        .collect();
+    views.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
+    views
+}
+
+async fn status(AxumState(api): AxumState<Api>) -> Response {
+    let status = api
+        .inner
+        .shared
+        .status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let stall = api.inner.config.tick * api.inner.config.disk_stall_ticks;
+    let sync_running = api.inner.shared.sync_running_for();
+    let disk_stalled = sync_running.is_some_and(|d| d > stall);
+    let members = member_views(
+        &api,
+        &status.voters,
+        &status.voters_outgoing,
+        &status.learners,
+    );
+    let leader_name = status
+        .leader
+        .and_then(|id| members.iter().find(|m| m.id == id))
+        .map(|m| m.name.clone());
+    let mut value = serde_json::to_value(&status).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.insert("leader_name".into(), json!(leader_name));
+        map.insert("members".into(), json!(members));
+        map.insert("disk_stalled".into(), json!(disk_stalled));
+        map.insert(
+            "healthy".into(),
+            json!(!disk_stalled && status.wal_error.is_none() && status.leader.is_some()),
+        );
+    }
+    Json(value).into_response()
+}
+
+async fn metrics(AxumState(api): AxumState<Api>) -> Response {
+    let status = api
+        .inner
+        .shared
+        .status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        api.inner.shared.metrics.render(&status),
+    )
+        .into_response()
+}
+
+async fn list_members(AxumState(api): AxumState<Api>) -> Response {
+    let status = api
+        .inner
+        .shared
+        .status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    Json(json!({
+        "members": member_views(&api, &status.voters, &status.voters_outgoing, &status.learners)
+    }))
+    .into_response()
+}
+
+async fn join_member(
+    AxumState(api): AxumState<Api>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request: JoinRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return ApiError::bad_request(format!("bad join request: {e}")).into_response(),
+    };
+    if request.name.is_empty() {
+        return ApiError::bad_request("a joining member needs a name").into_response();
+    }
+    let member = Member {
+        id: node_id(&request.name),
+        name: request.name,
+        peer_url: request.peer_url,
+        client_url: request.client_url,
+    };
+    {
+        let state = api
+            .inner
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if state.registry.is_removed(member.id) {
+            return ApiError::bad_request(format!(
+                "a member named `{}` was removed from this cluster; join under a new name",
+                member.name
+            ))
+            .into_response();
+        }
+        if let Some(existing) = state.registry.by_name(&member.name) {
+            if existing.peer_url != member.peer_url {
+                return ApiError::bad_request(format!(
+                    "a member named `{}` already exists with peer URL {}",
+                    member.name, existing.peer_url
+                ))
+                .into_response();
+            }
+        }
+    }
+    let id = member.id;
+    let (reply, rx) = oneshot::channel();
+    let waiting = api.submit(Input::Join { member, reply }, rx);
+    match api.wait(waiting).await {
+        Ok(_) => {
+            let state = api
+                .inner
+                .shared
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let cluster_id = cluster_id_of(&api);
+            Json(JoinResponse {
+                cluster_id,
+                id,
+                members: state.registry.members().cloned().collect(),
+            })
+            .into_response()
+        }
+        Err(RequestError::NotLeader { leader }) => {
+            api.forward(leader, method, &uri, &headers, body).await
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+fn cluster_id_of(api: &Api) -> u64 {
+    let status = api
+        .inner
+        .shared
+        .status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    u64::from_str_radix(&status.cluster_id, 16).unwrap_or(0)
+}
+
+async fn publish(
+    AxumState(api): AxumState<Api>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let member: Member = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => return ApiError::bad_request(format!("bad member: {e}")).into_response(),
+    };
+    let is_member = {
+        let status = api
+            .inner
+            .shared
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        [&status.voters, &status.voters_outgoing, &status.learners]
+            .iter()
+            .any(|ids| ids.contains(&member.id))
+    };
+    if !is_member || member.id != node_id(&member.name) {
+        return ApiError::bad_request("only a current member can publish its addresses")
+            .into_response();
+    }
+    api.write(
+        Command::publish(member),
+        method,
+        &uri,
+        &headers,
+        body,
+        |_| Ok(json!({ "published": true })),
+    )
+    .await
+}
+
+/// Asks the cluster (through the member at `url`, which forwards to the leader) to add `me`;
+/// retries while the cluster is busy (no leader, a change in flight).
+pub async fn join(url: &str, me: &Member) -> Result<JoinResponse> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .map_err(|e| ServerError::Join(e.to_string()))?;
+    let request = JoinRequest {
+        name: me.name.clone(),
+        peer_url: me.peer_url.clone(),
+        client_url: me.client_url.clone(),
+    };
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    loop {
+        let outcome = http
+            .post(format!("{url}/v1/members"))
+            .json(&request)
+            .send()
+            .await;
+        let retry_reason = match outcome {
+            Ok(response) if response.status().is_success() => {
+                return response
+                    .json::<JoinResponse>()
+                    .await
+                    .map_err(|e| ServerError::Join(format!("bad answer from {url}: {e}")));
+            }
+            Ok(response)
+                if response.status() == StatusCode::SERVICE_UNAVAILABLE
+                    || response.status() == StatusCode::GATEWAY_TIMEOUT =>
+            {
+                response.text().await.unwrap_or_default()
+            }
+            Ok(response) => {
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                return Err(ServerError::Join(format!("{url} refused: {status} {text}")));
+            }
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() > deadline {
+            return Err(ServerError::Join(format!(
+                "gave up after {JOIN_TIMEOUT:?}: {retry_reason}"
+            )));
+        }
+        tracing::info!(via = %url, reason = %retry_reason, "join not done yet; retrying");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

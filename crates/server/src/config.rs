@@ -1,0 +1,202 @@
+//! The server's settings, with defaults that give a working single-node cluster on 127.0.0.1.
+//!
+//! The CLI fills this from flags, `RAFTKV_*` environment variables and a TOML file; everything
+//! here is already resolved. URLs are kept as given (`http://host:port`) for advertising; the
+//! `listen_*` addresses are socket addresses.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Result, ServerError};
+
+/// Default client port.
+pub const CLIENT_PORT_DEFAULT: u16 = 4001;
+/// Default peer port.
+pub const PEER_PORT_DEFAULT: u16 = 7001;
+/// Default tick length: heartbeats every tick, elections after 10 to 20 ticks.
+pub const TICK_MS_DEFAULT: u64 = 100;
+/// Default election timeout in ticks (1 s).
+pub const ELECTION_TICKS_DEFAULT: u32 = 10;
+/// Default heartbeat interval in ticks (100 ms).
+pub const HEARTBEAT_TICKS_DEFAULT: u32 = 1;
+/// Default number of applied entries between snapshots.
+pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 10_000;
+/// Default time a client request waits for its commit (then 504, outcome unknown).
+pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+
+/// How a node joins the cluster the first time it starts with an empty data dir.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// A static cluster: every member's name and peer URL (this node among them).
+    InitialCluster(Vec<(String, String)>),
+    /// Ask a running member (by client URL) to add this node.
+    Join(String),
+}
+
+/// Everything a node needs to run.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// This member's name, unique in the cluster; its node id derives from it.
+    pub name: String,
+    /// Where the WAL, snapshots and the node's identity live.
+    pub data_dir: PathBuf,
+    /// Address the client API listens on.
+    pub listen_client: SocketAddr,
+    /// Client URL other members and clients use to reach this node.
+    pub advertise_client: String,
+    /// Address the peer transport listens on.
+    pub listen_peer: SocketAddr,
+    /// Peer URL other members use to reach this node.
+    pub advertise_peer: String,
+    /// First-start bootstrap; ignored (with a log line) when the data dir holds a node.
+    pub bootstrap: Bootstrap,
+    /// Length of one Raft tick.
+    pub tick: Duration,
+    /// Election timeout in ticks.
+    pub election_ticks: u32,
+    /// Heartbeat interval in ticks.
+    pub heartbeat_ticks: u32,
+    /// Applied entries between snapshots (then the log is compacted).
+    pub snapshot_entries: u64,
+    /// How long a client request waits for its commit or read.
+    pub request_timeout: Duration,
+    /// A leader whose WAL sync takes longer than this many ticks reports itself unhealthy.
+    pub disk_stall_ticks: u32,
+}
+
+impl ServerConfig {
+    /// The zero-flag configuration: a single-node cluster named `default` on 127.0.0.1.
+    pub fn single_node_default() -> Self {
+        let listen_client = SocketAddr::from(([127, 0, 0, 1], CLIENT_PORT_DEFAULT));
+        let listen_peer = SocketAddr::from(([127, 0, 0, 1], PEER_PORT_DEFAULT));
+        let advertise_peer = format!("http://{listen_peer}");
+        ServerConfig {
+            name: "default".to_string(),
+            data_dir: PathBuf::from("raftkv-data"),
+            listen_client,
+            advertise_client: format!("http://{listen_client}"),
+            listen_peer,
+            bootstrap: Bootstrap::InitialCluster(vec![(
+                "default".to_string(),
+                advertise_peer.clone(),
+            )]),
+            advertise_peer,
+            tick: Duration::from_millis(TICK_MS_DEFAULT),
+            election_ticks: ELECTION_TICKS_DEFAULT,
+            heartbeat_ticks: HEARTBEAT_TICKS_DEFAULT,
+            snapshot_entries: SNAPSHOT_ENTRIES_DEFAULT,
+            request_timeout: REQUEST_TIMEOUT_DEFAULT,
+            disk_stall_ticks: 3 * ELECTION_TICKS_DEFAULT,
+        }
+    }
+
+    /// Checks the settings can work together.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ServerError::Config(m));
+        if self.name.is_empty() {
+            return bad("--name must not be empty".into());
+        }
+        if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
+            return bad(format!(
+                "election ticks ({}) must exceed heartbeat ticks ({}), which must be at least 1",
+                self.election_ticks, self.heartbeat_ticks
+            ));
+        }
+        if self.tick.is_zero() {
+            return bad("the tick length must be above zero".into());
+        }
+        if self.snapshot_entries == 0 {
+            return bad("snapshot entries must be at least 1".into());
+        }
+        if let Bootstrap::InitialCluster(members) = &self.bootstrap {
+            if !members.iter().any(|(n, _)| n == &self.name) {
+                return bad(format!(
+                    "--initial-cluster does not name this node ({}); add {}={}",
+                    self.name, self.name, self.advertise_peer
+                ));
+            }
+            let mut names: Vec<&String> = members.iter().map(|(n, _)| n).collect();
+            names.sort();
+            names.dedup();
+            if names.len() != members.len() {
+                return bad("--initial-cluster names a member twice".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses `host:port` or `http://host:port` into `host:port`, the form sockets take.
+pub fn host_port(url: &str) -> Result<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') || !rest.contains(':') {
+        return Err(ServerError::Config(format!(
+            "`{url}` is not an address; expected http://host:port or host:port"
+        )));
+    }
+    Ok(rest.to_string())
+}
+
+/// Normalizes a URL or bare `host:port` to `http://host:port`.
+pub fn normalize_url(url: &str) -> Result<String> {
+    Ok(format!("http://{}", host_port(url)?))
+}
+
+/// Parses `--initial-cluster name=url,name=url`.
+pub fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, String)>> {
+    spec.split(',')
+        .filter(|part| !part.trim().is_empty())
+        .map(|part| {
+            let (name, url) = part.split_once('=').ok_or_else(|| {
+                ServerError::Config(format!(
+                    "--initial-cluster entry `{part}` is not name=peer-url"
+                ))
+            })?;
+            Ok((name.trim().to_string(), normalize_url(url.trim())?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_bare_addresses_are_both_accepted() {
+        assert_eq!(
+            host_port("http://127.0.0.1:7001").unwrap(),
+            "127.0.0.1:7001"
+        );
+        assert_eq!(host_port("127.0.0.1:7001").unwrap(), "127.0.0.1:7001");
+        assert_eq!(host_port("http://node-1:7001/").unwrap(), "node-1:7001");
+        assert!(host_port("http://no-port").is_err());
+        assert!(host_port("").is_err());
+    }
+
+    #[test]
+    fn initial_cluster_parses_and_normalizes() {
+        let parsed = parse_initial_cluster("a=http://127.0.0.1:7001,b=127.0.0.1:7002").unwrap();
+        assert_eq!(
+            parsed,
+            vec![
+                ("a".to_string(), "http://127.0.0.1:7001".to_string()),
+                ("b".to_string(), "http://127.0.0.1:7002".to_string()),
+            ]
+        );
+        assert!(parse_initial_cluster("a").is_err());
+    }
+
+    #[test]
+    fn the_default_configuration_is_valid_and_names_itself() {
+        let config = ServerConfig::single_node_default();
+        config.validate().unwrap();
+        let mut other = config.clone();
+        other.bootstrap = Bootstrap::InitialCluster(vec![("x".into(), "http://h:1".into())]);
+        assert!(other.validate().is_err());
+    }
+}

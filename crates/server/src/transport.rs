@@ -1,0 +1,348 @@
+//! The peer transport: one long-lived TCP connection per peer and direction carrying batches of
+//! Raft messages in checksummed frames (see `codec`).
+//!
+//! Outbound, each peer has a task and a bounded queue. The driver never waits on the network:
+//! when a peer's queue is full (the peer is slow or down) messages for it are dropped, and Raft's
+//! own retries (heartbeats, probes, snapshot resumption from the acknowledged offset) recover.
+//! A broken connection is re-dialled with exponential backoff.
+//!
+//! Inbound, a connection starts with a handshake naming the cluster and both nodes; a node of
+//! another cluster, a removed node, or a connection meant for another node is refused with a log
+//! line. Garbage, a bad checksum or an oversized frame closes that connection and nothing else.
+//! Inbound connections are bounded in number.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use raftkv_raft::{Message, MessageBody, NodeId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::codec::{FRAME_BYTES_MAX, decode_frame, encode_frame};
+use crate::error::{Result, ServerError};
+use crate::metrics::Metrics;
+use crate::node::{Input, Shared};
+
+/// Messages queued for one peer before new ones are dropped.
+pub const PEER_QUEUE_MSGS_MAX: usize = 1024;
+/// Messages batched into one frame.
+pub const FRAME_MSGS_MAX: usize = 256;
+/// Bytes of entries and snapshot data batched into one frame (a single larger message still goes
+/// alone, up to `FRAME_BYTES_MAX`).
+pub const FRAME_BATCH_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// Inbound peer connections served at once.
+pub const PEER_CONNECTIONS_MAX: usize = 64;
+/// First and last delay between reconnection attempts.
+pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest delay between reconnection attempts.
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Time allowed to connect or to read a handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Snapshot bytes sent per second to one peer at most, so catching up a follower does not starve
+/// the replication traffic on the same link.
+pub const SNAPSHOT_BYTES_PER_SEC_MAX: u64 = 64 * 1024 * 1024;
+
+/// First bytes of every peer connection.
+const HANDSHAKE_MAGIC: [u8; 4] = *b"RKV1";
+/// Handshake length: magic, cluster id, sender id, receiver id.
+const HANDSHAKE_BYTES: usize = 4 + 8 + 8 + 8;
+
+/// Where peers listen, by node id (`host:port`). Shared with the driver, which updates it as the
+/// member registry changes.
+pub type PeerAddrs = Arc<RwLock<HashMap<NodeId, String>>>;
+
+/// Whether a node id was removed from the cluster (its connections are refused).
+pub type RemovedCheck = Arc<dyn Fn(NodeId) -> bool + Send + Sync>;
+
+/// The sending half, used by the driver thread.
+pub struct Transport {
+    /// This node.
+    id: NodeId,
+    /// This cluster.
+    cluster_id: u64,
+    /// Peer addresses.
+    addrs: PeerAddrs,
+    /// Queue into each peer's connection task.
+    peers: Mutex<HashMap<NodeId, mpsc::Sender<Message>>>,
+    /// The runtime peer tasks run on.
+    runtime: tokio::runtime::Handle,
+    /// Where dropped messages are counted.
+    shared: Arc<Shared>,
+}
+
+impl Transport {
+    /// A transport for node `id` of `cluster_id`.
+    pub fn new(
+        id: NodeId,
+        cluster_id: u64,
+        addrs: PeerAddrs,
+        runtime: tokio::runtime::Handle,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Transport {
+            id,
+            cluster_id,
+            addrs,
+            peers: Mutex::new(HashMap::new()),
+            runtime,
+            shared,
+        }
+    }
+
+    /// Queues `messages` for their peers without waiting. A message for a peer whose queue is
+    /// full is dropped (Raft retries).
+    pub fn send(&self, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        for message in messages {
+            let to = message.to;
+            if to == self.id {
+                continue;
+            }
+            let queue = peers.entry(to).or_insert_with(|| self.spawn_peer(to));
+            match queue.try_send(message) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(m)) => {
+                    Metrics::bump(&self.shared.metrics.peer_messages_dropped);
+                    tracing::debug!(peer = to, kind = m.body.name(), "peer queue full; dropped");
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    peers.remove(&to);
+                }
+            }
+        }
+    }
+
+    fn spawn_peer(&self, to: NodeId) -> mpsc::Sender<Message> {
+        let (tx, rx) = mpsc::channel(PEER_QUEUE_MSGS_MAX);
+        let handshake = encode_handshake(self.cluster_id, self.id, to);
+        self.runtime
+            .spawn(peer_sender(to, handshake, self.addrs.clone(), rx));
+        tx
+    }
+}
+
+fn encode_handshake(cluster_id: u64, from: NodeId, to: NodeId) -> [u8; HANDSHAKE_BYTES] {
+    let mut out = [0u8; HANDSHAKE_BYTES];
+    out[..4].copy_from_slice(&HANDSHAKE_MAGIC);
+    out[4..12].copy_from_slice(&cluster_id.to_le_bytes());
+    out[12..20].copy_from_slice(&from.to_le_bytes());
+    out[20..28].copy_from_slice(&to.to_le_bytes());
+    out
+}
+
+fn decode_handshake(bytes: &[u8; HANDSHAKE_BYTES]) -> Result<(u64, NodeId, NodeId)> {
+    if bytes[..4] != HANDSHAKE_MAGIC {
+        return Err(ServerError::Handshake(
+            "not a raftkv peer (bad magic); is a client talking to the peer port?".into(),
+        ));
+    }
+    let word = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    Ok((word(4), word(12), word(20)))
+}
+
+/// One peer's outbound connection: dial, handshake, then write batches until the connection
+/// breaks; repeat with backoff. Ends when the transport drops the queue.
+async fn peer_sender(
+    to: NodeId,
+    handshake: [u8; HANDSHAKE_BYTES],
+    addrs: PeerAddrs,
+    mut queue: mpsc::Receiver<Message>,
+) {
+    let mut backoff = RECONNECT_BACKOFF_MIN;
+    loop {
+        let addr = addrs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&to)
+            .cloned();
+        let stream = match addr {
+            Some(addr) => {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(&addr)).await {
+                    Ok(Ok(stream)) => Some((addr, stream)),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        let Some((addr, mut stream)) = stream else {
+            // Unreachable: drop what is queued (it is stale by the time we connect) and wait.
+            if drain_for(&mut queue, backoff).await.is_err() {
+                return;
+            }
+            backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        if stream.write_all(&handshake).await.is_err() {
+            continue;
+        }
+        tracing::info!(peer = to, %addr, "connected to peer");
+        backoff = RECONNECT_BACKOFF_MIN;
+        let mut buf = BytesMut::new();
+        let mut batch = Vec::new();
+        loop {
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut bytes = first.body.entries_bytes();
+            batch.push(first);
+            while batch.len() < FRAME_MSGS_MAX && bytes < FRAME_BATCH_BYTES_MAX {
+                match queue.try_recv() {
+                    Ok(m) => {
+                        bytes += m.body.entries_bytes();
+                        batch.push(m);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut snapshot_bytes = 0;
+            for m in &batch {
+                if let MessageBody::InstallSnapshot(chunk) = &m.body {
+                    snapshot_bytes += chunk.data.len() as u64;
+                    tracing::info!(
+                        peer = to,
+                        index = chunk.metadata.index,
+                        offset = chunk.offset,
+                        total = chunk.total_bytes,
+                        "sending snapshot chunk"
+                    );
+                }
+            }
+            buf.clear();
+            encode_frame(&batch, &mut buf);
+            batch.clear();
+            if buf.len() > FRAME_BYTES_MAX + 8 {
+                tracing::warn!(
+                    peer = to,
+                    bytes = buf.len(),
+                    "frame over the limit; dropped"
+                );
+                continue;
+            }
+            if let Err(e) = stream.write_all(&buf).await {
+                tracing::info!(peer = to, %addr, error = %e, "disconnected from peer");
+                break;
+            }
+            if snapshot_bytes > 0 {
+                let pace = snapshot_bytes as f64 / SNAPSHOT_BYTES_PER_SEC_MAX as f64;
+                tokio::time::sleep(Duration::from_secs_f64(pace)).await;
+            }
+        }
+    }
+}
+
+/// Discards queued messages for `wait`; `Err` once the queue is closed.
+async fn drain_for(queue: &mut mpsc::Receiver<Message>, wait: Duration) -> Result<(), ()> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, queue.recv()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(()),
+            Err(_) => return Ok(()),
+        }
+    }
+}
+
+/// Accepts peer connections on `listener` and feeds their messages to the driver.
+pub async fn serve_peers(
+    listener: TcpListener,
+    id: NodeId,
+    cluster_id: u64,
+    removed: RemovedCheck,
+    inputs: SyncSender<Input>,
+) {
+    let slots = Arc::new(Semaphore::new(PEER_CONNECTIONS_MAX));
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a peer connection failed");
+                tokio::time::sleep(RECONNECT_BACKOFF_MIN).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, "too many peer connections; refused");
+            continue;
+        };
+        let removed = removed.clone();
+        let inputs = inputs.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_peer(stream, id, cluster_id, removed, inputs).await {
+                tracing::warn!(%remote, error = %e, "peer connection closed");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_peer(
+    mut stream: TcpStream,
+    id: NodeId,
+    cluster_id: u64,
+    removed: RemovedCheck,
+    inputs: SyncSender<Input>,
+) -> Result<()> {
+    let mut handshake = [0u8; HANDSHAKE_BYTES];
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut handshake))
+        .await
+        .map_err(|_| ServerError::Handshake("no handshake in time".into()))??;
+    let (peer_cluster, from, to) = decode_handshake(&handshake)?;
+    if peer_cluster != cluster_id {
+        return Err(ServerError::Handshake(format!(
+            "node {from} belongs to cluster {peer_cluster:x}, this is cluster {cluster_id:x}; \
+             it was started with another --initial-cluster or data dir"
+        )));
+    }
+    if to != id {
+        return Err(ServerError::Handshake(format!(
+            "node {from} meant to reach node {to}, this is node {id}; check the peer URLs"
+        )));
+    }
+    if removed(from) {
+        return Err(ServerError::Handshake(format!(
+            "node {from} was removed from the cluster; wipe its data dir and --join again to \
+             bring it back"
+        )));
+    }
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        while let Some(messages) = decode_frame(&mut buf)? {
+            if let Some(bad) = messages.iter().find(|m| m.from != from || m.to != id) {
+                return Err(ServerError::Malformed(format!(
+                    "message from {} to {} on the connection from {from} to {id}",
+                    bad.from, bad.to
+                )));
+            }
+            deliver(&inputs, messages)?;
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Hands messages to the driver; drops them if its queue is full (Raft retries every message).
+fn deliver(inputs: &SyncSender<Input>, messages: Vec<Message>) -> Result<()> {
+    match inputs.try_send(Input::Peer(messages)) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Full(Input::Peer(dropped))) => {
+            let kinds: Vec<&str> = dropped.iter().map(|m| m.body.name()).collect();
+            tracing::debug!(?kinds, "driver queue full; peer messages dropped");
+            Ok(())
+        }
+        Err(_) => Err(ServerError::Stopped),
+    }
+}
