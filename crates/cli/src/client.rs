@@ -33,6 +33,9 @@ pub struct PutArgs {
     /// Compare-and-swap: write only if the key's mod_revision is N (0: only if it is absent).
     #[arg(long, value_name = "N")]
     cas: Option<i64>,
+    /// Attach the key to this lease (see `raftkv lease grant`).
+    #[arg(long, value_name = "ID")]
+    lease: Option<i64>,
     #[command(flatten)]
     common: Common,
 }
@@ -191,7 +194,12 @@ fn decode_value(kv: &Value) -> String {
 /// `raftkv put K V`.
 pub async fn put(args: PutArgs) -> Result<()> {
     let cas = args.cas.map(|n| n.to_string());
-    let query: Vec<(&str, &str)> = cas.iter().map(|n| ("cas", n.as_str())).collect();
+    let lease = args.lease.map(|n| n.to_string());
+    let query: Vec<(&str, &str)> = cas
+        .iter()
+        .map(|n| ("cas", n.as_str()))
+        .chain(lease.iter().map(|n| ("lease", n.as_str())))
+        .collect();
     let (status, body) = send(
         &args.common,
         Method::PUT,
@@ -334,4 +342,80 @@ mod tests {
         let url = kv_url("http://h:1", "k", &[("consistency", "stale")]).unwrap();
         assert_eq!(url.as_str(), "http://h:1/v1/kv/k?consistency=stale");
     }
+}
+
+/// `raftkv lease ...`.
+#[derive(clap::Subcommand, Debug)]
+pub enum LeaseCommand {
+    /// Grant a lease of TTL seconds; prints its id.
+    Grant {
+        /// Time to live in seconds.
+        ttl: u64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Renew a lease for another TTL.
+    Keepalive {
+        /// The lease id.
+        id: i64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// End a lease now, deleting its keys.
+    Revoke {
+        /// The lease id.
+        id: i64,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn api_url(endpoint: &str, path: &str, query: Option<&str>) -> Result<reqwest::Url> {
+    let mut url = reqwest::Url::parse(&normalize(endpoint))
+        .with_context(|| format!("endpoint `{endpoint}` is not a URL"))?;
+    url.set_path(path);
+    url.set_query(query);
+    Ok(url)
+}
+
+/// `raftkv lease`.
+pub async fn lease(command: LeaseCommand) -> Result<()> {
+    match command {
+        LeaseCommand::Grant { ttl, common } => {
+            let query = format!("ttl={ttl}");
+            let (status, body) = send(
+                &common,
+                Method::POST,
+                |e| api_url(e, "/v1/lease", Some(&query)),
+                None,
+            )
+            .await?;
+            let json = check(status, &body)?;
+            if common.json {
+                return print_json(&json);
+            }
+            println!("{}", json["id"]);
+        }
+        LeaseCommand::Keepalive { id, common } => {
+            let path = format!("/v1/lease/{id}/keepalive");
+            let (status, body) =
+                send(&common, Method::POST, |e| api_url(e, &path, None), None).await?;
+            let json = check(status, &body)?;
+            if common.json {
+                return print_json(&json);
+            }
+            println!("lease {id} renewed for {} ms", json["ttl_ms"]);
+        }
+        LeaseCommand::Revoke { id, common } => {
+            let path = format!("/v1/lease/{id}");
+            let (status, body) =
+                send(&common, Method::DELETE, |e| api_url(e, &path, None), None).await?;
+            let json = check(status, &body)?;
+            if common.json {
+                return print_json(&json);
+            }
+            println!("lease {id} revoked; {} keys deleted", json["deleted"]);
+        }
+    }
+    Ok(())
 }

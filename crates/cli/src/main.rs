@@ -31,6 +31,9 @@ enum Command {
     Ls(client::LsArgs),
     /// Show a node's view of the cluster.
     Status(client::StatusArgs),
+    /// Grant, renew or revoke a lease (keys attached to a lease vanish when it ends).
+    #[command(subcommand)]
+    Lease(client::LeaseCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +57,7 @@ fn main() -> std::process::ExitCode {
             Command::Del(args) => client::del(args).await,
             Command::Ls(args) => client::ls(args).await,
             Command::Status(args) => client::status(args).await,
+            Command::Lease(command) => client::lease(command).await,
         }
     });
     match result {

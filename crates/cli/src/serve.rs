@@ -62,6 +62,9 @@ pub struct ServeArgs {
     /// Shut down when stdin closes (used by `raftkv dev`, so nodes never outlive it).
     #[arg(long, hide = true)]
     stop_with_stdin: bool,
+    /// Fault injection: while this file exists, WAL syncs stall (for tests and drills).
+    #[arg(long, hide = true)]
+    debug_stall_file: Option<PathBuf>,
 }
 
 /// The config file: the same settings as the flags.
@@ -174,8 +177,13 @@ fn init_logging(level: &str) {
 /// Runs a node until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> Result<()> {
     let stop_with_stdin = args.stop_with_stdin;
+    let debug_stall_file = args.debug_stall_file.clone();
     let (config, log_level) = resolve(args)?;
     init_logging(&log_level);
+    let config = ServerConfig {
+        debug_stall_file,
+        ..config
+    };
     let mut server = Server::start(config).await?;
     tokio::select! {
         signal = wait_for_signal() => signal?,

@@ -366,3 +366,198 @@ async fn raftkv_dev_starts_a_cluster_the_cli_can_use_and_stops_it_cleanly() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_with_a_stalled_disk_loses_leadership_and_reports_itself_unhealthy() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> = ["s1", "s2", "s3"]
+        .iter()
+        .map(|n| Node::new(root.path(), n))
+        .collect();
+    let spec = initial_cluster(&nodes);
+    let stall_files: Vec<_> = nodes
+        .iter()
+        .map(|n| root.path().join(format!("{}.stall", n.name)))
+        .collect();
+    for (node, stall) in nodes.iter_mut().zip(&stall_files) {
+        node.start(&[
+            "--initial-cluster".to_string(),
+            spec.clone(),
+            "--debug-stall-file".to_string(),
+            stall.display().to_string(),
+        ]);
+    }
+    let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+    let leader = wait_for_leader(&urls).await;
+    put_ok(&urls[leader], "before", "stall").await;
+    let old_term = status(&urls[leader]).await.unwrap()["term"]
+        .as_u64()
+        .unwrap();
+
+    // The leader's disk stalls: its next write never syncs.
+    std::fs::write(&stall_files[leader], b"").unwrap();
+    let (code, _) = put(&urls[leader], "during", "stall").await;
+    assert_eq!(
+        code, 504,
+        "a write that cannot be made durable is not acknowledged"
+    );
+    // The others elect a new leader in a later term, and serve.
+    let others: Vec<String> = (0..3)
+        .filter(|&i| i != leader)
+        .map(|i| urls[i].clone())
+        .collect();
+    let new_leader = wait_for_leader(&others).await;
+    let new_term = status(&others[new_leader]).await.unwrap()["term"]
+        .as_u64()
+        .unwrap();
+    assert!(new_term > old_term);
+    put_ok(&others[new_leader], "after", "stall").await;
+    // The stalled node says so.
+    let stalled = eventually("the stalled node to report itself unhealthy", || async {
+        let s = status(&urls[leader]).await?;
+        (s["disk_stalled"] == true).then_some(s)
+    })
+    .await;
+    assert_eq!(stalled["healthy"], false);
+
+    // The disk recovers: the node follows the new leader and is healthy again.
+    std::fs::remove_file(&stall_files[leader]).unwrap();
+    eventually("the recovered node to follow and be healthy", || async {
+        let s = status(&urls[leader]).await?;
+        (s["role"] == "follower" && s["healthy"] == true).then_some(())
+    })
+    .await;
+    assert_eq!(
+        get_settled(&urls[leader], "after", "linearizable").await,
+        Some("stall".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_on_a_lease_vanish_when_it_is_revoked_or_expires_even_across_a_leader_change() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> = ["l1", "l2", "l3"]
+        .iter()
+        .map(|n| Node::new(root.path(), n))
+        .collect();
+    start_cluster(&mut nodes);
+    let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+    let leader = wait_for_leader(&urls).await;
+    let client = http();
+    let grant = |ttl: u64| {
+        let client = client.clone();
+        let url = urls[leader].clone();
+        async move {
+            let r = client
+                .post(format!("{url}/v1/lease?ttl={ttl}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            r.json::<serde_json::Value>().await.unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        }
+    };
+
+    // Revoked: its keys go at once, on every node.
+    let revoked = grant(60).await;
+    put_ok(&urls[leader], &format!("a?lease={revoked}"), "x").await;
+    assert_eq!(
+        get_settled(&urls[leader], "a", "linearizable").await,
+        Some("x".into())
+    );
+    let r = client
+        .delete(format!("{}/v1/lease/{revoked}", urls[leader]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    for url in &urls {
+        assert_eq!(get_settled(url, "a", "linearizable").await, None);
+    }
+
+    // Expiring: granted for 2 s under one leader, which then dies; the next leader expires it.
+    let expiring = grant(2).await;
+    put_ok(&urls[leader], &format!("b?lease={expiring}"), "y").await;
+    nodes[leader].kill();
+    let others: Vec<String> = (0..3)
+        .filter(|&i| i != leader)
+        .map(|i| urls[i].clone())
+        .collect();
+    let new_leader = wait_for_leader(&others).await;
+    eventually("the lease to expire under the new leader", || async {
+        (get_raw(&others[new_leader], "b", "linearizable").await == Ok(None)).then_some(())
+    })
+    .await;
+    // A lease unknown to the store cannot be renewed.
+    let r = client
+        .post(format!(
+            "{}/v1/lease/{expiring}/keepalive",
+            others[new_leader]
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_streams_every_change_in_revision_order_from_the_past_and_live() {
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::new(root.path(), "watcher");
+    node.start(&[]);
+    let url = node.url();
+    wait_for_leader(std::slice::from_ref(&url)).await;
+    let first = put_ok(&url, "w/a", "1").await["revision"].as_i64().unwrap();
+    // A watch from the first write's revision sees the history, then live changes.
+    let mut stream = http()
+        .get(format!("{url}/v1/watch/w/?prefix&rev={first}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    put_ok(&url, "w/b", "2").await;
+    put_ok(&url, "other", "x").await;
+    let response = http()
+        .delete(format!("{url}/v1/kv/w/a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut events = Vec::new();
+    let mut next_revision = first;
+    let mut buffer = String::new();
+    while events.len() < 3 {
+        let chunk = tokio::time::timeout(PATIENCE, stream.chunk())
+            .await
+            .expect("watch stream stalled")
+            .unwrap()
+            .expect("watch stream ended");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find('\n') {
+            let line: serde_json::Value = serde_json::from_str(&buffer[..end]).unwrap();
+            buffer.drain(..=end);
+            // Responses cover contiguous revision ranges: no gap.
+            assert_eq!(
+                line["from_revision"].as_i64(),
+                Some(next_revision),
+                "{line}"
+            );
+            next_revision = line["to_revision"].as_i64().unwrap() + 1;
+            for event in line["events"].as_array().unwrap() {
+                events.push((
+                    event["type"].as_str().unwrap().to_string(),
+                    event["kv"]["key"].as_str().unwrap().to_string(),
+                    event["kv"]["mod_revision"].as_i64().unwrap(),
+                ));
+            }
+        }
+    }
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .map(|(t, k, _)| (t.as_str(), k.as_str()))
+        .collect();
+    assert_eq!(kinds, [("put", "w/a"), ("put", "w/b"), ("delete", "w/a")]);
+    assert!(events.windows(2).all(|w| w[0].2 < w[1].2), "{events:?}");
+}

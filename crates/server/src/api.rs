@@ -5,6 +5,9 @@
 //! | `PUT /v1/kv/{key}` | set a key (body = value); `?prev` returns the previous pair; `?cas=N` only if its mod_revision is N (0: absent) |
 //! | `GET /v1/kv/{key}` | read a key; `?raw` gives the bare value; `?prefix` lists a prefix |
 //! | `DELETE /v1/kv/{key}` | delete a key; `?prefix` deletes a prefix |
+//! | `POST /v1/lease?ttl=S` | grant a lease of S seconds; `PUT /v1/kv/{key}?lease=ID` attaches keys |
+//! | `POST /v1/lease/{id}/keepalive`, `DELETE /v1/lease/{id}` | renew (on the leader), revoke |
+//! | `GET /v1/watch/{key}` | a stream of JSON lines of changes; `?prefix`, `&rev=N` to start in the past, `&prev` |
 //! | `GET /v1/status` | this node's view: role, term, leader, indexes, members |
 //! | `GET /v1/members`, `POST /v1/members` | list members; join (a new node calls it) |
 //! | `POST /v1/internal/publish` | a member records its addresses through the leader |
@@ -183,6 +186,17 @@ pub struct KvQuery {
     prev: Option<String>,
     /// Compare-and-swap: put only if the key's mod_revision equals this (0: only if absent).
     cas: Option<i64>,
+    /// Attach the key to this lease.
+    lease: Option<i64>,
+    /// Watch from this revision (0 or absent: changes after now).
+    rev: Option<i64>,
+}
+
+/// Query of `POST /v1/lease`.
+#[derive(Debug, Deserialize)]
+pub struct LeaseQuery {
+    /// Time to live in seconds.
+    ttl: u64,
 }
 
 impl Api {
@@ -214,6 +228,13 @@ impl Api {
             .route("/v1/kv/{*key}", get(get_kv).put(put_kv).delete(delete_kv))
             .route("/v1/kv", get(list_all))
             .route("/v1/kv/", get(list_all))
+            .route("/v1/lease", post(lease_grant))
+            .route("/v1/lease/{id}", axum::routing::delete(lease_revoke))
+            .route(
+                "/v1/lease/{id}/keepalive",
+                post(lease_keep_alive).put(lease_keep_alive),
+            )
+            .route("/v1/watch/{*key}", get(watch))
             .route("/v1/status", get(status))
             .route("/metrics", get(metrics))
             .route("/v1/members", get(list_members).post(join_member))
@@ -515,7 +536,12 @@ async fn put_kv(
             kv::cas_answer,
         ),
         None => (
-            kv::put_request(key.as_bytes(), body.clone(), query.prev.is_some()),
+            kv::put_request(
+                key.as_bytes(),
+                body.clone(),
+                query.prev.is_some(),
+                query.lease.unwrap_or(0),
+            ),
             kv::put_answer,
         ),
     };
@@ -550,6 +576,154 @@ async fn delete_kv(
         kv::delete_answer,
     )
     .await
+}
+
+/// Events a watch stream takes from the store per poll.
+const WATCH_BATCH_EVENTS: usize = 256;
+/// A watch stream sends a progress line at least this often, so a client can tell the stream
+/// is alive and how far it is complete.
+const WATCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Cancels the store's watch when the HTTP stream ends (the client went away).
+struct WatchGuard {
+    api: Api,
+    id: raftkv_kv::WatchId,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        let mut state = self
+            .api
+            .inner
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let _ = state.kv.watch_cancel(self.id);
+    }
+}
+
+/// `GET /v1/watch/{key}[?prefix][&rev=N]`: a stream of JSON lines, one per batch of events, in
+/// revision order, each saying which revisions it covers. The stream ends with an error line if
+/// the watch is cancelled (too slow a reader, compaction).
+async fn watch(
+    AxumState(api): AxumState<Api>,
+    Path(key): Path<String>,
+    Query(query): Query<KvQuery>,
+) -> Response {
+    let key = bytes::Bytes::copy_from_slice(key.as_bytes());
+    let mut request = if query.prefix.is_some() {
+        raftkv_kv::WatchRequest::prefix(key)
+    } else {
+        raftkv_kv::WatchRequest::key(key)
+    };
+    request.start_revision = query.rev.unwrap_or(0);
+    request.prev_kv = query.prev.is_some();
+    let created = {
+        let mut state = api
+            .inner
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        state.kv.watch_create(&request)
+    };
+    let id = match created {
+        Ok(id) => id,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let guard = WatchGuard { api, id };
+    let lines = futures::stream::unfold(Some(guard), |guard| async move {
+        let guard = guard?;
+        let shared = guard.api.inner.shared.clone();
+        loop {
+            // Register for the next apply before polling, so no batch is missed in between.
+            let applied = shared.applied.notified();
+            tokio::pin!(applied);
+            applied.as_mut().enable();
+            let polled = {
+                let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                state.kv.watch_poll(guard.id, WATCH_BATCH_EVENTS)
+            };
+            match polled {
+                Ok(Some(response)) => {
+                    let line = format!("{}\n", kv::watch_json(&response));
+                    return Some((Ok::<_, std::convert::Infallible>(line), Some(guard)));
+                }
+                Ok(None) => {
+                    let _ = tokio::time::timeout(WATCH_PROGRESS_INTERVAL, applied).await;
+                }
+                Err(e) => {
+                    let line = format!("{}\n", json!({ "error": e.to_string() }));
+                    return Some((Ok(line), None));
+                }
+            }
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response()
+}
+
+async fn lease_grant(
+    AxumState(api): AxumState<Api>,
+    Query(query): Query<LeaseQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(ttl_ms) = query.ttl.checked_mul(1000).filter(|&ms| ms > 0) else {
+        return ApiError::bad_request("?ttl must be a number of seconds above 0").into_response();
+    };
+    match kv::lease_grant_request(ttl_ms) {
+        Ok(request) => {
+            let answer: Answer = kv::lease_grant_answer;
+            api.write(Command::kv(request), method, &uri, &headers, body, answer)
+                .await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn lease_revoke(
+    AxumState(api): AxumState<Api>,
+    Path(id): Path<i64>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match kv::lease_revoke_request(id) {
+        Ok(request) => {
+            let answer: Answer = kv::lease_revoke_answer;
+            api.write(Command::kv(request), method, &uri, &headers, body, answer)
+                .await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn lease_keep_alive(
+    AxumState(api): AxumState<Api>,
+    Path(id): Path<i64>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (reply, rx) = oneshot::channel();
+    let waiting = api.submit(Input::LeaseKeepAlive { id, reply }, rx);
+    match api.wait(waiting).await {
+        Ok(Ok(ttl_ms)) => Json(json!({ "id": id, "ttl_ms": ttl_ms })).into_response(),
+        Ok(Err(e)) => ApiError::from(e).into_response(),
+        Err(RequestError::NotLeader { leader }) => {
+            api.forward(leader, method, &uri, &headers, body).await
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 /// A member as `/v1/status` and `/v1/members` show it.

@@ -61,8 +61,11 @@ pub struct ServerConfig {
     pub snapshot_entries: u64,
     /// How long a client request waits for its commit or read.
     pub request_timeout: Duration,
-    /// A leader whose WAL sync takes longer than this many ticks reports itself unhealthy.
+    /// A node whose WAL sync takes longer than this many ticks reports itself unhealthy.
     pub disk_stall_ticks: u32,
+    /// Fault injection for tests and drills: while this file exists, WAL syncs do not complete
+    /// (a stalled disk). `None` in production.
+    pub debug_stall_file: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -88,6 +91,7 @@ impl ServerConfig {
             snapshot_entries: SNAPSHOT_ENTRIES_DEFAULT,
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             disk_stall_ticks: 3 * ELECTION_TICKS_DEFAULT,
+            debug_stall_file: None,
         }
     }
 

@@ -145,6 +145,7 @@ impl Server {
             sync_started_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             metrics: metrics::Metrics::default(),
+            applied: tokio::sync::Notify::new(),
         });
         let addrs: PeerAddrs = Arc::new(RwLock::new(HashMap::new()));
         for member in &meta.members {

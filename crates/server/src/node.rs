@@ -40,6 +40,8 @@ pub const INPUT_BATCH_MAX: usize = 4096;
 pub const PENDING_REQUESTS_MAX: usize = 16_384;
 /// A learner is promoted once its log is within this many entries of the leader's.
 pub const PROMOTE_LAG_ENTRIES: u64 = 64;
+/// Expired leases the leader proposes to revoke per tick (the rest follow on later ticks).
+pub const LEASE_REVOKES_PER_TICK_MAX: usize = 64;
 
 /// A request's reply channel.
 pub type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
@@ -61,6 +63,13 @@ pub enum Input {
         mode: ReadMode,
         /// Gets `Ok` when the local state may be read.
         reply: Reply<()>,
+    },
+    /// Renew a lease (leader only; not through the log, as in etcd).
+    LeaseKeepAlive {
+        /// The lease.
+        id: i64,
+        /// Gets the lease's TTL in milliseconds, or why it cannot be renewed.
+        reply: Reply<Result<u64, raftkv_kv::KvError>>,
     },
     /// Add a member as a learner (it is promoted once caught up); answered once applied.
     Join {
@@ -121,6 +130,8 @@ pub struct Shared {
     pub epoch: Instant,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// Woken after every applied batch (watchers poll the store then).
+    pub applied: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -343,6 +354,19 @@ impl Driver {
                 }
             }
             Input::Join { member, reply } => self.join(member, reply),
+            Input::LeaseKeepAlive { id, reply } => {
+                let raft = self.node.raft();
+                let answer = if raft.role() == Role::Leader {
+                    let now = self.now_ms();
+                    let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                    Ok(state.kv.lease_keep_alive(id, now))
+                } else {
+                    Err(RequestError::NotLeader {
+                        leader: raft.leader(),
+                    })
+                };
+                let _ = reply.send(answer);
+            }
             Input::Shutdown { done } => {
                 let deadline = self.ticks + u64::from(self.config.election_ticks);
                 if let Some(target) = self.transfer_target() {
@@ -417,6 +441,32 @@ impl Driver {
         if self.node.raft().role() == Role::Leader && self.stopping.is_none() {
             self.promote_caught_up_learners();
             self.publish_self();
+            self.revoke_expired_leases();
+        }
+    }
+
+    /// Milliseconds on this node's monotonic clock (lease deadlines; never replicated).
+    fn now_ms(&self) -> u64 {
+        self.shared.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Leader: proposes revoking leases whose deadline passed; every node then deletes their keys
+    /// at the same revision.
+    fn revoke_expired_leases(&mut self) {
+        let now = self.now_ms();
+        let expired = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .kv
+            .expired_leases(now, LEASE_REVOKES_PER_TICK_MAX);
+        for id in expired {
+            let request = raftkv_kv::Request::lease_revoke(id).encode_to_vec();
+            match self.node.propose(Command::kv(request.into())) {
+                Ok(_) => tracing::debug!(lease = id, "lease expired; revoking"),
+                Err(e) => tracing::debug!(lease = id, error = %e, "lease revoke deferred"),
+            }
         }
     }
 
@@ -489,7 +539,18 @@ impl Driver {
                 leader = ?soft.leader,
                 "role changed"
             );
-            if soft.role != Role::Leader {
+            if soft.role == Role::Leader {
+                // Leases granted under the old leader get a fresh deadline plus one election
+                // timeout, so none expires early because of the leader change.
+                let extend = self.config.tick * self.config.election_ticks;
+                let now = self.now_ms();
+                self.shared
+                    .state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .kv
+                    .lease_promote(now, extend.as_millis() as u64);
+            } else {
                 self.published_at = None;
             }
             // Reads in flight under an old leadership never complete (the core drops them).
@@ -509,6 +570,11 @@ impl Driver {
             self.shared
                 .sync_started_ms
                 .store(started, Ordering::Relaxed);
+            if let Some(stall) = &self.config.debug_stall_file {
+                while stall.exists() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
             let saved = self
                 .node
                 .storage_mut()
@@ -552,6 +618,7 @@ impl Driver {
             panic!("cannot restore the snapshot at {index} received from the leader: {e}");
         }
         tracing::info!(index, "installed snapshot from the leader");
+        self.shared.applied.notify_waiters();
         Metrics::bump(&self.shared.metrics.snapshots_installed);
         self.snapshot_index = self.snapshot_index.max(index);
         // Writes at or below the snapshot were decided without this node seeing them.
@@ -567,8 +634,10 @@ impl Driver {
     fn apply(&mut self, entries: Vec<Entry>) {
         let mut membership_changed = false;
         let mut results = Vec::new();
+        let now = self.now_ms();
         {
             let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.kv.set_clock(now);
             for entry in &entries {
                 if entry.index <= state.applied() {
                     continue;
@@ -615,6 +684,7 @@ impl Driver {
         if membership_changed {
             self.refresh_addrs();
         }
+        self.shared.applied.notify_waiters();
     }
 
     fn release_reads(&mut self) {

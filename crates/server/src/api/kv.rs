@@ -8,6 +8,7 @@ use raftkv_kv::{
     DeleteRangeRequest, KeyValue, KvError, KvStore, Limits, Op, PutRequest, RangeRequest, Reply,
     Request, TxnOpResponse,
 };
+use raftkv_kv::{EventKind, WatchResponse};
 use serde_json::{Value, json};
 
 use super::ApiError;
@@ -60,13 +61,42 @@ fn encode(request: Request) -> Result<Bytes, ApiError> {
     Ok(request.encode_to_vec().into())
 }
 
-/// A put, validated.
-pub fn put_request(key: &[u8], value: Bytes, prev: bool) -> Result<Bytes, ApiError> {
-    let mut put = PutRequest::new(Bytes::copy_from_slice(key), value);
+/// A put, validated; `lease` 0 attaches none.
+pub fn put_request(key: &[u8], value: Bytes, prev: bool, lease: i64) -> Result<Bytes, ApiError> {
+    let mut put = PutRequest::new(Bytes::copy_from_slice(key), value).with_lease(lease);
     if prev {
         put = put.with_prev_kv();
     }
     encode(Request::new(Op::Put(put)))
+}
+
+/// A lease grant with a store-chosen id, validated.
+pub fn lease_grant_request(ttl_ms: u64) -> Result<Bytes, ApiError> {
+    encode(Request::lease_grant(0, ttl_ms))
+}
+
+/// The JSON answer to a lease grant.
+pub fn lease_grant_answer(applied: Applied) -> Result<Value, ApiError> {
+    let (revision, reply) = reply(applied)?;
+    match reply {
+        Reply::LeaseGrant(g) => Ok(json!({ "id": g.id, "ttl_ms": g.ttl_ms, "revision": revision })),
+        _ => Ok(json!({ "revision": revision })),
+    }
+}
+
+/// A lease revoke, validated.
+pub fn lease_revoke_request(id: i64) -> Result<Bytes, ApiError> {
+    encode(Request::lease_revoke(id))
+}
+
+/// The JSON answer to a lease revoke.
+pub fn lease_revoke_answer(applied: Applied) -> Result<Value, ApiError> {
+    let (revision, reply) = reply(applied)?;
+    let deleted = match reply {
+        Reply::LeaseRevoke(r) => r.deleted,
+        _ => 0,
+    };
+    Ok(json!({ "revision": revision, "deleted": deleted }))
 }
 
 /// A compare-and-swap: put only if the key's mod_revision is `expected` (0: only if absent).
@@ -133,6 +163,30 @@ pub fn delete_answer(applied: Applied) -> Result<Value, ApiError> {
         _ => (0, Vec::new()),
     };
     Ok(json!({ "revision": revision, "deleted": deleted, "prev": prev }))
+}
+
+/// The JSON form of a watch response: the revisions it covers (so a client can check there is
+/// no gap) and the events.
+pub fn watch_json(response: &WatchResponse) -> Value {
+    let events: Vec<Value> = response
+        .events
+        .iter()
+        .map(|e| {
+            json!({
+                "type": match e.kind {
+                    EventKind::Put => "put",
+                    EventKind::Delete => "delete",
+                },
+                "kv": kv_json(&e.kv),
+                "prev": e.prev_kv.as_ref().map(kv_json),
+            })
+        })
+        .collect();
+    json!({
+        "from_revision": response.from_revision,
+        "to_revision": response.to_revision,
+        "events": events,
+    })
 }
 
 /// One key, read from this node's applied state.
