@@ -1,6 +1,7 @@
 //! The `raftkv` binary: `raftkv serve` runs a node, `raftkv dev` a local cluster, and the other
 //! subcommands are a client of the HTTP API.
 
+mod bench;
 mod client;
 mod dev;
 mod serve;
@@ -31,6 +32,8 @@ enum Command {
     Ls(client::LsArgs),
     /// Show a node's view of the cluster.
     Status(client::StatusArgs),
+    /// Load a running cluster with concurrent puts or gets; prints requests/s and latencies.
+    Bench(bench::BenchArgs),
     /// Grant, renew or revoke a lease (keys attached to a lease vanish when it ends).
     #[command(subcommand)]
     Lease(client::LeaseCommand),
@@ -58,6 +61,7 @@ fn main() -> std::process::ExitCode {
             Command::Ls(args) => client::ls(args).await,
             Command::Status(args) => client::status(args).await,
             Command::Lease(command) => client::lease(command).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {
