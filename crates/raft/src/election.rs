@@ -50,8 +50,13 @@ impl<S: Storage> Raft<S> {
         };
         let leader_transfer = kind == Campaign::Transfer;
         if self.tracker.record_vote(self.id, true) == VoteResult::Won {
-            // A single voter wins at once.
-            self.on_election_won();
+            // A single voter wins with its own vote alone. A pre-vote changes nothing and wins at
+            // once; a real vote counts only once durable (`on_term_durable`), like every other
+            // voter's: elected on a vote a crash could erase, the node could be elected again in
+            // the same term and lead it twice.
+            if self.role == Role::PreCandidate || self.term_durable {
+                self.on_election_won();
+            }
             return;
         }
         let last_log_index = self.raft_log.last_index();
@@ -69,6 +74,17 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// The current term and this node's vote in it are durable. A lone voter's election waits for
+    /// this.
+    pub(crate) fn on_term_durable(&mut self) {
+        self.term_durable = true;
+        if self.role == Role::Candidate
+            && self.tracker.record_vote(self.id, true) == VoteResult::Won
+        {
+            self.on_election_won();
+        }
+    }
+
     /// A quorum granted: a pre-candidate runs the real election, a candidate leads.
     fn on_election_won(&mut self) {
         match self.role {
@@ -83,9 +99,10 @@ impl<S: Storage> Raft<S> {
 
     /// RequestVote receiver (Figure 2): grant if we have not voted for someone else this term (or,
     /// for a pre-vote, the candidate's term is ahead of ours) and the candidate's log is at least as
-    /// up-to-date as ours (§5.4.1). Learners never vote.
+    /// up-to-date as ours (§5.4.1). A learner answers too, without consulting its configuration
+    /// (thesis §4.1): it may have been promoted by an entry it has not received yet, and the
+    /// candidate holding that entry may need its vote; a candidate counts only its voters' votes.
     pub(crate) fn handle_request_vote(&mut self, from: NodeId, term: Term, rv: &RequestVote) {
-        let is_learner = self.tracker.conf_state().learners.contains(&self.id);
         let can_vote = self.vote == Some(from)
             || (self.vote.is_none() && self.leader.is_none())
             || (rv.pre_vote && term > self.term);
@@ -94,7 +111,7 @@ impl<S: Storage> Raft<S> {
             .raft_log
             .is_up_to_date(rv.last_log_index, rv.last_log_term)
             || self.config.mutated(MutationKind::NoElectionRestriction);
-        let granted = can_vote && up_to_date && !is_learner;
+        let granted = can_vote && up_to_date;
         let reply_term = if granted && rv.pre_vote {
             term
         } else {
@@ -131,7 +148,11 @@ impl<S: Storage> Raft<S> {
                     return; // an answer to an election we are no longer running
                 }
                 match self.tracker.record_vote(from, r.granted) {
-                    VoteResult::Won => self.on_election_won(),
+                    VoteResult::Won => {
+                        // Votes answer requests that left only once our term and vote were durable.
+                        self.term_durable |= self.role == Role::Candidate;
+                        self.on_election_won();
+                    }
                     VoteResult::Lost => {
                         let term = self.term;
                         self.become_follower(term, None);

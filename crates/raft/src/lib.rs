@@ -38,9 +38,12 @@
 //!
 //! 0. `Ready::snapshot`, when present, replaces the log and the state machine: install it first.
 //! 1. `Ready::hard_state` and `Ready::entries` must be durable (written and synced; atomically or
-//!    hard state first) **before** any of `Ready::persisted_messages` is sent. Those are the votes,
-//!    the vote requests (a candidate's vote for itself) and the append acknowledgements: a vote or an
-//!    ack never leaves before the term, vote and entries it vouches for are on disk.
+//!    entries first: a hard state durable without its entries could name committed an index whose
+//!    durable entry is a stale one they replace) **before** any of `Ready::persisted_messages` is
+//!    sent. Those are the votes, the vote requests (a candidate's vote for itself) and the append
+//!    acknowledgements: a vote or an ack never leaves before the term, vote and entries it vouches
+//!    for are on disk. Report the hard state durable too (`advance` does, from `Ready::ack`): a
+//!    lone voter leads only once its vote for itself is.
 //! 2. `Ready::messages` may be sent at once, even before step 1 completes: they are a leader's
 //!    AppendEntries and heartbeats, which promise nothing about the leader's own disk. The leader
 //!    counts itself toward a quorum only for entries the application reported durable through

@@ -54,6 +54,12 @@ pub struct Raft<S: Storage> {
     pub(crate) msgs: Vec<Message>,
     /// Messages that may leave only once the hard state and entries handed out with them are durable.
     pub(crate) msgs_after_persist: Vec<Message>,
+    /// The current term and vote are known durable. A candidate becomes leader only then: elected
+    /// on its own vote alone (a single voter) before that vote was durable, a node that crashed
+    /// could be elected again in the same term and lead it twice, appending different entries at
+    /// the same indexes. (Other voters' votes leave only once durable, and a candidate asks for
+    /// them only once its own vote is.)
+    pub(crate) term_durable: bool,
     /// Proposals were appended since the last broadcast; one batched broadcast goes out at `ready`.
     pub(crate) pending_bcast: bool,
     /// The membership at each configuration entry of the log, after the snapshot's (membership.rs).
@@ -108,6 +114,7 @@ impl<S: Storage> Raft<S> {
             uncommitted_bytes: 0,
             msgs: Vec::new(),
             msgs_after_persist: Vec::new(),
+            term_durable: true,
             pending_bcast: false,
             conf_history: vec![ConfPoint {
                 index: base_index,
@@ -189,9 +196,21 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    /// Whether this node may campaign: only voters may.
+    /// Whether this node may campaign: voters of its latest configuration, and voters of the
+    /// configuration before it while the latest is not known committed (thesis §4.2.2: a server
+    /// not in its own latest configuration still starts elections, as it may be the only one
+    /// holding that configuration's entry, e.g. a leader that just removed itself; its own vote
+    /// does not count).
     pub(crate) fn promotable(&self) -> bool {
-        self.tracker.config().contains(self.id)
+        if self.tracker.config().contains(self.id) {
+            return true;
+        }
+        match self.conf_history.as_slice() {
+            [.., previous, latest] => {
+                latest.index > self.raft_log.committed() && previous.conf_state.is_voter(self.id)
+            }
+            _ => false,
+        }
     }
 
     /// The lead transfer target, while a transfer is under way.
@@ -206,8 +225,9 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Queues a message carrying `term` (a pre-vote asks about the next term; a pre-vote grant
-    /// answers in it). A leader's messages need nothing it has not persisted, every other role's
-    /// may depend on a vote, term or entries just handed out for persistence.
+    /// answers in it). A leader's messages need nothing it has not persisted (a leader's term is
+    /// durable), every other role's may depend on a vote, term or entries just handed out for
+    /// persistence.
     pub(crate) fn send_in_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
         let message = Message {
             from: self.id,
@@ -232,6 +252,7 @@ impl<S: Storage> Raft<S> {
             );
             self.term = term;
             self.vote = None;
+            self.term_durable = false;
         }
         self.leader = None;
         self.election_elapsed = 0;

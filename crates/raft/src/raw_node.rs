@@ -23,7 +23,8 @@ use crate::types::{
 pub struct Ready {
     /// Role, leader or term changed: the new values.
     pub soft_state: Option<SoftState>,
-    /// The hard state changed: persist it (with `entries`, atomically or before them).
+    /// The hard state changed: persist it (with `entries`, atomically or after them: its commit
+    /// index may cover them).
     pub hard_state: Option<HardState>,
     /// A snapshot from the leader that replaces the log and the state machine: persist it and
     /// restore the state machine from it before `entries` (which follow it).
@@ -47,6 +48,7 @@ impl Ready {
     pub fn ack(&self) -> ReadyAck {
         ReadyAck {
             snapshot: self.snapshot.as_ref().map(|s| s.metadata.index),
+            hard_state: self.hard_state,
             persisted: self.entries.last().map(|e| (e.index, e.term)),
             applied: self.committed_entries.last().map(|e| e.index),
         }
@@ -58,6 +60,8 @@ impl Ready {
 pub struct ReadyAck {
     /// The snapshot at this index is durable and restored into the state machine.
     pub snapshot: Option<Index>,
+    /// This hard state is durable.
+    pub hard_state: Option<HardState>,
     /// Entries up to this (index, term) are durable.
     pub persisted: Option<(Index, Term)>,
     /// Entries up to this index are applied.
@@ -189,6 +193,9 @@ impl<S: Storage> RawNode<S> {
         if let Some(index) = ack.snapshot {
             self.advance_snapshot(index);
         }
+        if let Some(hard_state) = ack.hard_state {
+            self.advance_hard_state(hard_state);
+        }
         if let Some((index, term)) = ack.persisted {
             self.advance_append(index, term);
         }
@@ -197,9 +204,20 @@ impl<S: Storage> RawNode<S> {
         }
     }
 
-    /// Entries up to `(index, term)` are durable. A leader now counts them for itself.
+    /// `hard_state` is durable. A lone voter that voted for itself in that term now leads.
+    pub fn advance_hard_state(&mut self, hard_state: HardState) {
+        if hard_state.term == self.raft.term && !self.raft.term_durable {
+            self.raft.on_term_durable();
+        }
+    }
+
+    /// Entries up to `(index, term)` are durable. A leader now counts them for itself. An entry
+    /// of the current term is durable only after the hard state of that term, so the term is too.
     pub fn advance_append(&mut self, index: Index, term: Term) {
         self.raft.raft_log.stable_to(index, term);
+        if term == self.raft.term && !self.raft.term_durable {
+            self.raft.on_term_durable();
+        }
         if self.raft.role == Role::Leader {
             self.raft.on_own_persisted();
         }

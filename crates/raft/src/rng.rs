@@ -12,12 +12,17 @@ pub struct Rng {
 
 impl Rng {
     /// A generator for node `id` in a run seeded with `seed`: different nodes draw different timeouts.
+    ///
+    /// Seed and id are each scrambled before they are combined: SplitMix64 steps its state by a
+    /// constant, so two states that differ by a small multiple of it (as `seed ^ id * constant` did
+    /// for many small seeds) give the same stream shifted by a few draws, and two nodes could then
+    /// time out in lockstep forever, splitting every vote.
     pub fn for_node(seed: u64, id: u64) -> Self {
-        let mut rng = Rng {
-            state: seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        };
-        rng.next_u64();
-        rng
+        let mut seed_state = seed;
+        let mut id_state = id ^ 0x6A09_E667_F3BC_C908;
+        Rng {
+            state: splitmix64(&mut seed_state) ^ splitmix64(&mut id_state),
+        }
     }
 
     /// The next 64 random bits.

@@ -55,8 +55,9 @@ impl MemberChange {
 
 /// The membership of the cluster at some point of the log.
 ///
-/// Invariants: a node is a voter (incoming or outgoing) or a learner, never both; `voters_outgoing`
-/// is empty unless the configuration is joint.
+/// Invariants: a node is never both an incoming voter and a learner (while joint, a voter being
+/// demoted is an outgoing voter and already a learner); `voters_outgoing` is empty unless the
+/// configuration is joint.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ConfState {
     /// Voters of the (incoming) configuration.

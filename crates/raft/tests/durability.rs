@@ -13,6 +13,10 @@ fn single_node_commits_only_after_its_own_entry_is_durable() {
     // etcd #14370: a single-node cluster must not commit (or apply) what is not on its disk.
     let mut node = RawNode::new(&config(1, &[1]), MemStorage::new()).unwrap();
     node.campaign();
+    // It leads once its vote for itself is durable (`found_by_simulation.rs`).
+    let vote = node.ready();
+    node.storage_mut().set_hard_state(vote.hard_state.unwrap());
+    node.advance(vote.ack());
     let ready = node.ready();
     assert_eq!(ready.entries.len(), 1);
     assert_eq!(

@@ -2,6 +2,12 @@
 //! node it believes leads (following `NotLeader` hints), retries the same request on timeout
 //! (the state machine deduplicates retries by client and request id), and gives up after a while.
 //!
+//! A get takes one of four paths (`ReadPath`), drawn per operation from the workload's weights:
+//! through the log like a write, or outside it: ReadIndex or a lease read on the leader, or a
+//! follower read (any node, which asks the leader for the read index; retries go where writes
+//! go). Each attempt of a read outside the log carries its own context, so a late answer to an
+//! earlier attempt is harmless.
+//!
 //! Invariant: every operation is recorded in the history when invoked and ends at most once: `Ok`
 //! on an answer, `Fail` on giving up when no node ever accepted a proposal of it (so it cannot have
 //! happened), `Unknown` on giving up after some node accepted it (it may commit later or never).
@@ -28,6 +34,31 @@ pub struct ClientConfig {
     pub request_timeout: Time,
     /// How long after invoking an operation a client gives up on it (fault period only).
     pub give_up_after: Time,
+    /// Relative weights of the read paths, in `ReadPath::ALL` order.
+    pub read_weights: [u32; 4],
+}
+
+/// How a get reaches the state machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReadPath {
+    /// As a command in the log, like a write.
+    Log,
+    /// ReadIndex on the leader: a heartbeat round confirms leadership (thesis §6.4).
+    ReadIndex,
+    /// A lease read on the leader: no round trip while its lease holds.
+    Lease,
+    /// At any node: a follower asks the leader for the read index and serves it locally.
+    Follower,
+}
+
+impl ReadPath {
+    /// Every path, in the order of `ClientConfig::read_weights`.
+    pub const ALL: [ReadPath; 4] = [
+        ReadPath::Log,
+        ReadPath::ReadIndex,
+        ReadPath::Lease,
+        ReadPath::Follower,
+    ];
 }
 
 /// What a node said to a proposal.
@@ -68,6 +99,10 @@ struct InFlight {
     invoked: Time,
     /// Whether some node ever accepted a proposal of it.
     accepted_once: bool,
+    /// How it reaches the state machine (`Log` for writes).
+    path: ReadPath,
+    /// It was sent at least once.
+    tried: bool,
     /// Where it stands.
     attempt: Attempt,
 }
@@ -77,12 +112,16 @@ struct InFlight {
 pub enum ClientAction {
     /// Nothing now.
     Idle,
-    /// Propose `command` at `node`.
+    /// Propose `command` at `node`, or read there outside the log.
     Submit {
         /// Where.
         node: NodeId,
         /// What.
         command: Command,
+        /// Through the log, or which read path.
+        path: ReadPath,
+        /// Identifies this attempt of a read outside the log.
+        context: u64,
     },
     /// The client gave up on `command`.
     GaveUp {
@@ -102,10 +141,17 @@ pub struct Client {
     nodes: usize,
     /// The node it believes leads.
     leader_guess: NodeId,
+    /// Where the round-robin search for the leader stands: hints are followed one hop from it,
+    /// so stale hints of removed nodes pointing at each other cannot trap the client.
+    scan: NodeId,
+    /// The current guess came from a hint (a second hint in a row is not followed).
+    followed_hint: bool,
     /// The next request id.
     next_request: RequestId,
     /// The operation in progress.
     current: Option<InFlight>,
+    /// Attempts of reads outside the log so far (makes each attempt's context unique).
+    attempts: u64,
 }
 
 impl Client {
@@ -115,8 +161,11 @@ impl Client {
             id,
             nodes,
             leader_guess: first_guess,
+            scan: first_guess,
+            followed_hint: false,
             next_request: 1,
             current: None,
+            attempts: 0,
         }
     }
 
@@ -146,7 +195,9 @@ impl Client {
             Attempt::SendAt(at) => now >= at,
             Attempt::Waiting { node, deadline } => {
                 if now >= deadline && node == self.leader_guess {
-                    self.leader_guess = node % nodes + 1;
+                    self.scan = self.scan % nodes + 1;
+                    self.leader_guess = self.scan;
+                    self.followed_hint = false;
                 }
                 now >= deadline
             }
@@ -164,9 +215,20 @@ impl Client {
             self.current = None;
             return ClientAction::GaveUp { command, maybe };
         }
+        let (command, path) = (current.command, current.path);
+        // A follower read goes to any node first; a retry goes where writes go (a node that was
+        // removed forwards reads to the leader but never applies far enough to serve them).
+        let node = match path {
+            ReadPath::Follower if !current.tried => rng.range(1, nodes),
+            _ => self.leader_guess,
+        };
+        current.tried = true;
+        self.attempts += 1;
         ClientAction::Submit {
-            node: self.leader_guess,
-            command: current.command,
+            node,
+            command,
+            path,
+            context: (u64::from(self.id) << 40) | self.attempts,
         }
     }
 
@@ -174,7 +236,17 @@ impl Client {
         let request = self.next_request;
         self.next_request += 1;
         let key = rng.below(config.keys.max(1) as usize) as u32;
+        let mut path = ReadPath::Log;
         let op = if rng.chance(config.get_ratio) {
+            let total: u32 = config.read_weights.iter().sum();
+            let mut draw = rng.below(total.max(1) as usize) as u32;
+            for (&weight, &candidate) in config.read_weights.iter().zip(&ReadPath::ALL) {
+                if draw < weight {
+                    path = candidate;
+                    break;
+                }
+                draw -= weight;
+            }
             Op::Get { key }
         } else {
             // Unique per put, so a read tells exactly which write it saw.
@@ -191,6 +263,8 @@ impl Client {
             },
             invoked: now,
             accepted_once: false,
+            path,
+            tried: false,
             attempt: Attempt::SendAt(now),
         });
     }
@@ -208,26 +282,30 @@ impl Client {
         outcome: ProposeOutcome,
         config: &ClientConfig,
     ) {
-        let next_node = self.next_after(node);
+        let next_node = self.next_after(self.scan);
         let Some(current) = self.current.as_mut() else {
             return;
         };
         current.attempt = match outcome {
             ProposeOutcome::Accepted(_) => {
                 current.accepted_once = true;
+                self.followed_hint = false;
                 Attempt::Waiting {
                     node,
                     deadline: now + config.request_timeout,
                 }
             }
-            ProposeOutcome::NotLeader(Some(leader)) if leader != node => {
+            ProposeOutcome::NotLeader(Some(leader)) if leader != node && !self.followed_hint => {
                 self.leader_guess = leader;
+                self.followed_hint = true;
                 Attempt::SendAt(now)
             }
             ProposeOutcome::NotLeader(_)
             | ProposeOutcome::Overloaded
             | ProposeOutcome::Unreachable => {
+                self.scan = next_node;
                 self.leader_guess = next_node;
+                self.followed_hint = false;
                 Attempt::SendAt(now)
             }
         };

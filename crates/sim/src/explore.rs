@@ -17,11 +17,11 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use raftkv_raft::{Config, Message, NodeId, Role};
+use raftkv_raft::{ConfState, Config, Message, NodeId, Role};
 
 use crate::checkers::{NamedLog, Property, SafetyCheckers, Violation};
-use crate::kv::{Command, Op};
-use crate::node::{NodeOutput, SimNode};
+use crate::kv::{Command, KvStore, Op};
+use crate::node::{HeldLog, NodeOutput, NodeSettings, SimNode};
 use crate::sim::ConfigHook;
 
 /// One step of a path.
@@ -140,14 +140,17 @@ impl World {
                 hook(&mut raft);
             }
             // Disk writes complete only through `Action::Persist`.
-            let node = SimNode::new(raft, u64::MAX / 2)
+            let node = SimNode::new(raft, NodeSettings::new(u64::MAX / 2))
                 .map_err(|e| Violation::new(Property::CorePanic, e.to_string()))?;
             nodes.push(node);
         }
         Ok(World {
             nodes,
             network: Vec::new(),
-            checkers: SafetyCheckers::new(NODES),
+            checkers: SafetyCheckers::new(
+                ConfState::from_voters(ids.iter().copied()),
+                KvStore::default().digest(),
+            ),
             used: Used::default(),
         })
     }
@@ -206,11 +209,10 @@ impl World {
             }
             Action::CrashRestart(id) => {
                 self.used.crashes += 1;
-                self.node(id).crash();
-                self.checkers.on_restart(id);
+                self.node(id).crash(raftkv_wal::Crash::clean());
                 self.node(id)
                     .restart(0, &mut out)
-                    .map_err(|e| Violation::new(Property::CorePanic, e.to_string()))?;
+                    .map_err(|e| e.violation(id))?;
                 Some(id)
             }
         };
@@ -222,8 +224,8 @@ impl World {
 
     /// Takes a node's output: messages onto the network, applied entries to the checker.
     fn absorb(&mut self, id: NodeId, out: NodeOutput) -> Result<(), Violation> {
-        for entry in &out.applied {
-            self.checkers.on_apply(id, entry)?;
+        for event in &out.state_machine {
+            self.checkers.on_state_machine(id, event)?;
         }
         self.network.extend(out.messages);
         if let Some(raft) = self.nodes[id as usize - 1].raft() {
@@ -233,21 +235,25 @@ impl World {
     }
 
     fn check(&mut self) -> Result<(), Violation> {
-        let logs: Vec<(NodeId, Vec<raftkv_raft::Entry>)> =
-            self.nodes.iter().map(|n| (n.id, n.log())).collect();
-        let mut named: Vec<NamedLog<'_>> = logs
+        let logs: Vec<(NodeId, &'static str, HeldLog)> = self
+            .nodes
             .iter()
-            .map(|(node, entries)| NamedLog {
-                node: *node,
-                kind: "log",
-                entries,
+            .flat_map(|n| {
+                [
+                    (n.id, "log", n.log()),
+                    (n.id, "disk", HeldLog::of_disk(n.disk())),
+                ]
             })
             .collect();
-        named.extend(self.nodes.iter().map(|n| NamedLog {
-            node: n.id,
-            kind: "disk",
-            entries: n.disk().all_entries(),
-        }));
+        let named: Vec<NamedLog<'_>> = logs
+            .iter()
+            .map(|(node, kind, log)| NamedLog {
+                node: *node,
+                kind,
+                prev_term: log.prev_term,
+                entries: &log.entries,
+            })
+            .collect();
         let disks: Vec<_> = self.nodes.iter().map(|n| (n.id, n.disk())).collect();
         let leaders: Vec<_> = self
             .nodes

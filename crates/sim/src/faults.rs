@@ -1,14 +1,15 @@
-//! Node and network faults: what can go wrong, how often (the fault mix a seed draws), and the
-//! fault events the simulator schedules.
+//! Node and network faults, and the operator's actions that stress Raft like faults do
+//! (membership changes, leadership transfers): what can happen, how often (the fault mix a seed
+//! draws), and the fault events the simulator schedules.
 //!
 //! A fault is injected by the per-tick fault scheduler and, when it has an end, its recovery is
 //! scheduled at once (a crash schedules its restart, a pause its resume, a slow disk its return to
-//! normal, a partition its healing). New kinds of fault (snapshots, membership changes) join as
-//! new `Fault` variants with their own probability in `FaultMix`.
+//! normal, a partition its healing). A membership change or a transfer is asked of the current
+//! leader and has no end; the core may refuse it (one change at a time, not while transferring).
 
 use std::fmt;
 
-use raftkv_raft::NodeId;
+use raftkv_raft::{MemberChange, NodeId};
 
 use crate::network::{PartitionShape, Time};
 
@@ -35,6 +36,17 @@ pub struct FaultMix {
     pub partition_length: (u64, u64),
     /// Probability that a node fault or a partition targets the current leader.
     pub leader_bias: f64,
+    /// Probability that a crash keeps a random prefix of each file's unsynced bytes (a torn
+    /// write) instead of none of them.
+    pub torn_write: f64,
+    /// Probability per tick that a running node's next sync fails (WAL storage only).
+    pub sync_failure: f64,
+    /// Probability per tick that the leader is asked to change the membership.
+    pub membership: f64,
+    /// Probability that a membership change is about two nodes at once instead of one.
+    pub multi_member: f64,
+    /// Probability per tick that the leader is asked to hand leadership to another voter.
+    pub transfer: f64,
 }
 
 impl FaultMix {
@@ -51,6 +63,11 @@ impl FaultMix {
             partition: 0.0,
             partition_length: (1, 1),
             leader_bias: 0.0,
+            torn_write: 0.0,
+            sync_failure: 0.0,
+            membership: 0.0,
+            multi_member: 0.0,
+            transfer: 0.0,
         }
     }
 }
@@ -66,6 +83,8 @@ pub enum Fault {
     Pause(NodeId),
     /// A paused node resumes and handles what arrived meanwhile.
     Resume(NodeId),
+    /// The node's next sync fails: its WAL stops, and so does the node.
+    SyncFailure(NodeId),
     /// The node's disk writes take this long to complete.
     SlowDisk(NodeId, Time),
     /// The node's disk is back to its normal latency.
@@ -74,6 +93,10 @@ pub enum Fault {
     Partition(PartitionShape),
     /// Every partition heals.
     Heal,
+    /// The leader is asked to change the membership.
+    Membership(NodeId, Vec<MemberChange>),
+    /// The leader (first) is asked to hand leadership to the voter (second).
+    Transfer(NodeId, NodeId),
 }
 
 impl fmt::Display for Fault {
@@ -83,10 +106,20 @@ impl fmt::Display for Fault {
             Fault::Restart(n) => write!(f, "restart node {n}"),
             Fault::Pause(n) => write!(f, "pause node {n}"),
             Fault::Resume(n) => write!(f, "resume node {n}"),
+            Fault::SyncFailure(n) => write!(f, "the next sync of node {n} fails"),
             Fault::SlowDisk(n, latency) => write!(f, "slow disk on node {n} ({latency})"),
             Fault::FastDisk(n) => write!(f, "disk of node {n} back to normal"),
             Fault::Partition(shape) => write!(f, "partition: {shape}"),
             Fault::Heal => write!(f, "heal all partitions"),
+            Fault::Membership(leader, changes) => {
+                write!(f, "leader {leader} asked to change membership: {changes:?}")
+            }
+            Fault::Transfer(leader, target) => {
+                write!(
+                    f,
+                    "leader {leader} asked to transfer leadership to {target}"
+                )
+            }
         }
     }
 }

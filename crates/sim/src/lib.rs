@@ -1,12 +1,18 @@
 //! # raftkv-sim: a deterministic simulator for the raftkv Raft core
 //!
-//! Runs a cluster of 1, 3, 5 or 7 real `raftkv_raft::RawNode`s driving a small key-value register
-//! store, under a seeded network (latency, loss, duplication, reordering, partitions of every
-//! shape) and seeded node faults (crashes that lose what is not durable, slow disks, pauses), with
-//! concurrent clients that time out and retry. Single-threaded, no real time, no real I/O: a seed
-//! replays bit for bit. Checkers verify Raft's safety properties (paper Figure 3), durability of
-//! acknowledged writes, linearizability of the client history, and liveness once faults stop.
-//! Beside the random runs, `explore` checks every interleaving of a tiny scenario up to a depth.
+//! Runs a cluster of 1, 3, 5 or 7 real `raftkv_raft::RawNode`s (plus spare nodes membership
+//! changes may add) driving a small key-value register store, each node on the real write-ahead
+//! log (`raftkv_wal::Wal`) over a `MemDisk` that models power loss (or on `MemStorage`), under a
+//! seeded network (latency, loss, duplication, reordering, partitions of every shape), seeded node
+//! faults (crashes that lose or tear what was not synced, failed syncs that stop a node, slow
+//! disks, pauses) and seeded operator actions (snapshots and log compaction, membership changes,
+//! leadership transfers), with concurrent clients that write, read through the log, by ReadIndex,
+//! by lease and from followers, time out and retry. Single-threaded, no real time, no real I/O: a
+//! seed replays bit for bit. Checkers verify Raft's safety properties (paper Figure 3) over
+//! compacted logs and changing configurations, the WAL's recovery contract, durability of
+//! acknowledged writes, linearizability of the client history (reads included), and liveness
+//! once faults stop. Beside the random runs, `explore` checks every interleaving of a tiny
+//! scenario up to a depth.
 //!
 //! ## Map
 //!
@@ -14,7 +20,8 @@
 //! |---|---|
 //! | `sim` | the event loop of one run: events, phases, fault injection, checks |
 //! | `swarm` | the configuration each seed draws (cluster size, Raft knobs, fault mix, workload) |
-//! | `node` | one server: `RawNode`, its disk, state machine, crash/pause/slow-disk behaviour |
+//! | `node` | one server: `RawNode`, state machine, reads, snapshots, crash/pause/slow disk |
+//! | `disk` | a node's stable storage: the real WAL over a `MemDisk`, or `MemStorage` |
 //! | `network` | latency, loss, duplication, partitions |
 //! | `faults` | fault kinds and the fault mix |
 //! | `client`, `history` | clients with timeouts and retries, and the history they record |
@@ -25,6 +32,7 @@
 
 pub mod checkers;
 pub mod client;
+pub mod disk;
 pub mod explore;
 pub mod faults;
 pub mod history;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use raftkv_sim::{RunReport, SimOptions, run};
+use raftkv_sim::{RunReport, SimOptions, Stats, run};
 
 /// Deterministic simulation of a raftkv cluster under faults.
 #[derive(Debug, Parser)]
@@ -34,7 +34,8 @@ struct Args {
     /// Keep running after a violation (print a one-line report for each) instead of stopping.
     #[arg(long)]
     keep_going: bool,
-    /// Break a Raft rule on purpose (commit-past-term, double-vote, no-election-restriction).
+    /// Break a Raft rule on purpose (commit-past-term, double-vote, no-election-restriction,
+    /// no-joint-consensus, read-without-round, lease-during-transfer, snapshot-keeps-old-conf).
     #[cfg(feature = "mutations")]
     #[arg(long)]
     mutation: Option<String>,
@@ -60,6 +61,10 @@ fn mutation_hook(name: Option<&str>) -> anyhow::Result<Option<raftkv_sim::Config
         Some("commit-past-term") => Mutation::CommitPastTerm,
         Some("double-vote") => Mutation::DoubleVote,
         Some("no-election-restriction") => Mutation::NoElectionRestriction,
+        Some("no-joint-consensus") => Mutation::NoJointConsensus,
+        Some("read-without-round") => Mutation::ReadWithoutRound,
+        Some("lease-during-transfer") => Mutation::LeaseDuringTransfer,
+        Some("snapshot-keeps-old-conf") => Mutation::SnapshotKeepsOldConf,
         Some(other) => bail!("unknown mutation {other:?}"),
     };
     Ok(Some(std::rc::Rc::new(
@@ -130,10 +135,12 @@ fn real_main() -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut ran = 0u64;
     let mut failed = 0u64;
+    let mut totals = Stats::default();
     for seed in seeds {
         options.seed = seed;
         let report = run(&options);
         ran += 1;
+        totals.add(&report.stats);
         if args.trace {
             for line in report.trace.lines() {
                 println!("{line}");
@@ -153,13 +160,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
             }
             Some(_) => {
                 print_failure(&args, seed, &report);
-                summary(ran, ran - 1, started);
+                summary(ran, ran - 1, started, &totals);
                 return Ok(ExitCode::FAILURE);
             }
             None => {}
         }
     }
-    summary(ran, ran - failed, started);
+    summary(ran, ran - failed, started, &totals);
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -167,10 +174,27 @@ fn real_main() -> anyhow::Result<ExitCode> {
     })
 }
 
-fn summary(ran: u64, clean: u64, started: Instant) {
+fn summary(ran: u64, clean: u64, started: Instant, totals: &Stats) {
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "seeds run: {ran}, clean: {clean}, time: {seconds:.2}s, {:.1} seeds/s",
         ran as f64 / seconds.max(1e-9)
+    );
+    println!(
+        "totals: {} ops answered ({} reads outside the log), {} crashes, {} failed syncs, {} \
+         recoveries ({} exact, {} torn tails), {} partitions, {} snapshots taken, {} restored, \
+         {} membership changes, {} transfers",
+        totals.ops_ok,
+        totals.reads_ok,
+        totals.crashes,
+        totals.sync_failures,
+        totals.restarts,
+        totals.exact_recoveries,
+        totals.torn_tails,
+        totals.partitions,
+        totals.snapshots,
+        totals.installs,
+        totals.membership_changes,
+        totals.transfers
     );
 }

@@ -1,25 +1,50 @@
-//! One simulated server: the real Raft core (`RawNode`), its disk, its key-value state machine,
-//! and the faults it can suffer (crash, pause, slow disk).
+//! One simulated server: the real Raft core (`RawNode`), its disk (`disk`), its key-value state
+//! machine, the reads it serves, its snapshots, and the faults it can suffer (crash, pause, slow
+//! disk, failed sync).
 //!
-//! The node's `MemStorage` is its disk: a `Ready` is written into it only when its simulated write
-//! completes, in the order the `Ready`s were taken; only then do the `Ready`'s persisted messages
-//! leave, its committed entries get applied, and the core hear `advance`. A crash keeps the disk and
-//! drops everything else: the `RawNode`, unwritten `Ready`s, the state machine (a restart re-applies
-//! the log from index 1 into an empty store) and the clients' pending requests.
+//! A `Ready` is handed to the disk when taken and is durable when its simulated write completes,
+//! in the order the `Ready`s were taken; only then do the `Ready`'s persisted messages leave, its
+//! committed entries get applied, and the core hear `advance`. A crash keeps the disk (minus what
+//! its power loss drops) and loses everything else: the `RawNode`, unfinished writes, the state
+//! machine, pending reads and the clients' pending requests; a restart recovers the storage,
+//! restores the state machine from its snapshot (if any) and re-applies the log after it. A failed
+//! write or sync stops the node (the WAL's contract: the failure is fatal); it restarts later like
+//! a crashed node.
+//!
+//! Snapshots (§7): every `snapshot_every` applied entries, at the start of a tick (so the
+//! checkers have seen every commit before the log behind it goes), the node snapshots its state
+//! machine at its applied index and compacts its log there. A snapshot from the leader replaces
+//! the log when its write completes, and the state machine is restored from it.
+//!
+//! Reads (thesis §6.4): a client's read is handed to the core (`read_index`, as ReadIndex or
+//! lease on the leader, forwarded to the leader on a follower); once the core releases it with a
+//! read index and the state machine has applied that index, the node answers from its state
+//! machine.
+//!
+//! A pause freezes the process: no ticks, no input handled. On resume the node first catches up
+//! on the ticks it missed, as a server whose ticks follow a monotonic clock does, and only then
+//! handles what arrived meanwhile. Leases rest on every node's ticks keeping pace with time: a
+//! leader that resumed and served a lease read before catching up would trust a lease that
+//! expired while it was frozen.
 //!
 //! Invariants: `Ready`s are persisted in the order taken; nothing a `Ready` promises leaves before
 //! its write completes; a paused node neither ticks nor handles messages or disk completions (they
-//! wait until it resumes).
+//! wait until it resumes, after the missed ticks); a read is answered only once `applied` reaches
+//! its read index.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use raftkv_raft::{
-    Config, Entry, Error, Index, MemStorage, Message, Raft, RawNode, Ready, ReadyAck, Role, Term,
+    ConfState, Config, Entry, Error, Index, MemStorage, MemberChange, Message, NodeId, Raft,
+    RawNode, ReadMode, ReadState, Ready, ReadyAck, Role, Storage, Term,
 };
+use raftkv_wal::Crash;
 
+use crate::checkers::StateMachineEvent;
 use crate::checkers::liveness::NodeSummary;
 use crate::client::ProposeOutcome;
-use crate::kv::{ClientId, Command, KvStore, OpResult, RequestId};
+pub use crate::disk::{NodeDisk, NodeStorage, OpenError, StorageKind};
+use crate::kv::{ClientId, Command, KvStore, Op, OpResult, RequestId};
 use crate::network::Time;
 
 /// A `Ready` whose disk write is under way.
@@ -33,16 +58,16 @@ struct PendingWrite {
     done_at: Time,
 }
 
-/// An answer a node owes a client whose proposal it accepted.
+/// An answer a node owes a client.
 #[derive(Clone, Copy, Debug)]
 pub struct Reply {
     /// The command answered.
     pub command: Command,
     /// Its result.
     pub result: OpResult,
-    /// Index of the entry that carried it.
+    /// Index of the entry that carried it (for a read outside the log: the applied index served).
     pub index: Index,
-    /// Term of that entry.
+    /// Term of that entry (0 for a read outside the log).
     pub term: Term,
 }
 
@@ -51,64 +76,104 @@ pub struct Reply {
 pub struct NodeOutput {
     /// Messages to put on the wire.
     pub messages: Vec<Message>,
-    /// Entries applied to the state machine, in order.
-    pub applied: Vec<Entry>,
+    /// State machine changes, in order: entries applied, snapshots restored or taken.
+    pub state_machine: Vec<StateMachineEvent>,
     /// Answers to clients.
     pub replies: Vec<Reply>,
-    /// Disk writes completed, as (last index persisted, hard state written) for the trace.
+    /// Disk writes completed and other storage events, for the trace.
     pub persisted: Vec<String>,
     /// When the next pending disk write completes, if any.
     pub next_write: Option<Time>,
+    /// The node stopped: a write or sync failed (the WAL is unusable until a restart).
+    pub stopped: Option<String>,
+}
+
+/// A read this node accepted from a client.
+#[derive(Clone, Copy, Debug)]
+struct PendingRead {
+    /// The client's get.
+    command: Command,
+    /// The read index, once the core released the read.
+    index: Option<Index>,
+}
+
+/// How a node is run, beyond its Raft settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// Normal latency of a disk write.
+    pub disk_latency: Time,
+    /// Take a snapshot every this many applied entries (0: never).
+    pub snapshot_every: u64,
+    /// The stable storage.
+    pub storage: StorageKind,
+}
+
+impl NodeSettings {
+    /// Disk writes of `disk_latency` into `MemStorage`, no snapshots.
+    pub fn new(disk_latency: Time) -> Self {
+        NodeSettings {
+            disk_latency,
+            snapshot_every: 0,
+            storage: StorageKind::Mem,
+        }
+    }
 }
 
 /// One server.
 pub struct SimNode {
     /// Its id.
-    pub id: u64,
-    /// Its Raft settings (`applied` is reset and `seed` varied on every restart).
+    pub id: NodeId,
+    /// Its Raft settings (`applied` and `seed` set on every restart).
     config: Config,
+    /// How it is run.
+    settings: NodeSettings,
     /// The running core; `None` while crashed.
-    raw: Option<RawNode<MemStorage>>,
-    /// The disk while crashed (while running it is the core's storage).
-    disk: MemStorage,
+    raw: Option<RawNode<NodeStorage>>,
+    /// What survives a crash.
+    disk: NodeDisk,
     /// Bumped on every crash, so completions of writes from before it are ignored.
     pub incarnation: u64,
     /// Disk writes under way, oldest first.
     writes: VecDeque<PendingWrite>,
-    /// Normal latency of a disk write.
-    base_disk_latency: Time,
     /// Current latency of a disk write.
     disk_latency: Time,
     /// Paused: no ticks, no input handled.
     paused: bool,
+    /// Ticks that came due while paused, delivered on resume.
+    missed_ticks: u64,
     /// Messages that arrived while paused.
     inbox: VecDeque<Message>,
     /// The state machine.
     kv: KvStore,
-    /// Last index applied to `kv`.
+    /// Last index applied to `kv` (or restored into it from a snapshot).
     applied: Index,
     /// Requests this node accepted and will answer when it applies them.
     waiting: BTreeSet<(ClientId, RequestId)>,
+    /// Reads this node accepted, by context.
+    reads: BTreeMap<u64, PendingRead>,
 }
 
 impl SimNode {
     /// A fresh node with an empty disk.
-    pub fn new(config: Config, disk_latency: Time) -> Result<Self, Error> {
-        let raw = RawNode::new(&config, MemStorage::new())?;
+    pub fn new(config: Config, settings: NodeSettings) -> Result<Self, String> {
+        let (disk, storage) = NodeDisk::new(settings.storage)?;
+        let raw = RawNode::new(&config, storage).map_err(|e| e.to_string())?;
         Ok(SimNode {
             id: config.id,
             config,
+            settings,
             raw: Some(raw),
-            disk: MemStorage::new(),
+            disk,
             incarnation: 0,
             writes: VecDeque::new(),
-            base_disk_latency: disk_latency,
-            disk_latency,
+            disk_latency: settings.disk_latency,
             paused: false,
+            missed_ticks: 0,
             inbox: VecDeque::new(),
             kv: KvStore::default(),
             applied: 0,
             waiting: BTreeSet::new(),
+            reads: BTreeMap::new(),
         })
     }
 
@@ -123,24 +188,40 @@ impl SimNode {
     }
 
     /// The core, while running.
-    pub fn raft(&self) -> Option<&Raft<MemStorage>> {
+    pub fn raft(&self) -> Option<&Raft<NodeStorage>> {
         self.raw.as_ref().map(RawNode::raft)
     }
 
-    /// The disk: exactly what was persisted.
+    /// The membership the node is in, as it knows it (while running).
+    pub fn conf_state(&self) -> Option<&ConfState> {
+        self.raft().map(Raft::conf_state)
+    }
+
+    /// The disk's durable image: exactly what a crash would keep.
     pub fn disk(&self) -> &MemStorage {
-        self.raw.as_ref().map_or(&self.disk, RawNode::storage)
+        self.disk.image(self.raw.as_ref().map(RawNode::storage))
+    }
+
+    /// The node's disk.
+    pub fn node_disk(&self) -> &NodeDisk {
+        &self.disk
     }
 
     /// The node's whole log: durable part and in-memory tail while running, the disk while down.
-    pub fn log(&self) -> Vec<Entry> {
+    pub fn log(&self) -> HeldLog {
         match self.raft() {
             Some(raft) => {
                 let log = raft.raft_log();
-                log.slice(log.first_index(), log.last_index() + 1, u64::MAX)
-                    .unwrap_or_default()
+                let first = log.first_index();
+                HeldLog {
+                    prev_term: log.term(first - 1).unwrap_or(0),
+                    first_index: first,
+                    entries: log
+                        .slice(first, log.last_index() + 1, u64::MAX)
+                        .unwrap_or_default(),
+                }
             }
-            None => self.disk.all_entries().to_vec(),
+            None => HeldLog::of_disk(self.disk()),
         }
     }
 
@@ -174,26 +255,35 @@ impl SimNode {
             last_index: raft.map_or(0, |r| r.raft_log().last_index()),
             committed: raft.map_or(0, |r| r.raft_log().committed()),
             applied: self.applied,
+            members: raft.map_or_else(Vec::new, |r| r.conf_state().members().into_iter().collect()),
         }
     }
 
-    /// One tick of the node's clock.
-    pub fn tick(&mut self, now: Time, out: &mut NodeOutput) {
+    fn running(&mut self) -> Option<&mut RawNode<NodeStorage>> {
         if self.paused {
+            return None;
+        }
+        self.raw.as_mut()
+    }
+
+    /// One tick of the node's clock (after a snapshot, when one is due).
+    pub fn tick(&mut self, now: Time, out: &mut NodeOutput) {
+        if self.paused && self.raw.is_some() {
+            self.missed_ticks += 1;
+        }
+        if self.running().is_none() {
             return;
         }
-        if let Some(raw) = self.raw.as_mut() {
+        self.maybe_snapshot(out);
+        if let Some(raw) = self.running() {
             raw.tick();
-            self.drain(now, out);
         }
+        self.drain(now, out);
     }
 
     /// Starts an election now (the explorer's stand-in for an election timeout).
     pub fn campaign(&mut self, now: Time, out: &mut NodeOutput) {
-        if self.paused {
-            return;
-        }
-        if let Some(raw) = self.raw.as_mut() {
+        if let Some(raw) = self.running() {
             raw.campaign();
             self.drain(now, out);
         }
@@ -213,10 +303,7 @@ impl SimNode {
 
     /// A client proposes `command` here.
     pub fn propose(&mut self, command: Command, now: Time, out: &mut NodeOutput) -> ProposeOutcome {
-        if self.paused {
-            return ProposeOutcome::Unreachable;
-        }
-        let Some(raw) = self.raw.as_mut() else {
+        let Some(raw) = self.running() else {
             return ProposeOutcome::Unreachable;
         };
         let outcome = match raw.propose(command.encode()) {
@@ -224,18 +311,100 @@ impl SimNode {
                 self.waiting.insert((command.client, command.request));
                 ProposeOutcome::Accepted(index)
             }
-            Err(Error::NotLeader { leader }) => ProposeOutcome::NotLeader(leader),
-            Err(_) => ProposeOutcome::Overloaded,
+            Err(error) => refusal(error),
         };
         self.drain(now, out);
         outcome
     }
 
+    /// A client reads here, outside the log: the core is asked for a read index (`context`
+    /// identifies this attempt), and the node answers once it has applied that index.
+    pub fn read(
+        &mut self,
+        command: Command,
+        context: u64,
+        mode: ReadMode,
+        now: Time,
+        out: &mut NodeOutput,
+    ) -> ProposeOutcome {
+        let Some(raw) = self.running() else {
+            return ProposeOutcome::Unreachable;
+        };
+        let outcome = match raw.read_index(context, mode) {
+            Ok(()) => {
+                let read = PendingRead {
+                    command,
+                    index: None,
+                };
+                self.reads.insert(context, read);
+                ProposeOutcome::Accepted(0)
+            }
+            Err(error) => refusal(error),
+        };
+        self.drain(now, out);
+        outcome
+    }
+
+    /// The leader is asked to change the membership.
+    pub fn propose_conf_change(
+        &mut self,
+        changes: Vec<MemberChange>,
+        now: Time,
+        out: &mut NodeOutput,
+    ) -> Result<Index, Error> {
+        let raw = self.running().ok_or(Error::NotLeader { leader: None })?;
+        let result = raw.propose_conf_change(changes);
+        self.drain(now, out);
+        result
+    }
+
+    /// The leader is asked to hand leadership to `target`.
+    pub fn transfer_leader(
+        &mut self,
+        target: NodeId,
+        now: Time,
+        out: &mut NodeOutput,
+    ) -> Result<(), Error> {
+        let raw = self.running().ok_or(Error::NotLeader { leader: None })?;
+        let result = raw.transfer_leader(target);
+        self.drain(now, out);
+        result
+    }
+
     /// Disk writes due by `now` complete (a scheduled completion event).
     pub fn on_disk(&mut self, now: Time, out: &mut NodeOutput) {
-        if !self.paused && self.raw.is_some() {
+        if self.running().is_some() {
             self.drain(now, out);
         }
+    }
+
+    /// Takes a snapshot of the state machine at the applied index and compacts the log there,
+    /// when `snapshot_every` entries were applied since the log's first index.
+    fn maybe_snapshot(&mut self, out: &mut NodeOutput) {
+        let every = self.settings.snapshot_every;
+        let Some(raw) = self.raw.as_mut() else {
+            return;
+        };
+        let log = raw.raft().raft_log();
+        let index = log.applied();
+        if every == 0 || index < log.first_index() - 1 + every || index != self.applied {
+            return;
+        }
+        let Ok(snapshot) = raw.create_snapshot(index, self.kv.snapshot()) else {
+            return;
+        };
+        let term = snapshot.metadata.term;
+        if let Err(reason) = self.disk.compact(raw.storage_mut(), snapshot) {
+            self.halt(reason, out);
+            return;
+        }
+        out.persisted
+            .push(format!("took a snapshot at ({index},{term}), compacted"));
+        out.state_machine.push(StateMachineEvent::Snapshotted {
+            index,
+            term,
+            digest: self.kv.digest(),
+        });
     }
 
     /// Takes every `Ready`, sends what may leave at once, and completes the disk writes due by
@@ -246,6 +415,13 @@ impl SimNode {
             while let Some(raw) = self.raw.as_mut().filter(|raw| raw.has_ready()) {
                 let mut ready = raw.ready();
                 out.messages.append(&mut ready.messages);
+                if let Err(reason) = self.disk.write(raw.storage_mut(), &ready) {
+                    self.halt(reason, out);
+                    return;
+                }
+                for read in std::mem::take(&mut ready.read_states) {
+                    self.on_read_state(read);
+                }
                 let after = self.writes.back().map_or(0, |w| w.done_at);
                 let ack = ready.ack();
                 self.writes.push_back(PendingWrite {
@@ -265,6 +441,7 @@ impl SimNode {
                 break;
             }
         }
+        self.serve_reads(out);
         out.next_write = self.writes.front().map(|w| w.done_at);
     }
 
@@ -281,19 +458,24 @@ impl SimNode {
             return;
         };
         let ready = write.ready;
-        // The simulator never takes snapshots, so leaders never send one; persist it anyway, as
-        // the contract orders (snapshot, then hard state and entries).
-        if let Some(snapshot) = ready.snapshot {
+        if let Err(reason) = self.disk.complete(raw.storage_mut(), &ready) {
+            self.halt(reason, out);
+            return;
+        }
+        // The contract's order: snapshot, then hard state and entries.
+        if let Some(snapshot) = &ready.snapshot {
+            let (index, term) = (snapshot.metadata.index, snapshot.metadata.term);
             out.persisted.push(format!(
-                "persisted a snapshot at {}",
-                snapshot.metadata.index
+                "installed the leader's snapshot at ({index},{term})"
             ));
-            raw.storage_mut().apply_snapshot(snapshot);
+            self.kv = KvStore::restore(&snapshot.data).unwrap_or_default();
+            self.applied = index;
+            out.state_machine.push(StateMachineEvent::Restored {
+                index,
+                term,
+                digest: self.kv.digest(),
+            });
         }
-        if let Some(hs) = ready.hard_state {
-            raw.storage_mut().set_hard_state(hs);
-        }
-        raw.storage_mut().append(&ready.entries);
         if let Some((index, term)) = write.ack.persisted {
             out.persisted.push(format!(
                 "persisted up to ({index},{term}){}",
@@ -329,32 +511,97 @@ impl SimNode {
                 term: entry.term,
             });
         }
-        out.applied.push(entry);
+        let digest = self.kv.digest();
+        out.state_machine
+            .push(StateMachineEvent::Applied { entry, digest });
     }
 
-    /// Crash: keep the disk, lose everything else.
-    pub fn crash(&mut self) {
-        if let Some(raw) = self.raw.take() {
-            self.disk = raw.storage().clone();
+    /// The core released a read: note its index (reads of other incarnations are unknown here).
+    fn on_read_state(&mut self, read: ReadState) {
+        if let Some(pending) = self.reads.get_mut(&read.context) {
+            pending.index = Some(read.index);
+        }
+    }
+
+    /// Answers every released read whose index the state machine has reached.
+    fn serve_reads(&mut self, out: &mut NodeOutput) {
+        let applied = self.applied;
+        let ready: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.index.is_some_and(|index| index <= applied))
+            .map(|(&context, _)| context)
+            .collect();
+        for context in ready {
+            let Some(read) = self.reads.remove(&context) else {
+                continue;
+            };
+            let Op::Get { key } = read.command.op else {
+                continue;
+            };
+            out.replies.push(Reply {
+                command: read.command,
+                result: OpResult::Read(self.kv.get(key)),
+                index: applied,
+                term: 0,
+            });
+        }
+    }
+
+    /// A write or sync failed: the node stops at once (what the failed write promised never
+    /// leaves); the simulator crashes its disk and restarts it later.
+    fn halt(&mut self, reason: String, out: &mut NodeOutput) {
+        out.stopped = Some(reason);
+        out.next_write = None;
+        self.stop();
+    }
+
+    /// Crash: the process stops and the disk suffers a power loss of `crash`'s kind.
+    pub fn crash(&mut self, crash: Crash) {
+        self.stop();
+        self.disk.power_loss(crash);
+    }
+
+    /// The process stops: keep the disk, lose everything else.
+    fn stop(&mut self) {
+        if let Some(mut raw) = self.raw.take() {
+            let storage = std::mem::replace(raw.storage_mut(), NodeStorage::Mem(Box::default()));
+            self.disk.shut_down(storage);
         }
         self.incarnation += 1;
         self.writes.clear();
         self.inbox.clear();
         self.waiting.clear();
+        self.reads.clear();
         self.kv = KvStore::default();
         self.applied = 0;
         self.paused = false;
+        self.missed_ticks = 0;
     }
 
-    /// Restart a crashed node from its disk, with an empty state machine.
-    pub fn restart(&mut self, now: Time, out: &mut NodeOutput) -> Result<(), Error> {
+    /// Restart a crashed node from its disk: the storage recovered, the state machine from the
+    /// storage's snapshot.
+    pub fn restart(&mut self, now: Time, out: &mut NodeOutput) -> Result<(), OpenError> {
         if self.raw.is_some() {
             return Ok(());
         }
+        let storage = self.disk.open()?;
+        let snapshot = storage.snapshot();
+        let (index, term) = (snapshot.metadata.index, snapshot.metadata.term);
+        self.kv = match index {
+            0 => KvStore::default(),
+            _ => KvStore::restore(&snapshot.data).unwrap_or_default(),
+        };
+        self.applied = index;
         let mut config = self.config.clone();
-        config.applied = 0;
+        config.applied = index;
         config.seed = self.config.seed ^ self.incarnation.wrapping_mul(0x9E37_79B9);
-        self.raw = Some(RawNode::new(&config, std::mem::take(&mut self.disk))?);
+        self.raw = Some(RawNode::new(&config, storage).map_err(OpenError::Core)?);
+        out.state_machine.push(StateMachineEvent::Restored {
+            index,
+            term,
+            digest: self.kv.digest(),
+        });
         self.drain(now, out);
         Ok(())
     }
@@ -372,6 +619,9 @@ impl SimNode {
             return Vec::new();
         }
         self.paused = false;
+        for _ in 0..std::mem::take(&mut self.missed_ticks) {
+            self.tick(now, out);
+        }
         let mut refused = Vec::new();
         while let Some(message) = self.inbox.pop_front() {
             refused.extend(self.receive(message, now, out));
@@ -380,8 +630,44 @@ impl SimNode {
         refused
     }
 
+    /// Makes the next sync of the node's disk fail (a no-op with `MemStorage`, which never syncs).
+    pub fn fail_next_sync(&mut self) {
+        self.disk.fail_next_sync();
+    }
+
     /// Disk writes take `latency` from now on (`None`: back to normal).
     pub fn set_disk_latency(&mut self, latency: Option<Time>) {
-        self.disk_latency = latency.unwrap_or(self.base_disk_latency);
+        self.disk_latency = latency.unwrap_or(self.settings.disk_latency);
+    }
+}
+
+/// What a refusal of the core tells a client.
+fn refusal(error: Error) -> ProposeOutcome {
+    match error {
+        Error::NotLeader { leader } => ProposeOutcome::NotLeader(leader),
+        _ => ProposeOutcome::Overloaded,
+    }
+}
+
+/// A log as held by one node: its entries and the term of the entry just before them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HeldLog {
+    /// Term of the entry before the first held one (the snapshot's term; 0 before index 1).
+    pub prev_term: Term,
+    /// Index of the first held entry.
+    pub first_index: Index,
+    /// The entries, contiguous from `first_index`.
+    pub entries: Vec<Entry>,
+}
+
+impl HeldLog {
+    /// What a disk holds.
+    pub fn of_disk(disk: &MemStorage) -> HeldLog {
+        let first = disk.first_index();
+        HeldLog {
+            prev_term: disk.term(first - 1).unwrap_or(0),
+            first_index: first,
+            entries: disk.all_entries().to_vec(),
+        }
     }
 }

@@ -2,29 +2,38 @@
 //!
 //! Everything that happens is an event in a queue ordered by (virtual time, insertion number):
 //! message deliveries, node ticks, disk-write completions, client polls and answers, fault
-//! recoveries, and a per-tick control event that injects faults, runs the whole-cluster checks and,
-//! after the fault period, waits for the cluster to converge. There are no threads, no real time,
-//! no real I/O, and every random draw comes from the seed, so a seed replays bit for bit.
+//! recoveries, and a per-tick control event that injects faults (membership changes and
+//! leadership transfers among them), runs the whole-cluster checks and, after the fault period,
+//! waits for the cluster to converge. There are no threads, no real time, no real I/O, and every
+//! random draw comes from the seed, so a seed replays bit for bit.
+//!
+//! The cluster is a pool of node ids: the first `nodes` are the initial voters, the rest spares
+//! that membership changes may add. Every node of the pool runs from the start; a node outside
+//! the configuration (never added, or removed) keeps running and must not disrupt. A crash is a
+//! power loss of the node's disk (drawn: unsynced bytes dropped or torn, zero-filled or not,
+//! unsynced names kept or not); a node whose write or sync failed stops and loses power the same
+//! way; both restart later from what their disk kept, and recovery is checked.
 //!
 //! Invariants: events at equal times run in insertion order; only `BTreeMap`s, `BTreeSet`s and
 //! `Vec`s are iterated; every node input is followed by the step checks (Election Safety, Leader
-//! Completeness) and every applied entry by the State Machine Safety check.
+//! Completeness) and every state machine change by the State Machine Safety check.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
-use raftkv_raft::{Config, Entry, Message, NodeId, Raft, Role, Term};
+use raftkv_raft::{ConfState, Config, MemberChange, Message, NodeId, Raft, ReadMode, Role, Term};
+use raftkv_wal::{Crash, Tear};
 
 use crate::checkers::linearizability::{self, Report};
 use crate::checkers::liveness::{self, NodeSummary};
-use crate::checkers::{NamedLog, Property, SafetyCheckers, Violation};
-use crate::client::{Client, ClientAction};
+use crate::checkers::{NamedLog, Property, SafetyCheckers, StateMachineEvent, Violation};
+use crate::client::{Client, ClientAction, ReadPath};
 use crate::faults::Fault;
 use crate::history::History;
-use crate::kv::Op;
+use crate::kv::{KvStore, Op};
 use crate::network::{Network, NetworkConfig, PartitionShape, TICK, Time, describe};
-use crate::node::{NodeOutput, Reply, SimNode};
+use crate::node::{HeldLog, NodeOutput, NodeSettings, Reply, SimNode};
 use crate::rng::SimRng;
 use crate::swarm::SimConfig;
 use crate::trace::Trace;
@@ -72,6 +81,49 @@ pub struct Stats {
     pub ops_abandoned: u64,
     /// Ticks from the end of the fault period until the cluster converged.
     pub converge_ticks: u64,
+    /// Restarts of crashed or stopped nodes (each one a recovery of its storage).
+    pub restarts: u64,
+    /// Nodes stopped by a failed write or sync.
+    pub sync_failures: u64,
+    /// Restarts after a crash that kept no unsynced byte, where recovery had to give back
+    /// exactly what was synced.
+    pub exact_recoveries: u64,
+    /// Recoveries that cut a torn record off a log's end.
+    pub torn_tails: u64,
+    /// Reads answered outside the log (ReadIndex, lease, follower).
+    pub reads_ok: u64,
+    /// Snapshots taken (logs compacted).
+    pub snapshots: u64,
+    /// Snapshots restored into a state machine (a leader's, or the node's own on restart).
+    pub installs: u64,
+    /// Membership changes a leader accepted.
+    pub membership_changes: u64,
+    /// Leadership transfers a leader accepted.
+    pub transfers: u64,
+}
+
+impl Stats {
+    /// Adds `other`'s counters to these (for totals over many seeds).
+    pub fn add(&mut self, other: &Stats) {
+        self.events += other.events;
+        self.delivered += other.delivered;
+        self.dropped += other.dropped;
+        self.crashes += other.crashes;
+        self.partitions += other.partitions;
+        self.leaderships += other.leaderships;
+        self.ops_ok += other.ops_ok;
+        self.ops_abandoned += other.ops_abandoned;
+        self.converge_ticks += other.converge_ticks;
+        self.sync_failures += other.sync_failures;
+        self.restarts += other.restarts;
+        self.exact_recoveries += other.exact_recoveries;
+        self.torn_tails += other.torn_tails;
+        self.reads_ok += other.reads_ok;
+        self.snapshots += other.snapshots;
+        self.installs += other.installs;
+        self.membership_changes += other.membership_changes;
+        self.transfers += other.transfers;
+    }
 }
 
 /// The result of one run.
@@ -165,37 +217,56 @@ struct Simulation {
     linearizability: Option<Report>,
     /// Set when a node could not be built (invalid configuration from a hook).
     setup_error: Option<Violation>,
+    /// Nodes that ever were members: the ones faults and partitions pick from.
+    involved: BTreeSet<NodeId>,
+    /// When the latest partition forms (one forms at a time).
+    partition_at: Option<Time>,
 }
+
+/// The position of node `id` in the node list.
+fn index_of(id: NodeId) -> usize {
+    id as usize - 1
+}
+
+/// Most voters a membership change may lead to.
+const VOTERS_MAX: usize = 7;
 
 impl Simulation {
     fn new(config: SimConfig, options: &SimOptions) -> Self {
         let rng = SimRng::new(options.seed).fork(2);
-        let ids: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
+        let voters: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
+        let pool = config.pool.max(config.nodes);
+        let settings = NodeSettings {
+            disk_latency: config.disk_latency,
+            snapshot_every: config.snapshot_every,
+            storage: config.storage,
+        };
         let mut nodes = Vec::new();
         let mut setup_error = None;
-        for &id in &ids {
-            let mut raft = Config::new(id, ids.clone());
+        for id in 1..=pool as NodeId {
+            // A spare knows no configuration: it learns one from the log or a snapshot once added.
+            let bootstrap = if voters.contains(&id) {
+                voters.clone()
+            } else {
+                Vec::new()
+            };
+            let mut raft = Config::new(id, bootstrap);
             raft.seed = options.seed;
             raft.pre_vote = config.raft.pre_vote;
             raft.check_quorum = config.raft.check_quorum;
             raft.msg_entries_max = config.raft.msg_entries_max;
             raft.inflight_msgs_max = config.raft.inflight_msgs_max;
+            raft.snapshot_chunk_bytes_max = config.raft.snapshot_chunk_bytes_max;
             if let Some(hook) = &options.configure {
                 hook(&mut raft);
             }
-            match SimNode::new(raft, config.disk_latency) {
+            match SimNode::new(raft, settings) {
                 Ok(node) => nodes.push(node),
                 Err(e) => setup_error = Some(Violation::new(Property::CorePanic, e.to_string())),
             }
         }
         let clients = (1..=config.clients.count as u32)
-            .map(|c| {
-                Client::new(
-                    c,
-                    config.nodes,
-                    1 + (c as NodeId - 1) % config.nodes as NodeId,
-                )
-            })
+            .map(|c| Client::new(c, pool, 1 + (c as NodeId - 1) % config.nodes as NodeId))
             .collect();
         Simulation {
             now: 0,
@@ -208,12 +279,17 @@ impl Simulation {
             clients,
             network: Network::new(config.network),
             history: History::new(),
-            checkers: SafetyCheckers::new(config.nodes),
+            checkers: SafetyCheckers::new(
+                ConfState::from_voters(voters.iter().copied()),
+                KvStore::default().digest(),
+            ),
             trace: Trace::new(options.full_trace),
             stats: Stats::default(),
             phase: Phase::Faulty,
             linearizability: None,
             setup_error,
+            involved: voters.into_iter().collect(),
+            partition_at: None,
             config,
         }
     }
@@ -316,8 +392,15 @@ impl Simulation {
         for line in out.persisted {
             self.log(format!("node {id} {line}"));
         }
-        for entry in &out.applied {
-            self.checkers.on_apply(id, entry)?;
+        for event in &out.state_machine {
+            match event {
+                StateMachineEvent::Snapshotted { .. } => self.stats.snapshots += 1,
+                StateMachineEvent::Restored { index, .. } if *index > 0 => {
+                    self.stats.installs += 1;
+                }
+                _ => {}
+            }
+            self.checkers.on_state_machine(id, event)?;
         }
         for message in out.messages {
             self.send(message);
@@ -328,6 +411,16 @@ impl Simulation {
             self.schedule(self.now + latency, Event::Reply(client, reply));
         }
         let index = id as usize - 1;
+        if let Some(reason) = out.stopped {
+            // The WAL's contract: a failed write or sync is fatal. The node stops; what its disk
+            // keeps is what a power loss keeps; it restarts from there later.
+            self.stats.sync_failures += 1;
+            self.log(format!("node {id} stopped: {reason}"));
+            self.power_loss(id);
+            let at = self.now + self.ticks(self.config.faults.downtime);
+            self.schedule(at, Event::Fault(Fault::Restart(id)));
+            return Ok(());
+        }
         if let Some(at) = out.next_write
             && self.disk_event_at[index] != Some(at)
         {
@@ -387,6 +480,7 @@ impl Simulation {
         self.log(format!("deliver {}", describe(&message)));
         let to = message.to;
         if to == 0 || to as usize > self.nodes.len() {
+            self.log(format!("no node {to}: dropped"));
             return Ok(());
         }
         if let Some(error) = self.on_node(to, |node, now, out| node.receive(message, now, out))? {
@@ -407,9 +501,27 @@ impl Simulation {
         );
         match action {
             ClientAction::Idle => Ok(()),
-            ClientAction::Submit { node, command } => {
-                let outcome = self.on_node(node, |n, now, out| n.propose(command, now, out))?;
-                self.log(format!("client {command} at node {node}: {outcome:?}"));
+            ClientAction::Submit {
+                node,
+                command,
+                path,
+                context,
+            } => {
+                let outcome = match path {
+                    ReadPath::Log => self.on_node(node, |n, now, out| n.propose(command, now, out)),
+                    ReadPath::ReadIndex | ReadPath::Follower => self
+                        .on_node(node, |n, now, out| {
+                            n.read(command, context, ReadMode::ReadIndex, now, out)
+                        }),
+                    ReadPath::Lease => self.on_node(node, |n, now, out| {
+                        n.read(command, context, ReadMode::Lease, now, out)
+                    }),
+                }?;
+                let how = match path {
+                    ReadPath::Log => String::new(),
+                    _ => format!(" ({path:?} read, context {context:x})"),
+                };
+                self.log(format!("client {command} at node {node}{how}: {outcome:?}"));
                 self.clients[c].on_submitted(self.now, node, outcome, &self.config.clients);
                 Ok(())
             }
@@ -428,12 +540,15 @@ impl Simulation {
             return;
         };
         self.stats.ops_ok += 1;
+        if reply.term == 0 {
+            self.stats.reads_ok += 1;
+        }
         self.history.ok(id, reply.result);
         self.log(format!(
             "client {command} ok: {} at ({},{})",
             reply.result, reply.index, reply.term
         ));
-        if let Op::Put { .. } = command.op {
+        if let (Op::Put { .. }, true) = (command.op, reply.term > 0) {
             self.checkers
                 .on_acknowledged(reply.index, reply.term, command.to_string());
         }
@@ -492,20 +607,25 @@ impl Simulation {
     /// Log Matching over every log and disk, Durability over the disks, Leader Completeness of
     /// current leaders.
     fn periodic_checks(&mut self) -> Result<(), Violation> {
-        let logs: Vec<(NodeId, Vec<Entry>)> = self.nodes.iter().map(|n| (n.id, n.log())).collect();
-        let mut named: Vec<NamedLog<'_>> = logs
+        let logs: Vec<(NodeId, &'static str, HeldLog)> = self
+            .nodes
             .iter()
-            .map(|(node, entries)| NamedLog {
-                node: *node,
-                kind: "log",
-                entries,
+            .flat_map(|n| {
+                [
+                    (n.id, "log", n.log()),
+                    (n.id, "disk", HeldLog::of_disk(n.disk())),
+                ]
             })
             .collect();
-        named.extend(self.nodes.iter().map(|n| NamedLog {
-            node: n.id,
-            kind: "disk",
-            entries: n.disk().all_entries(),
-        }));
+        let named: Vec<NamedLog<'_>> = logs
+            .iter()
+            .map(|(node, kind, log)| NamedLog {
+                node: *node,
+                kind,
+                prev_term: log.prev_term,
+                entries: &log.entries,
+            })
+            .collect();
         let disks: Vec<_> = self.nodes.iter().map(|n| (n.id, n.disk())).collect();
         let leaders: Vec<&Raft<_>> = self
             .nodes
@@ -519,9 +639,21 @@ impl Simulation {
     /// After convergence: every check once more, acknowledged writes everywhere, linearizability.
     fn final_checks(&mut self) -> Result<(), Violation> {
         self.periodic_checks()?;
-        let logs: Vec<(NodeId, Vec<Entry>)> = self.nodes.iter().map(|n| (n.id, n.log())).collect();
-        let views: Vec<(NodeId, &[Entry])> =
-            logs.iter().map(|(id, log)| (*id, log.as_slice())).collect();
+        let members: BTreeSet<NodeId> = self
+            .current_leader()
+            .and_then(|leader| self.nodes[leader as usize - 1].conf_state())
+            .map(ConfState::members)
+            .unwrap_or_default();
+        let logs: Vec<(NodeId, HeldLog)> = self
+            .nodes
+            .iter()
+            .filter(|n| members.contains(&n.id))
+            .map(|n| (n.id, n.log()))
+            .collect();
+        let views: Vec<_> = logs
+            .iter()
+            .map(|(id, log)| (*id, log.first_index, log.entries.as_slice()))
+            .collect();
         self.checkers.durability.check_final(&views)?;
         self.history.close();
         let report = linearizability::check(&self.history)?;
@@ -571,12 +703,31 @@ impl Simulation {
             return Some(leader);
         }
         let candidates: Vec<NodeId> = self
-            .nodes
+            .involved
             .iter()
+            .map(|&id| &self.nodes[id as usize - 1])
             .filter(|n| eligible(n))
             .map(|n| n.id)
             .collect();
         self.rng.pick(&candidates)
+    }
+
+    /// Node `id` loses power (its process stops if it was running): its disk keeps what was synced
+    /// and, as drawn here, none or a random prefix of each file's unsynced bytes, the lost part
+    /// zero-filled or not, unsynced file names kept or not.
+    fn power_loss(&mut self, id: NodeId) {
+        let tear = if self.rng.chance(self.config.faults.torn_write) {
+            Tear::Random(self.rng.next_u64())
+        } else {
+            Tear::DropAll
+        };
+        let crash = Crash {
+            tear,
+            zero_fill: self.rng.chance(0.5),
+            keep_unsynced_names: self.rng.chance(0.3),
+        };
+        self.log(format!("node {id} loses power: {crash:?}"));
+        self.nodes[id as usize - 1].crash(crash);
     }
 
     fn ticks(&mut self, (low, high): (u64, u64)) -> Time {
@@ -599,6 +750,11 @@ impl Simulation {
             let at = self.now + self.ticks(mix.pause_length);
             self.schedule(at, Event::Fault(Fault::Resume(id)));
         }
+        if self.rng.chance(mix.sync_failure)
+            && let Some(id) = self.pick_target(|n| n.is_up() && n.node_disk().is_wal())
+        {
+            self.apply_fault(Fault::SyncFailure(id))?;
+        }
         if self.rng.chance(mix.slow_disk)
             && let Some(id) = self.pick_target(|n| n.is_up())
         {
@@ -608,18 +764,90 @@ impl Simulation {
             let at = self.now + self.ticks(mix.slow_disk_length);
             self.schedule(at, Event::Fault(Fault::FastDisk(id)));
         }
-        if self.nodes.len() > 1 && !self.network.partitioned() && self.rng.chance(mix.partition) {
+        if self.involved.len() > 1
+            && !self.network.partitioned()
+            && self.partition_at.is_none_or(|at| at < self.now)
+            && self.rng.chance(mix.partition)
+        {
+            // A partition forms at any instant, not only on a tick: a message already on its way
+            // may or may not get through, whatever the latencies.
             let shape = self.draw_partition();
-            self.apply_fault(Fault::Partition(shape))?;
-            let at = self.now + self.ticks(mix.partition_length);
-            self.schedule(at, Event::Fault(Fault::Heal));
+            let at = self.now + self.rng.range(0, TICK - 1);
+            self.partition_at = Some(at);
+            self.schedule(at, Event::Fault(Fault::Partition(shape)));
+            let heal = at + self.ticks(mix.partition_length);
+            self.schedule(heal, Event::Fault(Fault::Heal));
+        }
+        if self.rng.chance(mix.membership)
+            && let Some(leader) = self.current_leader()
+            && let Some(changes) = self.draw_membership_change(leader)
+        {
+            self.apply_fault(Fault::Membership(leader, changes))?;
+        }
+        if self.rng.chance(mix.transfer)
+            && let Some(leader) = self.current_leader()
+            && let Some(target) = self.draw_transfer_target(leader)
+        {
+            self.apply_fault(Fault::Transfer(leader, target))?;
         }
         Ok(())
     }
 
-    /// A random partition shape (the cluster has at least two nodes).
+    /// A membership change for `leader`'s configuration: add a spare or a removed node (as learner
+    /// or voter), promote a learner, demote or remove a voter (the leader too), remove a learner;
+    /// sometimes two of these at once. Keeps at least one and at most `VOTERS_MAX` voters.
+    fn draw_membership_change(&mut self, leader: NodeId) -> Option<Vec<MemberChange>> {
+        let conf = self.nodes[leader as usize - 1].conf_state()?.clone();
+        let members = conf.members();
+        let mut options = Vec::new();
+        for id in 1..=self.nodes.len() as NodeId {
+            if conf.voters.contains(&id) {
+                options.push(MemberChange::Remove(id));
+                options.push(MemberChange::AddLearner(id));
+            } else if conf.learners.contains(&id) {
+                options.push(MemberChange::AddVoter(id));
+                options.push(MemberChange::Remove(id));
+            } else if !members.contains(&id) {
+                options.push(MemberChange::AddLearner(id));
+                options.push(MemberChange::AddVoter(id));
+            }
+        }
+        let count = if self.rng.chance(self.config.faults.multi_member) {
+            2
+        } else {
+            1
+        };
+        let mut changes: Vec<MemberChange> = Vec::new();
+        for _ in 0..count {
+            let change = self.rng.pick(&options)?;
+            options.retain(|c| c.node() != change.node());
+            changes.push(change);
+        }
+        let voters = conf.enter_joint(&changes).ok()?.voters.len();
+        (1..=VOTERS_MAX).contains(&voters).then_some(changes)
+    }
+
+    /// A voter of `leader`'s configuration, other than itself, to hand leadership to.
+    fn draw_transfer_target(&mut self, leader: NodeId) -> Option<NodeId> {
+        let conf = self.nodes[leader as usize - 1].conf_state()?;
+        let voters: Vec<NodeId> = conf
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != leader)
+            .collect();
+        self.rng.pick(&voters)
+    }
+
+    /// A partition shape: the leader cut off with probability `leader_bias`, else a random shape
+    /// over the nodes that ever were members (there are at least two).
     fn draw_partition(&mut self) -> PartitionShape {
-        let mut ids: Vec<NodeId> = (1..=self.nodes.len() as NodeId).collect();
+        if let Some(leader) = self.current_leader()
+            && self.rng.chance(self.config.faults.leader_bias)
+        {
+            return PartitionShape::Isolate(leader);
+        }
+        let mut ids: Vec<NodeId> = self.involved.iter().copied().collect();
         for i in (1..ids.len()).rev() {
             let j = self.rng.below(i + 1);
             ids.swap(i, j);
@@ -653,7 +881,10 @@ impl Simulation {
             | Fault::Pause(id)
             | Fault::Resume(id)
             | Fault::SlowDisk(id, _)
-            | Fault::FastDisk(id) => *id as usize - 1,
+            | Fault::SyncFailure(id)
+            | Fault::FastDisk(id)
+            | Fault::Membership(id, _)
+            | Fault::Transfer(id, _) => *id as usize - 1,
             Fault::Partition(_) | Fault::Heal => 0,
         };
         let up = self.nodes[index].is_up();
@@ -666,16 +897,25 @@ impl Simulation {
         }
         self.log(format!("fault: {fault}"));
         match fault {
-            Fault::Crash(_) => {
+            Fault::Crash(id) => {
                 self.stats.crashes += 1;
-                self.nodes[index].crash();
+                self.power_loss(id);
             }
             Fault::Restart(id) => {
-                self.checkers.on_restart(id);
                 self.last_role[index] = (Role::Follower, 0);
+                let exact = self.nodes[index].node_disk().exact_since_crash();
                 self.on_node(id, |n, now, out| n.restart(now, out))?
-                    .map_err(|e| Violation::new(Property::CorePanic, e.to_string()))?;
+                    .map_err(|e| e.violation(id))?;
+                self.stats.restarts += 1;
+                if exact {
+                    self.stats.exact_recoveries += 1;
+                }
+                if self.nodes[index].node_disk().recovered_torn_tail() {
+                    self.stats.torn_tails += 1;
+                    self.log(format!("node {id} recovered: a torn tail was cut"));
+                }
             }
+            Fault::SyncFailure(_) => self.nodes[index].fail_next_sync(),
             Fault::Pause(_) => self.nodes[index].pause(),
             Fault::Resume(id) => {
                 for error in self.on_node(id, |n, now, out| n.resume(now, out))? {
@@ -686,10 +926,36 @@ impl Simulation {
             Fault::FastDisk(_) => self.nodes[index].set_disk_latency(None),
             Fault::Partition(shape) => {
                 self.stats.partitions += 1;
-                let ids: Vec<NodeId> = (1..=self.nodes.len() as NodeId).collect();
+                let ids: Vec<NodeId> = self.involved.iter().copied().collect();
                 self.network.partition(&shape, &ids);
             }
             Fault::Heal => self.network.heal(),
+            Fault::Membership(id, changes) => {
+                let added: Vec<NodeId> = changes
+                    .iter()
+                    .filter(|c| !matches!(c, MemberChange::Remove(_)))
+                    .map(MemberChange::node)
+                    .collect();
+                let result =
+                    self.on_node(id, |n, now, out| n.propose_conf_change(changes, now, out))?;
+                match result {
+                    Ok(index) => {
+                        self.stats.membership_changes += 1;
+                        self.involved.extend(added);
+                        let conf = self.nodes[index_of(id)].conf_state().cloned();
+                        self.log(format!(
+                            "node {id} appended the joint configuration at {index}: {conf:?}"
+                        ));
+                    }
+                    Err(e) => self.log(format!("node {id} refused: {e}")),
+                }
+            }
+            Fault::Transfer(id, target) => {
+                match self.on_node(id, |n, now, out| n.transfer_leader(target, now, out))? {
+                    Ok(()) => self.stats.transfers += 1,
+                    Err(e) => self.log(format!("node {id} refused: {e}")),
+                }
+            }
         }
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! Swarm testing (Groce et al., "Swarm Testing", ISSTA 2012): each seed draws its own cluster
-//! size, Raft settings, network behaviour, fault mix and workload, so that different seeds stress
-//! different things instead of every seed spreading a thin mix of everything.
+//! size, Raft settings, network behaviour, fault mix (membership changes, transfers, torn writes
+//! and failed syncs among them), snapshot frequency, storage (the WAL, or `MemStorage` for one
+//! seed in five) and workload (read paths included), so that different seeds stress different
+//! things instead of every seed spreading a thin mix of everything.
 //!
 //! Invariant: the configuration is a pure function of the seed and the caller's overrides, drawn
 //! from its own random stream.
@@ -8,6 +10,7 @@
 use std::fmt;
 
 use crate::client::ClientConfig;
+use crate::disk::StorageKind;
 use crate::faults::FaultMix;
 use crate::network::{NetworkConfig, TICK, Time};
 use crate::rng::SimRng;
@@ -23,6 +26,8 @@ pub struct RaftKnobs {
     pub msg_entries_max: usize,
     /// Most AppendEntries in flight per follower.
     pub inflight_msgs_max: usize,
+    /// Most snapshot bytes per InstallSnapshot chunk (small values send snapshots in many chunks).
+    pub snapshot_chunk_bytes_max: u64,
 }
 
 /// Everything that defines one simulated run.
@@ -30,8 +35,11 @@ pub struct RaftKnobs {
 pub struct SimConfig {
     /// The seed everything is drawn from.
     pub seed: u64,
-    /// Cluster size: 1, 3, 5 or 7.
+    /// Cluster size at the start: 1, 3, 5 or 7 voters, ids 1..=nodes.
     pub nodes: usize,
+    /// Node ids that exist, 1..=pool: the voters, then spare nodes that membership changes can
+    /// add (they run from the start, members of nothing until added).
+    pub pool: usize,
     /// Ticks of the fault period.
     pub fault_ticks: u64,
     /// Bound, in ticks, for the cluster to converge once faults stop.
@@ -48,6 +56,11 @@ pub struct SimConfig {
     pub raft: RaftKnobs,
     /// Normal latency of a disk write.
     pub disk_latency: Time,
+    /// Each node snapshots its state machine and compacts its log every this many applied
+    /// entries (0: never).
+    pub snapshot_every: u64,
+    /// The nodes' stable storage.
+    pub storage: StorageKind,
 }
 
 /// Default length of the fault period, in ticks.
@@ -64,15 +77,30 @@ impl SimConfig {
             check_quorum: rng.chance(0.8),
             msg_entries_max: rng.pick(&[1, 2, 4, 1024]).unwrap_or(1024),
             inflight_msgs_max: rng.pick(&[1, 4, 256]).unwrap_or(256),
+            snapshot_chunk_bytes_max: rng.pick(&[16, 64, 1 << 20]).unwrap_or(1 << 20),
+        };
+        let faults = swarm_faults(&mut rng);
+        let mut raft = raft;
+        if faults.membership > 0.0 && !raft.pre_vote && !raft.check_quorum {
+            // A server removed by an entry it never received times out and campaigns with a higher
+            // term for ever; without PreVote or CheckQuorum's lease nothing stops it from deposing
+            // every leader (thesis §4.2.3), so membership changes need one of them.
+            raft.check_quorum = true;
+        }
+        let spares = if faults.membership > 0.0 {
+            rng.range(1, 3) as usize
+        } else {
+            0
         };
         SimConfig {
             seed,
             nodes,
+            pool: nodes + spares,
             fault_ticks: fault_ticks.unwrap_or(DEFAULT_FAULT_TICKS),
             quiet_ticks: 300,
             check_every: 5,
             network: swarm_network(&mut rng),
-            faults: swarm_faults(&mut rng),
+            faults,
             clients: ClientConfig {
                 count: rng.range(1, 4) as usize,
                 op_rate: rng.pick_f64(&[0.1, 0.3, 0.6]),
@@ -80,9 +108,28 @@ impl SimConfig {
                 get_ratio: rng.pick_f64(&[0.2, 0.5]),
                 request_timeout: rng.range(15, 40) * TICK,
                 give_up_after: rng.range(40, 120) * TICK,
+                read_weights: rng
+                    .pick(&[
+                        [1, 0, 0, 0],
+                        [1, 1, 1, 1],
+                        [0, 1, 0, 0],
+                        [0, 0, 1, 0],
+                        [0, 0, 0, 1],
+                        [1, 2, 2, 2],
+                    ])
+                    .unwrap_or([1, 0, 0, 0]),
             },
             raft,
             disk_latency: rng.pick(&[0, 0, 1, 3]).unwrap_or(0),
+            snapshot_every: rng.pick(&[0, 0, 3, 10, 40]).unwrap_or(0),
+            storage: if rng.chance(0.8) {
+                StorageKind::Wal {
+                    segment_bytes_max: rng.pick(&[1024, 4096, 1 << 16]).unwrap_or(4096),
+                    snapshots_kept: rng.range(1, 2) as usize,
+                }
+            } else {
+                StorageKind::Mem
+            },
         }
     }
 }
@@ -111,6 +158,11 @@ fn swarm_faults(rng: &mut SimRng) -> FaultMix {
         partition: rng.pick_f64(&[0.0, 0.01, 0.03, 0.08]),
         partition_length: (5, rng.range(10, 80)),
         leader_bias: rng.pick_f64(&[0.0, 0.5, 0.9]),
+        membership: rng.pick_f64(&[0.0, 0.0, 0.01, 0.04]),
+        multi_member: rng.pick_f64(&[0.0, 0.2, 0.5]),
+        transfer: rng.pick_f64(&[0.0, 0.0, 0.01, 0.04]),
+        torn_write: rng.pick_f64(&[0.0, 0.5, 1.0]),
+        sync_failure: rng.pick_f64(&[0.0, 0.0, 0.002, 0.01]),
     }
 }
 
@@ -119,16 +171,19 @@ impl fmt::Display for SimConfig {
         let (n, fm, r) = (&self.network, &self.faults, &self.raft);
         write!(
             f,
-            "nodes={} ticks={} | raft pre_vote={} check_quorum={} msg_entries_max={} \
-             inflight_max={} | net latency={}..{} fifo={} long={} loss={} dup={} | faults crash={} \
-             pause={} slow_disk={} partition={} leader_bias={} | clients={} rate={} keys={} \
-             disk_latency={}",
+            "nodes={} pool={} ticks={} | raft pre_vote={} check_quorum={} msg_entries_max={} \
+             inflight_max={} chunk={} | net latency={}..{} fifo={} long={} loss={} dup={} | faults \
+             crash={} pause={} slow_disk={} partition={} leader_bias={} membership={} multi={} \
+             transfer={} torn={} sync_failure={} | clients={} rate={} keys={} reads={:?} | \
+             disk_latency={} snapshot_every={} storage={:?}",
             self.nodes,
+            self.pool,
             self.fault_ticks,
             r.pre_vote,
             r.check_quorum,
             r.msg_entries_max,
             r.inflight_msgs_max,
+            r.snapshot_chunk_bytes_max,
             n.latency_min,
             n.latency_max,
             n.fifo,
@@ -140,10 +195,18 @@ impl fmt::Display for SimConfig {
             fm.slow_disk,
             fm.partition,
             fm.leader_bias,
+            fm.membership,
+            fm.multi_member,
+            fm.transfer,
+            fm.torn_write,
+            fm.sync_failure,
             self.clients.count,
             self.clients.op_rate,
             self.clients.keys,
+            self.clients.read_weights,
             self.disk_latency,
+            self.snapshot_every,
+            self.storage,
         )
     }
 }

@@ -350,11 +350,9 @@ pub fn get_conf(r: &mut Reader<'_>) -> Result<ConfState, &'static str> {
     let voters = get_ids(r)?;
     let voters_outgoing = get_ids(r)?;
     let learners = get_ids(r)?;
-    if voters
-        .iter()
-        .chain(&voters_outgoing)
-        .any(|id| learners.contains(id))
-    {
+    // While joint, a voter being demoted is an outgoing voter and already a learner; an incoming
+    // voter is never a learner.
+    if voters.iter().any(|id| learners.contains(id)) {
         return Err("a node is both a voter and a learner");
     }
     Ok(ConfState {

@@ -223,6 +223,15 @@ impl<D: Disk> Wal<D> {
         self.maybe_write()
     }
 
+    /// Writes everything appended so far to the tail file without syncing it: the bytes reach the
+    /// operating system, and a crash may keep any prefix of them (what `sync` would then have made
+    /// durable). Lets a caller start the write early and sync later; the simulator uses it to put
+    /// unsynced bytes on its `MemDisk` before it crashes it. A failure stops the WAL for good.
+    pub fn write(&mut self) -> Result<()> {
+        self.check()?;
+        self.write_pending()
+    }
+
     /// Writes and syncs everything appended so far. Only once this returns `Ok` is it durable. A
     /// failure stops the WAL for good (see `WalError::Failed`).
     pub fn sync(&mut self) -> Result<()> {
@@ -239,8 +248,10 @@ impl<D: Disk> Wal<D> {
         Ok(())
     }
 
-    /// Persists a `Ready`: the snapshot first (if any), then the hard state and entries, with one
-    /// sync for the latter two.
+    /// Persists a `Ready`: the snapshot first (if any), then the entries and the hard state, with
+    /// one sync for the latter two. Entries go before the hard state: a segment rollover syncs what
+    /// was written so far, and a hard state durable without the entries of its `Ready` could name
+    /// committed an index whose durable entry is a stale one those entries were replacing.
     pub fn save(
         &mut self,
         hard_state: Option<HardState>,
@@ -250,10 +261,10 @@ impl<D: Disk> Wal<D> {
         if let Some(snapshot) = snapshot {
             self.apply_snapshot(snapshot.clone())?;
         }
+        self.append(entries)?;
         if let Some(hard_state) = hard_state {
             self.set_hard_state(hard_state)?;
         }
-        self.append(entries)?;
         self.sync()
     }
 

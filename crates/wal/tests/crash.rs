@@ -107,12 +107,13 @@ fn model_steps(model: &mut MemStorage, op: &Op) -> Vec<Expect> {
     let mut steps = vec![expect_of(model)];
     match op {
         Op::Save(hard_state, entries) => {
-            if let Some(hs) = hard_state {
-                model.set_hard_state(*hs);
-                steps.push(expect_of(model));
-            }
+            // Entries first, then the hard state (see `Wal::save`).
             for e in entries {
                 model.append(std::slice::from_ref(e));
+                steps.push(expect_of(model));
+            }
+            if let Some(hs) = hard_state {
+                model.set_hard_state(*hs);
                 steps.push(expect_of(model));
             }
         }

@@ -2,11 +2,13 @@
 //!
 //! Owns the record of every (term, leader) pair ever observed. Nodes are observed after every
 //! input they handle, and a node only becomes leader while handling an input, so no leadership,
-//! however brief, goes unseen.
+//! however brief, goes unseen. Membership changes do not weaken the property: joint consensus
+//! (thesis §4.3) keeps any two electing quorums overlapping, so one leader per term still holds
+//! across configurations, and the record covers every node that ever led, members or not.
 
 use std::collections::BTreeMap;
 
-use raftkv_raft::{MemStorage, NodeId, Raft, Role, Term};
+use raftkv_raft::{NodeId, Raft, Role, Storage, Term};
 
 use super::{CheckResult, Property, Violation};
 
@@ -19,7 +21,7 @@ pub struct ElectionSafety {
 
 impl ElectionSafety {
     /// Records `raft` if it leads; a second leader in the same term is a violation.
-    pub fn observe(&mut self, raft: &Raft<MemStorage>) -> CheckResult {
+    pub fn observe<S: Storage>(&mut self, raft: &Raft<S>) -> CheckResult {
         if raft.role() != Role::Leader {
             return Ok(());
         }

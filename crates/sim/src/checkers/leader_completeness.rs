@@ -4,11 +4,13 @@
 //! Owns the record of every committed entry: its term and the term of the leader that committed
 //! it ("commit term"), learned from leaders' commit indexes as they advance. A leader of term T
 //! must hold every entry committed in a term below T; it is checked when first seen leading and
-//! again periodically (an old leader may commit after a newer one was elected).
+//! again periodically (an old leader may commit after a newer one was elected). A leader whose log
+//! was compacted holds the entries up to its snapshot in that snapshot: they are checked from the
+//! snapshot's own (index, term) on, and the snapshot's content is State Machine Safety's to check.
 
 use std::collections::BTreeSet;
 
-use raftkv_raft::{Index, MemStorage, NodeId, Raft, Role, Term};
+use raftkv_raft::{Index, NodeId, Raft, Role, Storage, Term};
 
 use super::{CheckResult, Property, Violation};
 
@@ -31,29 +33,42 @@ pub struct LeaderCompleteness {
 }
 
 impl LeaderCompleteness {
-    /// After a step: a leader's new commits are recorded, a new leader is checked.
-    pub fn observe(&mut self, raft: &Raft<MemStorage>) -> CheckResult {
+    /// After a step: a leader's new commits are recorded, a new leader is checked. `applied_term`
+    /// gives the term of an entry some node applied, for commits a leader already compacted away.
+    pub fn observe<S: Storage>(
+        &mut self,
+        raft: &Raft<S>,
+        applied_term: impl Fn(Index) -> Option<Term>,
+    ) -> CheckResult {
         if raft.role() != Role::Leader {
             return Ok(());
         }
         if self.checked.insert((raft.term(), raft.id())) {
             self.check_leader(raft)?;
         }
-        self.record_commits(raft)
+        self.record_commits(raft, applied_term)
     }
 
-    fn record_commits(&mut self, raft: &Raft<MemStorage>) -> CheckResult {
+    fn record_commits<S: Storage>(
+        &mut self,
+        raft: &Raft<S>,
+        applied_term: impl Fn(Index) -> Option<Term>,
+    ) -> CheckResult {
         let log = raft.raft_log();
         for index in self.committed.len() as Index + 1..=log.committed() {
-            let term = log.term(index).map_err(|e| {
-                Violation::new(
-                    Property::LeaderCompleteness,
-                    format!(
-                        "leader {} cannot read its committed entry {index}: {e}",
-                        raft.id()
-                    ),
-                )
-            })?;
+            let term = log
+                .term(index)
+                .ok()
+                .or_else(|| applied_term(index))
+                .ok_or_else(|| {
+                    Violation::new(
+                        Property::LeaderCompleteness,
+                        format!(
+                            "leader {} cannot tell the term of its committed entry {index}",
+                            raft.id()
+                        ),
+                    )
+                })?;
             self.committed.push(Committed {
                 term,
                 commit_term: raft.term(),
@@ -62,10 +77,13 @@ impl LeaderCompleteness {
         Ok(())
     }
 
-    /// Checks that `raft`, a leader, holds every entry committed in an earlier term.
-    pub fn check_leader(&self, raft: &Raft<MemStorage>) -> CheckResult {
+    /// Checks that `raft`, a leader, holds every entry committed in an earlier term (in its log,
+    /// or up to its snapshot's point).
+    pub fn check_leader<S: Storage>(&self, raft: &Raft<S>) -> CheckResult {
         let log = raft.raft_log();
-        for (position, c) in self.committed.iter().enumerate() {
+        // The snapshot point (first index - 1) is the first index whose term the log still knows.
+        let skip = log.first_index().saturating_sub(2) as usize;
+        for (position, c) in self.committed.iter().enumerate().skip(skip) {
             let index = position as Index + 1;
             if c.commit_term >= raft.term() {
                 continue;

@@ -2,6 +2,10 @@
 //! period begins (partitions healed, crashed nodes restarted, no loss), a leader is elected and
 //! every pending proposal commits and is applied everywhere within a bound of ticks.
 //!
+//! "Everywhere" is every member of the leader's configuration (voters and learners): nodes that
+//! were removed, or never added, keep running but need not follow; they must not stop the members
+//! from converging either (a removed node that missed its removal must not disrupt, thesis §4.2.3).
+//!
 //! Owns the definition of "converged"; the simulator checks it every tick of the quiet period and
 //! reports a violation when the bound passes first.
 
@@ -10,7 +14,7 @@ use raftkv_raft::{Index, NodeId, Role, Term};
 use super::{Property, Violation};
 
 /// What the liveness check needs to know about one node.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct NodeSummary {
     /// The node.
     pub id: NodeId,
@@ -28,28 +32,35 @@ pub struct NodeSummary {
     pub committed: Index,
     /// The last index its state machine applied.
     pub applied: Index,
+    /// The members (voters of either half, learners) of its configuration.
+    pub members: Vec<NodeId>,
 }
 
-/// `Ok` when the cluster converged: one leader that every node follows in its term, the leader's
-/// whole log committed and applied everywhere, and no client operation waiting. Otherwise, why not.
+/// `Ok` when the cluster converged: one leader, of the highest term any leader has, that every
+/// member of its configuration follows in its term, the leader's whole log committed and applied
+/// on every member, and no client operation waiting. Otherwise, why not.
 pub fn converged(nodes: &[NodeSummary], pending_ops: usize) -> Result<(), String> {
-    if let Some(down) = nodes.iter().find(|n| !n.live) {
-        return Err(format!("node {} is not running", down.id));
-    }
     let leader = nodes
         .iter()
-        .find(|n| n.role == Role::Leader)
+        .filter(|n| n.live && n.role == Role::Leader)
+        .max_by_key(|n| n.term)
         .ok_or_else(|| "no leader".to_string())?;
-    for n in nodes {
+    for id in &leader.members {
+        let Some(n) = nodes.iter().find(|n| n.id == *id) else {
+            return Err(format!("member {id} does not exist"));
+        };
+        if !n.live {
+            return Err(format!("member {} is not running", n.id));
+        }
         if n.term != leader.term || n.leader != Some(leader.id) {
             return Err(format!(
-                "node {} (term {}, leader {:?}) does not follow leader {} of term {}",
+                "member {} (term {}, leader {:?}) does not follow leader {} of term {}",
                 n.id, n.term, n.leader, leader.id, leader.term
             ));
         }
         if n.committed < leader.last_index || n.applied < leader.last_index {
             return Err(format!(
-                "node {} committed {} and applied {} of the leader's {} entries",
+                "member {} committed {} and applied {} of the leader's {} entries",
                 n.id, n.committed, n.applied, leader.last_index
             ));
         }
@@ -64,10 +75,20 @@ pub fn converged(nodes: &[NodeSummary], pending_ops: usize) -> Result<(), String
 pub fn violation(bound_ticks: u64, reason: &str, nodes: &[NodeSummary]) -> Violation {
     let states: Vec<String> = nodes
         .iter()
+        .filter(|n| n.live || n.last_index > 0)
         .map(|n| {
             format!(
-                "  node {}: live={} {:?} term {} leader {:?} last {} commit {} applied {}",
-                n.id, n.live, n.role, n.term, n.leader, n.last_index, n.committed, n.applied
+                "  node {}: live={} {:?} term {} leader {:?} last {} commit {} applied {} \
+                 members {:?}",
+                n.id,
+                n.live,
+                n.role,
+                n.term,
+                n.leader,
+                n.last_index,
+                n.committed,
+                n.applied,
+                n.members
             )
         })
         .collect();

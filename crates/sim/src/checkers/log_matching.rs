@@ -2,9 +2,12 @@
 //! term, the logs are identical in all entries up through that index.
 //!
 //! Checked over every log the cluster holds: each live node's whole log (durable part and
-//! in-memory tail) and each node's disk. Each log gets a rolling hash of its prefixes; all logs
-//! holding an entry with a given (index, term) must have the same prefix hash there. Logs start at
-//! index 1 (no snapshots yet; with snapshots the hash would start at the snapshot point).
+//! in-memory tail) and each node's disk. Logs may start after a snapshot, so the check is over
+//! what each log still holds: every log records, for each entry, the entry itself and the term of
+//! the entry just before it (for its first entry, the term of the snapshot it follows). Two logs
+//! holding the same (index, term) must hold the same entry there *and* the same term just before
+//! it; by induction down to where either log starts, their common part up to that index is then
+//! identical, which is Log Matching restricted to what is held.
 
 use std::collections::BTreeMap;
 
@@ -19,75 +22,78 @@ pub struct NamedLog<'a> {
     pub node: NodeId,
     /// "log" for a live node's whole log, "disk" for its durable entries.
     pub kind: &'static str,
-    /// Entries from index 1, contiguous.
+    /// Term of the entry just before `entries` (the snapshot's term; 0 before index 1).
+    pub prev_term: Term,
+    /// Contiguous entries.
     pub entries: &'a [Entry],
 }
 
-/// FNV-1a over the entry's index, term and payload, chained onto the prefix's hash.
-fn chain(prefix: u64, entry: &Entry) -> u64 {
-    let mut hash = prefix ^ 0xCBF2_9CE4_8422_2325;
-    let bytes = entry
-        .index
-        .to_le_bytes()
-        .into_iter()
-        .chain(entry.term.to_le_bytes())
-        .chain(entry.data.iter().copied());
-    for byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01B3);
-    }
-    hash
+/// What the first log holding an (index, term) said about it.
+struct Seen<'a> {
+    entry: &'a Entry,
+    prev_term: Term,
+    position: usize,
 }
 
 /// Checks Log Matching over `logs`.
 pub fn check(logs: &[NamedLog<'_>]) -> CheckResult {
-    // (index, term) -> (prefix hash, position in `logs` of the first log holding it)
-    let mut seen: BTreeMap<(Index, Term), (u64, usize)> = BTreeMap::new();
+    let mut seen: BTreeMap<(Index, Term), Seen<'_>> = BTreeMap::new();
     for (position, log) in logs.iter().enumerate() {
-        let mut hash = 0;
+        let mut prev_term = log.prev_term;
         for entry in log.entries {
-            hash = chain(hash, entry);
-            let (first_hash, first) = *seen
-                .entry((entry.index, entry.term))
-                .or_insert((hash, position));
-            if first_hash != hash {
-                return Err(mismatch(&logs[first], log, entry.index, entry.term));
+            let first = seen.entry((entry.index, entry.term)).or_insert(Seen {
+                entry,
+                prev_term,
+                position,
+            });
+            if first.entry != entry || first.prev_term != prev_term {
+                return Err(mismatch(
+                    &logs[first.position],
+                    log,
+                    entry.index,
+                    entry.term,
+                ));
             }
+            prev_term = entry.term;
         }
     }
     Ok(())
 }
 
 fn mismatch(a: &NamedLog<'_>, b: &NamedLog<'_>, index: Index, term: Term) -> Violation {
-    let differ = a
-        .entries
-        .iter()
-        .zip(b.entries)
-        .find(|(x, y)| x != y)
-        .map_or(0, |(x, _)| x.index);
     Violation::new(
         Property::LogMatching,
         format!(
-            "node {} {} and node {} {} both hold (index {index}, term {term}) but differ at index \
-             {differ}: terms {} vs {}",
+            "node {} {} and node {} {} both hold (index {index}, term {term}) but differ at or \
+             before it: terms {} vs {}",
             a.node,
             a.kind,
             b.node,
             b.kind,
-            terms(a.entries, index),
-            terms(b.entries, index),
+            terms(a, index),
+            terms(b, index),
         ),
     )
 }
 
-/// The terms of `entries` up to `index`, for a violation report.
-fn terms(entries: &[Entry], index: Index) -> String {
-    let terms: Vec<String> = entries
+/// The terms of a log up to `index` (the last few), for a violation report.
+fn terms(log: &NamedLog<'_>, index: Index) -> String {
+    let held: Vec<&Entry> = log
+        .entries
         .iter()
         .take_while(|e| e.index <= index)
-        .map(|e| e.term.to_string())
         .collect();
-    format!("[{}]", terms.join(" "))
+    let start = held.len().saturating_sub(12);
+    let terms: Vec<String> = held[start..]
+        .iter()
+        .map(|e| format!("{}:{}", e.index, e.term))
+        .collect();
+    let first = log.entries.first().map_or(0, |e| e.index);
+    format!(
+        "[{}] (log from index {first}, after term {})",
+        terms.join(" "),
+        log.prev_term
+    )
 }
 
 #[cfg(test)]
@@ -96,27 +102,45 @@ mod tests {
 
     use super::*;
 
-    fn log(terms: &[Term], tag: &'static str) -> Vec<Entry> {
+    fn log(first: Index, terms: &[Term], tag: &'static str) -> Vec<Entry> {
         terms
             .iter()
             .enumerate()
-            .map(|(i, &t)| Entry::new(i as u64 + 1, t, Bytes::from(tag)))
+            .map(|(i, &t)| Entry::new(first + i as u64, t, Bytes::from(tag)))
             .collect()
+    }
+
+    fn named(node: NodeId, prev_term: Term, entries: &[Entry]) -> NamedLog<'_> {
+        NamedLog {
+            node,
+            kind: "log",
+            prev_term,
+            entries,
+        }
     }
 
     #[test]
     fn matching_prefixes_pass_and_divergent_ones_fail() {
-        let a = log(&[1, 1, 2], "x");
-        let b = log(&[1, 1, 2, 3], "x");
-        let named = |node, entries| NamedLog {
-            node,
-            kind: "log",
-            entries,
-        };
-        assert!(check(&[named(1, &a), named(2, &b)]).is_ok());
-        let mut c = log(&[1, 1, 2], "x");
+        let a = log(1, &[1, 1, 2], "x");
+        let b = log(1, &[1, 1, 2, 3], "x");
+        assert!(check(&[named(1, 0, &a), named(2, 0, &b)]).is_ok());
+        let mut c = log(1, &[1, 1, 2], "x");
         c[0].data = Bytes::from("y");
-        let err = check(&[named(1, &a), named(3, &c)]).unwrap_err();
+        let err = check(&[named(1, 0, &a), named(3, 0, &c)]).unwrap_err();
         assert_eq!(err.property, Property::LogMatching);
+    }
+
+    #[test]
+    fn compacted_logs_are_compared_over_what_they_hold() {
+        let a = log(1, &[1, 1, 2, 2, 3], "x");
+        // Compacted up to index 3 (term 2): holds 4 and 5.
+        let b = log(4, &[2, 3], "x");
+        assert!(check(&[named(1, 0, &a), named(2, 2, &b)]).is_ok());
+        // Same (5, 3) but a different term just before it: the prefixes differ.
+        let c = log(4, &[1, 3], "x");
+        assert!(check(&[named(1, 0, &a), named(3, 2, &c)]).is_err());
+        // The snapshot's term disagrees with the other log's entry before the first held one.
+        let d = log(4, &[2, 3], "x");
+        assert!(check(&[named(1, 0, &a), named(4, 1, &d)]).is_err());
     }
 }

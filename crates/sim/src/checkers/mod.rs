@@ -1,10 +1,12 @@
 //! The properties the simulator checks, one file per property, and the bookkeeping they share.
 //!
 //! Safety properties from the Raft paper's Figure 3 (Election Safety, Log Matching, Leader
-//! Completeness, State Machine Safety), plus Durability of acknowledged writes, linearizability of
-//! the client history, and liveness once faults stop. Each checker sees only what a node exposes
-//! read-only (`Raft`, its `MemStorage`) and what the driver reports (applied entries, acknowledged
-//! writes), so it works the same in the random simulator and in the exhaustive explorer.
+//! Completeness, State Machine Safety), the WAL's recovery contract, Durability of acknowledged
+//! writes, linearizability of the client history, and liveness once faults stop. Each checker
+//! sees only what a node exposes
+//! read-only (`Raft`, its durable image as a `MemStorage`) and what the driver reports (state
+//! machine events, acknowledged writes), so it works the same in the random simulator and in the
+//! exhaustive explorer.
 //!
 //! Invariant: a checker never changes the run; it only returns a `Violation`.
 
@@ -14,11 +16,12 @@ pub mod leader_completeness;
 pub mod linearizability;
 pub mod liveness;
 pub mod log_matching;
+pub mod recovery;
 pub mod state_machine_safety;
 
 use std::fmt;
 
-use raftkv_raft::{Entry, MemStorage, NodeId, Raft, Term};
+use raftkv_raft::{ConfState, Entry, Index, MemStorage, NodeId, Raft, Storage, Term};
 
 pub use durability::Durability;
 pub use election_safety::ElectionSafety;
@@ -43,6 +46,8 @@ pub enum Property {
     Linearizability,
     /// Once faults stop, a leader is elected and every pending operation completes in time.
     Liveness,
+    /// After a crash, the WAL gave back less than was synced, or more than was written.
+    Recovery,
     /// The Raft core panicked on one of its own invariants.
     CorePanic,
 }
@@ -88,38 +93,49 @@ pub struct SafetyCheckers {
     pub election: ElectionSafety,
     /// Committed entries reach every later leader.
     pub completeness: LeaderCompleteness,
-    /// Applied entries agree across nodes.
+    /// Applied entries and states agree across nodes.
     pub state_machine: StateMachineSafety,
     /// Acknowledged writes stay durable.
     pub durability: Durability,
 }
 
 impl SafetyCheckers {
-    /// Checkers for a cluster of `voters` nodes.
-    pub fn new(voters: usize) -> Self {
+    /// Checkers for a cluster bootstrapped with `bootstrap`, whose empty state machine has the
+    /// digest `empty_digest`.
+    pub fn new(bootstrap: ConfState, empty_digest: u64) -> Self {
         SafetyCheckers {
             election: ElectionSafety::default(),
             completeness: LeaderCompleteness::default(),
-            state_machine: StateMachineSafety::default(),
-            durability: Durability::new(voters),
+            state_machine: StateMachineSafety::new(empty_digest, bootstrap),
+            durability: Durability::new(),
         }
     }
 
     /// After a node handled an input: who leads which term, what its leadership committed, and
     /// whether a new leader holds every committed entry.
-    pub fn after_step(&mut self, raft: &Raft<MemStorage>) -> CheckResult {
+    pub fn after_step<S: Storage>(&mut self, raft: &Raft<S>) -> CheckResult {
         self.election.observe(raft)?;
-        self.completeness.observe(raft)
+        let state_machine = &self.state_machine;
+        self.completeness
+            .observe(raft, |index| state_machine.term_at(index))
     }
 
-    /// A node applied `entry` to its state machine.
-    pub fn on_apply(&mut self, node: NodeId, entry: &Entry) -> CheckResult {
-        self.state_machine.on_apply(node, entry)
-    }
-
-    /// A node restarted with an empty state machine that re-applies from index 1.
-    pub fn on_restart(&mut self, node: NodeId) {
-        self.state_machine.on_restart(node);
+    /// A node's state machine changed: applied an entry, restored or took a snapshot.
+    pub fn on_state_machine(&mut self, node: NodeId, event: &StateMachineEvent) -> CheckResult {
+        let sm = &mut self.state_machine;
+        match event {
+            StateMachineEvent::Applied { entry, digest } => sm.on_apply(node, entry, *digest),
+            StateMachineEvent::Restored {
+                index,
+                term,
+                digest,
+            } => sm.on_restore(node, *index, *term, *digest),
+            StateMachineEvent::Snapshotted {
+                index,
+                term,
+                digest,
+            } => sm.on_snapshot(node, *index, *term, *digest),
+        }
     }
 
     /// A client was told its write at `(index, term)` succeeded.
@@ -129,17 +145,48 @@ impl SafetyCheckers {
 
     /// The periodic whole-cluster checks: Log Matching over every log and disk, Durability over
     /// the disks, Leader Completeness of the current leaders.
-    pub fn periodic(
+    pub fn periodic<S: Storage>(
         &mut self,
         logs: &[NamedLog<'_>],
         disks: &[(NodeId, &MemStorage)],
-        leaders: &[&Raft<MemStorage>],
+        leaders: &[&Raft<S>],
     ) -> CheckResult {
         log_matching::check(logs)?;
-        self.durability.check(disks)?;
+        self.durability
+            .check(disks, self.state_machine.committed_conf())?;
         for leader in leaders {
             self.completeness.check_leader(leader)?;
         }
         Ok(())
     }
+}
+
+/// A change of one node's state machine, as the checkers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateMachineEvent {
+    /// It applied `entry`, reaching the state of digest `digest`.
+    Applied {
+        /// The entry.
+        entry: Entry,
+        /// The state digest after it.
+        digest: u64,
+    },
+    /// It replaced its state with a snapshot (from the leader or, on restart, from its disk).
+    Restored {
+        /// The snapshot's index (0: an empty state machine).
+        index: Index,
+        /// Its term.
+        term: Term,
+        /// The digest of the restored state.
+        digest: u64,
+    },
+    /// It took a snapshot of its state and compacted its log.
+    Snapshotted {
+        /// The snapshot's index.
+        index: Index,
+        /// Its term.
+        term: Term,
+        /// The digest of the state it holds.
+        digest: u64,
+    },
 }
