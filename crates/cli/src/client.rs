@@ -143,6 +143,7 @@ async fn send_once(
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
     let mut failures = Vec::new();
+    let mut unavailable = None;
     for endpoint in &common.endpoints {
         let url = url_for(endpoint)?;
         let mut request = client.request(method.clone(), url);
@@ -153,10 +154,24 @@ async fn send_once(
             Ok(response) => {
                 let status = response.status();
                 let bytes = response.bytes().await?.to_vec();
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    // This node cannot serve it (no leader in its partition, say): it did not
+                    // happen there, so the next endpoint may try.
+                    unavailable = Some((status, bytes));
+                    continue;
+                }
                 return Ok((status, bytes));
             }
-            Err(e) => failures.push(format!("{endpoint}: {e}")),
+            // Only a request that never reached the node is safe to send elsewhere.
+            Err(e) if e.is_connect() => failures.push(format!("{endpoint}: {e}")),
+            Err(e) => bail!(
+                "{endpoint} did not answer ({e}); the outcome is unknown: the request may or may \
+                 not have taken effect"
+            ),
         }
+    }
+    if let Some(answer) = unavailable {
+        return Ok(answer);
     }
     bail!(
         "no endpoint answered ({}); is the cluster running? (`raftkv serve` or `raftkv dev`)",
@@ -342,6 +357,33 @@ mod tests {
         let url = kv_url("http://h:1", "k", &[("consistency", "stale")]).unwrap();
         assert_eq!(url.as_str(), "http://h:1/v1/kv/k?consistency=stale");
     }
+}
+
+/// `raftkv remove-member`.
+#[derive(Args, Debug)]
+pub struct RemoveMemberArgs {
+    /// The member's name.
+    name: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `raftkv remove-member NAME`.
+pub async fn remove_member(args: RemoveMemberArgs) -> Result<()> {
+    let path = format!("/v1/members/{}", args.name);
+    let (status, body) = send(
+        &args.common,
+        Method::DELETE,
+        |e| api_url(e, &path, None),
+        None,
+    )
+    .await?;
+    let json = check(status, &body)?;
+    if args.common.json {
+        return print_json(&json);
+    }
+    println!("removed {} from the cluster", args.name);
+    Ok(())
 }
 
 /// `raftkv lease ...`.

@@ -36,6 +36,14 @@ pub async fn run(args: DevArgs) -> Result<()> {
     if args.nodes == 0 || args.nodes > DEV_NODES_MAX {
         bail!("--nodes must be between 1 and {DEV_NODES_MAX}");
     }
+    for (flag, port) in [
+        ("--client-port", args.client_port),
+        ("--peer-port", args.peer_port),
+    ] {
+        if port == 0 || usize::from(port) + args.nodes > usize::from(u16::MAX) {
+            bail!("{flag} {port} leaves no room for {} nodes", args.nodes);
+        }
+    }
     // Listen for signals before anything starts, so an early Ctrl-C still stops every node.
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -80,8 +88,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(log)
-            .env_remove("RAFTKV_CONFIG")
-            .env_remove("RAFTKV_JOIN")
+            // The nodes take their settings from these flags only, not from RAFTKV_* variables.
+            .env_clear()
+            .envs(std::env::vars().filter(|(k, _)| !k.starts_with("RAFTKV_")))
             .spawn()
             .with_context(|| format!("cannot start node {name}"))?;
         children.push((name, child));

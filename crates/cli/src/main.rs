@@ -32,6 +32,8 @@ enum Command {
     Ls(client::LsArgs),
     /// Show a node's view of the cluster.
     Status(client::StatusArgs),
+    /// Remove a member from the cluster (it stops being contacted; its peers refuse it).
+    RemoveMember(client::RemoveMemberArgs),
     /// Load a running cluster with concurrent puts or gets; prints requests/s and latencies.
     Bench(bench::BenchArgs),
     /// Grant, renew or revoke a lease (keys attached to a lease vanish when it ends).
@@ -62,6 +64,7 @@ fn main() -> std::process::ExitCode {
             Command::Status(args) => client::status(args).await,
             Command::Lease(command) => client::lease(command).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::RemoveMember(args) => client::remove_member(args).await,
         }
     });
     match result {

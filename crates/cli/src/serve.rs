@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// Heartbeat interval in ticks [default: 1].
     #[arg(long, env = "RAFTKV_HEARTBEAT_TICKS")]
     heartbeat_ticks: Option<u32>,
+    /// A node whose WAL sync runs longer than this many ticks reports itself unhealthy
+    /// [default: 3 election timeouts].
+    #[arg(long, env = "RAFTKV_DISK_STALL_TICKS")]
+    disk_stall_ticks: Option<u32>,
     /// Applied entries between snapshots [default: 10000].
     #[arg(long, env = "RAFTKV_SNAPSHOT_ENTRIES")]
     snapshot_entries: Option<u64>,
@@ -82,6 +86,7 @@ struct FileConfig {
     tick_ms: Option<u64>,
     election_ticks: Option<u32>,
     heartbeat_ticks: Option<u32>,
+    disk_stall_ticks: Option<u32>,
     snapshot_entries: Option<u64>,
     request_timeout_secs: Option<u64>,
     log_level: Option<String>,
@@ -97,7 +102,7 @@ fn socket_addr(flag: &str, value: &str) -> Result<SocketAddr> {
 }
 
 /// Resolves flags, environment, file and defaults into a server configuration.
-fn resolve(args: ServeArgs) -> Result<(ServerConfig, String)> {
+fn resolve(args: ServeArgs) -> Result<(ServerConfig, Option<String>)> {
     let file: FileConfig = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -144,7 +149,10 @@ fn resolve(args: ServeArgs) -> Result<(ServerConfig, String)> {
     }
     if let Some(ticks) = args.election_ticks.or(file.election_ticks) {
         config.election_ticks = ticks;
-        config.disk_stall_ticks = 3 * ticks;
+        config.disk_stall_ticks = ticks.saturating_mul(3);
+    }
+    if let Some(ticks) = args.disk_stall_ticks.or(file.disk_stall_ticks) {
+        config.disk_stall_ticks = ticks;
     }
     if let Some(ticks) = args.heartbeat_ticks.or(file.heartbeat_ticks) {
         config.heartbeat_ticks = ticks;
@@ -156,16 +164,17 @@ fn resolve(args: ServeArgs) -> Result<(ServerConfig, String)> {
         config.request_timeout = Duration::from_secs(secs);
     }
     config.validate()?;
-    let log_level = args
-        .log_level
-        .or(file.log_level)
-        .unwrap_or_else(|| "info".to_string());
-    Ok((config, log_level))
+    Ok((config, args.log_level.or(file.log_level)))
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+/// Logging: an explicit `--log-level` (or its variable or file key) wins, then `RUST_LOG`, then
+/// `info`.
+fn init_logging(level: Option<&str>) {
+    let filter = match level {
+        Some(level) => tracing_subscriber::EnvFilter::new(level),
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -179,7 +188,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let stop_with_stdin = args.stop_with_stdin;
     let debug_stall_file = args.debug_stall_file.clone();
     let (config, log_level) = resolve(args)?;
-    init_logging(&log_level);
+    init_logging(log_level.as_deref());
     let config = ServerConfig {
         debug_stall_file,
         ..config
@@ -231,7 +240,7 @@ mod tests {
             config.bootstrap,
             Bootstrap::InitialCluster(vec![("default".into(), "http://127.0.0.1:7001".into())])
         );
-        assert_eq!(level, "info");
+        assert_eq!(level, None);
     }
 
     #[test]

@@ -154,6 +154,48 @@ async fn a_fourth_node_joins_as_a_learner_and_is_promoted_to_voter() {
         get_raw(&urls[0], "after-join", "linearizable").await,
         Ok(Some("y".into()))
     );
+
+    // A voter cannot join again as itself (a wiped voter would vote with an empty log).
+    let again = http()
+        .post(format!("{}/v1/members", urls[leader]))
+        .json(&serde_json::json!({
+            "name": "a", "peer_url": format!("http://{}", nodes[0].peer), "client_url": urls[0],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 400);
+    let body: serde_json::Value = again.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("already a voter"),
+        "{body}"
+    );
+
+    // Removing d (through any node): the others stop counting it, and refuse its connections.
+    let removed = http()
+        .delete(format!("{}/v1/members/d", urls[(leader + 2) % 3]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status().as_u16(), 200, "{:?}", removed.text().await);
+    eventually("d to leave the configuration", || async {
+        let s = status(&urls[leader]).await?;
+        let names: Vec<&str> = s["members"]
+            .as_array()?
+            .iter()
+            .filter_map(|m| m["name"].as_str())
+            .collect();
+        (names == ["a", "b", "c"]).then_some(())
+    })
+    .await;
+    put_ok(&urls[leader], "after-removal", "z").await;
+    eventually("a peer to refuse the removed node", || async {
+        nodes
+            .iter()
+            .any(|n| n.log_text().contains("was removed from the cluster"))
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -237,6 +279,38 @@ async fn bad_requests_get_clear_json_errors() {
     assert_eq!(response.status().as_u16(), 404);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["code"], "not_found");
+    // The HTTP layer's own errors are JSON too.
+    for (response, status, code) in [
+        (
+            client
+                .put(format!("{url}/v1/kv/k?cas=x"))
+                .body("v")
+                .send()
+                .await
+                .unwrap(),
+            400,
+            "bad_request",
+        ),
+        (
+            client
+                .put(format!("{url}/v1/kv/huge"))
+                .body(vec![b'x'; 5 * 1024 * 1024])
+                .send()
+                .await
+                .unwrap(),
+            413,
+            "too_large",
+        ),
+        (
+            client.get(format!("{url}/nowhere")).send().await.unwrap(),
+            404,
+            "not_found",
+        ),
+    ] {
+        assert_eq!(response.status().as_u16(), status);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["code"], code, "{body}");
+    }
     // The metrics scrape shows the node leading and the write it applied.
     put_ok(&url, "counted", "1").await;
     let metrics = client

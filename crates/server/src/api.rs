@@ -10,6 +10,7 @@
 //! | `GET /v1/watch/{key}` | a stream of JSON lines of changes; `?prefix`, `&rev=N` to start in the past, `&prev` |
 //! | `GET /v1/status` | this node's view: role, term, leader, indexes, members |
 //! | `GET /v1/members`, `POST /v1/members` | list members; join (a new node calls it) |
+//! | `DELETE /v1/members/{name}` | remove a member (voter or learner) |
 //! | `POST /v1/internal/publish` | a member records its addresses through the leader |
 //! | `GET /metrics` | Prometheus text: term, indexes, role, counters |
 //!
@@ -39,8 +40,9 @@ use tokio::sync::oneshot;
 use crate::config::ServerConfig;
 use crate::error::{RequestError, Result, ServerError};
 use crate::members::{Member, node_id};
-use crate::node::{Input, Shared};
+use crate::node::{CLIENT_INPUTS_MAX, Input, Shared};
 use crate::state::{Applied, Command};
+use std::sync::atomic::Ordering;
 
 mod kv;
 
@@ -238,7 +240,12 @@ impl Api {
             .route("/v1/status", get(status))
             .route("/metrics", get(metrics))
             .route("/v1/members", get(list_members).post(join_member))
+            .route("/v1/members/{name}", axum::routing::delete(remove_member))
             .route("/v1/internal/publish", post(publish))
+            .fallback(|| async {
+                ApiError::not_found("no such route; the API lives under /v1/ (see the README)")
+            })
+            .layer(axum::middleware::map_response(json_errors))
             .layer(DefaultBodyLimit::max(HTTP_BODY_BYTES_MAX))
             .with_state(self)
     }
@@ -248,12 +255,23 @@ impl Api {
         input: Input,
         rx: oneshot::Receiver<Result<T, RequestError>>,
     ) -> Waiting<T> {
+        let queued = &self.inner.shared.client_inputs;
+        if queued.fetch_add(1, Ordering::Relaxed) >= CLIENT_INPUTS_MAX {
+            queued.fetch_sub(1, Ordering::Relaxed);
+            return Waiting::Failed(RequestError::Unavailable(
+                "the node is overloaded (too many queued requests)".into(),
+            ));
+        }
         match self.inner.inputs.try_send(input) {
             Ok(()) => Waiting::Sent(rx),
-            Err(TrySendError::Full(_)) => Waiting::Failed(RequestError::Unavailable(
-                "the node is overloaded (input queue full)".into(),
-            )),
+            Err(TrySendError::Full(_)) => {
+                queued.fetch_sub(1, Ordering::Relaxed);
+                Waiting::Failed(RequestError::Unavailable(
+                    "the node is overloaded (input queue full)".into(),
+                ))
+            }
             Err(TrySendError::Disconnected(_)) => {
+                queued.fetch_sub(1, Ordering::Relaxed);
                 Waiting::Failed(RequestError::Unavailable("the node is stopping".into()))
             }
         }
@@ -636,7 +654,12 @@ async fn watch(
     let lines = futures::stream::unfold(Some(guard), |guard| async move {
         let guard = guard?;
         let shared = guard.api.inner.shared.clone();
+        let mut stopping = shared.stopping.subscribe();
         loop {
+            if *stopping.borrow_and_update() {
+                let line = format!("{}\n", json!({ "error": "the node is shutting down" }));
+                return Some((Ok(line), None));
+            }
             // Register for the next apply before polling, so no batch is missed in between.
             let applied = shared.applied.notified();
             tokio::pin!(applied);
@@ -651,7 +674,10 @@ async fn watch(
                     return Some((Ok::<_, std::convert::Infallible>(line), Some(guard)));
                 }
                 Ok(None) => {
-                    let _ = tokio::time::timeout(WATCH_PROGRESS_INTERVAL, applied).await;
+                    tokio::select! {
+                        _ = tokio::time::timeout(WATCH_PROGRESS_INTERVAL, applied) => {}
+                        _ = stopping.changed() => {}
+                    }
                 }
                 Err(e) => {
                     let line = format!("{}\n", json!({ "error": e.to_string() }));
@@ -785,7 +811,12 @@ async fn status(AxumState(api): AxumState<Api>) -> Response {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let stall = api.inner.config.tick * api.inner.config.disk_stall_ticks;
+    let stall = api
+        .inner
+        .config
+        .tick
+        .checked_mul(api.inner.config.disk_stall_ticks)
+        .unwrap_or(Duration::MAX);
     let sync_running = api.inner.shared.sync_running_for();
     let disk_stalled = sync_running.is_some_and(|d| d > stall);
     let members = member_views(
@@ -903,6 +934,56 @@ async fn join_member(
             })
             .into_response()
         }
+        Err(RequestError::NotLeader { leader }) => {
+            api.forward(leader, method, &uri, &headers, body).await
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Turns the HTTP layer's own plain-text errors (a body over the limit, an unparsable query or
+/// path) into the API's JSON error shape.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        _ => "error",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    ApiError::new(status, code, message).into_response()
+}
+
+async fn remove_member(
+    AxumState(api): AxumState<Api>,
+    Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let id = node_id(&name);
+    let (reply, rx) = oneshot::channel();
+    let waiting = api.submit(Input::RemoveMember { id, reply }, rx);
+    match api.wait(waiting).await {
+        Ok(index) => Json(json!({ "removed": name, "id": id, "index": index })).into_response(),
         Err(RequestError::NotLeader { leader }) => {
             api.forward(leader, method, &uri, &headers, body).await
         }

@@ -25,6 +25,13 @@ pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 10_000;
 /// Default time a client request waits for its commit (then 504, outcome unknown).
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 
+/// Longest tick accepted.
+pub const TICK_MAX: Duration = Duration::from_secs(60);
+/// Most ticks in an election timeout.
+pub const ELECTION_TICKS_MAX: u32 = 10_000;
+/// Longest request timeout accepted.
+pub const REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+
 /// How a node joins the cluster the first time it starts with an empty data dir.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Bootstrap {
@@ -107,8 +114,20 @@ impl ServerConfig {
                 self.election_ticks, self.heartbeat_ticks
             ));
         }
-        if self.tick.is_zero() {
-            return bad("the tick length must be above zero".into());
+        if self.tick.is_zero() || self.tick > TICK_MAX {
+            return bad(format!(
+                "the tick length must be between 1 ms and {TICK_MAX:?}"
+            ));
+        }
+        if self.election_ticks > ELECTION_TICKS_MAX || self.disk_stall_ticks == 0 {
+            return bad(format!(
+                "election ticks must be at most {ELECTION_TICKS_MAX}, disk stall ticks at least 1"
+            ));
+        }
+        if self.request_timeout.is_zero() || self.request_timeout > REQUEST_TIMEOUT_MAX {
+            return bad(format!(
+                "the request timeout must be between 1 s and {REQUEST_TIMEOUT_MAX:?}"
+            ));
         }
         if self.snapshot_entries == 0 {
             return bad("snapshot entries must be at least 1".into());

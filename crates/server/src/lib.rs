@@ -36,7 +36,6 @@ use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use raftkv_kv::Limits;
 use raftkv_raft::{Config, RawNode, Storage};
 use raftkv_wal::{FsDisk, Wal, WalOptions};
 use tokio::net::TcpListener;
@@ -53,6 +52,8 @@ use crate::transport::{PeerAddrs, Transport};
 
 /// Largest snapshot chunk in one InstallSnapshot message.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// Longest a shutdown waits for client requests in flight.
+pub const SHUTDOWN_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Largest AppendEntries payload.
 pub const APPEND_BYTES_MAX: u64 = 1024 * 1024;
 
@@ -72,6 +73,8 @@ pub struct Server {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The node's identity.
     meta: NodeMeta,
+    /// State shared with the driver.
+    shared: Arc<Shared>,
 }
 
 impl Server {
@@ -79,8 +82,8 @@ impl Server {
     /// Must be called within a tokio runtime.
     pub async fn start(config: ServerConfig) -> Result<Server> {
         config.validate()?;
-        let meta = identity(&config).await?;
-        // Bind first, so a port in use fails the start with a clear error.
+        // Bind first, so a port in use fails the start with a clear error (before a join adds
+        // this node to the cluster).
         let bind = |addr, what: &'static str| async move {
             TcpListener::bind(addr).await.map_err(|e| {
                 ServerError::Config(format!(
@@ -91,6 +94,7 @@ impl Server {
         };
         let peer_listener = bind(config.listen_peer, "peer").await?;
         let client_listener = bind(config.listen_client, "client").await?;
+        let meta = identity(&config).await?;
 
         let wal_dir = config.data_dir.join("wal");
         let options = WalOptions {
@@ -116,7 +120,7 @@ impl Server {
             "recovered the write-ahead log"
         );
 
-        let limits = Limits::default();
+        let limits = state::limits();
         let mut state = State::new(limits);
         let snapshot = wal.snapshot();
         let snapshot_index = snapshot.metadata.index;
@@ -146,6 +150,8 @@ impl Server {
             epoch: Instant::now(),
             metrics: metrics::Metrics::default(),
             applied: tokio::sync::Notify::new(),
+            client_inputs: std::sync::atomic::AtomicUsize::new(0),
+            stopping: tokio::sync::watch::Sender::new(false),
         });
         let addrs: PeerAddrs = Arc::new(RwLock::new(HashMap::new()));
         for member in &meta.members {
@@ -233,6 +239,7 @@ impl Server {
             exit: Some(exit),
             tasks,
             meta,
+            shared,
         })
     }
 
@@ -253,8 +260,18 @@ impl Server {
     /// Stops cleanly: no new client requests, leadership handed to an up-to-date voter, the
     /// driver stopped (every acknowledged write is already synced).
     pub async fn shutdown(mut self) {
+        // No new connections; watch streams end; requests in flight finish (bounded), while the
+        // driver still leads and commits them.
         if let Some(stop) = self.http_stop.take() {
             let _ = stop.send(());
+        }
+        self.shared.stopping.send_replace(true);
+        if tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, &mut self.http)
+            .await
+            .is_err()
+        {
+            tracing::warn!("client requests still open after {SHUTDOWN_DRAIN_TIMEOUT:?}; closing");
+            self.http.abort();
         }
         let (done, stopped) = oneshot::channel();
         if self.inputs.send(Input::Shutdown { done }).is_ok() {
@@ -263,7 +280,6 @@ impl Server {
         for task in &self.tasks {
             task.abort();
         }
-        let _ = (&mut self.http).await;
         if let Some(driver) = self.driver.take() {
             let _ = tokio::task::spawn_blocking(move || driver.join()).await;
         }

@@ -35,6 +35,8 @@ pub struct Registry {
     members: BTreeMap<NodeId, Member>,
     /// Nodes removed from the cluster: their connections are refused.
     removed: BTreeSet<NodeId>,
+    /// Members of the latest configuration applied, so a change can tell who left.
+    conf_members: BTreeSet<NodeId>,
 }
 
 impl Registry {
@@ -43,28 +45,38 @@ impl Registry {
         Registry {
             members: members.into_iter().map(|m| (m.id, m)).collect(),
             removed: BTreeSet::new(),
+            conf_members: BTreeSet::new(),
         }
     }
 
     /// Adds or updates a member (a publish or a join).
     pub fn upsert(&mut self, member: Member) {
-        self.removed.remove(&member.id);
         self.members.insert(member.id, member);
     }
 
-    /// Keeps only the members of `conf`; the rest are remembered as removed.
-    pub fn retain_conf(&mut self, conf: &ConfState) {
-        let keep = conf.members();
-        let gone: Vec<NodeId> = self
-            .members
-            .keys()
-            .filter(|id| !keep.contains(id))
-            .copied()
-            .collect();
-        for id in gone {
-            self.members.remove(&id);
-            self.removed.insert(id);
+    /// Applies a new configuration: members of the previous one that are not in `conf` are
+    /// forgotten and remembered as removed. (A node that published but whose configuration change
+    /// has not taken effect yet is not "removed": it never was a member.)
+    pub fn apply_conf(&mut self, conf: &ConfState) {
+        let now = conf.members();
+        for id in self.conf_members.difference(&now) {
+            self.members.remove(id);
+            self.removed.insert(*id);
         }
+        for id in &now {
+            self.removed.remove(id);
+        }
+        self.conf_members = now;
+    }
+
+    /// The members of the latest configuration applied.
+    pub fn conf_members(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.conf_members.iter().copied()
+    }
+
+    /// Restores the latest configuration's members (from a snapshot).
+    pub fn set_conf_members(&mut self, ids: impl IntoIterator<Item = NodeId>) {
+        self.conf_members = ids.into_iter().collect();
     }
 
     /// A member by id.
@@ -149,11 +161,16 @@ mod tests {
 
     #[test]
     fn a_member_dropped_from_the_configuration_is_remembered_as_removed() {
-        let mut registry = Registry::new([member("a"), member("b")]);
-        registry.retain_conf(&ConfState::from_voters([node_id("a")]));
-        assert!(registry.get(node_id("b")).is_none());
-        assert!(registry.is_removed(node_id("b")));
-        registry.upsert(member("b"));
-        assert!(!registry.is_removed(node_id("b")));
+        let (a, b, c) = (node_id("a"), node_id("b"), node_id("c"));
+        let mut registry = Registry::new([member("a"), member("b"), member("c")]);
+        registry.apply_conf(&ConfState::from_voters([a, b]));
+        registry.apply_conf(&ConfState::from_voters([a]));
+        assert!(registry.get(b).is_none());
+        assert!(registry.is_removed(b));
+        // `c` published but was never in a configuration: not removed, still known.
+        assert!(!registry.is_removed(c));
+        assert!(registry.get(c).is_some());
+        registry.apply_conf(&ConfState::from_voters([a, b]));
+        assert!(!registry.is_removed(b));
     }
 }

@@ -34,12 +34,20 @@ use crate::transport::{PeerAddrs, Transport};
 /// Inputs queued for the driver before senders are refused (clients get 503, peers' messages
 /// are dropped).
 pub const INPUT_QUEUE_MAX: usize = 8192;
+/// Client requests queued for the driver at once; the rest of `INPUT_QUEUE_MAX` is kept for
+/// peer messages, so a flood of clients cannot crowd out heartbeats and votes.
+pub const CLIENT_INPUTS_MAX: usize = INPUT_QUEUE_MAX / 2;
 /// Inputs handled per turn before the driver handles a `Ready` (bounds the batch).
 pub const INPUT_BATCH_MAX: usize = 4096;
 /// Outstanding writes and reads per node before new ones are refused.
 pub const PENDING_REQUESTS_MAX: usize = 16_384;
 /// A learner is promoted once its log is within this many entries of the leader's.
 pub const PROMOTE_LAG_ENTRIES: u64 = 64;
+/// Revisions of key-value history kept by automatic compaction (older ones are dropped, as with
+/// etcd's revision auto-compaction); watches and reads at older revisions get `Compacted`.
+pub const HISTORY_RETAINED_REVISIONS: i64 = 10_000;
+/// Ticks between the leader's checks for history to compact.
+pub const HISTORY_COMPACT_INTERVAL_TICKS: u64 = 50;
 /// Expired leases the leader proposes to revoke per tick (the rest follow on later ticks).
 pub const LEASE_REVOKES_PER_TICK_MAX: usize = 64;
 
@@ -63,6 +71,13 @@ pub enum Input {
         mode: ReadMode,
         /// Gets `Ok` when the local state may be read.
         reply: Reply<()>,
+    },
+    /// Remove a member (voter or learner) from the configuration; answered once applied.
+    RemoveMember {
+        /// The member's node id.
+        id: NodeId,
+        /// Gets the index of the configuration entry.
+        reply: Reply<Index>,
     },
     /// Renew a lease (leader only; not through the log, as in etcd).
     LeaseKeepAlive {
@@ -132,6 +147,10 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Woken after every applied batch (watchers poll the store then).
     pub applied: tokio::sync::Notify,
+    /// Client requests in the driver's queue (bounded by `CLIENT_INPUTS_MAX`).
+    pub client_inputs: std::sync::atomic::AtomicUsize,
+    /// Set when the node starts shutting down: watch streams end.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -184,7 +203,7 @@ pub struct Driver {
     /// Writes by index.
     writes: BTreeMap<Index, PendingWrite>,
     /// Reads waiting for their read index, by context.
-    reads_waiting: HashMap<u64, Reply<()>>,
+    reads_waiting: HashMap<u64, (u64, Reply<()>)>,
     /// Reads with a read index, waiting for apply to reach it.
     reads_ready: Vec<(Index, Reply<()>)>,
     /// Next read context.
@@ -249,23 +268,23 @@ impl Driver {
         let mut next_tick = Instant::now() + tick;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
-            match inputs.recv_timeout(wait) {
-                Ok(input) => {
-                    self.handle(input);
-                    for input in inputs.try_iter().take(INPUT_BATCH_MAX) {
-                        self.handle(input);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
+            let first = match inputs.recv_timeout(wait) {
+                Ok(input) => Some(input),
+                Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
-            }
+            };
+            // Every overdue tick is delivered before any input: after a pause or a long sync the
+            // core must see the time that passed (its leader lease expires, CheckQuorum steps a
+            // cut-off leader down) before it answers a lease read or takes a proposal.
             let now = Instant::now();
-            if now >= next_tick {
+            while now >= next_tick {
                 self.on_tick();
                 next_tick += tick;
-                if next_tick < now {
-                    // Far behind (a long sync or a paused process): do not replay missed ticks.
-                    next_tick = now + tick;
+            }
+            if let Some(input) = first {
+                self.handle(input);
+                for input in inputs.try_iter().take(INPUT_BATCH_MAX) {
+                    self.handle(input);
                 }
             }
             while self.node.has_ready() {
@@ -312,6 +331,9 @@ impl Driver {
     }
 
     fn handle(&mut self, input: Input) {
+        if !matches!(input, Input::Peer(_) | Input::Shutdown { .. }) {
+            self.shared.client_inputs.fetch_sub(1, Ordering::Relaxed);
+        }
         match input {
             Input::Peer(messages) => {
                 for message in messages {
@@ -346,7 +368,7 @@ impl Driver {
                 self.next_read += 1;
                 match self.node.read_index(context, mode) {
                     Ok(()) => {
-                        self.reads_waiting.insert(context, reply);
+                        self.reads_waiting.insert(context, (self.ticks, reply));
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e.into()));
@@ -354,6 +376,7 @@ impl Driver {
                 }
             }
             Input::Join { member, reply } => self.join(member, reply),
+            Input::RemoveMember { id, reply } => self.remove_member(id, reply),
             Input::LeaseKeepAlive { id, reply } => {
                 let raft = self.node.raft();
                 let answer = if raft.role() == Role::Leader {
@@ -411,22 +434,61 @@ impl Driver {
             }));
             return;
         }
-        if raft.tracker().conf_state().members().contains(&member.id) {
-            // Already a member (a retried join): report success with the current state.
+        let conf = raft.tracker().conf_state();
+        if conf.learners.contains(&member.id) {
+            // A retried join of a learner: it does not vote, so even a wiped one is harmless.
             let _ = reply.send(Ok(raft.raft_log().committed()));
             return;
         }
-        let id = member.id;
-        if let Err(e) = self.node.propose(Command::publish(member)) {
-            let _ = reply.send(Err(e.into()));
+        if conf.is_voter(member.id) {
+            // A voter that lost its data must not come back as itself: with an empty log it could
+            // vote a leader in that lacks committed entries, or vote twice in a term.
+            let _ = reply.send(Err(RequestError::Invalid(format!(
+                "`{}` is already a voter; if it lost its data, remove it first \
+                 (DELETE /v1/members/{}) and join it under a new name",
+                member.name, member.name
+            ))));
             return;
         }
+        let id = member.id;
         match self
             .node
             .propose_conf_change(vec![MemberChange::AddLearner(id)])
         {
             Ok(index) => {
                 tracing::info!(node = id, index, "adding a learner");
+                self.track_write(index, WriteReply::Join(reply));
+                // Its addresses; if this proposal is refused, the node publishes them itself.
+                if let Err(e) = self.node.propose(Command::publish(member)) {
+                    tracing::debug!(node = id, error = %e, "publishing the new member deferred");
+                }
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    fn remove_member(&mut self, id: NodeId, reply: Reply<Index>) {
+        let raft = self.node.raft();
+        if raft.role() != Role::Leader {
+            let _ = reply.send(Err(RequestError::NotLeader {
+                leader: raft.leader(),
+            }));
+            return;
+        }
+        if !raft.tracker().conf_state().members().contains(&id) {
+            let _ = reply.send(Err(RequestError::Invalid(format!(
+                "node {id} is not a member of the configuration"
+            ))));
+            return;
+        }
+        match self
+            .node
+            .propose_conf_change(vec![MemberChange::Remove(id)])
+        {
+            Ok(index) => {
+                tracing::info!(node = id, index, "removing a member");
                 self.track_write(index, WriteReply::Join(reply));
             }
             Err(e) => {
@@ -442,6 +504,37 @@ impl Driver {
             self.promote_caught_up_learners();
             self.publish_self();
             self.revoke_expired_leases();
+            self.maybe_compact_history();
+        }
+        self.expire_lost_reads();
+    }
+
+    /// Forgets reads whose read index never came (the request or answer was dropped; the core
+    /// does not retry them): their clients have timed out by now.
+    fn expire_lost_reads(&mut self) {
+        let timeout = self.config.request_timeout.as_millis() / self.config.tick.as_millis().max(1);
+        let horizon = self.ticks.saturating_sub(timeout as u64 + 1);
+        self.reads_waiting
+            .retain(|_, (issued, reply)| *issued >= horizon && !reply.is_closed());
+    }
+
+    /// Leader: every `HISTORY_COMPACT_INTERVAL_TICKS`, proposes dropping MVCC history older than
+    /// `HISTORY_RETAINED_REVISIONS` revisions, so memory and snapshots track the live data.
+    fn maybe_compact_history(&mut self) {
+        if self.ticks % HISTORY_COMPACT_INTERVAL_TICKS != 0 {
+            return;
+        }
+        let (revision, compacted) = {
+            let state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            (state.kv.revision(), state.kv.compacted_revision())
+        };
+        let target = revision - HISTORY_RETAINED_REVISIONS;
+        if target > compacted + HISTORY_RETAINED_REVISIONS / 10 {
+            let request = raftkv_kv::Request::compact(target).encode_to_vec();
+            match self.node.propose(Command::kv(request.into())) {
+                Ok(_) => tracing::info!(revision = target, "compacting key-value history"),
+                Err(e) => tracing::debug!(error = %e, "history compaction deferred"),
+            }
         }
     }
 
@@ -478,11 +571,13 @@ impl Driver {
         if conf.is_joint() {
             return;
         }
-        let last = raft.raft_log().last_index();
+        let committed = raft.raft_log().committed();
         let ready = conf.learners.iter().copied().find(|&id| {
-            tracker
-                .get(id)
-                .is_some_and(|p| p.match_index + PROMOTE_LAG_ENTRIES >= last)
+            tracker.get(id).is_some_and(|p| {
+                p.recent_active
+                    && p.match_index > 0
+                    && p.match_index + PROMOTE_LAG_ENTRIES >= committed
+            })
         });
         if let Some(id) = ready {
             match self
@@ -557,7 +652,7 @@ impl Driver {
             let leadership = (soft.leader, self.node.raft().term());
             if leadership != self.leadership {
                 self.leadership = leadership;
-                for (_, reply) in self.reads_waiting.drain() {
+                for (_, (_, reply)) in self.reads_waiting.drain() {
                     let _ = reply.send(Err(RequestError::Unavailable("leader changed".into())));
                 }
             }
@@ -595,7 +690,7 @@ impl Driver {
             self.apply(committed_entries);
         }
         for read in read_states {
-            if let Some(reply) = self.reads_waiting.remove(&read.context) {
+            if let Some((_, reply)) = self.reads_waiting.remove(&read.context) {
                 self.reads_ready.push((read.index, reply));
             }
         }

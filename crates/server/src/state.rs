@@ -17,6 +17,17 @@ use raftkv_raft::{ConfState, Entry, EntryKind, Index};
 use crate::error::{Result, ServerError};
 use crate::members::{Member, Registry};
 
+/// The key-value limits every node runs with (they must agree: apply-time checks are part of the
+/// replicated behaviour). The store's defaults, with watches bounded for a server: at most
+/// `watches_max` watches of at most `watch_pending_bytes_max` buffered each.
+pub fn limits() -> Limits {
+    Limits {
+        watches_max: 1024,
+        watch_pending_bytes_max: 1024 * 1024,
+        ..Limits::default()
+    }
+}
+
 /// Format version of snapshot data.
 pub const SNAPSHOT_VERSION: u32 = 1;
 
@@ -74,6 +85,9 @@ struct StateSnapshot {
     /// The key-value store's own snapshot stream.
     #[prost(bytes = "bytes", tag = "4")]
     kv: Bytes,
+    /// Members of the configuration at the snapshot's index.
+    #[prost(uint64, repeated, tag = "5")]
+    conf_members: Vec<u64>,
 }
 
 /// What applying one entry produced.
@@ -152,7 +166,7 @@ impl State {
     }
 
     fn apply_conf(&mut self, conf: &ConfState) {
-        self.registry.retain_conf(conf);
+        self.registry.apply_conf(conf);
     }
 
     /// The state as snapshot data.
@@ -167,6 +181,7 @@ impl State {
             members: self.registry.members().cloned().collect(),
             removed: self.registry.removed().collect(),
             kv: kv.into(),
+            conf_members: self.registry.conf_members().collect(),
         }
         .encode_to_vec()
         .into()
@@ -189,6 +204,7 @@ impl State {
         for id in snapshot.removed {
             registry.mark_removed(id);
         }
+        registry.set_conf_members(snapshot.conf_members);
         self.kv = kv;
         self.registry = registry;
         self.applied = index;

@@ -40,6 +40,11 @@ pub const PEER_CONNECTIONS_MAX: usize = 64;
 pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest delay between reconnection attempts.
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A connection that stayed up this long resets the reconnect backoff.
+pub const STABLE_CONNECTION: Duration = Duration::from_secs(1);
+/// An inbound connection silent this long is closed (its peer vanished without a reset); the
+/// peer reconnects when it has something to say.
+pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time allowed to connect or to read a handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -186,10 +191,14 @@ async fn peer_sender(
         };
         let _ = stream.set_nodelay(true);
         if stream.write_all(&handshake).await.is_err() {
+            if drain_for(&mut queue, backoff).await.is_err() {
+                return;
+            }
+            backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
             continue;
         }
         tracing::info!(peer = to, %addr, "connected to peer");
-        backoff = RECONNECT_BACKOFF_MIN;
+        let connected_at = tokio::time::Instant::now();
         let mut buf = BytesMut::new();
         let mut batch = Vec::new();
         loop {
@@ -211,13 +220,18 @@ async fn peer_sender(
             for m in &batch {
                 if let MessageBody::InstallSnapshot(chunk) = &m.body {
                     snapshot_bytes += chunk.data.len() as u64;
-                    tracing::info!(
-                        peer = to,
-                        index = chunk.metadata.index,
-                        offset = chunk.offset,
-                        total = chunk.total_bytes,
-                        "sending snapshot chunk"
-                    );
+                    let end = chunk.offset + chunk.data.len() as u64;
+                    if chunk.offset == 0 || end >= chunk.total_bytes {
+                        tracing::info!(
+                            peer = to,
+                            index = chunk.metadata.index,
+                            offset = chunk.offset,
+                            total = chunk.total_bytes,
+                            "sending snapshot"
+                        );
+                    } else {
+                        tracing::debug!(peer = to, offset = chunk.offset, "snapshot chunk");
+                    }
                 }
             }
             buf.clear();
@@ -233,6 +247,16 @@ async fn peer_sender(
             }
             if let Err(e) = stream.write_all(&buf).await {
                 tracing::info!(peer = to, %addr, error = %e, "disconnected from peer");
+                // A connection that broke at once (refused handshake, peer restarting) is
+                // retried with growing backoff; one that lived a while is retried at once.
+                if connected_at.elapsed() < STABLE_CONNECTION {
+                    backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                    if drain_for(&mut queue, backoff).await.is_err() {
+                        return;
+                    }
+                } else {
+                    backoff = RECONNECT_BACKOFF_MIN;
+                }
                 break;
             }
             if snapshot_bytes > 0 {
@@ -328,8 +352,13 @@ async fn serve_peer(
             }
             deliver(&inputs, messages)?;
         }
-        if stream.read_buf(&mut buf).await? == 0 {
-            return Ok(());
+        match tokio::time::timeout(PEER_IDLE_TIMEOUT, stream.read_buf(&mut buf)).await {
+            Ok(read) => {
+                if read? == 0 {
+                    return Ok(());
+                }
+            }
+            Err(_) => return Ok(()),
         }
     }
 }

@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use base64::Engine;
 use bytes::Bytes;
 use raftkv_kv::{
-    DeleteRangeRequest, KeyValue, KvError, KvStore, Limits, Op, PutRequest, RangeRequest, Reply,
-    Request, TxnOpResponse,
+    DeleteRangeRequest, KeyValue, KvError, KvStore, Op, PutRequest, RangeRequest, Reply, Request,
+    TxnOpResponse,
 };
 use raftkv_kv::{EventKind, WatchResponse};
 use serde_json::{Value, json};
@@ -57,7 +57,7 @@ impl From<KvError> for ApiError {
 
 /// Encodes a validated request.
 fn encode(request: Request) -> Result<Bytes, ApiError> {
-    request.validate(&Limits::default())?;
+    request.validate(&crate::state::limits())?;
     Ok(request.encode_to_vec().into())
 }
 
