@@ -19,7 +19,11 @@
 //! Expiry is decided by the leader alone: [`Leases::expired`] lists leases past their deadline, the
 //! leader proposes a revoke for each, and every node deletes the same keys at the same revision
 //! when it applies the revoke. A listed lease is listed again only after `lease_revoke_retry_ms`
-//! (its revoke may be lost in a leader change).
+//! (its revoke may be lost in a leader change). A listed lease is being revoked: `keep_alive`
+//! refuses it (as if it were gone, which it is about to be) until `promote`, because renewing it
+//! would promise its holder a TTL that the revoke in flight cuts short (etcd's lessor likewise
+//! answers the renewal of an expired lease only once its revoke is done). If the revoke is lost
+//! in a leader change, the next leader's `promote` makes the lease renewable again.
 //!
 //! Invariants: `by_deadline` holds exactly `(deadline_ms, id)` of every lease with a deadline; every
 //! key in a lease's key set is live and its current entry names the lease, and vice versa.
@@ -39,6 +43,8 @@ pub(crate) struct Lease {
     pub(crate) keys: BTreeSet<Bytes>,
     /// When the lease expires in this node's clock (node-local; `None` until known).
     deadline_ms: Option<u64>,
+    /// [`Leases::expired`] listed it: its revoke is in flight, it cannot be renewed (node-local).
+    revoking: bool,
 }
 
 /// What [`crate::KvStore::lease_time_to_live`] reports about a lease.
@@ -98,6 +104,7 @@ impl Leases {
             ttl_ms,
             keys: BTreeSet::new(),
             deadline_ms: None,
+            revoking: false,
         };
         assert!(
             self.leases.insert(id, lease).is_none(),
@@ -151,16 +158,21 @@ impl Leases {
     }
 
     /// Renews a lease's deadline to `now_ms + ttl`. Returns the TTL, or `None` if there is no
-    /// such lease.
+    /// such lease or it is being revoked.
     pub(crate) fn keep_alive(&mut self, id: LeaseId, now_ms: u64) -> Option<u64> {
-        let ttl_ms = self.leases.get(&id)?.ttl_ms;
+        let lease = self.leases.get(&id).filter(|l| !l.revoking)?;
+        let ttl_ms = lease.ttl_ms;
         self.set_deadline(id, Some(now_ms.saturating_add(ttl_ms)));
         Some(ttl_ms)
     }
 
-    /// Sets every deadline to `now_ms + ttl + extend_ms` (module docs).
+    /// Sets every deadline to `now_ms + ttl + extend_ms`, and makes every lease renewable again
+    /// (module docs).
     pub(crate) fn promote(&mut self, now_ms: u64, extend_ms: u64) {
         let ids: Vec<(LeaseId, u64)> = self.leases.iter().map(|(id, l)| (*id, l.ttl_ms)).collect();
+        for lease in self.leases.values_mut() {
+            lease.revoking = false;
+        }
         for (id, ttl_ms) in ids {
             self.set_deadline(
                 id,
@@ -181,6 +193,9 @@ impl Leases {
             .collect();
         for id in &ids {
             self.set_deadline(*id, Some(now_ms.saturating_add(retry_ms.max(1))));
+            if let Some(lease) = self.leases.get_mut(id) {
+                lease.revoking = true;
+            }
         }
         ids
     }
@@ -215,7 +230,13 @@ mod tests {
             "retried only after 30 ms"
         );
         assert_eq!(leases.expired(130, 1, 30), vec![1], "at most max");
-        assert_eq!(leases.keep_alive(2, 200), Some(50));
+        assert_eq!(leases.keep_alive(2, 200), None, "being revoked");
+        leases.promote(1000, 10);
+        assert_eq!(
+            leases.keep_alive(2, 1000),
+            Some(50),
+            "renewable under the new leader"
+        );
         leases.promote(1000, 10);
         assert_eq!(leases.status(3, 1000).unwrap().remaining_ms, Some(510));
         assert_eq!(leases.expired(1060, 10, 30), vec![2]);

@@ -102,7 +102,9 @@ impl KvStore {
     }
 
     /// Renews a lease on the leader (not through the log): its deadline becomes `now_ms + ttl`.
-    /// Returns the TTL in milliseconds.
+    /// Returns the TTL in milliseconds. Fails with [`KvError::LeaseNotFound`] for a lease that
+    /// does not exist, or that [`KvStore::expired_leases`] listed (its revoke is in flight) and no
+    /// [`KvStore::lease_promote`] has made renewable again.
     pub fn lease_keep_alive(&mut self, id: LeaseId, now_ms: u64) -> Result<u64> {
         self.leases
             .keep_alive(id, now_ms)

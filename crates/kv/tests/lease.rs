@@ -118,6 +118,37 @@ fn keep_alive_and_retry() {
     assert_eq!((status.ttl_ms, status.keys.len()), (100, 0));
 }
 
+/// Found by the simulator (seed 275, raftkv-sim): a leader paused past a lease's deadline
+/// proposed its revoke on resuming, then renewed it for a client's keep-alive; the revoke
+/// committed and the client lost the lease it had just been promised for a whole TTL. A lease
+/// listed for revocation is refused until a new leader's promote makes it renewable again.
+#[test]
+fn a_lease_whose_revoke_is_in_flight_cannot_be_kept_alive() {
+    let mut leader = Node::new();
+    leader.store.set_clock(0);
+    leader.apply(&Request::lease_grant(1, 100));
+    leader.apply(&Request::lease_grant(2, 100));
+    assert_eq!(leader.store.expired_leases(100, 1), vec![1]);
+    assert_eq!(
+        leader.store.lease_keep_alive(1, 101),
+        Err(KvError::LeaseNotFound { id: 1 })
+    );
+    assert_eq!(leader.store.lease_keep_alive(2, 101), Ok(100), "not listed");
+    // Still refused when listed again after the retry interval.
+    let retry = 100 + Limits::default().lease_revoke_retry_ms;
+    assert_eq!(leader.store.expired_leases(retry, 10), vec![2, 1]);
+    assert!(leader.store.lease_keep_alive(1, retry).is_err());
+    // The revoke was lost with the leadership; the next leader's promote makes it renewable.
+    leader.store.lease_promote(retry, 50);
+    assert_eq!(leader.store.lease_keep_alive(1, retry), Ok(100));
+    assert_eq!(leader.store.lease_keep_alive(2, retry), Ok(100));
+    assert_eq!(
+        leader.store.expired_leases(retry + 99, 10),
+        Vec::<LeaseId>::new()
+    );
+    assert_eq!(leader.store.expired_leases(retry + 100, 10), vec![1, 2]);
+}
+
 #[test]
 fn a_new_leader_extends_every_lease_before_expiring_any() {
     let mut node = Node::new();

@@ -379,7 +379,16 @@ impl Driver {
             Input::RemoveMember { id, reply } => self.remove_member(id, reply),
             Input::LeaseKeepAlive { id, reply } => {
                 let raft = self.node.raft();
-                let answer = if raft.role() == Role::Leader {
+                let log = raft.raft_log();
+                // A new leader renews leases only once it has applied an entry of its own term:
+                // before that, a revoke proposed by an earlier leader may still commit after the
+                // renewal (found by the simulator).
+                let settled = log.term(log.applied()) == Ok(raft.term());
+                let answer = if raft.role() == Role::Leader && !settled {
+                    Err(RequestError::Unavailable(
+                        "the new leader is not ready to renew leases yet".into(),
+                    ))
+                } else if raft.role() == Role::Leader {
                     let now = self.now_ms();
                     let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
                     Ok(state.kv.lease_keep_alive(id, now))

@@ -1,6 +1,18 @@
 //! Simulated clients: each issues one operation at a time against the cluster, sends it to the
-//! node it believes leads (following `NotLeader` hints), retries the same request on timeout
-//! (the state machine deduplicates retries by client and request id), and gives up after a while.
+//! node it believes leads (following `NotLeader` hints), retries the same request on timeout, and
+//! gives up after a while.
+//!
+//! A client first opens a session in the store (`Op::SessionOpen`, again if the outcome of the
+//! open is unknown); every later command carries the session and the operation's number as its
+//! sequence number, and a retry is the same command, so the store applies it once however many
+//! copies commit. Writes are puts (some attached to one of the client's leases), deletes and
+//! compare-and-swaps expecting the value the client last saw in the register; every value written
+//! is unique (client and operation number).
+//!
+//! Leases: a client sometimes grants one (TTL drawn from the workload's range) and, for most of
+//! them, keeps it alive every third of its TTL; it stops keeping a lease alive at random (and all
+//! of them once faults stop), after which the lease must expire. Keep-alives do not go through the
+//! log: the simulator hands them to the current leader's store at once.
 //!
 //! A get takes one of four paths (`ReadPath`), drawn per operation from the workload's weights:
 //! through the log like a write, or outside it: ReadIndex or a lease read on the leader, or a
@@ -12,11 +24,16 @@
 //! on an answer, `Fail` on giving up when no node ever accepted a proposal of it (so it cannot have
 //! happened), `Unknown` on giving up after some node accepted it (it may commit later or never).
 
+use std::collections::BTreeMap;
+
 use raftkv_raft::NodeId;
 
 use crate::history::History;
-use crate::kv::{ClientId, Command, Op, OpResult, RequestId};
-use crate::network::Time;
+use crate::kv::{
+    ClientId, Command, Key, LeaseId, MS_PER_TIME, Op, OpResult, RequestId, SessionId, Value,
+};
+use crate::network::{TICK, Time};
+use crate::node::KeepAliveOutcome;
 use crate::rng::SimRng;
 
 /// The clients' workload.
@@ -30,13 +47,65 @@ pub struct ClientConfig {
     pub keys: u32,
     /// Fraction of operations that are gets.
     pub get_ratio: f64,
+    /// Fraction of writes that are deletes.
+    pub delete_ratio: f64,
+    /// Fraction of the other writes that are compare-and-swaps (the rest are puts).
+    pub cas_ratio: f64,
     /// How long a client waits for an answer before retrying.
     pub request_timeout: Time,
     /// How long after invoking an operation a client gives up on it (fault period only).
     pub give_up_after: Time,
     /// Relative weights of the read paths, in `ReadPath::ALL` order.
     pub read_weights: [u32; 4],
+    /// Leases.
+    pub leases: LeaseWorkload,
+    /// Commands carry the client's session (off only where a test proves that the exactly-once
+    /// check notices retries applied twice).
+    pub sessions: bool,
 }
+
+/// How clients use leases.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LeaseWorkload {
+    /// Fraction of operations that grant a lease (0: no leases).
+    pub grant_ratio: f64,
+    /// TTL of a lease, in milliseconds: [min, max].
+    pub ttl_ms: (u64, u64),
+    /// Fraction of puts attached to one of the client's leases.
+    pub put_ratio: f64,
+    /// Probability that a granted lease is kept alive (else it is left to expire at once).
+    pub keep_ratio: f64,
+    /// Probability per tick that a kept lease stops being kept alive.
+    pub abandon_rate: f64,
+    /// Most leases a client keeps alive at once.
+    pub kept_max: usize,
+}
+
+impl LeaseWorkload {
+    /// No leases.
+    pub fn none() -> Self {
+        LeaseWorkload {
+            grant_ratio: 0.0,
+            ttl_ms: (1000, 1000),
+            put_ratio: 0.0,
+            keep_ratio: 0.0,
+            abandon_rate: 0.0,
+            kept_max: 0,
+        }
+    }
+}
+
+/// A lease a client was granted.
+#[derive(Clone, Copy, Debug)]
+struct HeldLease {
+    /// Whether the client still keeps it alive.
+    kept: bool,
+    /// When the next keep-alive is due.
+    next_keep_alive: Time,
+}
+
+/// Most leases a client remembers (kept alive or not) for its puts.
+const HELD_LEASES_MAX: usize = 8;
 
 /// How a get reaches the state machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -103,6 +172,8 @@ struct InFlight {
     path: ReadPath,
     /// It was sent at least once.
     tried: bool,
+    /// For a grant: whether the lease will be kept alive.
+    keep: bool,
     /// Where it stands.
     attempt: Attempt,
 }
@@ -135,8 +206,14 @@ pub enum ClientAction {
 /// One client.
 #[derive(Clone, Debug)]
 pub struct Client {
-    /// Its id (also its session in the state machine).
+    /// Its id.
     pub id: ClientId,
+    /// Its session in the store (0: none yet).
+    session: SessionId,
+    /// Per register, the value it last saw there (what its compare-and-swaps expect).
+    seen: BTreeMap<Key, Option<Value>>,
+    /// Leases it was granted and has not seen gone, by id.
+    leases: BTreeMap<LeaseId, HeldLease>,
     /// Cluster size (node ids are 1..=nodes).
     nodes: usize,
     /// The node it believes leads.
@@ -159,6 +236,9 @@ impl Client {
     pub fn new(id: ClientId, nodes: usize, first_guess: NodeId) -> Self {
         Client {
             id,
+            session: 0,
+            seen: BTreeMap::new(),
+            leases: BTreeMap::new(),
             nodes,
             leader_guess: first_guess,
             scan: first_guess,
@@ -232,12 +312,97 @@ impl Client {
         }
     }
 
+    /// The keep-alives due now (called once per tick while faults strike; once they stop, no
+    /// lease is kept alive). A kept lease stops being kept alive with probability
+    /// `abandon_rate`.
+    pub fn keep_alives_due(
+        &mut self,
+        now: Time,
+        config: &ClientConfig,
+        rng: &mut SimRng,
+    ) -> Vec<LeaseId> {
+        let mut due = Vec::new();
+        for (&id, lease) in &mut self.leases {
+            if !lease.kept {
+                continue;
+            }
+            if rng.chance(config.leases.abandon_rate) {
+                lease.kept = false;
+                continue;
+            }
+            if now >= lease.next_keep_alive {
+                due.push(id);
+            }
+        }
+        due
+    }
+
+    /// What the leader said to a keep-alive of `lease`.
+    pub fn on_keep_alive(&mut self, lease: LeaseId, outcome: KeepAliveOutcome, now: Time) {
+        match outcome {
+            KeepAliveOutcome::Renewed(ttl_ms) => {
+                if let Some(held) = self.leases.get_mut(&lease) {
+                    held.next_keep_alive = now + keep_alive_interval(ttl_ms);
+                }
+            }
+            KeepAliveOutcome::NotFound => {
+                self.leases.remove(&lease);
+            }
+            KeepAliveOutcome::NotLeader | KeepAliveOutcome::Unreachable => {
+                if let Some(held) = self.leases.get_mut(&lease) {
+                    held.next_keep_alive = now + TICK;
+                }
+            }
+        }
+    }
+
+    /// The op a new operation does (not a session open).
+    fn draw_op(&mut self, request: RequestId, config: &ClientConfig, rng: &mut SimRng) -> Op {
+        let leases = config.leases;
+        let kept = self.leases.values().filter(|l| l.kept).count();
+        if leases.grant_ratio > 0.0 && kept < leases.kept_max && rng.chance(leases.grant_ratio) {
+            let (low, high) = leases.ttl_ms;
+            return Op::LeaseGrant {
+                ttl_ms: rng.range(low, high),
+            };
+        }
+        let key = rng.below(config.keys.max(1) as usize) as u32;
+        if rng.chance(config.get_ratio) {
+            return Op::Get { key };
+        }
+        // Unique per write, so a read tells exactly which write it saw.
+        let value = (u64::from(self.id) << 32) | request;
+        if rng.chance(config.delete_ratio) {
+            return Op::Delete { key };
+        }
+        if rng.chance(config.cas_ratio) {
+            let expected = match rng.chance(0.2) {
+                true => None,
+                false => self.seen.get(&key).copied().flatten(),
+            };
+            return Op::Cas {
+                key,
+                expected,
+                value,
+            };
+        }
+        let ids: Vec<LeaseId> = self.leases.keys().copied().collect();
+        let lease = match rng.chance(leases.put_ratio) {
+            true => rng.pick(&ids).unwrap_or(0),
+            false => 0,
+        };
+        Op::Put { key, value, lease }
+    }
+
     fn start(&mut self, now: Time, config: &ClientConfig, rng: &mut SimRng, history: &mut History) {
         let request = self.next_request;
         self.next_request += 1;
-        let key = rng.below(config.keys.max(1) as usize) as u32;
         let mut path = ReadPath::Log;
-        let op = if rng.chance(config.get_ratio) {
+        let op = match self.session {
+            0 if config.sessions => Op::SessionOpen,
+            _ => self.draw_op(request, config, rng),
+        };
+        if let Op::Get { .. } = op {
             let total: u32 = config.read_weights.iter().sum();
             let mut draw = rng.below(total.max(1) as usize) as u32;
             for (&weight, &candidate) in config.read_weights.iter().zip(&ReadPath::ALL) {
@@ -247,17 +412,14 @@ impl Client {
                 }
                 draw -= weight;
             }
-            Op::Get { key }
-        } else {
-            // Unique per put, so a read tells exactly which write it saw.
-            let value = (u64::from(self.id) << 32) | request;
-            Op::Put { key, value }
-        };
+        }
+        let keep = matches!(op, Op::LeaseGrant { .. }) && rng.chance(config.leases.keep_ratio);
         let history_id = history.invoke(self.id, request, op);
         self.current = Some(InFlight {
             history_id,
             command: Command {
                 client: self.id,
+                session: self.session,
                 request,
                 op,
             },
@@ -265,6 +427,7 @@ impl Client {
             accepted_once: false,
             path,
             tried: false,
+            keep,
             attempt: Attempt::SendAt(now),
         });
     }
@@ -313,12 +476,69 @@ impl Client {
 
     /// An answer arrived for `request`; returns the operation's history id if it is the one in
     /// progress (later copies of an answer are ignored).
-    pub fn on_reply(&mut self, request: RequestId, _result: OpResult) -> Option<usize> {
+    pub fn on_reply(&mut self, request: RequestId, result: OpResult, now: Time) -> Option<usize> {
         let current = self.current?;
         if current.command.request != request {
             return None;
         }
         self.current = None;
+        let op = current.command.op;
+        if let Some(key) = op.key() {
+            match (op, result) {
+                (_, OpResult::Read(seen) | OpResult::NotSwapped(seen)) => {
+                    self.seen.insert(key, seen);
+                }
+                (
+                    Op::Put { value, .. } | Op::Cas { value, .. },
+                    OpResult::Written | OpResult::Swapped,
+                ) => {
+                    self.seen.insert(key, Some(value));
+                }
+                (_, OpResult::Deleted(_)) => {
+                    self.seen.insert(key, None);
+                }
+                _ => {}
+            }
+        }
+        match (op, result) {
+            (_, OpResult::Opened(session)) => self.session = session,
+            (Op::LeaseGrant { ttl_ms }, OpResult::Granted(lease)) => {
+                self.leases.insert(
+                    lease,
+                    HeldLease {
+                        kept: current.keep,
+                        next_keep_alive: now + keep_alive_interval(ttl_ms),
+                    },
+                );
+                while self.leases.len() > HELD_LEASES_MAX {
+                    let forgotten = self
+                        .leases
+                        .iter()
+                        .find(|(_, l)| !l.kept)
+                        .or_else(|| self.leases.iter().next())
+                        .map(|(&id, _)| id);
+                    if let Some(id) = forgotten {
+                        self.leases.remove(&id);
+                    }
+                }
+            }
+            (Op::Put { lease, .. }, OpResult::NoLease) => {
+                self.leases.remove(&lease);
+            }
+            _ => {}
+        }
         Some(current.history_id)
     }
+
+    /// Stops keeping every lease alive (faults stopped: every lease must now expire).
+    pub fn abandon_leases(&mut self) {
+        for lease in self.leases.values_mut() {
+            lease.kept = false;
+        }
+    }
+}
+
+/// How often a lease of `ttl_ms` is kept alive: every third of its TTL.
+fn keep_alive_interval(ttl_ms: u64) -> Time {
+    (ttl_ms / MS_PER_TIME / 3).max(TICK)
 }

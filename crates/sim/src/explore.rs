@@ -20,7 +20,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use raftkv_raft::{ConfState, Config, Message, NodeId, Role};
 
 use crate::checkers::{NamedLog, Property, SafetyCheckers, Violation};
-use crate::kv::{Command, KvStore, Op};
+use crate::kv::{Command, Op, StateMachine};
 use crate::node::{HeldLog, NodeOutput, NodeSettings, SimNode};
 use crate::sim::ConfigHook;
 
@@ -149,7 +149,7 @@ impl World {
             network: Vec::new(),
             checkers: SafetyCheckers::new(
                 ConfState::from_voters(ids.iter().copied()),
-                KvStore::default().digest(),
+                StateMachine::new().digest(),
             ),
             used: Used::default(),
         })
@@ -178,10 +178,12 @@ impl World {
                 let request = self.used.proposals as u64;
                 let command = Command {
                     client: 1,
+                    session: 0,
                     request,
                     op: Op::Put {
                         key: 0,
                         value: request,
+                        lease: 0,
                     },
                 };
                 self.node(id).propose(command, 0, &mut out);

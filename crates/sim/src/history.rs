@@ -4,6 +4,11 @@
 //! Times are positions in one global, strictly increasing sequence of history events, so "A
 //! returned before B was invoked" is exact even when both happened at the same virtual instant.
 //!
+//! Besides the clients' operations, the history holds the system's: a lease revoked on expiry
+//! deletes its keys, which the register model must see as deletes. Such an operation is recorded
+//! when its entry is first applied, invoked at the history time its revoke was proposed (`stamp`)
+//! and answered at the first application: it took effect somewhere in between.
+//!
 //! Invariant: an operation is invoked once and ends at most once; one that has not ended when the
 //! run stops is `Unknown`.
 
@@ -29,10 +34,10 @@ pub enum Outcome {
     Unknown,
 }
 
-/// One operation of one client.
+/// One operation of one client (or of the system: client 0).
 #[derive(Clone, Debug)]
 pub struct OpRecord {
-    /// Who issued it.
+    /// Who issued it (0: the system).
     pub client: ClientId,
     /// Its number in the client's session.
     pub request: RequestId,
@@ -60,7 +65,8 @@ impl fmt::Display for OpRecord {
     }
 }
 
-/// Every operation of a run, in invocation order.
+/// Every operation of a run: the clients' in invocation order, each system operation where its
+/// answer was recorded.
 #[derive(Clone, Debug, Default)]
 pub struct History {
     /// The operations; an operation's position is its id.
@@ -91,6 +97,24 @@ impl History {
             outcome: Outcome::Pending,
         });
         self.ops.len() - 1
+    }
+
+    /// A point in history time (the proposal of a system operation).
+    pub fn stamp(&mut self) -> u64 {
+        self.now()
+    }
+
+    /// Records a system operation invoked at history time `invoked_at` that took effect with
+    /// `result` by now.
+    pub fn system(&mut self, op: Op, invoked_at: u64, result: OpResult) {
+        let at = self.now();
+        self.ops.push(OpRecord {
+            client: 0,
+            request: 0,
+            op,
+            invoked_at,
+            outcome: Outcome::Ok { result, at },
+        });
     }
 
     /// Records a successful answer to a pending operation.

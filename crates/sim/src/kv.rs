@@ -1,54 +1,115 @@
-//! The replicated state machine: a key-value register store, and the commands clients put in
-//! log entries to drive it.
+//! The state machine every node runs: the real `raftkv_kv::KvStore`, and a thin adapter between it
+//! and the simulator's workload.
 //!
-//! A command is tagged with the client's id and a request id. The state machine remembers the last
-//! request id and result of each client session, so a retried command that commits twice takes
-//! effect once (at its first application) and both copies answer with the same result.
+//! Clients think in registers: `Op` names a register (`Key`) and values (`Value`, unique per
+//! write, so a read tells exactly which write it saw), and `OpResult` is what the store's answer
+//! means for the register model of the linearizability checker. `Command::request` turns an
+//! operation into the `raftkv_kv::Request` a log entry carries (a put, a delete, a
+//! compare-and-swap transaction, a read-only transaction for reads through the log, a lease grant
+//! or a session open), tagged with the client's session and sequence number so a retried write
+//! takes effect once. `StateMachine` wraps the store: it applies entries (`Applied` tells what the
+//! entry did: its answer, the lease it granted or revoked with the keys the revoke deleted, the
+//! value it wrote), serves reads, writes and restores snapshots, and hashes the replicated state
+//! (`KvStore::state_hash`) for State Machine Safety.
 //!
-//! The store serializes whole (`snapshot`) and comes back from those bytes (`restore`): what a
-//! Raft snapshot carries. `digest` fingerprints the whole state, so checkers can compare the state
-//! two nodes reached at one index, and a restored snapshot with the state it claims to be.
+//! Time: the store's lease clock is in milliseconds; one unit of virtual time is `MS_PER_TIME`
+//! milliseconds (a tick is 100 ms, the core's default tick).
 //!
-//! Invariant: applying the same sequence of entries from an empty store always yields the same
-//! store and the same results; entries that are not commands (a leader's empty entry) are skipped;
-//! `restore(snapshot())` is the same store.
+//! Invariant: the same entries applied from the same snapshot give the same `state_hash`, the same
+//! answers and the same `Applied` on every node; nothing here iterates a hash map or draws
+//! randomness.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
+use raftkv_kv::{
+    Compare, CompareOp, CompareTarget, KvError, KvStore, Limits, PutRequest, RangeRequest, Reply,
+    Request, TxnOpResponse, TxnRequest,
+};
+use raftkv_raft::{Entry, EntryKind};
 
-/// A client's identity.
+use crate::network::Time;
+
+pub use raftkv_kv::LeaseId;
+
+/// A simulated client's number (1, 2, ...), which routes answers back to it.
 pub type ClientId = u32;
-/// A request's number within its client's session; increases by one per new operation.
+/// An operation's number within its client: increases by one per new operation, and is also the
+/// sequence number of its write in the client's session.
 pub type RequestId = u64;
+/// A client session in the store: the log index of the command that opened it (0: none).
+pub type SessionId = u64;
 /// A register's name.
 pub type Key = u32;
 /// A register's value.
 pub type Value = u64;
 
-/// An operation on one register.
+/// Milliseconds of the store's lease clock per unit of virtual time.
+pub const MS_PER_TIME: u64 = 10;
+
+/// Virtual time in the store's milliseconds.
+pub fn ms(time: Time) -> u64 {
+    time * MS_PER_TIME
+}
+
+/// An operation of a client (or, for `Revoke`, of the system).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
-    /// Write `value` into `key`.
+    /// Write `value` into `key`, attached to `lease` (0: none).
     Put {
         /// Register written.
         key: Key,
         /// Value written.
         value: Value,
+        /// Lease the key is attached to (0: none).
+        lease: LeaseId,
     },
-    /// Read `key` (through the log, so the read is linearizable).
+    /// Delete `key`.
+    Delete {
+        /// Register deleted.
+        key: Key,
+    },
+    /// Write `value` into `key` if it holds `expected` now (`None`: if it does not exist).
+    Cas {
+        /// Register.
+        key: Key,
+        /// The value it must hold.
+        expected: Option<Value>,
+        /// The value written if so.
+        value: Value,
+    },
+    /// Read `key` (through the log, or outside it after a read barrier).
     Get {
         /// Register read.
         key: Key,
     },
+    /// Grant a lease of `ttl_ms` milliseconds.
+    LeaseGrant {
+        /// Time to live.
+        ttl_ms: u64,
+    },
+    /// Open a session for exactly-once writes.
+    SessionOpen,
+    /// The system's revocation of an expired lease, as seen by one of its keys: a delete of `key`
+    /// (never issued by a client; recorded when the revoke is first applied).
+    Revoke {
+        /// The key deleted.
+        key: Key,
+        /// The lease revoked.
+        lease: LeaseId,
+    },
 }
 
 impl Op {
-    /// The register the operation touches.
-    pub fn key(&self) -> Key {
+    /// The register the operation touches, if any.
+    pub fn key(&self) -> Option<Key> {
         match *self {
-            Op::Put { key, .. } | Op::Get { key } => key,
+            Op::Put { key, .. }
+            | Op::Delete { key }
+            | Op::Cas { key, .. }
+            | Op::Get { key }
+            | Op::Revoke { key, .. } => Some(key),
+            Op::LeaseGrant { .. } | Op::SessionOpen => None,
         }
     }
 }
@@ -56,83 +117,160 @@ impl Op {
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Op::Put { key, value } => write!(f, "put k{key}={value}"),
+            Op::Put {
+                key,
+                value,
+                lease: 0,
+            } => write!(f, "put k{key}={value:x}"),
+            Op::Put { key, value, lease } => write!(f, "put k{key}={value:x} lease {lease}"),
+            Op::Delete { key } => write!(f, "delete k{key}"),
+            Op::Cas {
+                key,
+                expected: Some(old),
+                value,
+            } => write!(f, "cas k{key} {old:x}->{value:x}"),
+            Op::Cas {
+                key,
+                expected: None,
+                value,
+            } => write!(f, "cas k{key} nil->{value:x}"),
             Op::Get { key } => write!(f, "get k{key}"),
+            Op::LeaseGrant { ttl_ms } => write!(f, "grant ttl {ttl_ms}ms"),
+            Op::SessionOpen => write!(f, "open session"),
+            Op::Revoke { key, lease } => write!(f, "revoke lease {lease}: delete k{key}"),
         }
     }
 }
 
-/// What an operation returned.
+/// What an operation returned, as the register model reads it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OpResult {
     /// A put took effect.
     Written,
-    /// A get saw this value (`None`: never written).
+    /// A delete took effect; whether the key existed.
+    Deleted(bool),
+    /// A compare-and-swap found the expected value and wrote.
+    Swapped,
+    /// A compare-and-swap found this instead (`None`: no key) and wrote nothing.
+    NotSwapped(Option<Value>),
+    /// A get saw this value (`None`: no key).
     Read(Option<Value>),
+    /// A lease was granted with this id.
+    Granted(LeaseId),
+    /// A session was opened with this id.
+    Opened(SessionId),
+    /// A put was refused because its lease does not exist (it changed nothing).
+    NoLease,
+    /// The store refused the command for another reason (it changed nothing); a live client's
+    /// command is never refused, so this is reported.
+    Refused,
 }
 
 impl fmt::Display for OpResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OpResult::Written => write!(f, "ok"),
-            OpResult::Read(Some(v)) => write!(f, "{v}"),
+            OpResult::Deleted(existed) => write!(f, "deleted (existed: {existed})"),
+            OpResult::Swapped => write!(f, "swapped"),
+            OpResult::NotSwapped(Some(v)) => write!(f, "not swapped (found {v:x})"),
+            OpResult::NotSwapped(None) => write!(f, "not swapped (found nil)"),
+            OpResult::Read(Some(v)) => write!(f, "{v:x}"),
             OpResult::Read(None) => write!(f, "nil"),
+            OpResult::Granted(id) => write!(f, "lease {id}"),
+            OpResult::Opened(id) => write!(f, "session {id}"),
+            OpResult::NoLease => write!(f, "refused: no such lease"),
+            OpResult::Refused => write!(f, "refused"),
         }
     }
 }
 
-/// One client command as it travels in a log entry.
+/// One client command: who sent it, in which session, and what it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Command {
-    /// The session it belongs to.
+    /// The client.
     pub client: ClientId,
-    /// Its number in that session.
+    /// Its session in the store (0: none; a session open never has one).
+    pub session: SessionId,
+    /// Its number in the client (and sequence number in the session).
     pub request: RequestId,
     /// What to do.
     pub op: Op,
 }
 
-const TAG_PUT: u8 = 1;
-const TAG_GET: u8 = 2;
-/// Bytes of an encoded command: tag, client, request, key, value.
-const ENCODED_LEN: usize = 1 + 4 + 8 + 4 + 8;
+/// The store key of register `key`.
+pub fn key_bytes(key: Key) -> Bytes {
+    Bytes::from(format!("k{key}"))
+}
+
+/// The register a store key names (`None` for any other key).
+fn register(key: &[u8]) -> Option<Key> {
+    std::str::from_utf8(key.strip_prefix(b"k")?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The stored bytes of `value`.
+fn value_bytes(value: Value) -> Bytes {
+    Bytes::copy_from_slice(&value.to_be_bytes())
+}
+
+/// The value stored bytes hold (a value no client wrote when they are not 8 bytes).
+fn value_of(bytes: &[u8]) -> Value {
+    bytes.try_into().map_or(Value::MAX, Value::from_be_bytes)
+}
 
 impl Command {
-    /// The entry payload for this command.
-    pub fn encode(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(ENCODED_LEN);
-        let (tag, key, value) = match self.op {
-            Op::Put { key, value } => (TAG_PUT, key, value),
-            Op::Get { key } => (TAG_GET, key, 0),
+    /// The store request this command proposes.
+    pub fn request(&self) -> Request {
+        let request = match self.op {
+            Op::Put { key, value, lease } => Request::new(raftkv_kv::Op::Put(
+                PutRequest::new(key_bytes(key), value_bytes(value)).with_lease(lease),
+            )),
+            Op::Delete { key } | Op::Revoke { key, .. } => Request::delete(key_bytes(key)),
+            Op::Cas {
+                key,
+                expected,
+                value,
+            } => {
+                // On value, not mod revision: values are unique per write, so "holds `expected`"
+                // is "the last write was the one that wrote `expected`", and the register model
+                // needs no revisions. A missing key never compares equal on value; it has
+                // version 0.
+                let compare = match expected {
+                    Some(old) => Compare::new(
+                        key_bytes(key),
+                        CompareOp::Equal,
+                        CompareTarget::Value(value_bytes(old)),
+                    ),
+                    None => {
+                        Compare::new(key_bytes(key), CompareOp::Equal, CompareTarget::Version(0))
+                    }
+                };
+                Request::txn(TxnRequest {
+                    compare: vec![compare],
+                    success: vec![PutRequest::new(key_bytes(key), value_bytes(value)).into()],
+                    failure: vec![RangeRequest::key(key_bytes(key)).into()],
+                })
+            }
+            Op::Get { key } => Request::txn(TxnRequest {
+                compare: Vec::new(),
+                success: vec![RangeRequest::key(key_bytes(key)).into()],
+                failure: Vec::new(),
+            }),
+            Op::LeaseGrant { ttl_ms } => Request::lease_grant(0, ttl_ms),
+            Op::SessionOpen => return Request::session_open(),
         };
-        buf.put_u8(tag);
-        buf.put_u32(self.client);
-        buf.put_u64(self.request);
-        buf.put_u32(key);
-        buf.put_u64(value);
-        buf.freeze()
+        if self.session == 0 {
+            request
+        } else {
+            request.with_session(self.session, self.request)
+        }
     }
 
-    /// The command in an entry payload; `None` for anything else (an empty entry, garbage).
-    pub fn decode(mut data: &[u8]) -> Option<Command> {
-        if data.len() != ENCODED_LEN {
-            return None;
-        }
-        let tag = data.get_u8();
-        let client = data.get_u32();
-        let request = data.get_u64();
-        let key = data.get_u32();
-        let value = data.get_u64();
-        let op = match tag {
-            TAG_PUT => Op::Put { key, value },
-            TAG_GET => Op::Get { key },
-            _ => return None,
-        };
-        Some(Command {
-            client,
-            request,
-            op,
-        })
+    /// The entry payload for this command.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(self.request().encode_to_vec())
     }
 }
 
@@ -142,178 +280,273 @@ impl fmt::Display for Command {
     }
 }
 
-/// The key-value store one node applies committed entries to.
+/// What applying one entry did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KvStore {
-    /// Register contents.
-    data: BTreeMap<Key, Value>,
-    /// Per client: the last request applied and its result (deduplicates retries).
-    sessions: BTreeMap<ClientId, (RequestId, OpResult)>,
+pub struct Applied {
+    /// The answer, as the register model reads it (`None`: a no-op, a membership entry, or a
+    /// command no client waits for, such as a revoke).
+    pub result: Option<OpResult>,
+    /// The store's error, when it refused the command.
+    pub error: Option<String>,
+    /// The command was a retry of its session's last write, answered from the session table.
+    pub retry: bool,
+    /// A lease this entry granted, with its TTL in milliseconds.
+    pub granted: Option<(LeaseId, u64)>,
+    /// A lease this entry revoked, and the registers the revoke deleted.
+    pub revoked: Option<(LeaseId, Vec<Key>)>,
+    /// The value this entry wrote into a register (the store's revision went up and the key's
+    /// last change is this revision).
+    pub wrote: Option<(Key, Value)>,
 }
 
-impl KvStore {
-    /// Applies one committed entry's payload. Returns the command and its result when the entry is
-    /// a command whose answer the client may still wait for: its first application, or a retried
-    /// copy of the session's last request. Older duplicates and non-commands return `None`.
-    pub fn apply(&mut self, data: &[u8]) -> Option<(Command, OpResult)> {
-        let command = Command::decode(data)?;
-        if let Some(&(last, result)) = self.sessions.get(&command.client) {
-            if command.request < last {
-                return None;
-            }
-            if command.request == last {
-                return Some((command, result));
-            }
+/// A node's state machine: the real store.
+#[derive(Debug)]
+pub struct StateMachine {
+    store: KvStore,
+}
+
+impl Default for StateMachine {
+    fn default() -> Self {
+        StateMachine::new()
+    }
+}
+
+impl StateMachine {
+    /// An empty store with the default limits.
+    pub fn new() -> Self {
+        StateMachine {
+            store: KvStore::new(Limits::default()),
         }
-        let result = match command.op {
-            Op::Put { key, value } => {
-                self.data.insert(key, value);
-                OpResult::Written
-            }
-            Op::Get { key } => OpResult::Read(self.data.get(&key).copied()),
-        };
-        self.sessions
-            .insert(command.client, (command.request, result));
-        Some((command, result))
     }
 
-    /// The value of `key` now (for reads served outside the log).
-    pub fn get(&self, key: Key) -> Option<Value> {
-        self.data.get(&key).copied()
+    /// The store.
+    pub fn store(&self) -> &KvStore {
+        &self.store
     }
 
-    /// The whole store as bytes: registers, then sessions, in key order.
+    /// The store, to call its lease entry points.
+    pub fn store_mut(&mut self) -> &mut KvStore {
+        &mut self.store
+    }
+
+    /// The hash of the replicated state (`KvStore::state_hash`).
+    pub fn digest(&self) -> u64 {
+        self.store.state_hash()
+    }
+
+    /// The whole replicated state as snapshot bytes.
     pub fn snapshot(&self) -> Bytes {
-        let mut buf = BytesMut::new();
-        buf.put_u32(self.data.len() as u32);
-        for (&key, &value) in &self.data {
-            buf.put_u32(key);
-            buf.put_u64(value);
-        }
-        buf.put_u32(self.sessions.len() as u32);
-        for (&client, &(request, result)) in &self.sessions {
-            buf.put_u32(client);
-            buf.put_u64(request);
-            match result {
-                OpResult::Written => buf.put_u8(0),
-                OpResult::Read(None) => buf.put_u8(1),
-                OpResult::Read(Some(v)) => {
-                    buf.put_u8(2);
-                    buf.put_u64(v);
+        let mut data = Vec::new();
+        self.store
+            .write_snapshot(&mut data)
+            .expect("writing to a Vec cannot fail");
+        Bytes::from(data)
+    }
+
+    /// The store `snapshot` produced, or the store's refusal (corrupt, truncated).
+    pub fn restore(data: &[u8]) -> Result<StateMachine, KvError> {
+        let store = KvStore::restore(&mut &data[..], Limits::default())?;
+        Ok(StateMachine { store })
+    }
+
+    /// The value of `key` now (a read outside the log, once the read index is applied).
+    pub fn get(&self, key: Key) -> Option<Value> {
+        let read = self.store.range(&RangeRequest::key(key_bytes(key))).ok()?;
+        read.kvs.first().map(|kv| value_of(&kv.value))
+    }
+
+    /// The value of `key` if its last change was at `revision`.
+    fn written_at(&self, key: Key, revision: i64) -> Option<Value> {
+        let read = self.store.range(&RangeRequest::key(key_bytes(key))).ok()?;
+        read.kvs
+            .first()
+            .filter(|kv| kv.mod_revision == revision)
+            .map(|kv| value_of(&kv.value))
+    }
+
+    /// Applies one committed entry, with the lease clock at `now_ms`.
+    pub fn apply(&mut self, entry: &Entry, now_ms: u64) -> Applied {
+        self.store.set_clock(now_ms);
+        let payload: &[u8] = match entry.kind {
+            EntryKind::Normal => &entry.data,
+            EntryKind::ConfChange(_) => &[],
+        };
+        let request = (!payload.is_empty())
+            .then(|| Request::decode(payload).ok())
+            .flatten();
+        // What a revoke will delete: the lease's keys before it goes.
+        let lease_keys = match request.as_ref().and_then(|r| r.op.as_ref()) {
+            Some(raftkv_kv::Op::LeaseRevoke(revoke)) => self
+                .store
+                .lease_time_to_live(revoke.id, now_ms)
+                .map(|status| status.keys)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        // A retry of the session's last write is answered from the session table: it repeats the
+        // first answer and did nothing.
+        let retry = request.as_ref().is_some_and(|r| {
+            r.client_id != 0 && self.store.session_last_seq(r.client_id) == Some(r.seq)
+        });
+        let revision = self.store.revision();
+        let response = self.store.apply(entry.index, payload);
+        let mut applied = Applied {
+            retry,
+            ..Applied::default()
+        };
+        let Some(request) = request else {
+            return applied;
+        };
+        let bumped = response.revision > revision;
+        let reply = match response.result {
+            Ok(reply) => reply,
+            Err(error) => {
+                applied.result = Some(match error {
+                    KvError::LeaseNotFound { .. } => OpResult::NoLease,
+                    _ => OpResult::Refused,
+                });
+                applied.error = Some(error.to_string());
+                return applied;
+            }
+        };
+        let op = request.op.as_ref();
+        applied.result = match (&reply, op) {
+            (Reply::Put(_), Some(raftkv_kv::Op::Put(put))) => {
+                if bumped && let Some(key) = register(&put.key) {
+                    applied.wrote = self.written_at(key, response.revision).map(|v| (key, v));
+                }
+                Some(OpResult::Written)
+            }
+            (Reply::DeleteRange(delete), _) => Some(OpResult::Deleted(delete.deleted > 0)),
+            (Reply::Txn(txn), Some(raftkv_kv::Op::Txn(request))) if request.compare.is_empty() => {
+                Some(OpResult::Read(first_value(txn.responses.first())))
+            }
+            (Reply::Txn(txn), Some(raftkv_kv::Op::Txn(request))) => {
+                if txn.succeeded {
+                    let key = request.compare.first().and_then(|c| register(&c.key));
+                    if bumped && let Some(key) = key {
+                        applied.wrote = self.written_at(key, response.revision).map(|v| (key, v));
+                    }
+                    Some(OpResult::Swapped)
+                } else {
+                    Some(OpResult::NotSwapped(first_value(txn.responses.first())))
                 }
             }
-        }
-        buf.freeze()
-    }
-
-    /// The store `snapshot` produced; `None` when the bytes are not one (truncated, garbage).
-    pub fn restore(mut data: &[u8]) -> Option<KvStore> {
-        let mut store = KvStore::default();
-        let registers = read_u32(&mut data)?;
-        for _ in 0..registers {
-            let key = read_u32(&mut data)?;
-            let value = read_u64(&mut data)?;
-            store.data.insert(key, value);
-        }
-        let sessions = read_u32(&mut data)?;
-        for _ in 0..sessions {
-            let client = read_u32(&mut data)?;
-            let request = read_u64(&mut data)?;
-            let result = match read_u8(&mut data)? {
-                0 => OpResult::Written,
-                1 => OpResult::Read(None),
-                2 => OpResult::Read(Some(read_u64(&mut data)?)),
-                _ => return None,
-            };
-            store.sessions.insert(client, (request, result));
-        }
-        data.is_empty().then_some(store)
-    }
-
-    /// A fingerprint of the whole state (FNV-1a over `snapshot`): equal stores, equal digests.
-    pub fn digest(&self) -> u64 {
-        let mut hash = 0xCBF2_9CE4_8422_2325u64;
-        for byte in self.snapshot() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01B3);
-        }
-        hash
+            (Reply::LeaseGrant(grant), _) => {
+                if !retry {
+                    applied.granted = Some((grant.id, grant.ttl_ms));
+                }
+                Some(OpResult::Granted(grant.id))
+            }
+            (Reply::LeaseRevoke(_), Some(raftkv_kv::Op::LeaseRevoke(revoke))) => {
+                let keys = lease_keys.iter().filter_map(|k| register(k)).collect();
+                applied.revoked = Some((revoke.id, keys));
+                None
+            }
+            (Reply::SessionOpen(open), _) => Some(OpResult::Opened(open.client_id)),
+            _ => None,
+        };
+        applied
     }
 }
 
-fn read_u8(data: &mut &[u8]) -> Option<u8> {
-    (data.remaining() >= 1).then(|| data.get_u8())
+/// The value of the first key a transaction's range answered (`None`: no key).
+fn first_value(response: Option<&raftkv_kv::ResponseOp>) -> Option<Value> {
+    match response.and_then(|r| r.op.as_ref()) {
+        Some(TxnOpResponse::Range(range)) => range.kvs.first().map(|kv| value_of(&kv.value)),
+        _ => None,
+    }
 }
 
-fn read_u32(data: &mut &[u8]) -> Option<u32> {
-    (data.remaining() >= 4).then(|| data.get_u32())
-}
-
-fn read_u64(data: &mut &[u8]) -> Option<u64> {
-    (data.remaining() >= 8).then(|| data.get_u64())
+/// The request that revokes lease `id` (the leader proposes it when the lease expires).
+pub fn revoke_request(id: LeaseId) -> Bytes {
+    Bytes::from(Request::lease_revoke(id).encode_to_vec())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn commands_round_trip() {
-        for op in [Op::Put { key: 3, value: 99 }, Op::Get { key: 7 }] {
-            let c = Command {
-                client: 2,
-                request: 5,
-                op,
-            };
-            assert_eq!(Command::decode(&c.encode()), Some(c));
-        }
-        assert_eq!(Command::decode(&[]), None);
+    fn entry(index: raftkv_raft::Index, command: &Command) -> Entry {
+        Entry::new(index, 1, command.encode())
     }
 
-    #[test]
-    fn retries_apply_once() {
-        let mut kv = KvStore::default();
-        let put = |request, value| Command {
+    fn command(session: SessionId, request: RequestId, op: Op) -> Command {
+        Command {
             client: 1,
+            session,
             request,
-            op: Op::Put { key: 1, value },
-        };
-        let get = Command {
-            client: 2,
-            request: 1,
-            op: Op::Get { key: 1 },
-        };
-        assert!(kv.apply(&put(1, 10).encode()).is_some());
-        assert!(kv.apply(&put(2, 20).encode()).is_some());
-        assert_eq!(kv.apply(&put(1, 10).encode()), None);
-        assert_eq!(
-            kv.apply(&get.encode()).map(|(_, r)| r),
-            Some(OpResult::Read(Some(20)))
-        );
+            op,
+        }
     }
 
     #[test]
-    fn snapshot_round_trips() {
-        let mut kv = KvStore::default();
-        assert_eq!(KvStore::restore(&kv.snapshot()), Some(kv.clone()));
-        for (client, request, op) in [
-            (1, 1, Op::Put { key: 1, value: 10 }),
-            (2, 1, Op::Get { key: 1 }),
-            (3, 4, Op::Get { key: 9 }),
-        ] {
-            kv.apply(
-                &Command {
-                    client,
-                    request,
-                    op,
-                }
-                .encode(),
-            );
-        }
-        let restored = KvStore::restore(&kv.snapshot()).unwrap();
-        assert_eq!(restored, kv);
-        assert_eq!(restored.digest(), kv.digest());
-        assert_eq!(restored.get(1), Some(10));
-        assert_eq!(KvStore::restore(&kv.snapshot()[..5]), None);
+    fn operations_mean_what_the_register_model_says() {
+        let mut sm = StateMachine::new();
+        let open = sm.apply(&entry(1, &command(0, 1, Op::SessionOpen)), 0);
+        assert_eq!(open.result, Some(OpResult::Opened(1)));
+        let put = Op::Put {
+            key: 3,
+            value: 7,
+            lease: 0,
+        };
+        let applied = sm.apply(&entry(2, &command(1, 2, put)), 0);
+        assert_eq!(applied.result, Some(OpResult::Written));
+        assert_eq!(applied.wrote, Some((3, 7)));
+        // The retry of the same write is answered from the session and writes nothing.
+        let again = sm.apply(&entry(3, &command(1, 2, put)), 0);
+        assert_eq!(again.result, Some(OpResult::Written));
+        assert_eq!(again.wrote, None);
+        assert!(again.retry && !applied.retry);
+        let cas = |expected, value| Op::Cas {
+            key: 3,
+            expected,
+            value,
+        };
+        let swapped = sm.apply(&entry(4, &command(1, 3, cas(Some(7), 8))), 0);
+        assert_eq!(swapped.result, Some(OpResult::Swapped));
+        assert_eq!(swapped.wrote, Some((3, 8)));
+        let missed = sm.apply(&entry(5, &command(1, 4, cas(Some(7), 9))), 0);
+        assert_eq!(missed.result, Some(OpResult::NotSwapped(Some(8))));
+        let get = sm.apply(&entry(6, &command(1, 5, Op::Get { key: 3 })), 0);
+        assert_eq!(get.result, Some(OpResult::Read(Some(8))));
+        assert_eq!(sm.get(3), Some(8));
+        let delete = sm.apply(&entry(7, &command(1, 6, Op::Delete { key: 3 })), 0);
+        assert_eq!(delete.result, Some(OpResult::Deleted(true)));
+        let created = sm.apply(&entry(8, &command(1, 7, cas(None, 10))), 0);
+        assert_eq!(created.result, Some(OpResult::Swapped));
+        assert_eq!(sm.get(3), Some(10));
+    }
+
+    #[test]
+    fn leases_grant_attach_and_revoke() {
+        let mut sm = StateMachine::new();
+        let grant = sm.apply(&entry(1, &command(0, 1, Op::LeaseGrant { ttl_ms: 500 })), 0);
+        assert_eq!(grant.granted, Some((1, 500)));
+        let put = |key, lease| Op::Put {
+            key,
+            value: u64::from(key),
+            lease,
+        };
+        assert_eq!(
+            sm.apply(&entry(2, &command(0, 2, put(4, 1))), 0).result,
+            Some(OpResult::Written)
+        );
+        assert_eq!(
+            sm.apply(&entry(3, &command(0, 3, put(5, 9))), 0).result,
+            Some(OpResult::NoLease)
+        );
+        assert_eq!(
+            sm.store_mut().expired_leases(499, 10),
+            Vec::<LeaseId>::new()
+        );
+        assert_eq!(sm.store_mut().expired_leases(500, 10), vec![1]);
+        let revoke = Entry::new(4, 1, revoke_request(1));
+        let applied = sm.apply(&revoke, 500);
+        assert_eq!(applied.revoked, Some((1, vec![4])));
+        assert_eq!(sm.get(4), None);
+        let restored = StateMachine::restore(&sm.snapshot()).unwrap();
+        assert_eq!(restored.digest(), sm.digest());
+        assert!(StateMachine::restore(&sm.snapshot()[..20]).is_err());
     }
 }

@@ -136,11 +136,16 @@ fn real_main() -> anyhow::Result<ExitCode> {
     let mut ran = 0u64;
     let mut failed = 0u64;
     let mut totals = Stats::default();
+    let mut inconclusive = 0usize;
     for seed in seeds {
         options.seed = seed;
         let report = run(&options);
         ran += 1;
         totals.add(&report.stats);
+        inconclusive += report
+            .linearizability
+            .as_ref()
+            .map_or(0, |l| l.inconclusive.len());
         if args.trace {
             for line in report.trace.lines() {
                 println!("{line}");
@@ -160,13 +165,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
             }
             Some(_) => {
                 print_failure(&args, seed, &report);
-                summary(ran, ran - 1, started, &totals);
+                summary(ran, ran - 1, started, &totals, inconclusive);
                 return Ok(ExitCode::FAILURE);
             }
             None => {}
         }
     }
-    summary(ran, ran - failed, started, &totals);
+    summary(ran, ran - failed, started, &totals, inconclusive);
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -174,7 +179,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
     })
 }
 
-fn summary(ran: u64, clean: u64, started: Instant, totals: &Stats) {
+fn summary(ran: u64, clean: u64, started: Instant, totals: &Stats, inconclusive: usize) {
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "seeds run: {ran}, clean: {clean}, time: {seconds:.2}s, {:.1} seeds/s",
@@ -183,7 +188,8 @@ fn summary(ran: u64, clean: u64, started: Instant, totals: &Stats) {
     println!(
         "totals: {} ops answered ({} reads outside the log), {} crashes, {} failed syncs, {} \
          recoveries ({} exact, {} torn tails), {} partitions, {} snapshots taken, {} restored, \
-         {} membership changes, {} transfers",
+         {} membership changes, {} transfers, {} leases granted ({} revoked on expiry, {} \
+         keep-alives), {} retried writes answered from their session, {} keys inconclusive",
         totals.ops_ok,
         totals.reads_ok,
         totals.crashes,
@@ -195,6 +201,11 @@ fn summary(ran: u64, clean: u64, started: Instant, totals: &Stats) {
         totals.snapshots,
         totals.installs,
         totals.membership_changes,
-        totals.transfers
+        totals.transfers,
+        totals.leases,
+        totals.leases_revoked,
+        totals.keep_alives,
+        totals.session_retries,
+        inconclusive
     );
 }

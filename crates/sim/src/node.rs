@@ -1,6 +1,6 @@
-//! One simulated server: the real Raft core (`RawNode`), its disk (`disk`), its key-value state
-//! machine, the reads it serves, its snapshots, and the faults it can suffer (crash, pause, slow
-//! disk, failed sync).
+//! One simulated server: the real Raft core (`RawNode`), its disk (`disk`), its state machine (the
+//! real `raftkv_kv::KvStore`, through `kv::StateMachine`), the reads it serves, its leases, its
+//! snapshots, and the faults it can suffer (crash, pause, slow disk, failed sync).
 //!
 //! A `Ready` is handed to the disk when taken and is durable when its simulated write completes,
 //! in the order the `Ready`s were taken; only then do the `Ready`'s persisted messages leave, its
@@ -15,6 +15,14 @@
 //! checkers have seen every commit before the log behind it goes), the node snapshots its state
 //! machine at its applied index and compacts its log there. A snapshot from the leader replaces
 //! the log when its write completes, and the state machine is restored from it.
+//!
+//! Leases (the server's driver does the same): before applying, the store's clock is set to now;
+//! when the node becomes leader it extends every lease's deadline by one election timeout
+//! (`lease_promote`) before anything else; on each tick the leader proposes a revoke for every
+//! lease whose deadline passed (`expired_leases`); keep-alives go to the leader's store, not
+//! through the log, and only once the leader has applied an entry of its own term (by then
+//! every revoke an earlier leader proposed that will ever commit is applied, so no keep-alive is
+//! acknowledged for a lease whose revoke is about to take effect).
 //!
 //! Reads (thesis §6.4): a client's read is handed to the core (`read_index`, as ReadIndex or
 //! lease on the leader, forwarded to the leader on a follower); once the core releases it with a
@@ -32,7 +40,7 @@
 //! wait until it resumes, after the missed ticks); a read is answered only once `applied` reaches
 //! its read index.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use raftkv_raft::{
     ConfState, Config, Entry, Error, Index, MemStorage, MemberChange, Message, NodeId, Raft,
@@ -44,8 +52,13 @@ use crate::checkers::StateMachineEvent;
 use crate::checkers::liveness::NodeSummary;
 use crate::client::ProposeOutcome;
 pub use crate::disk::{NodeDisk, NodeStorage, OpenError, StorageKind};
-use crate::kv::{ClientId, Command, KvStore, Op, OpResult, RequestId};
-use crate::network::Time;
+use crate::kv::{Command, LeaseId, Op, OpResult, StateMachine, ms, revoke_request};
+use crate::network::{TICK, Time};
+
+/// Most revokes a leader proposes per tick (the server's `LEASE_REVOKES_PER_TICK_MAX`).
+const REVOKES_PER_TICK_MAX: usize = 16;
+/// Milliseconds per tick (the core's default 100 ms tick).
+const TICK_MS: u64 = TICK * crate::kv::MS_PER_TIME;
 
 /// A `Ready` whose disk write is under way.
 #[derive(Debug)]
@@ -86,6 +99,32 @@ pub struct NodeOutput {
     pub next_write: Option<Time>,
     /// The node stopped: a write or sync failed (the WAL is unusable until a restart).
     pub stopped: Option<String>,
+    /// Revokes of expired leases this node tried to propose as leader.
+    pub revokes: Vec<RevokeProposal>,
+}
+
+/// A revoke a leader tried to propose for an expired lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RevokeProposal {
+    /// The lease.
+    pub lease: LeaseId,
+    /// The entry `(index, term)` that carries it; `None` when the core refused the proposal
+    /// (during a leadership transfer, say): the store lists the lease again after
+    /// `lease_revoke_retry_ms`.
+    pub entry: Option<(Index, Term)>,
+}
+
+/// What the leader's store said to a keep-alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeepAliveOutcome {
+    /// The lease lives `ttl` milliseconds more from now.
+    Renewed(u64),
+    /// No such lease (revoked, or never granted).
+    NotFound,
+    /// The node is not the leader, or has not applied an entry of its term yet.
+    NotLeader,
+    /// The node is down or paused.
+    Unreachable,
 }
 
 /// A read this node accepted from a client.
@@ -106,6 +145,8 @@ pub struct NodeSettings {
     pub snapshot_every: u64,
     /// The stable storage.
     pub storage: StorageKind,
+    /// A lease rule of the driver broken on purpose (tests of the lease checker).
+    pub lease_mutation: Option<LeaseMutation>,
 }
 
 impl NodeSettings {
@@ -115,8 +156,20 @@ impl NodeSettings {
             disk_latency,
             snapshot_every: 0,
             storage: StorageKind::Mem,
+            lease_mutation: None,
         }
     }
+}
+
+/// A lease rule of the driver, broken on purpose so tests can prove the lease checker notices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseMutation {
+    /// A new leader keeps the deadlines it computed as a follower instead of extending them
+    /// (`lease_promote` is not called).
+    NoPromote,
+    /// A leader serves keep-alives before it has applied an entry of its own term, so a revoke an
+    /// earlier leader proposed may still commit after it renewed the lease.
+    EarlyKeepAlive,
 }
 
 /// One server.
@@ -144,11 +197,16 @@ pub struct SimNode {
     /// Messages that arrived while paused.
     inbox: VecDeque<Message>,
     /// The state machine.
-    kv: KvStore,
+    kv: StateMachine,
     /// Last index applied to `kv` (or restored into it from a snapshot).
     applied: Index,
-    /// Requests this node accepted and will answer when it applies them.
-    waiting: BTreeSet<(ClientId, RequestId)>,
+    /// Proposals this node accepted, by index: the term they were appended in and the command,
+    /// answered when that entry is applied (an entry of another term there overwrote it).
+    waiting: BTreeMap<Index, (Term, Command)>,
+    /// The time of the latest input (the lease clock of what gets applied).
+    now: Time,
+    /// The term in which the node, as leader, last extended its leases.
+    promoted: Option<Term>,
     /// Reads this node accepted, by context.
     reads: BTreeMap<u64, PendingRead>,
 }
@@ -170,9 +228,11 @@ impl SimNode {
             paused: false,
             missed_ticks: 0,
             inbox: VecDeque::new(),
-            kv: KvStore::default(),
+            kv: StateMachine::new(),
             applied: 0,
-            waiting: BTreeSet::new(),
+            waiting: BTreeMap::new(),
+            now: 0,
+            promoted: None,
             reads: BTreeMap::new(),
         })
     }
@@ -230,6 +290,11 @@ impl SimNode {
         self.applied
     }
 
+    /// The election timeout in the store's milliseconds (the extension a new leader gives leases).
+    pub fn election_timeout_ms(&self) -> u64 {
+        u64::from(self.config.election_timeout_ticks) * TICK_MS
+    }
+
     /// Disk writes under way.
     pub fn pending_writes(&self) -> usize {
         self.writes.len()
@@ -279,6 +344,86 @@ impl SimNode {
             raw.tick();
         }
         self.drain(now, out);
+        self.revoke_expired(now, out);
+    }
+
+    /// As leader: proposes a revoke for every lease whose deadline passed.
+    fn revoke_expired(&mut self, now: Time, out: &mut NodeOutput) {
+        if self
+            .running()
+            .is_none_or(|raw| raw.raft().role() != Role::Leader)
+        {
+            return;
+        }
+        let expired = self
+            .kv
+            .store_mut()
+            .expired_leases(ms(now), REVOKES_PER_TICK_MAX);
+        if expired.is_empty() {
+            return;
+        }
+        for lease in expired {
+            let Some(raw) = self.running() else {
+                break;
+            };
+            let term = raw.raft().term();
+            match raw.propose(revoke_request(lease)) {
+                Ok(index) => {
+                    out.persisted.push(format!(
+                        "lease {lease} expired: proposed its revoke at ({index},{term})"
+                    ));
+                    let entry = Some((index, term));
+                    out.revokes.push(RevokeProposal { lease, entry });
+                }
+                Err(error) => {
+                    out.persisted
+                        .push(format!("lease {lease} expired: revoke refused ({error})"));
+                    out.revokes.push(RevokeProposal { lease, entry: None });
+                }
+            }
+        }
+        self.drain(now, out);
+    }
+
+    /// A keep-alive of `lease` arrives (the simulator routes it to the current leader): the
+    /// leader's store renews the lease's deadline to now + TTL. Refused by a node that is not the
+    /// leader or has not applied an entry of its own term yet.
+    pub fn keep_alive(&mut self, lease: LeaseId, now: Time) -> KeepAliveOutcome {
+        let applied = self.applied;
+        let early = self.settings.lease_mutation == Some(LeaseMutation::EarlyKeepAlive);
+        let Some(raw) = self.running() else {
+            return KeepAliveOutcome::Unreachable;
+        };
+        let raft = raw.raft();
+        let term = raft.term();
+        let caught_up = raft.raft_log().term(applied).ok() == Some(term) || early;
+        if raft.role() != Role::Leader || !caught_up {
+            return KeepAliveOutcome::NotLeader;
+        }
+        match self.kv.store_mut().lease_keep_alive(lease, ms(now)) {
+            Ok(ttl) => KeepAliveOutcome::Renewed(ttl),
+            Err(_) => KeepAliveOutcome::NotFound,
+        }
+    }
+
+    /// A node that has just become leader extends every lease by an election timeout before it
+    /// does anything else.
+    fn maybe_promote(&mut self, now: Time, out: &mut NodeOutput) {
+        let Some(raft) = self.raw.as_ref().map(RawNode::raft) else {
+            return;
+        };
+        if raft.role() != Role::Leader || self.promoted == Some(raft.term()) {
+            return;
+        }
+        self.promoted = Some(raft.term());
+        if self.settings.lease_mutation == Some(LeaseMutation::NoPromote) {
+            return;
+        }
+        let extend = self.election_timeout_ms();
+        self.kv.store_mut().lease_promote(ms(now), extend);
+        out.persisted.push(format!(
+            "leads: extended every lease to now + ttl + {extend} ms"
+        ));
     }
 
     /// Starts an election now (the explorer's stand-in for an election timeout).
@@ -306,9 +451,10 @@ impl SimNode {
         let Some(raw) = self.running() else {
             return ProposeOutcome::Unreachable;
         };
+        let term = raw.raft().term();
         let outcome = match raw.propose(command.encode()) {
             Ok(index) => {
-                self.waiting.insert((command.client, command.request));
+                self.waiting.insert(index, (term, command));
                 ProposeOutcome::Accepted(index)
             }
             Err(error) => refusal(error),
@@ -393,13 +539,14 @@ impl SimNode {
         let Ok(snapshot) = raw.create_snapshot(index, self.kv.snapshot()) else {
             return;
         };
-        let term = snapshot.metadata.term;
+        let (term, bytes) = (snapshot.metadata.term, snapshot.data.len());
         if let Err(reason) = self.disk.compact(raw.storage_mut(), snapshot) {
             self.halt(reason, out);
             return;
         }
-        out.persisted
-            .push(format!("took a snapshot at ({index},{term}), compacted"));
+        out.persisted.push(format!(
+            "took a snapshot at ({index},{term}) of {bytes} bytes, compacted"
+        ));
         out.state_machine.push(StateMachineEvent::Snapshotted {
             index,
             term,
@@ -410,6 +557,7 @@ impl SimNode {
     /// Takes every `Ready`, sends what may leave at once, and completes the disk writes due by
     /// `now` (a write's completion may make more output ready, hence the loop).
     fn drain(&mut self, now: Time, out: &mut NodeOutput) {
+        self.now = now;
         loop {
             let mut progressed = false;
             while let Some(raw) = self.raw.as_mut().filter(|raw| raw.has_ready()) {
@@ -441,6 +589,7 @@ impl SimNode {
                 break;
             }
         }
+        self.maybe_promote(now, out);
         self.serve_reads(out);
         out.next_write = self.writes.front().map(|w| w.done_at);
     }
@@ -468,8 +617,10 @@ impl SimNode {
             out.persisted.push(format!(
                 "installed the leader's snapshot at ({index},{term})"
             ));
-            self.kv = KvStore::restore(&snapshot.data).unwrap_or_default();
+            self.kv = restore(&snapshot.data, out);
             self.applied = index;
+            // Proposals the snapshot covers are never applied here: nothing to answer.
+            self.waiting = self.waiting.split_off(&(index + 1));
             out.state_machine.push(StateMachineEvent::Restored {
                 index,
                 term,
@@ -501,9 +652,27 @@ impl SimNode {
 
     fn apply(&mut self, entry: Entry, out: &mut NodeOutput) {
         self.applied = entry.index;
-        if let Some((command, result)) = self.kv.apply(&entry.data)
-            && self.waiting.remove(&(command.client, command.request))
+        let effect = self.kv.apply(&entry, ms(self.now));
+        if let Some((lease, _)) = effect.granted {
+            let remaining = self
+                .kv
+                .store()
+                .lease_time_to_live(lease, ms(self.now))
+                .ok()
+                .and_then(|status| status.remaining_ms);
+            out.persisted.push(format!(
+                "applied the grant of lease {lease} at {}: expires in {remaining:?} ms",
+                entry.index
+            ));
+        }
+        if let Some((term, command)) = self.waiting.remove(&entry.index)
+            && term == entry.term
+            && let Some(result) = effect.result
         {
+            if let Some(error) = &effect.error {
+                out.persisted
+                    .push(format!("applied {command} at {}: {error}", entry.index));
+            }
             out.replies.push(Reply {
                 command,
                 result,
@@ -512,8 +681,11 @@ impl SimNode {
             });
         }
         let digest = self.kv.digest();
-        out.state_machine
-            .push(StateMachineEvent::Applied { entry, digest });
+        out.state_machine.push(StateMachineEvent::Applied {
+            entry,
+            digest,
+            effect,
+        });
     }
 
     /// The core released a read: note its index (reads of other incarnations are unknown here).
@@ -573,7 +745,8 @@ impl SimNode {
         self.inbox.clear();
         self.waiting.clear();
         self.reads.clear();
-        self.kv = KvStore::default();
+        self.kv = StateMachine::new();
+        self.promoted = None;
         self.applied = 0;
         self.paused = false;
         self.missed_ticks = 0;
@@ -589,8 +762,8 @@ impl SimNode {
         let snapshot = storage.snapshot();
         let (index, term) = (snapshot.metadata.index, snapshot.metadata.term);
         self.kv = match index {
-            0 => KvStore::default(),
-            _ => KvStore::restore(&snapshot.data).unwrap_or_default(),
+            0 => StateMachine::new(),
+            _ => restore(&snapshot.data, out),
         };
         self.applied = index;
         let mut config = self.config.clone();
@@ -639,6 +812,16 @@ impl SimNode {
     pub fn set_disk_latency(&mut self, latency: Option<Time>) {
         self.disk_latency = latency.unwrap_or(self.settings.disk_latency);
     }
+}
+
+/// The state machine a snapshot holds; an empty one (which State Machine Safety then reports) when
+/// the store refuses the snapshot.
+fn restore(data: &[u8], out: &mut NodeOutput) -> StateMachine {
+    StateMachine::restore(data).unwrap_or_else(|error| {
+        out.persisted
+            .push(format!("the store refused the snapshot: {error}"));
+        StateMachine::new()
+    })
 }
 
 /// What a refusal of the core tells a client.

@@ -14,6 +14,11 @@
 //! unsynced names kept or not); a node whose write or sync failed stops and loses power the same
 //! way; both restart later from what their disk kept, and recovery is checked.
 //!
+//! Every node runs the real store (`raftkv_kv::KvStore`). The first application of each entry
+//! anywhere is where its effects are checked: the value it wrote (exactly-once), the lease it
+//! granted or revoked (lease safety), and the keys a revoke deleted (system deletes in the
+//! history). Keep-alives go straight to the current leader's store.
+//!
 //! Invariants: events at equal times run in insertion order; only `BTreeMap`s, `BTreeSet`s and
 //! `Vec`s are iterated; every node input is followed by the step checks (Election Safety, Leader
 //! Completeness) and every state machine change by the State Machine Safety check.
@@ -25,15 +30,17 @@ use std::rc::Rc;
 use raftkv_raft::{ConfState, Config, MemberChange, Message, NodeId, Raft, ReadMode, Role, Term};
 use raftkv_wal::{Crash, Tear};
 
+use crate::checkers::exactly_once::ExactlyOnce;
+use crate::checkers::lease_safety::{LeaseSafety, Proposal};
 use crate::checkers::linearizability::{self, Report};
 use crate::checkers::liveness::{self, NodeSummary};
 use crate::checkers::{NamedLog, Property, SafetyCheckers, StateMachineEvent, Violation};
 use crate::client::{Client, ClientAction, ReadPath};
 use crate::faults::Fault;
 use crate::history::History;
-use crate::kv::{KvStore, Op};
+use crate::kv::{Op, OpResult, StateMachine, ms};
 use crate::network::{Network, NetworkConfig, PartitionShape, TICK, Time, describe};
-use crate::node::{HeldLog, NodeOutput, NodeSettings, Reply, SimNode};
+use crate::node::{HeldLog, KeepAliveOutcome, NodeOutput, NodeSettings, Reply, SimNode};
 use crate::rng::SimRng;
 use crate::swarm::SimConfig;
 use crate::trace::Trace;
@@ -100,6 +107,14 @@ pub struct Stats {
     pub membership_changes: u64,
     /// Leadership transfers a leader accepted.
     pub transfers: u64,
+    /// Leases granted.
+    pub leases: u64,
+    /// Leases revoked on expiry.
+    pub leases_revoked: u64,
+    /// Keep-alives the leader acknowledged.
+    pub keep_alives: u64,
+    /// Retried writes whose copy committed again and was answered from the session table.
+    pub session_retries: u64,
 }
 
 impl Stats {
@@ -123,6 +138,10 @@ impl Stats {
         self.installs += other.installs;
         self.membership_changes += other.membership_changes;
         self.transfers += other.transfers;
+        self.leases += other.leases;
+        self.leases_revoked += other.leases_revoked;
+        self.keep_alives += other.keep_alives;
+        self.session_retries += other.session_retries;
     }
 }
 
@@ -221,6 +240,12 @@ struct Simulation {
     involved: BTreeSet<NodeId>,
     /// When the latest partition forms (one forms at a time).
     partition_at: Option<Time>,
+    /// Lease safety and expiry.
+    leases: LeaseSafety,
+    /// Exactly-once writes.
+    exactly_once: ExactlyOnce,
+    /// Per node: when it last became leader.
+    leader_since: Vec<Time>,
 }
 
 /// The position of node `id` in the node list.
@@ -240,6 +265,7 @@ impl Simulation {
             disk_latency: config.disk_latency,
             snapshot_every: config.snapshot_every,
             storage: config.storage,
+            lease_mutation: config.lease_mutation,
         };
         let mut nodes = Vec::new();
         let mut setup_error = None;
@@ -281,7 +307,7 @@ impl Simulation {
             history: History::new(),
             checkers: SafetyCheckers::new(
                 ConfState::from_voters(voters.iter().copied()),
-                KvStore::default().digest(),
+                StateMachine::new().digest(),
             ),
             trace: Trace::new(options.full_trace),
             stats: Stats::default(),
@@ -290,6 +316,9 @@ impl Simulation {
             setup_error,
             involved: voters.into_iter().collect(),
             partition_at: None,
+            leases: LeaseSafety::new(),
+            exactly_once: ExactlyOnce::new(),
+            leader_since: vec![0; pool],
             config,
         }
     }
@@ -350,10 +379,7 @@ impl Simulation {
                 self.schedule(self.now + TICK, Event::Client(c));
                 self.client_poll(c)
             }
-            Event::Reply(c, reply) => {
-                self.client_reply(c, reply);
-                Ok(())
-            }
+            Event::Reply(c, reply) => self.client_reply(c, reply),
             Event::Fault(fault) => self.apply_fault(fault),
             Event::Control => {
                 self.schedule(self.now + TICK, Event::Control);
@@ -392,15 +418,37 @@ impl Simulation {
         for line in out.persisted {
             self.log(format!("node {id} {line}"));
         }
+        // A revoke is proposed before anything it leads to is applied.
+        for revoke in &out.revokes {
+            let proposal = Proposal {
+                lease: revoke.lease,
+                at_ms: ms(self.now),
+                stamp: self.history.stamp(),
+            };
+            self.leases.on_proposed(revoke.entry, proposal);
+        }
         for event in &out.state_machine {
-            match event {
-                StateMachineEvent::Snapshotted { .. } => self.stats.snapshots += 1,
-                StateMachineEvent::Restored { index, .. } if *index > 0 => {
-                    self.stats.installs += 1;
+            let first = match event {
+                StateMachineEvent::Snapshotted { .. } => {
+                    self.stats.snapshots += 1;
+                    false
                 }
-                _ => {}
-            }
+                StateMachineEvent::Restored { index, .. } => {
+                    self.stats.installs += u64::from(*index > 0);
+                    false
+                }
+                StateMachineEvent::Applied { entry, .. } => {
+                    entry.index > self.checkers.state_machine.applied_index()
+                }
+            };
             self.checkers.on_state_machine(id, event)?;
+            if let StateMachineEvent::Applied { entry, effect, .. } = event {
+                if first {
+                    self.on_first_application(entry, effect)?;
+                } else if let Some((lease, _)) = effect.granted {
+                    self.leases.on_grant_applied(lease, ms(self.now));
+                }
+            }
         }
         for message in out.messages {
             self.send(message);
@@ -431,6 +479,41 @@ impl Simulation {
         Ok(())
     }
 
+    /// The first application of an entry anywhere: what it wrote, granted or revoked.
+    fn on_first_application(
+        &mut self,
+        entry: &raftkv_raft::Entry,
+        effect: &crate::kv::Applied,
+    ) -> Result<(), Violation> {
+        let now_ms = ms(self.now);
+        self.stats.session_retries += u64::from(effect.retry);
+        if let Some((key, value)) = effect.wrote {
+            self.exactly_once.on_write(key, value, entry.index)?;
+        }
+        if let Some((lease, ttl_ms)) = effect.granted {
+            self.stats.leases += 1;
+            let stamp = self.history.stamp();
+            self.leases.on_granted(lease, ttl_ms, now_ms, stamp);
+        }
+        if let Some((lease, keys)) = &effect.revoked {
+            self.stats.leases_revoked += 1;
+            let stamp = self.history.stamp();
+            let proposal =
+                self.leases
+                    .on_revoked(entry.index, entry.term, *lease, now_ms, stamp)?;
+            self.log(format!(
+                "lease {lease} revoked at ({},{}), deleting {keys:?}",
+                entry.index, entry.term
+            ));
+            for &key in keys {
+                let op = Op::Revoke { key, lease: *lease };
+                self.history
+                    .system(op, proposal.stamp, OpResult::Deleted(true));
+            }
+        }
+        Ok(())
+    }
+
     /// Step checks, and a trace line when the node's role or term changed.
     fn after_step(&mut self, id: NodeId) -> Result<(), Violation> {
         let index = id as usize - 1;
@@ -444,6 +527,7 @@ impl Simulation {
             self.last_role[index] = now;
             if now.0 == Role::Leader {
                 self.stats.leaderships += 1;
+                self.leader_since[index] = self.now;
             }
             self.log(format!(
                 "node {id} is {:?} in term {} (leader {leader:?})",
@@ -489,8 +573,32 @@ impl Simulation {
         Ok(())
     }
 
+    /// A client's keep-alives due now go to the current leader's store.
+    fn keep_alives(&mut self, c: usize) {
+        let due = self.clients[c].keep_alives_due(self.now, &self.config.clients, &mut self.rng);
+        for lease in due {
+            let outcome = match self.current_leader() {
+                Some(leader) => self.nodes[index_of(leader)].keep_alive(lease, self.now),
+                None => KeepAliveOutcome::Unreachable,
+            };
+            if let KeepAliveOutcome::Renewed(_) = outcome {
+                self.stats.keep_alives += 1;
+                let stamp = self.history.stamp();
+                self.leases.on_keep_alive(lease, ms(self.now), stamp);
+            }
+            self.log(format!(
+                "client c{} keeps lease {lease} alive: {outcome:?}",
+                self.clients[c].id
+            ));
+            self.clients[c].on_keep_alive(lease, outcome, self.now);
+        }
+    }
+
     fn client_poll(&mut self, c: usize) -> Result<(), Violation> {
         let faulty = self.phase == Phase::Faulty;
+        if faulty {
+            self.keep_alives(c);
+        }
         let action = self.clients[c].poll(
             self.now,
             &self.config.clients,
@@ -534,10 +642,10 @@ impl Simulation {
         }
     }
 
-    fn client_reply(&mut self, c: usize, reply: Reply) {
+    fn client_reply(&mut self, c: usize, reply: Reply) -> Result<(), Violation> {
         let command = reply.command;
-        let Some(id) = self.clients[c].on_reply(command.request, reply.result) else {
-            return;
+        let Some(id) = self.clients[c].on_reply(command.request, reply.result, self.now) else {
+            return Ok(());
         };
         self.stats.ops_ok += 1;
         if reply.term == 0 {
@@ -548,10 +656,21 @@ impl Simulation {
             "client {command} ok: {} at ({},{})",
             reply.result, reply.index, reply.term
         ));
-        if let (Op::Put { .. }, true) = (command.op, reply.term > 0) {
+        if reply.term > 0 {
             self.checkers
                 .on_acknowledged(reply.index, reply.term, command.to_string());
         }
+        if reply.result == OpResult::Refused {
+            return Err(Violation::new(
+                Property::ExactlyOnce,
+                format!(
+                    "the store refused {command} of a live session at ({},{}) (the node's trace \
+                     line says why)",
+                    reply.index, reply.term
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn control(&mut self) -> Result<(), Violation> {
@@ -579,7 +698,22 @@ impl Simulation {
 
     fn await_convergence(&mut self, since: Time, deadline: Time) -> Result<(), Violation> {
         let pending = self.clients.iter().filter(|c| c.busy()).count();
-        match liveness::converged(&self.summaries(), pending) {
+        if let Some(leader) = self.current_leader() {
+            let extension = self.nodes.iter().map(SimNode::election_timeout_ms).max();
+            self.leases.check_expiry(
+                ms(self.now),
+                ms(since),
+                ms(self.leader_since[index_of(leader)]),
+                extension.unwrap_or(0),
+            )?;
+        }
+        let live_leases = self.leases.live();
+        let converged =
+            liveness::converged(&self.summaries(), pending).and_then(|()| match live_leases {
+                0 => Ok(()),
+                n => Err(format!("{n} leases not revoked yet")),
+            });
+        match converged {
             Ok(()) => {
                 self.stats.converge_ticks = (self.now - since) / TICK;
                 self.log(format!(
@@ -655,6 +789,13 @@ impl Simulation {
             .map(|(id, log)| (*id, log.first_index, log.entries.as_slice()))
             .collect();
         self.checkers.durability.check_final(&views)?;
+        let (granted, revoked) = self.leases.counts();
+        self.log(format!(
+            "{} distinct writes, each applied once; {granted} leases granted, {revoked} revoked, \
+             {} keep-alives",
+            self.exactly_once.writes(),
+            self.leases.keep_alives
+        ));
         self.history.close();
         let report = linearizability::check(&self.history)?;
         self.log(format!(
@@ -671,6 +812,9 @@ impl Simulation {
         self.log("fault period over: heal, restart, resume, reliable network".to_string());
         self.network.heal();
         self.network.config = NetworkConfig::reliable();
+        for client in &mut self.clients {
+            client.abandon_leases();
+        }
         for id in 1..=self.nodes.len() as NodeId {
             self.apply_fault(Fault::Restart(id))?;
             self.apply_fault(Fault::Resume(id))?;

@@ -9,10 +9,11 @@
 
 use std::fmt;
 
-use crate::client::ClientConfig;
+use crate::client::{ClientConfig, LeaseWorkload};
 use crate::disk::StorageKind;
 use crate::faults::FaultMix;
 use crate::network::{NetworkConfig, TICK, Time};
+use crate::node::LeaseMutation;
 use crate::rng::SimRng;
 
 /// Raft settings a seed varies (the rest are the core's defaults).
@@ -61,6 +62,8 @@ pub struct SimConfig {
     pub snapshot_every: u64,
     /// The nodes' stable storage.
     pub storage: StorageKind,
+    /// A lease rule of the driver broken on purpose (never drawn; set by tests).
+    pub lease_mutation: Option<LeaseMutation>,
 }
 
 /// Default length of the fault period, in ticks.
@@ -77,7 +80,9 @@ impl SimConfig {
             check_quorum: rng.chance(0.8),
             msg_entries_max: rng.pick(&[1, 2, 4, 1024]).unwrap_or(1024),
             inflight_msgs_max: rng.pick(&[1, 4, 256]).unwrap_or(256),
-            snapshot_chunk_bytes_max: rng.pick(&[16, 64, 1 << 20]).unwrap_or(1 << 20),
+            // Snapshots of the store are a few kilobytes: 64 and 256 bytes split them into many
+            // chunks.
+            snapshot_chunk_bytes_max: rng.pick(&[64, 256, 1 << 20]).unwrap_or(1 << 20),
         };
         let faults = swarm_faults(&mut rng);
         let mut raft = raft;
@@ -92,7 +97,7 @@ impl SimConfig {
         } else {
             0
         };
-        SimConfig {
+        let mut config = SimConfig {
             seed,
             nodes,
             pool: nodes + spares,
@@ -106,6 +111,8 @@ impl SimConfig {
                 op_rate: rng.pick_f64(&[0.1, 0.3, 0.6]),
                 keys: rng.range(1, 3) as u32,
                 get_ratio: rng.pick_f64(&[0.2, 0.5]),
+                delete_ratio: 0.0,
+                cas_ratio: 0.0,
                 request_timeout: rng.range(15, 40) * TICK,
                 give_up_after: rng.range(40, 120) * TICK,
                 read_weights: rng
@@ -118,6 +125,8 @@ impl SimConfig {
                         [1, 2, 2, 2],
                     ])
                     .unwrap_or([1, 0, 0, 0]),
+                leases: LeaseWorkload::none(),
+                sessions: true,
             },
             raft,
             disk_latency: rng.pick(&[0, 0, 1, 3]).unwrap_or(0),
@@ -130,7 +139,25 @@ impl SimConfig {
             } else {
                 StorageKind::Mem
             },
+            lease_mutation: None,
+        };
+        // Drawn last, so the draws above stay what they were before the workload had them.
+        let clients = &mut config.clients;
+        clients.delete_ratio = rng.pick_f64(&[0.0, 0.1, 0.25]);
+        clients.cas_ratio = rng.pick_f64(&[0.0, 0.25, 0.5]);
+        if rng.chance(0.5) {
+            // TTLs of 2 to 10 election timeouts (the core's default: 10 ticks of 100 ms).
+            let low = rng.range(2, 6) * 1000;
+            clients.leases = LeaseWorkload {
+                grant_ratio: rng.pick_f64(&[0.05, 0.15]),
+                ttl_ms: (low, low + rng.range(0, 4) * 1000),
+                put_ratio: rng.pick_f64(&[0.3, 0.7]),
+                keep_ratio: rng.pick_f64(&[0.5, 0.8]),
+                abandon_rate: rng.pick_f64(&[0.0, 0.005, 0.02]),
+                kept_max: rng.range(1, 3) as usize,
+            };
         }
+        config
     }
 }
 
@@ -174,8 +201,8 @@ impl fmt::Display for SimConfig {
             "nodes={} pool={} ticks={} | raft pre_vote={} check_quorum={} msg_entries_max={} \
              inflight_max={} chunk={} | net latency={}..{} fifo={} long={} loss={} dup={} | faults \
              crash={} pause={} slow_disk={} partition={} leader_bias={} membership={} multi={} \
-             transfer={} torn={} sync_failure={} | clients={} rate={} keys={} reads={:?} | \
-             disk_latency={} snapshot_every={} storage={:?}",
+             transfer={} torn={} sync_failure={} | clients={} rate={} keys={} reads={:?} \
+             get={} delete={} cas={} leases={:?} | disk_latency={} snapshot_every={} storage={:?}",
             self.nodes,
             self.pool,
             self.fault_ticks,
@@ -204,6 +231,10 @@ impl fmt::Display for SimConfig {
             self.clients.op_rate,
             self.clients.keys,
             self.clients.read_weights,
+            self.clients.get_ratio,
+            self.clients.delete_ratio,
+            self.clients.cas_ratio,
+            self.clients.leases,
             self.disk_latency,
             self.snapshot_every,
             self.storage,

@@ -20,6 +20,7 @@ fn lone_voter() -> SimNode {
             segment_bytes_max: 1 << 16,
             snapshots_kept: 1,
         },
+        lease_mutation: None,
     };
     SimNode::new(Config::new(1, vec![1]), settings).unwrap()
 }
@@ -27,10 +28,12 @@ fn lone_voter() -> SimNode {
 fn put(node: &mut SimNode, request: u64) {
     let command = Command {
         client: 1,
+        session: 0,
         request,
         op: Op::Put {
             key: 0,
             value: request,
+            lease: 0,
         },
     };
     node.propose(command, 0, &mut NodeOutput::default());

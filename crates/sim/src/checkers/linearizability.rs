@@ -4,11 +4,23 @@
 //! history of independent registers is linearizable iff each register's sub-history is; Herlihy &
 //! Wing's locality).
 //!
-//! Operations that failed did not happen and are left out. Operations with an unknown outcome may
-//! have happened at any point after their invocation, or not at all: they are optional, with no
-//! response time. An unknown get carries no information and is dropped; an unknown put whose value
-//! no successful get ever returned is dropped too (leaving it out of any linearization never hurts,
-//! since values are unique per put), which keeps the search small.
+//! The model is one register per key, holding a value or nothing: a put writes its value; a
+//! delete writes "nothing" and answers whether the key existed; a compare-and-swap writes its
+//! value iff the register holds the expected value (or nothing, when it expects nothing), and
+//! otherwise answers what it found; a get answers the register's value. A lease revoked on expiry
+//! deletes each of its keys (a system operation between the revoke's proposal and its first
+//! application). A revoke deletes several keys atomically; checking each key alone is weaker than
+//! checking them together, never stronger, so no violation is reported that is not one.
+//!
+//! Operations that failed did not happen and are left out; so are puts refused for want of their
+//! lease and every other refused command (a refused command changes nothing). Operations with an
+//! unknown outcome may have happened at any point after their invocation, or not at all: they are
+//! optional, with no response time. An unknown get carries no information and is dropped; an
+//! unknown put or compare-and-swap whose value nothing ever observed (no get, no failed
+//! compare-and-swap found it, no compare-and-swap expected it) is dropped too, unless a delete of
+//! its key found the key there (a delete that answers "it existed" observes that some value was
+//! there, not which): values are unique per write, so leaving such a write out of a
+//! linearization changes the register only while nothing looks at it. Unknown deletes stay.
 //!
 //! Invariant: the search is exact up to `STATE_BUDGET` visited states per key; past it the key is
 //! reported as inconclusive, never as a violation.
@@ -55,24 +67,26 @@ impl SearchOp {
 
 /// Checks the whole history.
 pub fn check(history: &History) -> Result<Report, Violation> {
-    let observed: BTreeSet<Value> = history
-        .ops()
-        .iter()
-        .filter_map(|r| match r.outcome {
-            Outcome::Ok {
-                result: OpResult::Read(Some(v)),
-                ..
-            } => Some(v),
-            _ => None,
-        })
-        .collect();
+    let observed: BTreeSet<Value> = history.ops().iter().flat_map(observed_values).collect();
     let mut by_key: BTreeMap<Key, Vec<&OpRecord>> = BTreeMap::new();
     for record in history.ops() {
-        by_key.entry(record.op.key()).or_default().push(record);
+        if let Some(key) = record.op.key() {
+            by_key.entry(key).or_default().push(record);
+        }
     }
     let mut report = Report::default();
     for (key, records) in by_key {
-        let ops = search_ops(&records, &observed);
+        // Deletes that found the key observe that some value was there.
+        let existence_seen = records.iter().any(|r| {
+            matches!(
+                r.outcome,
+                Outcome::Ok {
+                    result: OpResult::Deleted(true),
+                    ..
+                }
+            )
+        });
+        let ops = search_ops(&records, &observed, existence_seen);
         report.keys += 1;
         report.ops += ops.len();
         match search(&ops) {
@@ -84,20 +98,55 @@ pub fn check(history: &History) -> Result<Report, Violation> {
     Ok(report)
 }
 
+/// The values an operation shows someone saw in a register (or relied on being there).
+fn observed_values(record: &OpRecord) -> Vec<Value> {
+    let mut values = Vec::new();
+    if let Outcome::Ok { result, .. } = record.outcome
+        && let OpResult::Read(Some(v)) | OpResult::NotSwapped(Some(v)) = result
+    {
+        values.push(v);
+    }
+    if let Op::Cas {
+        expected: Some(v), ..
+    } = record.op
+    {
+        values.push(v);
+    }
+    values
+}
+
 /// The operations of one key that the search must or may linearize.
-fn search_ops(records: &[&OpRecord], observed: &BTreeSet<Value>) -> Vec<SearchOp> {
+fn search_ops(
+    records: &[&OpRecord],
+    observed: &BTreeSet<Value>,
+    existence_seen: bool,
+) -> Vec<SearchOp> {
     records
         .iter()
         .filter_map(|r| match (r.outcome, r.op) {
+            (
+                Outcome::Ok {
+                    result: OpResult::NoLease | OpResult::Refused,
+                    ..
+                },
+                _,
+            ) => None,
             (Outcome::Ok { result, at }, op) => Some(SearchOp {
                 call: r.invoked_at,
                 ret: at,
                 op,
                 result: Some(result),
             }),
-            (Outcome::Unknown | Outcome::Pending, op @ Op::Put { value, .. })
-                if observed.contains(&value) =>
-            {
+            (
+                Outcome::Unknown | Outcome::Pending,
+                op @ (Op::Put { value, .. } | Op::Cas { value, .. }),
+            ) if existence_seen || observed.contains(&value) => Some(SearchOp {
+                call: r.invoked_at,
+                ret: u64::MAX,
+                op,
+                result: None,
+            }),
+            (Outcome::Unknown | Outcome::Pending, op @ (Op::Delete { .. } | Op::Revoke { .. })) => {
                 Some(SearchOp {
                     call: r.invoked_at,
                     ret: u64::MAX,
@@ -110,12 +159,26 @@ fn search_ops(records: &[&OpRecord], observed: &BTreeSet<Value>) -> Vec<SearchOp
         .collect()
 }
 
-/// The register model: the state after `op`, or `None` if `op` cannot return `result` in `state`.
+/// The register model: the state after `op`, or `None` if `op` cannot return its result in
+/// `state` (an optional operation has no result: it may only take effect, as it would have).
 fn step(state: Option<Value>, op: &SearchOp) -> Option<Option<Value>> {
     match (op.op, op.result) {
         (Op::Put { value, .. }, _) => Some(Some(value)),
+        (Op::Delete { .. } | Op::Revoke { .. }, Some(OpResult::Deleted(existed))) => {
+            (state.is_some() == existed).then_some(None)
+        }
+        (Op::Delete { .. } | Op::Revoke { .. }, _) => Some(None),
+        (Op::Cas { expected, .. }, Some(OpResult::NotSwapped(found))) => {
+            (state == found && found != expected).then_some(state)
+        }
+        (
+            Op::Cas {
+                expected, value, ..
+            },
+            _,
+        ) => (state == expected).then_some(Some(value)),
         (Op::Get { .. }, Some(OpResult::Read(seen))) => (seen == state).then_some(state),
-        (Op::Get { .. }, _) => Some(state),
+        (Op::Get { .. } | Op::LeaseGrant { .. } | Op::SessionOpen, _) => Some(state),
     }
 }
 

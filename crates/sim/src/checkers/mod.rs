@@ -1,8 +1,10 @@
 //! The properties the simulator checks, one file per property, and the bookkeeping they share.
 //!
 //! Safety properties from the Raft paper's Figure 3 (Election Safety, Log Matching, Leader
-//! Completeness, State Machine Safety), the WAL's recovery contract, Durability of acknowledged
-//! writes, linearizability of the client history, and liveness once faults stop. Each checker
+//! Completeness, State Machine Safety, on the real store's state hash), the WAL's recovery
+//! contract, Durability of acknowledged writes, linearizability of the client history,
+//! exactly-once writes, lease safety (no early expiry), and liveness once faults stop (leases
+//! expiring in time included). Each checker
 //! sees only what a node exposes
 //! read-only (`Raft`, its durable image as a `MemStorage`) and what the driver reports (state
 //! machine events, acknowledged writes), so it works the same in the random simulator and in the
@@ -12,7 +14,9 @@
 
 pub mod durability;
 pub mod election_safety;
+pub mod exactly_once;
 pub mod leader_completeness;
+pub mod lease_safety;
 pub mod linearizability;
 pub mod liveness;
 pub mod log_matching;
@@ -22,6 +26,8 @@ pub mod state_machine_safety;
 use std::fmt;
 
 use raftkv_raft::{ConfState, Entry, Index, MemStorage, NodeId, Raft, Storage, Term};
+
+use crate::kv::Applied;
 
 pub use durability::Durability;
 pub use election_safety::ElectionSafety;
@@ -44,7 +50,12 @@ pub enum Property {
     Durability,
     /// The clients' history is linearizable.
     Linearizability,
-    /// Once faults stop, a leader is elected and every pending operation completes in time.
+    /// A client's write takes effect at most once; the store never refuses a live session's write.
+    ExactlyOnce,
+    /// A lease is never revoked on expiry before its TTL passed since its last renewal.
+    LeaseSafety,
+    /// Once faults stop, a leader is elected, every pending operation completes and every lease
+    /// nobody keeps alive is revoked, in time.
     Liveness,
     /// After a crash, the WAL gave back less than was synced, or more than was written.
     Recovery,
@@ -124,7 +135,7 @@ impl SafetyCheckers {
     pub fn on_state_machine(&mut self, node: NodeId, event: &StateMachineEvent) -> CheckResult {
         let sm = &mut self.state_machine;
         match event {
-            StateMachineEvent::Applied { entry, digest } => sm.on_apply(node, entry, *digest),
+            StateMachineEvent::Applied { entry, digest, .. } => sm.on_apply(node, entry, *digest),
             StateMachineEvent::Restored {
                 index,
                 term,
@@ -170,6 +181,8 @@ pub enum StateMachineEvent {
         entry: Entry,
         /// The state digest after it.
         digest: u64,
+        /// What the entry did to the store.
+        effect: Applied,
     },
     /// It replaced its state with a snapshot (from the leader or, on restart, from its disk).
     Restored {

@@ -2,7 +2,8 @@
 //! given index to its state machine, no other server will ever apply a different log entry for the
 //! same index. Also checks that each node applies in log order, one index after the other, and
 //! that state machines agree: the state a node reaches after applying index `i` equals the state
-//! the first node reached there (compared by digest), a snapshot a node takes at `i` is that state,
+//! the first node reached there (compared by digest: the real store's `state_hash`, over every
+//! key's history, leases and sessions), a snapshot a node takes at `i` is that state,
 //! and a snapshot a node restores (from the leader, or from its disk on restart) is the state at
 //! its index (§7: a snapshot is exactly the committed prefix it replaces).
 //!
