@@ -22,12 +22,7 @@ use common::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_three_node_cluster_serves_survives_a_killed_leader_and_catches_up_a_restarted_node() {
     let root = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<Node> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|n| Node::new(root.path(), n))
-        .collect();
-    start_cluster(&mut nodes);
-    let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+    let (mut nodes, urls) = started_cluster(root.path(), &["n1", "n2", "n3"]);
     let leader = wait_for_leader(&urls).await;
     let follower = (leader + 1) % 3;
 
@@ -122,12 +117,7 @@ async fn a_three_node_cluster_serves_survives_a_killed_leader_and_catches_up_a_r
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fourth_node_joins_as_a_learner_and_is_promoted_to_voter() {
     let root = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<Node> = ["a", "b", "c"]
-        .iter()
-        .map(|n| Node::new(root.path(), n))
-        .collect();
-    start_cluster(&mut nodes);
-    let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+    let (nodes, urls) = started_cluster(root.path(), &["a", "b", "c"]);
     let leader = wait_for_leader(&urls).await;
     put_ok(&urls[leader], "before-join", "x").await;
 
@@ -201,12 +191,7 @@ async fn a_fourth_node_joins_as_a_learner_and_is_promoted_to_voter() {
 #[tokio::test(flavor = "multi_thread")]
 async fn garbage_on_a_peer_port_closes_that_connection_and_the_node_keeps_serving() {
     let root = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<Node> = ["g1", "g2", "g3"]
-        .iter()
-        .map(|n| Node::new(root.path(), n))
-        .collect();
-    start_cluster(&mut nodes);
-    let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+    let (nodes, urls) = started_cluster(root.path(), &["g1", "g2", "g3"]);
     let leader = wait_for_leader(&urls).await;
     let mut state = 1u64;
     for node in &nodes {
@@ -510,12 +495,7 @@ async fn a_leader_with_a_stalled_disk_loses_leadership_and_reports_itself_unheal
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_on_a_lease_vanish_when_it_is_revoked_or_expires_even_across_a_leader_change() {
     let root = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<Node> = ["l1", "l2", "l3"]
-        .iter()
-        .map(|n| Node::new(root.path(), n))
-        .collect();
-    start_cluster(&mut nodes);
-    let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+    let (mut nodes, urls) = started_cluster(root.path(), &["l1", "l2", "l3"]);
     let leader = wait_for_leader(&urls).await;
     let client = http();
     let grant = |ttl: u64| {

@@ -40,7 +40,7 @@ use tokio::sync::oneshot;
 use crate::config::ServerConfig;
 use crate::error::{RequestError, Result, ServerError};
 use crate::members::{Member, node_id};
-use crate::node::{CLIENT_INPUTS_MAX, Input, Shared};
+use crate::node::{CLIENT_INPUTS_MAX, Input, Reply, Shared};
 use crate::state::{Applied, Command};
 use std::sync::atomic::Ordering;
 
@@ -277,6 +277,13 @@ impl Api {
         }
     }
 
+    /// Queues the input `make` builds around a reply channel, and waits for the driver's answer.
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Input) -> Result<T, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        let waiting = self.submit(make(reply), rx);
+        self.wait(waiting).await
+    }
+
     async fn wait<T>(&self, waiting: Waiting<T>) -> Result<T, RequestError> {
         let rx = match waiting {
             Waiting::Sent(rx) => rx,
@@ -296,9 +303,7 @@ impl Api {
 
     /// Proposes a payload and waits for it to be applied.
     async fn propose(&self, data: bytes::Bytes) -> Result<Applied, RequestError> {
-        let (reply, rx) = oneshot::channel();
-        let waiting = self.submit(Input::Propose { data, reply }, rx);
-        self.wait(waiting).await
+        self.ask(|reply| Input::Propose { data, reply }).await
     }
 
     /// Waits until this node may serve a read at the given consistency.
@@ -308,9 +313,7 @@ impl Api {
             Consistency::Linearizable => ReadMode::ReadIndex,
             Consistency::Lease => ReadMode::Lease,
         };
-        let (reply, rx) = oneshot::channel();
-        let waiting = self.submit(Input::Read { mode, reply }, rx);
-        self.wait(waiting).await
+        self.ask(|reply| Input::Read { mode, reply }).await
     }
 
     /// The client URL of the leader this node knows of.
@@ -319,12 +322,7 @@ impl Api {
         if leader == self.inner.me.id {
             return None;
         }
-        let state = self
-            .inner
-            .shared
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let state = self.inner.shared.state();
         state
             .registry
             .get(leader)
@@ -333,12 +331,7 @@ impl Api {
     }
 
     fn status_leader(&self) -> Option<NodeId> {
-        self.inner
-            .shared
-            .status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .leader
+        self.inner.shared.status().leader
     }
 
     /// Sends the request on to the leader and relays its answer.
@@ -429,12 +422,7 @@ impl Api {
         loop {
             interval.tick().await;
             let current = {
-                let state = self
-                    .inner
-                    .shared
-                    .state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
+                let state = self.inner.shared.state();
                 state.registry.get(self.inner.me.id).cloned()
             };
             if current.as_ref() == Some(&self.inner.me) {
@@ -515,12 +503,7 @@ async fn read_kv(api: Api, key: String, query: KvQuery) -> Response {
     if let Err(e) = api.read_barrier(consistency).await {
         return ApiError::from(e).into_response();
     }
-    let state = api
-        .inner
-        .shared
-        .state
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let state = api.inner.shared.state();
     if query.prefix.is_some() {
         return match kv::list(&state.kv, key.as_bytes(), query.limit) {
             Ok(value) => Json(value).into_response(),
@@ -610,13 +593,7 @@ struct WatchGuard {
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
-        let mut state = self
-            .api
-            .inner
-            .shared
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut state = self.api.inner.shared.state();
         let _ = state.kv.watch_cancel(self.id);
     }
 }
@@ -638,12 +615,7 @@ async fn watch(
     request.start_revision = query.rev.unwrap_or(0);
     request.prev_kv = query.prev.is_some();
     let created = {
-        let mut state = api
-            .inner
-            .shared
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut state = api.inner.shared.state();
         state.kv.watch_create(&request)
     };
     let id = match created {
@@ -665,7 +637,7 @@ async fn watch(
             tokio::pin!(applied);
             applied.as_mut().enable();
             let polled = {
-                let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                let mut state = shared.state();
                 state.kv.watch_poll(guard.id, WATCH_BATCH_EVENTS)
             };
             match polled {
@@ -740,9 +712,7 @@ async fn lease_keep_alive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (reply, rx) = oneshot::channel();
-    let waiting = api.submit(Input::LeaseKeepAlive { id, reply }, rx);
-    match api.wait(waiting).await {
+    match api.ask(|reply| Input::LeaseKeepAlive { id, reply }).await {
         Ok(Ok(ttl_ms)) => Json(json!({ "id": id, "ttl_ms": ttl_ms })).into_response(),
         Ok(Err(e)) => ApiError::from(e).into_response(),
         Err(RequestError::NotLeader { leader }) => {
@@ -768,12 +738,7 @@ fn member_views(
     outgoing: &[NodeId],
     learners: &[NodeId],
 ) -> Vec<MemberView> {
-    let state = api
-        .inner
-        .shared
-        .state
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let state = api.inner.shared.state();
     let mut ids: Vec<NodeId> = voters
         .iter()
         .chain(outgoing)
@@ -804,13 +769,7 @@ fn member_views(
 }
 
 async fn status(AxumState(api): AxumState<Api>) -> Response {
-    let status = api
-        .inner
-        .shared
-        .status
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let status = api.inner.shared.status().clone();
     let stall = api
         .inner
         .config
@@ -843,13 +802,7 @@ async fn status(AxumState(api): AxumState<Api>) -> Response {
 }
 
 async fn metrics(AxumState(api): AxumState<Api>) -> Response {
-    let status = api
-        .inner
-        .shared
-        .status
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let status = api.inner.shared.status().clone();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         api.inner.shared.metrics.render(&status),
@@ -858,13 +811,7 @@ async fn metrics(AxumState(api): AxumState<Api>) -> Response {
 }
 
 async fn list_members(AxumState(api): AxumState<Api>) -> Response {
-    let status = api
-        .inner
-        .shared
-        .status
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let status = api.inner.shared.status().clone();
     Json(json!({
         "members": member_views(&api, &status.voters, &status.voters_outgoing, &status.learners)
     }))
@@ -892,12 +839,7 @@ async fn join_member(
         client_url: request.client_url,
     };
     {
-        let state = api
-            .inner
-            .shared
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let state = api.inner.shared.state();
         if state.registry.is_removed(member.id) {
             return ApiError::bad_request(format!(
                 "a member named `{}` was removed from this cluster; join under a new name",
@@ -916,16 +858,9 @@ async fn join_member(
         }
     }
     let id = member.id;
-    let (reply, rx) = oneshot::channel();
-    let waiting = api.submit(Input::Join { member, reply }, rx);
-    match api.wait(waiting).await {
+    match api.ask(|reply| Input::Join { member, reply }).await {
         Ok(_) => {
-            let state = api
-                .inner
-                .shared
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let state = api.inner.shared.state();
             let cluster_id = cluster_id_of(&api);
             Json(JoinResponse {
                 cluster_id,
@@ -980,9 +915,7 @@ async fn remove_member(
     body: Bytes,
 ) -> Response {
     let id = node_id(&name);
-    let (reply, rx) = oneshot::channel();
-    let waiting = api.submit(Input::RemoveMember { id, reply }, rx);
-    match api.wait(waiting).await {
+    match api.ask(|reply| Input::RemoveMember { id, reply }).await {
         Ok(index) => Json(json!({ "removed": name, "id": id, "index": index })).into_response(),
         Err(RequestError::NotLeader { leader }) => {
             api.forward(leader, method, &uri, &headers, body).await
@@ -992,12 +925,7 @@ async fn remove_member(
 }
 
 fn cluster_id_of(api: &Api) -> u64 {
-    let status = api
-        .inner
-        .shared
-        .status
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let status = api.inner.shared.status();
     u64::from_str_radix(&status.cluster_id, 16).unwrap_or(0)
 }
 
@@ -1013,12 +941,7 @@ async fn publish(
         Err(e) => return ApiError::bad_request(format!("bad member: {e}")).into_response(),
     };
     let is_member = {
-        let status = api
-            .inner
-            .shared
-            .status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let status = api.inner.shared.status();
         [&status.voters, &status.voters_outgoing, &status.learners]
             .iter()
             .any(|ids| ids.contains(&member.id))

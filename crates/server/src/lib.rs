@@ -194,14 +194,8 @@ impl Server {
             })?;
 
         let removed_view = shared.clone();
-        let removed: transport::RemovedCheck = Arc::new(move |id| {
-            removed_view
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .registry
-                .is_removed(id)
-        });
+        let removed: transport::RemovedCheck =
+            Arc::new(move |id| removed_view.state().registry.is_removed(id));
         let mut tasks = vec![tokio::spawn(transport::serve_peers(
             peer_listener,
             meta.id,

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -154,6 +154,17 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The replicated state, locked (a poisoned lock is taken over: the driver asserts its own
+    /// invariants, so a panic elsewhere left nothing half-applied).
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The latest status, locked.
+    pub fn status(&self) -> MutexGuard<'_, NodeStatus> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// How long the current WAL sync has been running, if one is.
     pub fn sync_running_for(&self) -> Option<Duration> {
         let started = self.sync_started_ms.load(Ordering::Relaxed);
@@ -315,11 +326,7 @@ impl Driver {
             "write-ahead log failed; the node stops and acknowledges nothing more. \
              Check the disk, then restart the node (it recovers from what was synced)"
         );
-        self.shared
-            .status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .wal_error = Some(error.to_string());
+        self.shared.status().wal_error = Some(error.to_string());
         for (_, write) in std::mem::take(&mut self.writes) {
             write
                 .reply
@@ -390,7 +397,7 @@ impl Driver {
                     ))
                 } else if raft.role() == Role::Leader {
                     let now = self.now_ms();
-                    let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut state = self.shared.state();
                     Ok(state.kv.lease_keep_alive(id, now))
                 } else {
                     Err(RequestError::NotLeader {
@@ -534,7 +541,7 @@ impl Driver {
             return;
         }
         let (revision, compacted) = {
-            let state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            let state = self.shared.state();
             (state.kv.revision(), state.kv.compacted_revision())
         };
         let target = revision - HISTORY_RETAINED_REVISIONS;
@@ -558,9 +565,7 @@ impl Driver {
         let now = self.now_ms();
         let expired = self
             .shared
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .state()
             .kv
             .expired_leases(now, LEASE_REVOKES_PER_TICK_MAX);
         for id in expired {
@@ -601,14 +606,7 @@ impl Driver {
 
     /// Leader: makes sure the registry has this node's current addresses.
     fn publish_self(&mut self) {
-        let current = self
-            .shared
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .registry
-            .get(self.id)
-            .cloned();
+        let current = self.shared.state().registry.get(self.id).cloned();
         if current.as_ref() == Some(&self.me) {
             return;
         }
@@ -649,9 +647,7 @@ impl Driver {
                 let extend = self.config.tick * self.config.election_ticks;
                 let now = self.now_ms();
                 self.shared
-                    .state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                    .state()
                     .kv
                     .lease_promote(now, extend.as_millis() as u64);
             } else {
@@ -710,12 +706,7 @@ impl Driver {
     }
 
     fn install_snapshot(&mut self, index: Index, data: &Bytes) {
-        let restored = self
-            .shared
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .restore(index, data);
+        let restored = self.shared.state().restore(index, data);
         if let Err(e) = restored {
             // The leader's snapshot passed its checksums and the core's checks: a snapshot this
             // node cannot read means the binaries disagree on the format. Stop, keep the data.
@@ -740,7 +731,7 @@ impl Driver {
         let mut results = Vec::new();
         let now = self.now_ms();
         {
-            let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.shared.state();
             state.kv.set_clock(now);
             for entry in &entries {
                 if entry.index <= state.applied() {
@@ -812,7 +803,7 @@ impl Driver {
             return Ok(());
         }
         let data = {
-            let state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            let state = self.shared.state();
             if state.applied() != applied {
                 return Ok(());
             }
@@ -837,7 +828,7 @@ impl Driver {
 
     /// Rebuilds the peer address book from the registry.
     fn refresh_addrs(&mut self) {
-        let state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.shared.state();
         let mut addrs = self.addrs.write().unwrap_or_else(|p| p.into_inner());
         for member in state.registry.members() {
             if let Ok(addr) = host_port(&member.peer_url) {
@@ -850,7 +841,7 @@ impl Driver {
         let raft = self.node.raft();
         let log = raft.raft_log();
         let conf = raft.tracker().conf_state();
-        let mut status = self.shared.status.lock().unwrap_or_else(|p| p.into_inner());
+        let mut status = self.shared.status();
         status.id = self.id;
         status.role = match raft.role() {
             Role::Follower => "follower",

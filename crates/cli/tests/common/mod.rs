@@ -159,6 +159,14 @@ pub fn start_cluster(nodes: &mut [Node]) {
     }
 }
 
+/// Nodes called `names` under `root`, started as one static cluster; with their client URLs.
+pub fn started_cluster(root: &Path, names: &[&str]) -> (Vec<Node>, Vec<String>) {
+    let mut nodes: Vec<Node> = names.iter().map(|n| Node::new(root, n)).collect();
+    start_cluster(&mut nodes);
+    let urls = nodes.iter().map(Node::url).collect();
+    (nodes, urls)
+}
+
 /// HTTP client.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
