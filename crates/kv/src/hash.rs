@@ -6,6 +6,59 @@
 //! time (little-endian) with a multiply-rotate step, lengths are hashed before byte strings so the
 //! encoding is prefix-free, and the result is finished with the SplitMix64 mixer.
 
+use bytes::Bytes;
+
+use crate::mvcc::KeyHistory;
+use crate::session::Sessions;
+use crate::{LeaseId, Revision};
+
+/// The hash of a replicated state (`KvStore::state_hash`), from its parts, so the store and a
+/// snapshot view of it hash the same way.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn state_hash<'a>(
+    applied_index: u64,
+    revision: Revision,
+    compacted: Revision,
+    indexed_keys: usize,
+    histories: impl Iterator<Item = (&'a Bytes, &'a KeyHistory)>,
+    leases: impl Iterator<Item = (LeaseId, u64)>,
+    lease_count: usize,
+    sessions: &Sessions,
+) -> u64 {
+    let mut h = StateHasher::new();
+    h.u64(applied_index);
+    h.i64(revision);
+    h.i64(compacted);
+    h.u64(indexed_keys as u64);
+    for (key, history) in histories {
+        h.bytes(key);
+        h.u64(history.len() as u64);
+        for e in history.entries() {
+            h.bytes(&e.value);
+            h.i64(e.create_revision);
+            h.i64(e.mod_revision);
+            h.i64(e.version);
+            h.i64(e.lease);
+        }
+    }
+    h.u64(lease_count as u64);
+    for (id, ttl_ms) in leases {
+        h.i64(id);
+        h.u64(ttl_ms);
+    }
+    h.u64(sessions.len() as u64);
+    for (client_id, session) in sessions.iter() {
+        h.u64(*client_id);
+        h.u64(session.last_seq);
+        h.u64(session.last_active_index);
+        match &session.last_response {
+            Some(response) => h.bytes(&response.encode_to_vec()),
+            None => h.u64(u64::MAX),
+        }
+    }
+    h.finish()
+}
+
 /// The hasher (module docs).
 #[derive(Debug, Clone)]
 pub(crate) struct StateHasher {

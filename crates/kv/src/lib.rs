@@ -42,7 +42,7 @@
 //! | leader tick | [`KvStore::expired_leases`]`(now_ms, max)` → propose [`Request::lease_revoke`] for each |
 //! | watches | [`KvStore::watch_create`], [`KvStore::watch_poll`] (for each of [`KvStore::watches_ready`] after applying), [`KvStore::watch_cancel`] |
 //! | exactly-once writes | propose [`Request::session_open`]; tag writes with [`Request::with_session`]; [`Request::session_expire`] to close |
-//! | snapshot | [`KvStore::write_snapshot`], [`KvStore::restore`] (+ [`KvStore::adopt_watches`]) |
+//! | snapshot | [`KvStore::snapshot_view`] (one short step), then [`SnapshotView::write_to`] (any thread); [`KvStore::restore`] (+ [`KvStore::adopt_watches`]) |
 //! | simulator | [`KvStore::state_hash`] |
 //!
 //! ## Codemap
@@ -89,7 +89,9 @@ pub use error::{KvError, Result};
 pub use key_range::prefix_end;
 pub use lease::LeaseStatus;
 pub use limits::*;
-pub use snapshot::{SNAPSHOT_CHUNK_BYTES, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_RECORD_BYTES_MAX};
+pub use snapshot::{
+    SNAPSHOT_CHUNK_BYTES, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_RECORD_BYTES_MAX, SnapshotView,
+};
 pub use store::KvStore;
 pub use watch::{Event, EventKind, WatchId, WatchRequest, WatchResponse};
 

@@ -33,9 +33,9 @@ use prost::Message;
 
 use crate::command::Response;
 use crate::lease::Leases;
-use crate::mvcc::{KeyEntry, KeyHistory, Mvcc};
+use crate::mvcc::{KeyEntry, KeyHistory, KeyIndex, Mvcc};
 use crate::session::{Session, Sessions};
-use crate::{KvError, KvStore, Limits, Result};
+use crate::{KvError, KvStore, LeaseId, Limits, Result, Revision};
 
 /// The snapshot format this code writes and reads.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
@@ -180,22 +180,81 @@ impl<'w, W: Write, M: Message + Default> Chunker<'w, W, M> {
     }
 }
 
+/// A consistent copy of the replicated state ([`KvStore::snapshot_view`]), taken in one short
+/// step and written as a snapshot stream later, on any thread, while the store moves on. The key
+/// index is shared copy-on-write with the store (see `mvcc::index`); leases and sessions are
+/// copied (they are bounded by [`Limits::leases_max`] and [`Limits::sessions_max`]).
+#[derive(Debug, Clone)]
+pub struct SnapshotView {
+    /// The applied index of the state.
+    applied_index: u64,
+    /// Its revision.
+    revision: Revision,
+    /// Its compacted revision.
+    compacted: Revision,
+    /// Every key's history.
+    keys: KeyIndex,
+    /// Every lease's id and TTL, in id order.
+    leases: Vec<(LeaseId, u64)>,
+    /// The session table.
+    sessions: Sessions,
+}
+
 impl KvStore {
+    /// A consistent copy of the replicated state to write a snapshot from (cheap: the key index
+    /// is shared, not copied).
+    pub fn snapshot_view(&self) -> SnapshotView {
+        SnapshotView {
+            applied_index: self.applied_index,
+            revision: self.mvcc.revision(),
+            compacted: self.mvcc.compacted(),
+            keys: self.mvcc.key_index(),
+            leases: self.leases.iter().map(|(id, l)| (*id, l.ttl_ms)).collect(),
+            sessions: self.sessions.clone(),
+        }
+    }
+
     /// Writes the replicated state as a snapshot stream (module docs), in chunks.
     pub fn write_snapshot(&self, w: &mut impl Write) -> io::Result<()> {
+        self.snapshot_view().write_to(w)
+    }
+}
+
+impl SnapshotView {
+    /// The applied index of the state this view holds.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The state hash of the state this view holds ([`KvStore::state_hash`]).
+    pub fn state_hash(&self) -> u64 {
+        crate::hash::state_hash(
+            self.applied_index,
+            self.revision,
+            self.compacted,
+            self.keys.len(),
+            self.keys.iter(),
+            self.leases.iter().copied(),
+            self.leases.len(),
+            &self.sessions,
+        )
+    }
+
+    /// Writes the state as a snapshot stream (module docs), in chunks.
+    pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
         w.write_all(MAGIC)?;
         let header = HeaderRecord {
             format_version: SNAPSHOT_FORMAT_VERSION,
             applied_index: self.applied_index,
-            revision: self.mvcc.revision(),
-            compacted_revision: self.mvcc.compacted(),
+            revision: self.revision,
+            compacted_revision: self.compacted,
         };
         write_record(w, KIND_HEADER, &header.encode_to_vec())?;
         let mut entries = 0;
         let mut keys = Chunker::<_, KeysChunk>::new(w, KIND_KEYS);
         // Approximate sizes are enough to aim at the chunk size; the encoder is exact.
         let mut chunk_bytes = 0;
-        for (key, history) in self.mvcc.histories() {
+        for (key, history) in self.keys.iter() {
             let mut record = KeyRecord {
                 key: key.clone(),
                 entries: Vec::new(),
@@ -228,14 +287,11 @@ impl KvStore {
         }
         keys.flush()?;
         let mut leases = Chunker::<_, LeasesChunk>::new(w, KIND_LEASES);
-        for (id, lease) in self.leases.iter() {
+        for &(id, ttl_ms) in &self.leases {
             if leases.full(32) {
                 leases.flush()?;
             }
-            leases.chunk.leases.push(LeaseRecord {
-                id: *id,
-                ttl_ms: lease.ttl_ms,
-            });
+            leases.chunk.leases.push(LeaseRecord { id, ttl_ms });
         }
         leases.flush()?;
         let mut sessions = Chunker::<_, SessionsChunk>::new(w, KIND_SESSIONS);
@@ -253,7 +309,7 @@ impl KvStore {
         }
         sessions.flush()?;
         let end = EndRecord {
-            keys: self.mvcc.indexed_keys() as u64,
+            keys: self.keys.len() as u64,
             entries,
             leases: self.leases.len() as u64,
             sessions: self.sessions.len() as u64,
@@ -261,7 +317,9 @@ impl KvStore {
         };
         write_record(w, KIND_END, &end.encode_to_vec())
     }
+}
 
+impl KvStore {
     /// Restores a store from a snapshot stream, checking it completely (module docs). The new
     /// store has no watches (see [`KvStore::adopt_watches`]) and no lease deadlines (call
     /// [`KvStore::lease_promote`] on becoming leader).

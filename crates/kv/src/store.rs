@@ -10,7 +10,6 @@
 //! - `applied_index` only increases.
 
 use crate::command::{RangeRequest, RangeResponse};
-use crate::hash::StateHasher;
 use crate::lease::{LeaseStatus, Leases};
 use crate::mvcc::{Mvcc, RangeBudget};
 use crate::session::Sessions;
@@ -204,37 +203,15 @@ impl KvStore {
     /// replicated states hash equal on every node; node-local state (deadlines, clock, watches)
     /// is left out.
     pub fn state_hash(&self) -> u64 {
-        let mut h = StateHasher::new();
-        h.u64(self.applied_index);
-        h.i64(self.mvcc.revision());
-        h.i64(self.mvcc.compacted());
-        h.u64(self.mvcc.indexed_keys() as u64);
-        for (key, history) in self.mvcc.histories() {
-            h.bytes(key);
-            h.u64(history.len() as u64);
-            for e in history.entries() {
-                h.bytes(&e.value);
-                h.i64(e.create_revision);
-                h.i64(e.mod_revision);
-                h.i64(e.version);
-                h.i64(e.lease);
-            }
-        }
-        h.u64(self.leases.len() as u64);
-        for (id, lease) in self.leases.iter() {
-            h.i64(*id);
-            h.u64(lease.ttl_ms);
-        }
-        h.u64(self.sessions.len() as u64);
-        for (client_id, session) in self.sessions.iter() {
-            h.u64(*client_id);
-            h.u64(session.last_seq);
-            h.u64(session.last_active_index);
-            match &session.last_response {
-                Some(response) => h.bytes(&response.encode_to_vec()),
-                None => h.u64(u64::MAX),
-            }
-        }
-        h.finish()
+        crate::hash::state_hash(
+            self.applied_index,
+            self.mvcc.revision(),
+            self.mvcc.compacted(),
+            self.mvcc.indexed_keys(),
+            self.mvcc.histories(),
+            self.leases.iter().map(|(id, lease)| (*id, lease.ttl_ms)),
+            self.leases.len(),
+            &self.sessions,
+        )
     }
 }

@@ -3,11 +3,13 @@
 //!
 //! ## Design
 //!
-//! - `keys: BTreeMap<Bytes, KeyHistory>` in key order: ranges and prefixes are ordered scans,
-//!   a current read of a key is one lookup, a read at a past revision one more binary search in
-//!   the key's (short) retained history. Values live inline in the history, so reads never chase
-//!   a second index (etcd keeps key → revisions in memory and revision → value in bbolt; with
-//!   everything in memory one map is both faster and smaller).
+//! - `keys: KeyIndex` (a copy-on-write B-tree, `index`) in key order: ranges and prefixes are
+//!   ordered scans, a current read of a key is one lookup, a read at a past revision one more
+//!   binary search in the key's (short) retained history. A copy of the index costs one small
+//!   clone, so a snapshot is written from a consistent copy while the store moves on. Values live
+//!   inline in the history, so reads never chase a second index (etcd keeps key → revisions in
+//!   memory and revision → value in bbolt; with everything in memory one map is both faster and
+//!   smaller).
 //! - Generations are implicit: a tombstone ends one, the next put starts one
 //!   (`create_revision == mod_revision`, version 1), which is all etcd's explicit generations
 //!   record.
@@ -35,12 +37,14 @@
 //! - A key changes at most once per revision (the write batch relies on it to undo).
 
 mod history;
+mod index;
 
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
 pub(crate) use history::{KeyEntry, KeyHistory};
+pub(crate) use index::KeyIndex;
 
 use crate::command::{RangeRequest, RangeResponse};
 use crate::key_range::KeyRange;
@@ -53,7 +57,7 @@ pub(crate) const KV_OVERHEAD_BYTES: u64 = 32;
 /// The index (module docs).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Mvcc {
-    keys: BTreeMap<Bytes, KeyHistory>,
+    keys: KeyIndex,
     changelog: VecDeque<Box<[Bytes]>>,
     revision: Revision,
     compacted: Revision,
@@ -111,6 +115,11 @@ impl Mvcc {
         self.keys.iter()
     }
 
+    /// A copy of the key index (cheap: see `index`).
+    pub(crate) fn key_index(&self) -> KeyIndex {
+        self.keys.clone()
+    }
+
     /// A key's history.
     pub(crate) fn history(&self, key: &[u8]) -> Option<&KeyHistory> {
         self.keys.get(key)
@@ -149,15 +158,13 @@ impl Mvcc {
         revision: Option<Revision>,
     ) -> impl Iterator<Item = (&'a Bytes, &'a KeyEntry)> + 'a {
         range.bounds().into_iter().flat_map(move |bounds| {
-            self.keys
-                .range::<[u8], _>(bounds)
-                .filter_map(move |(key, history)| {
-                    let entry = match revision {
-                        None => history.live(),
-                        Some(r) => history.at(r),
-                    };
-                    entry.map(|e| (key, e))
-                })
+            self.keys.range(bounds).filter_map(move |(key, history)| {
+                let entry = match revision {
+                    None => history.live(),
+                    Some(r) => history.at(r),
+                };
+                entry.map(|e| (key, e))
+            })
         })
     }
 
@@ -288,7 +295,7 @@ impl Mvcc {
         }
         let changelog = changelog.into_iter().map(Vec::into_boxed_slice).collect();
         Ok(Mvcc {
-            keys,
+            keys: KeyIndex::from_sorted(keys),
             changelog,
             revision,
             compacted,
