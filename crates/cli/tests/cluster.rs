@@ -154,7 +154,7 @@ async fn a_fourth_node_joins_as_a_learner_and_is_promoted_to_voter() {
         .send()
         .await
         .unwrap();
-    assert_eq!(again.status().as_u16(), 400);
+    assert_eq!(again.status().as_u16(), 409);
     let body: serde_json::Value = again.json().await.unwrap();
     assert!(
         body["error"].as_str().unwrap().contains("already a voter"),

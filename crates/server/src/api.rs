@@ -126,6 +126,7 @@ impl From<RequestError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
             }
             RequestError::Invalid(_) => ApiError::bad_request(message),
+            RequestError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
         }
     }
 }
@@ -1007,5 +1008,31 @@ pub async fn join(url: &str, me: &Member) -> Result<JoinResponse> {
         }
         tracing::info!(via = %url, reason = %retry_reason, "join not done yet; retrying");
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every request error has its own status and code, and a client may retry exactly the
+    /// 503s (not a 400 or a 409, which would fail again).
+    #[test]
+    fn every_request_error_maps_to_a_deliberate_status() {
+        let table = [
+            (RequestError::NotLeader { leader: None }, 503, "no_leader"),
+            (RequestError::Unavailable("x".into()), 503, "unavailable"),
+            (RequestError::NotCommitted, 503, "not_committed"),
+            (RequestError::Unknown("x".into()), 504, "outcome_unknown"),
+            (RequestError::TooLarge("x".into()), 413, "too_large"),
+            (RequestError::Invalid("x".into()), 400, "bad_request"),
+            (RequestError::Conflict("x".into()), 409, "conflict"),
+        ];
+        for (error, status, code) in table {
+            let shown = error.to_string();
+            let api = ApiError::from(error);
+            assert_eq!(api.status.as_u16(), status, "{shown}");
+            assert_eq!(api.code, code, "{shown}");
+        }
     }
 }

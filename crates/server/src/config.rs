@@ -73,6 +73,9 @@ pub struct ServerConfig {
     /// Fault injection for tests and drills: while this file exists, WAL syncs do not complete
     /// (a stalled disk). `None` in production.
     pub debug_stall_file: Option<PathBuf>,
+    /// Debugging aid: every snapshot takes this much longer to write (to show that a slow
+    /// snapshot never delays the node loop).
+    pub debug_snapshot_delay: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -99,6 +102,7 @@ impl ServerConfig {
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             disk_stall_ticks: 3 * ELECTION_TICKS_DEFAULT,
             debug_stall_file: None,
+            debug_snapshot_delay: None,
         }
     }
 

@@ -34,6 +34,9 @@ pub enum ServerError {
     /// Network or file I/O.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The replica cannot go on (a snapshot it cannot restore).
+    #[error(transparent)]
+    Replica(#[from] raftkv_replica::ReplicaError),
     /// The node is shutting down or its driver stopped.
     #[error("the node is stopping")]
     Stopped,
@@ -42,37 +45,4 @@ pub enum ServerError {
 /// Result with a [`ServerError`].
 pub type Result<T, E = ServerError> = std::result::Result<T, E>;
 
-/// Why a client request did not succeed, in terms the HTTP API maps to statuses.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RequestError {
-    /// This node cannot serve it; the leader (if known) can.
-    #[error("this node is not the leader (leader: {leader:?})")]
-    NotLeader {
-        /// The leader this node knows of.
-        leader: Option<raftkv_raft::NodeId>,
-    },
-    /// No leader, no quorum, overloaded, or a change already in progress: retry shortly.
-    #[error("unavailable: {0}; retry shortly")]
-    Unavailable(String),
-    /// The request certainly did not take effect (its entry was overwritten by a new leader).
-    #[error("the write was not committed (leadership changed); it did not happen, retry it")]
-    NotCommitted,
-    /// The outcome is unknown: it may or may not have been applied.
-    #[error("outcome unknown: {0}")]
-    Unknown(String),
-    /// The request is over a limit.
-    #[error("too large: {0}")]
-    TooLarge(String),
-    /// The request is malformed or refused by the store.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl From<raftkv_raft::Error> for RequestError {
-    fn from(error: raftkv_raft::Error) -> Self {
-        match error {
-            raftkv_raft::Error::NotLeader { leader } => RequestError::NotLeader { leader },
-            other => RequestError::Unavailable(other.to_string()),
-        }
-    }
-}
+pub use raftkv_replica::RequestError;

@@ -1,15 +1,14 @@
 //! # raftkv-server: a raftkv node
 //!
-//! Drives the pure Raft core (`raftkv-raft`) with the write-ahead log (`raftkv-wal`) and the
-//! key-value store (`raftkv-kv`), talks to peers over TCP and to clients over HTTP/JSON.
+//! Drives the replica engine (`raftkv-replica`: the Raft core, the key-value store and every
+//! decision of the node loop) with the write-ahead log (`raftkv-wal`) on disk, talks to peers over
+//! TCP and to clients over HTTP/JSON.
 //!
 //! | file | concept |
 //! |---|---|
 //! | `config.rs` | settings and their defaults, URL parsing |
 //! | `meta.rs` | the node's identity in its data dir; bootstrap happens once |
-//! | `members.rs` | node ids from names, the replicated member registry |
-//! | `state.rs` | entry payloads, applying them to the store and registry, snapshot data |
-//! | `node.rs` | the driver thread: ticks, `Ready` handling, waiting clients |
+//! | `node.rs` | the driver thread: feeds the replica engine, carries out its output |
 //! | `codec.rs` | the peer wire format |
 //! | `transport.rs` | peer connections: handshake, batching, bounded queues, reconnect |
 //! | `api.rs` | the HTTP API and forwarding to the leader |
@@ -23,12 +22,12 @@ pub mod api;
 pub mod codec;
 pub mod config;
 pub mod error;
-pub mod members;
 pub mod meta;
 pub mod metrics;
 pub mod node;
-pub mod state;
 pub mod transport;
+
+pub use raftkv_replica::{members, state};
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -36,7 +35,8 @@ use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use raftkv_raft::{Config, RawNode, Storage};
+use raftkv_raft::Config;
+use raftkv_replica::{Replica, Settings};
 use raftkv_wal::{FsDisk, Wal, WalOptions};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -47,7 +47,6 @@ pub use error::{RequestError, Result, ServerError};
 use crate::members::{Member, cluster_id, node_id};
 use crate::meta::{META_VERSION, NodeMeta};
 use crate::node::{Driver, INPUT_QUEUE_MAX, Input, NodeStatus, Shared};
-use crate::state::State;
 use crate::transport::{PeerAddrs, Transport};
 
 /// Largest snapshot chunk in one InstallSnapshot message.
@@ -120,34 +119,40 @@ impl Server {
             "recovered the write-ahead log"
         );
 
-        let limits = state::limits();
-        let mut state = State::new(limits);
-        let snapshot = wal.snapshot();
-        let snapshot_index = snapshot.metadata.index;
-        if snapshot_index > 0 {
-            state.restore(snapshot_index, &snapshot.data)?;
-        }
-
         let mut raft_config = Config::new(meta.id, meta.initial_voters.clone());
         raft_config.election_timeout_ticks = config.election_ticks;
         raft_config.heartbeat_interval_ticks = config.heartbeat_ticks;
         raft_config.pre_vote = true;
         raft_config.check_quorum = true;
-        raft_config.applied = snapshot_index;
         raft_config.snapshot_chunk_bytes_max = SNAPSHOT_CHUNK_BYTES;
         raft_config.msg_bytes_max = APPEND_BYTES_MAX;
         raft_config.seed = seed(meta.id);
-        let node = RawNode::new(&raft_config, wal)?;
+        let me = Member {
+            id: meta.id,
+            name: meta.name.clone(),
+            peer_url: config.advertise_peer.clone(),
+            client_url: config.advertise_client.clone(),
+        };
+        let tick_ms = (config.tick.as_millis() as u64).max(1);
+        let settings = Settings {
+            tick_ms,
+            snapshot_entries: config.snapshot_entries,
+            read_timeout_ticks: (config.request_timeout.as_millis() as u64 / tick_ms) + 1,
+            me: Some(me.clone()),
+            ..Settings::default()
+        };
+        let epoch = Instant::now();
+        let engine = Replica::new(&raft_config, wal, settings, 0)?;
 
         let shared = Arc::new(Shared {
-            state: Mutex::new(state),
+            state: engine.shared_state(),
             status: Mutex::new(NodeStatus {
                 name: meta.name.clone(),
                 cluster_id: format!("{:016x}", meta.cluster_id),
                 ..NodeStatus::default()
             }),
             sync_started_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
+            epoch,
             metrics: metrics::Metrics::default(),
             applied: tokio::sync::Notify::new(),
             client_inputs: std::sync::atomic::AtomicUsize::new(0),
@@ -170,22 +175,15 @@ impl Server {
             runtime,
             shared.clone(),
         );
-        let me = Member {
-            id: meta.id,
-            name: meta.name.clone(),
-            peer_url: config.advertise_peer.clone(),
-            client_url: config.advertise_client.clone(),
-        };
         let (inputs, input_rx) = std::sync::mpsc::sync_channel(INPUT_QUEUE_MAX);
         let driver = Driver::new(
-            node,
+            engine,
             shared.clone(),
             transport,
             addrs,
             config.clone(),
-            me.clone(),
-            snapshot_index,
-        );
+            inputs.clone(),
+        )?;
         let (exit_tx, exit) = oneshot::channel();
         let driver = std::thread::Builder::new()
             .name("raftkv-driver".into())

@@ -20,9 +20,9 @@
 //! (a segment rollover) or an operation failed.
 
 use raftkv_raft::{
-    Entry, HardState, Index, MemStorage, NodeId, RaftState, Ready, Snapshot, Storage, StorageError,
-    Term,
+    Entry, HardState, Index, MemStorage, NodeId, RaftState, Snapshot, Storage, StorageError, Term,
 };
+use raftkv_replica::Persist;
 use raftkv_wal::{Crash, MemDisk, Tear, Wal, WalOptions};
 
 use crate::checkers::recovery::{self, WrittenSince};
@@ -102,8 +102,8 @@ impl Storage for NodeStorage {
 pub enum OpenError {
     /// The WAL refused to open, or gave back a log that breaks its contract.
     Recovery(String),
-    /// The core refused the storage.
-    Core(raftkv_raft::Error),
+    /// The engine refused the storage (the core refused it, or its snapshot cannot be restored).
+    Engine(raftkv_replica::ReplicaError),
 }
 
 impl OpenError {
@@ -113,7 +113,7 @@ impl OpenError {
             OpenError::Recovery(reason) => {
                 Violation::new(Property::Recovery, format!("node {node}: {reason}"))
             }
-            OpenError::Core(e) => Violation::new(
+            OpenError::Engine(e) => Violation::new(
                 Property::CorePanic,
                 format!("node {node} cannot restart: {e}"),
             ),
@@ -213,9 +213,9 @@ impl NodeDisk {
         }
     }
 
-    /// A `Ready` was taken: with the WAL, install its snapshot (durable on return) and write its
+    /// A `Persist` was taken: with the WAL, install its snapshot (durable on return) and write its
     /// hard state and entries, unsynced.
-    pub fn write(&mut self, storage: &mut NodeStorage, ready: &Ready) -> Result<(), String> {
+    pub fn write(&mut self, storage: &mut NodeStorage, ready: &Persist) -> Result<(), String> {
         let (NodeStorage::Wal(log), Some(disk)) = (storage, self.wal.as_mut()) else {
             return Ok(());
         };
@@ -226,9 +226,9 @@ impl NodeDisk {
         result
     }
 
-    /// A `Ready`'s write completes: it is durable. With `MemStorage`, store it now; with the WAL,
+    /// A `Persist`'s write completes: it is durable. With `MemStorage`, store it now; with the WAL,
     /// sync.
-    pub fn complete(&mut self, storage: &mut NodeStorage, ready: &Ready) -> Result<(), String> {
+    pub fn complete(&mut self, storage: &mut NodeStorage, ready: &Persist) -> Result<(), String> {
         match (storage, self.wal.as_mut()) {
             (NodeStorage::Wal(log), Some(disk)) => {
                 if let Err(e) = log.sync() {
@@ -334,7 +334,7 @@ impl NodeDisk {
 }
 
 impl WalDisk {
-    fn write(&mut self, log: &mut Wal<MemDisk>, ready: &Ready) -> Result<(), String> {
+    fn write(&mut self, log: &mut Wal<MemDisk>, ready: &Persist) -> Result<(), String> {
         if let Some(snapshot) = &ready.snapshot {
             self.written.snapshot(snapshot);
             log.apply_snapshot(snapshot.clone())

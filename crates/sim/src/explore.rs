@@ -20,7 +20,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use raftkv_raft::{ConfState, Config, Message, NodeId, Role};
 
 use crate::checkers::{NamedLog, Property, SafetyCheckers, Violation};
-use crate::kv::{Command, Op, StateMachine};
+use crate::kv::{Command, Op};
 use crate::node::{HeldLog, NodeOutput, NodeSettings, SimNode};
 use crate::sim::ConfigHook;
 
@@ -149,7 +149,7 @@ impl World {
             network: Vec::new(),
             checkers: SafetyCheckers::new(
                 ConfState::from_voters(ids.iter().copied()),
-                StateMachine::new().digest(),
+                raftkv_replica::State::new(raftkv_replica::state::limits()).digest(),
             ),
             used: Used::default(),
         })

@@ -23,10 +23,11 @@ use std::fmt;
 
 use bytes::Bytes;
 use raftkv_kv::{
-    Compare, CompareOp, CompareTarget, KvError, KvStore, Limits, PutRequest, RangeRequest, Reply,
-    Request, TxnOpResponse, TxnRequest,
+    Compare, CompareOp, CompareTarget, KvError, PutRequest, RangeRequest, Reply, Request,
+    TxnOpResponse, TxnRequest,
 };
-use raftkv_raft::{Entry, EntryKind};
+use raftkv_raft::EntryKind;
+use raftkv_replica::{ApplyRecord, State};
 
 use crate::network::Time;
 
@@ -268,9 +269,9 @@ impl Command {
         }
     }
 
-    /// The entry payload for this command.
+    /// The entry payload for this command: the store request in the server's command envelope.
     pub fn encode(&self) -> Bytes {
-        Bytes::from(self.request().encode_to_vec())
+        raftkv_replica::Command::kv(Bytes::from(self.request().encode_to_vec()))
     }
 }
 
@@ -299,155 +300,108 @@ pub struct Applied {
     pub wrote: Option<(Key, Value)>,
 }
 
-/// A node's state machine: the real store.
-#[derive(Debug)]
-pub struct StateMachine {
-    store: KvStore,
+/// What the store's answer to `op` means for the register model (`None`: the entry was not a
+/// key-value request, which no client command ever is).
+pub fn op_result(op: &Op, applied: &raftkv_replica::Applied) -> Option<OpResult> {
+    let raftkv_replica::Applied::Kv(response) = applied else {
+        return None;
+    };
+    let reply = match &response.result {
+        Ok(reply) => reply,
+        Err(KvError::LeaseNotFound { .. }) => return Some(OpResult::NoLease),
+        Err(_) => return Some(OpResult::Refused),
+    };
+    Some(match (reply, op) {
+        (Reply::Put(_), _) => OpResult::Written,
+        (Reply::DeleteRange(delete), _) => OpResult::Deleted(delete.deleted > 0),
+        (Reply::Txn(txn), Op::Get { .. }) => OpResult::Read(first_value(txn.responses.first())),
+        (Reply::Txn(txn), _) if txn.succeeded => OpResult::Swapped,
+        (Reply::Txn(txn), _) => OpResult::NotSwapped(first_value(txn.responses.first())),
+        (Reply::LeaseGrant(grant), _) => OpResult::Granted(grant.id),
+        (Reply::SessionOpen(open), _) => OpResult::Opened(open.client_id),
+        _ => OpResult::Refused,
+    })
 }
 
-impl Default for StateMachine {
-    fn default() -> Self {
-        StateMachine::new()
-    }
-}
-
-impl StateMachine {
-    /// An empty store with the default limits.
-    pub fn new() -> Self {
-        StateMachine {
-            store: KvStore::new(Limits::default()),
-        }
-    }
-
-    /// The store.
-    pub fn store(&self) -> &KvStore {
-        &self.store
-    }
-
-    /// The store, to call its lease entry points.
-    pub fn store_mut(&mut self) -> &mut KvStore {
-        &mut self.store
-    }
-
-    /// The hash of the replicated state (`KvStore::state_hash`).
-    pub fn digest(&self) -> u64 {
-        self.store.state_hash()
-    }
-
-    /// The whole replicated state as snapshot bytes.
-    pub fn snapshot(&self) -> Bytes {
-        let mut data = Vec::new();
-        self.store
-            .write_snapshot(&mut data)
-            .expect("writing to a Vec cannot fail");
-        Bytes::from(data)
-    }
-
-    /// The store `snapshot` produced, or the store's refusal (corrupt, truncated).
-    pub fn restore(data: &[u8]) -> Result<StateMachine, KvError> {
-        let store = KvStore::restore(&mut &data[..], Limits::default())?;
-        Ok(StateMachine { store })
-    }
-
-    /// The value of `key` now (a read outside the log, once the read index is applied).
-    pub fn get(&self, key: Key) -> Option<Value> {
-        let read = self.store.range(&RangeRequest::key(key_bytes(key))).ok()?;
-        read.kvs.first().map(|kv| value_of(&kv.value))
-    }
-
-    /// The value of `key` if its last change was at `revision`.
-    fn written_at(&self, key: Key, revision: i64) -> Option<Value> {
-        let read = self.store.range(&RangeRequest::key(key_bytes(key))).ok()?;
-        read.kvs
-            .first()
-            .filter(|kv| kv.mod_revision == revision)
-            .map(|kv| value_of(&kv.value))
-    }
-
-    /// Applies one committed entry, with the lease clock at `now_ms`.
-    pub fn apply(&mut self, entry: &Entry, now_ms: u64) -> Applied {
-        self.store.set_clock(now_ms);
-        let payload: &[u8] = match entry.kind {
-            EntryKind::Normal => &entry.data,
-            EntryKind::ConfChange(_) => &[],
-        };
-        let request = (!payload.is_empty())
-            .then(|| Request::decode(payload).ok())
-            .flatten();
-        // What a revoke will delete: the lease's keys before it goes.
-        let lease_keys = match request.as_ref().and_then(|r| r.op.as_ref()) {
-            Some(raftkv_kv::Op::LeaseRevoke(revoke)) => self
-                .store
-                .lease_time_to_live(revoke.id, now_ms)
-                .map(|status| status.keys)
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        // A retry of the session's last write is answered from the session table: it repeats the
-        // first answer and did nothing.
-        let retry = request.as_ref().is_some_and(|r| {
-            r.client_id != 0 && self.store.session_last_seq(r.client_id) == Some(r.seq)
-        });
-        let revision = self.store.revision();
-        let response = self.store.apply(entry.index, payload);
-        let mut applied = Applied {
-            retry,
-            ..Applied::default()
-        };
-        let Some(request) = request else {
+/// What one applied entry did, as the checkers read it, from the engine's record of it.
+pub fn effect(record: &ApplyRecord) -> Applied {
+    let mut applied = Applied {
+        retry: record.retry,
+        ..Applied::default()
+    };
+    let raftkv_replica::Applied::Kv(response) = &record.applied else {
+        return applied;
+    };
+    let request = match &record.entry.kind {
+        EntryKind::Normal => raftkv_replica::Command::kv_request(&record.entry.data)
+            .and_then(|bytes| Request::decode(&bytes).ok()),
+        EntryKind::ConfChange(_) => None,
+    };
+    let Some(op) = request.and_then(|r| r.op) else {
+        return applied;
+    };
+    let bumped = response.revision > record.revision_before;
+    let reply = match &response.result {
+        Ok(reply) => reply,
+        Err(error) => {
+            applied.result = Some(match error {
+                KvError::LeaseNotFound { .. } => OpResult::NoLease,
+                _ => OpResult::Refused,
+            });
+            applied.error = Some(error.to_string());
             return applied;
-        };
-        let bumped = response.revision > revision;
-        let reply = match response.result {
-            Ok(reply) => reply,
-            Err(error) => {
-                applied.result = Some(match error {
-                    KvError::LeaseNotFound { .. } => OpResult::NoLease,
-                    _ => OpResult::Refused,
+        }
+    };
+    let written = |put: &PutRequest| {
+        register(&put.key)
+            .filter(|_| bumped)
+            .map(|key| (key, value_of(&put.value)))
+    };
+    applied.result = match (reply, &op) {
+        (Reply::Put(_), raftkv_kv::Op::Put(put)) => {
+            applied.wrote = written(put);
+            Some(OpResult::Written)
+        }
+        (Reply::DeleteRange(delete), _) => Some(OpResult::Deleted(delete.deleted > 0)),
+        (Reply::Txn(txn), raftkv_kv::Op::Txn(request)) if request.compare.is_empty() => {
+            Some(OpResult::Read(first_value(txn.responses.first())))
+        }
+        (Reply::Txn(txn), raftkv_kv::Op::Txn(request)) => {
+            if txn.succeeded {
+                applied.wrote = request.success.iter().find_map(|op| match &op.op {
+                    Some(raftkv_kv::TxnOp::Put(put)) => written(put),
+                    _ => None,
                 });
-                applied.error = Some(error.to_string());
-                return applied;
+                Some(OpResult::Swapped)
+            } else {
+                Some(OpResult::NotSwapped(first_value(txn.responses.first())))
             }
-        };
-        let op = request.op.as_ref();
-        applied.result = match (&reply, op) {
-            (Reply::Put(_), Some(raftkv_kv::Op::Put(put))) => {
-                if bumped && let Some(key) = register(&put.key) {
-                    applied.wrote = self.written_at(key, response.revision).map(|v| (key, v));
-                }
-                Some(OpResult::Written)
+        }
+        (Reply::LeaseGrant(grant), _) => {
+            if !record.retry {
+                applied.granted = Some((grant.id, grant.ttl_ms));
             }
-            (Reply::DeleteRange(delete), _) => Some(OpResult::Deleted(delete.deleted > 0)),
-            (Reply::Txn(txn), Some(raftkv_kv::Op::Txn(request))) if request.compare.is_empty() => {
-                Some(OpResult::Read(first_value(txn.responses.first())))
-            }
-            (Reply::Txn(txn), Some(raftkv_kv::Op::Txn(request))) => {
-                if txn.succeeded {
-                    let key = request.compare.first().and_then(|c| register(&c.key));
-                    if bumped && let Some(key) = key {
-                        applied.wrote = self.written_at(key, response.revision).map(|v| (key, v));
-                    }
-                    Some(OpResult::Swapped)
-                } else {
-                    Some(OpResult::NotSwapped(first_value(txn.responses.first())))
-                }
-            }
-            (Reply::LeaseGrant(grant), _) => {
-                if !retry {
-                    applied.granted = Some((grant.id, grant.ttl_ms));
-                }
-                Some(OpResult::Granted(grant.id))
-            }
-            (Reply::LeaseRevoke(_), Some(raftkv_kv::Op::LeaseRevoke(revoke))) => {
-                let keys = lease_keys.iter().filter_map(|k| register(k)).collect();
-                applied.revoked = Some((revoke.id, keys));
-                None
-            }
-            (Reply::SessionOpen(open), _) => Some(OpResult::Opened(open.client_id)),
-            _ => None,
-        };
-        applied
-    }
+            Some(OpResult::Granted(grant.id))
+        }
+        (Reply::LeaseRevoke(_), raftkv_kv::Op::LeaseRevoke(revoke)) => {
+            let keys = record
+                .lease_keys
+                .iter()
+                .filter_map(|k| register(k))
+                .collect();
+            applied.revoked = Some((revoke.id, keys));
+            None
+        }
+        (Reply::SessionOpen(open), _) => Some(OpResult::Opened(open.client_id)),
+        _ => None,
+    };
+    applied
+}
+
+/// The value of `key` in `state` now (a read outside the log, once the read index is applied).
+pub fn get(state: &State, key: Key) -> Option<Value> {
+    let read = state.kv.range(&RangeRequest::key(key_bytes(key))).ok()?;
+    read.kvs.first().map(|kv| value_of(&kv.value))
 }
 
 /// The value of the first key a transaction's range answered (`None`: no key).
@@ -458,17 +412,77 @@ fn first_value(response: Option<&raftkv_kv::ResponseOp>) -> Option<Value> {
     }
 }
 
-/// The request that revokes lease `id` (the leader proposes it when the lease expires).
-pub fn revoke_request(id: LeaseId) -> Bytes {
-    Bytes::from(Request::lease_revoke(id).encode_to_vec())
-}
-
 #[cfg(test)]
 mod tests {
+    use raftkv_raft::{Config, MemStorage};
+    use raftkv_replica::{Output, Replica, Settings};
+
     use super::*;
 
-    fn entry(index: raftkv_raft::Index, command: &Command) -> Entry {
-        Entry::new(index, 1, command.encode())
+    /// A one-node replica over `MemStorage`, every write durable at once.
+    struct One {
+        engine: Replica<MemStorage>,
+        next: u64,
+    }
+
+    impl One {
+        fn new() -> One {
+            let settings = Settings {
+                record_applies: true,
+                snapshot_entries: 0,
+                history_compact_interval_ticks: 0,
+                ..Settings::default()
+            };
+            let engine = Replica::new(&Config::new(1, vec![1]), MemStorage::new(), settings, 0)
+                .expect("a fresh replica starts");
+            let mut one = One { engine, next: 1 };
+            one.run(0);
+            one
+        }
+
+        /// Carries out the engine's output until none is left; the effects of key-value entries.
+        fn run(&mut self, now_ms: u64) -> Vec<Applied> {
+            let mut effects = Vec::new();
+            loop {
+                let Output {
+                    persist, events, ..
+                } = self.engine.take_output(now_ms);
+                if persist.is_empty() && events.is_empty() {
+                    return effects;
+                }
+                for event in events {
+                    if let raftkv_replica::Event::Applied(record) = event
+                        && raftkv_replica::Command::kv_request(&record.entry.data).is_some()
+                    {
+                        effects.push(effect(&record));
+                    }
+                }
+                for write in persist {
+                    let storage = self.engine.storage_mut();
+                    if let Some(hs) = write.hard_state {
+                        storage.set_hard_state(hs);
+                    }
+                    storage.append(&write.entries);
+                    self.engine
+                        .persisted(now_ms, write.seq, None)
+                        .expect("nothing to restore");
+                }
+            }
+        }
+
+        fn apply_at(&mut self, command: &Command, now_ms: u64) -> Applied {
+            self.engine.propose(self.next, command.encode());
+            self.next += 1;
+            self.run(now_ms).pop().expect("the command was applied")
+        }
+
+        fn apply(&mut self, command: &Command) -> Applied {
+            self.apply_at(command, 0)
+        }
+
+        fn get(&self, key: Key) -> Option<Value> {
+            get(&self.engine.state(), key)
+        }
     }
 
     fn command(session: SessionId, request: RequestId, op: Op) -> Command {
@@ -482,19 +496,21 @@ mod tests {
 
     #[test]
     fn operations_mean_what_the_register_model_says() {
-        let mut sm = StateMachine::new();
-        let open = sm.apply(&entry(1, &command(0, 1, Op::SessionOpen)), 0);
-        assert_eq!(open.result, Some(OpResult::Opened(1)));
+        let mut sm = One::new();
+        let open = sm.apply(&command(0, 1, Op::SessionOpen));
+        let Some(OpResult::Opened(session)) = open.result else {
+            panic!("no session: {open:?}");
+        };
         let put = Op::Put {
             key: 3,
             value: 7,
             lease: 0,
         };
-        let applied = sm.apply(&entry(2, &command(1, 2, put)), 0);
+        let applied = sm.apply(&command(session, 2, put));
         assert_eq!(applied.result, Some(OpResult::Written));
         assert_eq!(applied.wrote, Some((3, 7)));
         // The retry of the same write is answered from the session and writes nothing.
-        let again = sm.apply(&entry(3, &command(1, 2, put)), 0);
+        let again = sm.apply(&command(session, 2, put));
         assert_eq!(again.result, Some(OpResult::Written));
         assert_eq!(again.wrote, None);
         assert!(again.retry && !applied.retry);
@@ -503,50 +519,48 @@ mod tests {
             expected,
             value,
         };
-        let swapped = sm.apply(&entry(4, &command(1, 3, cas(Some(7), 8))), 0);
+        let swapped = sm.apply(&command(session, 3, cas(Some(7), 8)));
         assert_eq!(swapped.result, Some(OpResult::Swapped));
         assert_eq!(swapped.wrote, Some((3, 8)));
-        let missed = sm.apply(&entry(5, &command(1, 4, cas(Some(7), 9))), 0);
+        let missed = sm.apply(&command(session, 4, cas(Some(7), 9)));
         assert_eq!(missed.result, Some(OpResult::NotSwapped(Some(8))));
-        let get = sm.apply(&entry(6, &command(1, 5, Op::Get { key: 3 })), 0);
+        let get = sm.apply(&command(session, 5, Op::Get { key: 3 }));
         assert_eq!(get.result, Some(OpResult::Read(Some(8))));
         assert_eq!(sm.get(3), Some(8));
-        let delete = sm.apply(&entry(7, &command(1, 6, Op::Delete { key: 3 })), 0);
+        let delete = sm.apply(&command(session, 6, Op::Delete { key: 3 }));
         assert_eq!(delete.result, Some(OpResult::Deleted(true)));
-        let created = sm.apply(&entry(8, &command(1, 7, cas(None, 10))), 0);
+        let created = sm.apply(&command(session, 7, cas(None, 10)));
         assert_eq!(created.result, Some(OpResult::Swapped));
         assert_eq!(sm.get(3), Some(10));
     }
 
     #[test]
     fn leases_grant_attach_and_revoke() {
-        let mut sm = StateMachine::new();
-        let grant = sm.apply(&entry(1, &command(0, 1, Op::LeaseGrant { ttl_ms: 500 })), 0);
-        assert_eq!(grant.granted, Some((1, 500)));
+        let mut sm = One::new();
+        let grant = sm.apply(&command(0, 1, Op::LeaseGrant { ttl_ms: 500 }));
+        let Some((lease, 500)) = grant.granted else {
+            panic!("no grant: {grant:?}");
+        };
         let put = |key, lease| Op::Put {
             key,
             value: u64::from(key),
             lease,
         };
         assert_eq!(
-            sm.apply(&entry(2, &command(0, 2, put(4, 1))), 0).result,
+            sm.apply(&command(0, 2, put(4, lease))).result,
             Some(OpResult::Written)
         );
         assert_eq!(
-            sm.apply(&entry(3, &command(0, 3, put(5, 9))), 0).result,
+            sm.apply(&command(0, 3, put(5, lease + 100))).result,
             Some(OpResult::NoLease)
         );
-        assert_eq!(
-            sm.store_mut().expired_leases(499, 10),
-            Vec::<LeaseId>::new()
-        );
-        assert_eq!(sm.store_mut().expired_leases(500, 10), vec![1]);
-        let revoke = Entry::new(4, 1, revoke_request(1));
-        let applied = sm.apply(&revoke, 500);
-        assert_eq!(applied.revoked, Some((1, vec![4])));
+        // The leader proposes the revoke once the lease's deadline passed.
+        sm.engine.tick(499);
+        assert!(sm.run(499).is_empty());
+        sm.engine.tick(10_000);
+        let revoked = sm.run(10_000);
+        assert_eq!(revoked.len(), 1, "{revoked:?}");
+        assert_eq!(revoked[0].revoked, Some((lease, vec![4])));
         assert_eq!(sm.get(4), None);
-        let restored = StateMachine::restore(&sm.snapshot()).unwrap();
-        assert_eq!(restored.digest(), sm.digest());
-        assert!(StateMachine::restore(&sm.snapshot()[..20]).is_err());
     }
 }

@@ -1,72 +1,58 @@
-//! One simulated server: the real Raft core (`RawNode`), its disk (`disk`), its state machine (the
-//! real `raftkv_kv::KvStore`, through `kv::StateMachine`), the reads it serves, its leases, its
-//! snapshots, and the faults it can suffer (crash, pause, slow disk, failed sync).
+//! One simulated server: the replica engine (`raftkv_replica::Replica`, the same code the server
+//! runs) over its simulated disk (`disk`), and the faults it can suffer (crash, pause, slow disk,
+//! failed sync). This file adds only what the engine leaves to its driver: time, the disk's
+//! latency, the network's messages and the clients' routing. Every decision of the node loop
+//! (applying, answering writes and reads, leases, snapshots, joins and promotion, history
+//! compaction, publishing) is the engine's.
 //!
-//! A `Ready` is handed to the disk when taken and is durable when its simulated write completes,
-//! in the order the `Ready`s were taken; only then do the `Ready`'s persisted messages leave, its
-//! committed entries get applied, and the core hear `advance`. A crash keeps the disk (minus what
-//! its power loss drops) and loses everything else: the `RawNode`, unfinished writes, the state
-//! machine, pending reads and the clients' pending requests; a restart recovers the storage,
-//! restores the state machine from its snapshot (if any) and re-applies the log after it. A failed
-//! write or sync stops the node (the WAL's contract: the failure is fatal); it restarts later like
-//! a crashed node.
-//!
-//! Snapshots (§7): every `snapshot_every` applied entries, at the start of a tick (so the
-//! checkers have seen every commit before the log behind it goes), the node snapshots its state
-//! machine at its applied index and compacts its log there. A snapshot from the leader replaces
-//! the log when its write completes, and the state machine is restored from it.
-//!
-//! Leases (the server's driver does the same): before applying, the store's clock is set to now;
-//! when the node becomes leader it extends every lease's deadline by one election timeout
-//! (`lease_promote`) before anything else; on each tick the leader proposes a revoke for every
-//! lease whose deadline passed (`expired_leases`); keep-alives go to the leader's store, not
-//! through the log, and only once the leader has applied an entry of its own term (by then
-//! every revoke an earlier leader proposed that will ever commit is applied, so no keep-alive is
-//! acknowledged for a lease whose revoke is about to take effect).
-//!
-//! Reads (thesis §6.4): a client's read is handed to the core (`read_index`, as ReadIndex or
-//! lease on the leader, forwarded to the leader on a follower); once the core releases it with a
-//! read index and the state machine has applied that index, the node answers from its state
-//! machine.
+//! The engine's `Persist`s are handed to the disk when taken and are durable when their simulated
+//! write completes, in the order taken; only then does the engine hear `persisted`. A snapshot
+//! the engine asks for takes a disk write's time to produce (its view is encoded when it
+//! completes, as the server's snapshot worker does on its thread). A crash keeps the disk (minus
+//! what its power loss drops) and loses everything else: the engine, unfinished writes and
+//! snapshots, the clients' pending requests; a restart recovers the storage and starts a new
+//! engine on it (which restores the state from the storage's snapshot and re-applies the log
+//! after it). A failed write or sync stops the node (the WAL's contract: the failure is fatal);
+//! it restarts later like a crashed node.
 //!
 //! A pause freezes the process: no ticks, no input handled. On resume the node first catches up
 //! on the ticks it missed, as a server whose ticks follow a monotonic clock does, and only then
-//! handles what arrived meanwhile. Leases rest on every node's ticks keeping pace with time: a
-//! leader that resumed and served a lease read before catching up would trust a lease that
-//! expired while it was frozen.
+//! handles what arrived meanwhile.
 //!
-//! Invariants: `Ready`s are persisted in the order taken; nothing a `Ready` promises leaves before
-//! its write completes; a paused node neither ticks nor handles messages or disk completions (they
-//! wait until it resumes, after the missed ticks); a read is answered only once `applied` reaches
-//! its read index.
+//! Invariants: `Persist`s complete in the order taken; a paused node neither ticks nor handles
+//! messages or disk completions (they wait until it resumes, after the missed ticks).
 
 use std::collections::{BTreeMap, VecDeque};
 
 use raftkv_raft::{
     ConfState, Config, Entry, Error, Index, MemStorage, MemberChange, Message, NodeId, Raft,
-    RawNode, ReadMode, ReadState, Ready, ReadyAck, Role, Storage, Term,
+    ReadMode, Role, Storage, Term,
 };
+use raftkv_replica::{Answer, Event, Member, Output, Persist, Replica, RequestError, SnapshotTask};
 use raftkv_wal::Crash;
 
 use crate::checkers::StateMachineEvent;
 use crate::checkers::liveness::NodeSummary;
 use crate::client::ProposeOutcome;
 pub use crate::disk::{NodeDisk, NodeStorage, OpenError, StorageKind};
-use crate::kv::{Command, LeaseId, Op, OpResult, StateMachine, ms, revoke_request};
+use crate::kv::{self, Command, LeaseId, Op, OpResult, ms};
 use crate::network::{TICK, Time};
 
-/// Most revokes a leader proposes per tick (the server's `LEASE_REVOKES_PER_TICK_MAX`).
-const REVOKES_PER_TICK_MAX: usize = 16;
+/// A lease rule of the engine broken on purpose (tests of the lease checker).
+pub use raftkv_replica::Mutation as LeaseMutation;
+
 /// Milliseconds per tick (the core's default 100 ms tick).
 const TICK_MS: u64 = TICK * crate::kv::MS_PER_TIME;
+/// Revisions of key-value history the simulated nodes keep (small, so runs compact often).
+const HISTORY_RETAINED_REVISIONS: i64 = 40;
+/// Ticks between the leader's checks for history to compact.
+const HISTORY_COMPACT_INTERVAL_TICKS: u64 = 10;
 
-/// A `Ready` whose disk write is under way.
+/// A `Persist` whose disk write is under way.
 #[derive(Debug)]
 struct PendingWrite {
-    /// What to persist, send afterwards and apply (its `messages` already left).
-    ready: Ready,
-    /// What to acknowledge once done.
-    ack: ReadyAck,
+    /// What to persist.
+    persist: Persist,
     /// When the write completes.
     done_at: Time,
 }
@@ -95,12 +81,14 @@ pub struct NodeOutput {
     pub replies: Vec<Reply>,
     /// Disk writes completed and other storage events, for the trace.
     pub persisted: Vec<String>,
-    /// When the next pending disk write completes, if any.
+    /// When the next pending disk write or snapshot completes, if any.
     pub next_write: Option<Time>,
     /// The node stopped: a write or sync failed (the WAL is unusable until a restart).
     pub stopped: Option<String>,
     /// Revokes of expired leases this node tried to propose as leader.
     pub revokes: Vec<RevokeProposal>,
+    /// Membership events: joins proposed, learners promoted, addresses published.
+    pub membership: Vec<String>,
 }
 
 /// A revoke a leader tried to propose for an expired lease.
@@ -127,25 +115,16 @@ pub enum KeepAliveOutcome {
     Unreachable,
 }
 
-/// A read this node accepted from a client.
-#[derive(Clone, Copy, Debug)]
-struct PendingRead {
-    /// The client's get.
-    command: Command,
-    /// The read index, once the core released the read.
-    index: Option<Index>,
-}
-
 /// How a node is run, beyond its Raft settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NodeSettings {
-    /// Normal latency of a disk write.
+    /// Normal latency of a disk write (and of producing a snapshot).
     pub disk_latency: Time,
     /// Take a snapshot every this many applied entries (0: never).
     pub snapshot_every: u64,
     /// The stable storage.
     pub storage: StorageKind,
-    /// A lease rule of the driver broken on purpose (tests of the lease checker).
+    /// A lease rule of the engine broken on purpose (tests of the lease checker).
     pub lease_mutation: Option<LeaseMutation>,
 }
 
@@ -161,33 +140,47 @@ impl NodeSettings {
     }
 }
 
-/// A lease rule of the driver, broken on purpose so tests can prove the lease checker notices.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LeaseMutation {
-    /// A new leader keeps the deadlines it computed as a follower instead of extending them
-    /// (`lease_promote` is not called).
-    NoPromote,
-    /// A leader serves keep-alives before it has applied an entry of its own term, so a revoke an
-    /// earlier leader proposed may still commit after it renewed the lease.
-    EarlyKeepAlive,
+/// The registry record a simulated node publishes.
+pub fn member(id: NodeId) -> Member {
+    Member {
+        id,
+        name: format!("n{id}"),
+        peer_url: format!("http://n{id}:7001"),
+        client_url: format!("http://n{id}:7000"),
+    }
+}
+
+/// What a client request waits for.
+#[derive(Clone, Copy, Debug)]
+enum Waiting {
+    /// A command proposed through the log.
+    Write(Command),
+    /// A get served outside the log once the read is released.
+    Read(Command),
+    /// A keep-alive (answered at once).
+    KeepAlive,
+    /// A membership change.
+    Membership,
 }
 
 /// One server.
 pub struct SimNode {
     /// Its id.
     pub id: NodeId,
-    /// Its Raft settings (`applied` and `seed` set on every restart).
+    /// Its Raft settings (`seed` changed on every restart).
     config: Config,
     /// How it is run.
     settings: NodeSettings,
-    /// The running core; `None` while crashed.
-    raw: Option<RawNode<NodeStorage>>,
+    /// The running engine; `None` while crashed.
+    engine: Option<Replica<NodeStorage>>,
     /// What survives a crash.
     disk: NodeDisk,
     /// Bumped on every crash, so completions of writes from before it are ignored.
     pub incarnation: u64,
     /// Disk writes under way, oldest first.
     writes: VecDeque<PendingWrite>,
+    /// Snapshots being produced, with when each completes.
+    snapshots: VecDeque<(Time, SnapshotTask)>,
     /// Current latency of a disk write.
     disk_latency: Time,
     /// Paused: no ticks, no input handled.
@@ -196,50 +189,65 @@ pub struct SimNode {
     missed_ticks: u64,
     /// Messages that arrived while paused.
     inbox: VecDeque<Message>,
-    /// The state machine.
-    kv: StateMachine,
-    /// Last index applied to `kv` (or restored into it from a snapshot).
-    applied: Index,
-    /// Proposals this node accepted, by index: the term they were appended in and the command,
-    /// answered when that entry is applied (an entry of another term there overwrote it).
-    waiting: BTreeMap<Index, (Term, Command)>,
-    /// The time of the latest input (the lease clock of what gets applied).
-    now: Time,
-    /// The term in which the node, as leader, last extended its leases.
-    promoted: Option<Term>,
-    /// Reads this node accepted, by context.
-    reads: BTreeMap<u64, PendingRead>,
+    /// Requests handed to the engine, by request id.
+    waiting: BTreeMap<u64, Waiting>,
+    /// Next request id.
+    next_request: u64,
+    /// The answer to the latest keep-alive.
+    keep_alive: Option<KeepAliveOutcome>,
+    /// The answer to the latest membership change (`Ok(index)` once applied).
+    membership_result: Option<Result<Index, RequestError>>,
+    /// Digests of the snapshots being produced, by index (reported once taken).
+    snapshot_digests: BTreeMap<Index, u64>,
 }
 
 impl SimNode {
     /// A fresh node with an empty disk.
     pub fn new(config: Config, settings: NodeSettings) -> Result<Self, String> {
         let (disk, storage) = NodeDisk::new(settings.storage)?;
-        let raw = RawNode::new(&config, storage).map_err(|e| e.to_string())?;
-        Ok(SimNode {
+        let mut node = SimNode {
             id: config.id,
             config,
             settings,
-            raw: Some(raw),
+            engine: None,
             disk,
             incarnation: 0,
             writes: VecDeque::new(),
+            snapshots: VecDeque::new(),
             disk_latency: settings.disk_latency,
             paused: false,
             missed_ticks: 0,
             inbox: VecDeque::new(),
-            kv: StateMachine::new(),
-            applied: 0,
             waiting: BTreeMap::new(),
-            now: 0,
-            promoted: None,
-            reads: BTreeMap::new(),
-        })
+            next_request: 1,
+            keep_alive: None,
+            membership_result: None,
+            snapshot_digests: BTreeMap::new(),
+        };
+        let engine = Replica::new(&node.config, storage, node.engine_settings(), 0)
+            .map_err(|e| e.to_string())?;
+        node.engine = Some(engine);
+        Ok(node)
+    }
+
+    /// The engine's settings: the simulator's timing, this node's published record, and every
+    /// applied entry recorded for the checkers.
+    fn engine_settings(&self) -> raftkv_replica::Settings {
+        raftkv_replica::Settings {
+            tick_ms: TICK_MS,
+            snapshot_entries: self.settings.snapshot_every,
+            history_retained_revisions: HISTORY_RETAINED_REVISIONS,
+            history_compact_interval_ticks: HISTORY_COMPACT_INTERVAL_TICKS,
+            me: Some(member(self.id)),
+            record_applies: true,
+            mutation: self.settings.lease_mutation,
+            ..raftkv_replica::Settings::default()
+        }
     }
 
     /// Whether the node is running (not crashed).
     pub fn is_up(&self) -> bool {
-        self.raw.is_some()
+        self.engine.is_some()
     }
 
     /// Whether the node is paused.
@@ -249,7 +257,12 @@ impl SimNode {
 
     /// The core, while running.
     pub fn raft(&self) -> Option<&Raft<NodeStorage>> {
-        self.raw.as_ref().map(RawNode::raft)
+        self.engine.as_ref().map(Replica::raft)
+    }
+
+    /// The engine, while running.
+    pub fn engine(&self) -> Option<&Replica<NodeStorage>> {
+        self.engine.as_ref()
     }
 
     /// The membership the node is in, as it knows it (while running).
@@ -259,7 +272,7 @@ impl SimNode {
 
     /// The disk's durable image: exactly what a crash would keep.
     pub fn disk(&self) -> &MemStorage {
-        self.disk.image(self.raw.as_ref().map(RawNode::storage))
+        self.disk.image(self.engine.as_ref().map(Replica::storage))
     }
 
     /// The node's disk.
@@ -287,7 +300,7 @@ impl SimNode {
 
     /// Last index applied to the state machine.
     pub fn applied(&self) -> Index {
-        self.applied
+        self.engine.as_ref().map_or(0, |e| e.state().applied())
     }
 
     /// The election timeout in the store's milliseconds (the extension a new leader gives leases).
@@ -303,8 +316,8 @@ impl SimNode {
     /// Feeds the disk writes under way (their content, not their timing) to `state`, for the
     /// explorer's state hashing.
     pub fn hash_pending_writes(&self, state: &mut impl std::hash::Hasher) {
-        for write in &self.writes {
-            state.write(format!("{:?}{:?}", write.ready, write.ack).as_bytes());
+        if let Some(engine) = &self.engine {
+            engine.hash_in_flight(state);
         }
     }
 
@@ -319,117 +332,62 @@ impl SimNode {
             leader: raft.and_then(Raft::leader),
             last_index: raft.map_or(0, |r| r.raft_log().last_index()),
             committed: raft.map_or(0, |r| r.raft_log().committed()),
-            applied: self.applied,
+            applied: self.applied(),
             members: raft.map_or_else(Vec::new, |r| r.conf_state().members().into_iter().collect()),
         }
     }
 
-    fn running(&mut self) -> Option<&mut RawNode<NodeStorage>> {
+    fn running(&mut self) -> Option<&mut Replica<NodeStorage>> {
         if self.paused {
             return None;
         }
-        self.raw.as_mut()
+        self.engine.as_mut()
     }
 
-    /// One tick of the node's clock (after a snapshot, when one is due).
+    fn request_id(&mut self, waiting: Waiting) -> u64 {
+        let id = self.next_request;
+        self.next_request += 1;
+        self.waiting.insert(id, waiting);
+        id
+    }
+
+    /// One tick of the node's clock.
     pub fn tick(&mut self, now: Time, out: &mut NodeOutput) {
-        if self.paused && self.raw.is_some() {
+        if self.paused && self.engine.is_some() {
             self.missed_ticks += 1;
         }
-        if self.running().is_none() {
+        let Some(engine) = self.running() else {
             return;
-        }
-        self.maybe_snapshot(out);
-        if let Some(raw) = self.running() {
-            raw.tick();
-        }
-        self.drain(now, out);
-        self.revoke_expired(now, out);
-    }
-
-    /// As leader: proposes a revoke for every lease whose deadline passed.
-    fn revoke_expired(&mut self, now: Time, out: &mut NodeOutput) {
-        if self
-            .running()
-            .is_none_or(|raw| raw.raft().role() != Role::Leader)
-        {
-            return;
-        }
-        let expired = self
-            .kv
-            .store_mut()
-            .expired_leases(ms(now), REVOKES_PER_TICK_MAX);
-        if expired.is_empty() {
-            return;
-        }
-        for lease in expired {
-            let Some(raw) = self.running() else {
-                break;
-            };
-            let term = raw.raft().term();
-            match raw.propose(revoke_request(lease)) {
-                Ok(index) => {
-                    out.persisted.push(format!(
-                        "lease {lease} expired: proposed its revoke at ({index},{term})"
-                    ));
-                    let entry = Some((index, term));
-                    out.revokes.push(RevokeProposal { lease, entry });
-                }
-                Err(error) => {
-                    out.persisted
-                        .push(format!("lease {lease} expired: revoke refused ({error})"));
-                    out.revokes.push(RevokeProposal { lease, entry: None });
-                }
-            }
-        }
+        };
+        engine.tick(ms(now));
         self.drain(now, out);
     }
 
-    /// A keep-alive of `lease` arrives (the simulator routes it to the current leader): the
-    /// leader's store renews the lease's deadline to now + TTL. Refused by a node that is not the
-    /// leader or has not applied an entry of its own term yet.
+    /// A keep-alive of `lease` arrives (the simulator routes it to the current leader).
     pub fn keep_alive(&mut self, lease: LeaseId, now: Time) -> KeepAliveOutcome {
-        let applied = self.applied;
-        let early = self.settings.lease_mutation == Some(LeaseMutation::EarlyKeepAlive);
-        let Some(raw) = self.running() else {
+        if self.running().is_none() {
+            return KeepAliveOutcome::Unreachable;
+        }
+        let id = self.request_id(Waiting::KeepAlive);
+        let Some(engine) = self.running() else {
             return KeepAliveOutcome::Unreachable;
         };
-        let raft = raw.raft();
-        let term = raft.term();
-        let caught_up = raft.raft_log().term(applied).ok() == Some(term) || early;
-        if raft.role() != Role::Leader || !caught_up {
-            return KeepAliveOutcome::NotLeader;
+        engine.keep_alive(ms(now), id, lease);
+        // A keep-alive produces only its answer (no `Ready`), so nothing else is taken here.
+        let replies = engine.take_replies();
+        let mut out = NodeOutput::default();
+        for (rid, result) in replies {
+            self.on_reply(rid, result, &mut Vec::new(), &mut out);
         }
-        match self.kv.store_mut().lease_keep_alive(lease, ms(now)) {
-            Ok(ttl) => KeepAliveOutcome::Renewed(ttl),
-            Err(_) => KeepAliveOutcome::NotFound,
-        }
-    }
-
-    /// A node that has just become leader extends every lease by an election timeout before it
-    /// does anything else.
-    fn maybe_promote(&mut self, now: Time, out: &mut NodeOutput) {
-        let Some(raft) = self.raw.as_ref().map(RawNode::raft) else {
-            return;
-        };
-        if raft.role() != Role::Leader || self.promoted == Some(raft.term()) {
-            return;
-        }
-        self.promoted = Some(raft.term());
-        if self.settings.lease_mutation == Some(LeaseMutation::NoPromote) {
-            return;
-        }
-        let extend = self.election_timeout_ms();
-        self.kv.store_mut().lease_promote(ms(now), extend);
-        out.persisted.push(format!(
-            "leads: extended every lease to now + ttl + {extend} ms"
-        ));
+        self.keep_alive
+            .take()
+            .unwrap_or(KeepAliveOutcome::NotLeader)
     }
 
     /// Starts an election now (the explorer's stand-in for an election timeout).
     pub fn campaign(&mut self, now: Time, out: &mut NodeOutput) {
-        if let Some(raw) = self.running() {
-            raw.campaign();
+        if let Some(engine) = self.running() {
+            engine.campaign();
             self.drain(now, out);
         }
     }
@@ -440,55 +398,52 @@ impl SimNode {
             self.inbox.push_back(message);
             return None;
         }
-        let raw = self.raw.as_mut()?;
-        let refused = raw.step(message).err();
+        let engine = self.engine.as_mut()?;
+        let refused = engine.step(vec![message]).pop();
         self.drain(now, out);
         refused
     }
 
     /// A client proposes `command` here.
     pub fn propose(&mut self, command: Command, now: Time, out: &mut NodeOutput) -> ProposeOutcome {
-        let Some(raw) = self.running() else {
+        if self.running().is_none() {
             return ProposeOutcome::Unreachable;
-        };
-        let term = raw.raft().term();
-        let outcome = match raw.propose(command.encode()) {
-            Ok(index) => {
-                self.waiting.insert(index, (term, command));
-                ProposeOutcome::Accepted(index)
-            }
-            Err(error) => refusal(error),
-        };
-        self.drain(now, out);
-        outcome
+        }
+        let id = self.request_id(Waiting::Write(command));
+        if let Some(engine) = self.running() {
+            engine.propose(id, command.encode());
+        }
+        self.outcome(id, now, out)
     }
 
-    /// A client reads here, outside the log: the core is asked for a read index (`context`
-    /// identifies this attempt), and the node answers once it has applied that index.
+    /// A client reads here, outside the log: the engine asks the core for a read index and
+    /// answers once it has applied that index.
     pub fn read(
         &mut self,
         command: Command,
-        context: u64,
+        _context: u64,
         mode: ReadMode,
         now: Time,
         out: &mut NodeOutput,
     ) -> ProposeOutcome {
-        let Some(raw) = self.running() else {
+        if self.running().is_none() {
             return ProposeOutcome::Unreachable;
-        };
-        let outcome = match raw.read_index(context, mode) {
-            Ok(()) => {
-                let read = PendingRead {
-                    command,
-                    index: None,
-                };
-                self.reads.insert(context, read);
-                ProposeOutcome::Accepted(0)
-            }
-            Err(error) => refusal(error),
-        };
-        self.drain(now, out);
-        outcome
+        }
+        let id = self.request_id(Waiting::Read(command));
+        if let Some(engine) = self.running() {
+            engine.read(id, mode);
+        }
+        self.outcome(id, now, out)
+    }
+
+    /// Whether the request `id` was accepted: it is still waiting after the engine's output.
+    fn outcome(&mut self, id: u64, now: Time, out: &mut NodeOutput) -> ProposeOutcome {
+        let refused = self.drain(now, out);
+        match refused.into_iter().find(|(rid, _)| *rid == id) {
+            Some((_, RequestError::NotLeader { leader })) => ProposeOutcome::NotLeader(leader),
+            Some(_) => ProposeOutcome::Overloaded,
+            None => ProposeOutcome::Accepted(0),
+        }
     }
 
     /// The leader is asked to change the membership.
@@ -497,11 +452,34 @@ impl SimNode {
         changes: Vec<MemberChange>,
         now: Time,
         out: &mut NodeOutput,
-    ) -> Result<Index, Error> {
-        let raw = self.running().ok_or(Error::NotLeader { leader: None })?;
-        let result = raw.propose_conf_change(changes);
+    ) -> Result<Index, RequestError> {
+        if self.running().is_none() {
+            return Err(RequestError::NotLeader { leader: None });
+        }
+        let id = self.request_id(Waiting::Membership);
+        let engine = self
+            .running()
+            .ok_or(RequestError::NotLeader { leader: None })?;
+        let result = engine.change_membership(id, changes);
         self.drain(now, out);
         result
+    }
+
+    /// The leader is asked to add `node` as a learner (promoted once caught up).
+    pub fn join(&mut self, node: NodeId, now: Time, out: &mut NodeOutput) {
+        if self.running().is_none() {
+            return;
+        }
+        let id = self.request_id(Waiting::Membership);
+        if let Some(engine) = self.running() {
+            engine.join(id, member(node));
+        }
+        self.drain(now, out);
+    }
+
+    /// The answer to the latest membership request, once there is one.
+    pub fn take_membership_result(&mut self) -> Option<Result<Index, RequestError>> {
+        self.membership_result.take()
     }
 
     /// The leader is asked to hand leadership to `target`.
@@ -510,214 +488,297 @@ impl SimNode {
         target: NodeId,
         now: Time,
         out: &mut NodeOutput,
-    ) -> Result<(), Error> {
-        let raw = self.running().ok_or(Error::NotLeader { leader: None })?;
-        let result = raw.transfer_leader(target);
+    ) -> Result<(), RequestError> {
+        let engine = self
+            .running()
+            .ok_or(RequestError::NotLeader { leader: None })?;
+        let result = engine.transfer_leader(target);
         self.drain(now, out);
         result
     }
 
-    /// Disk writes due by `now` complete (a scheduled completion event).
+    /// Disk writes and snapshots due by `now` complete (a scheduled completion event).
     pub fn on_disk(&mut self, now: Time, out: &mut NodeOutput) {
         if self.running().is_some() {
             self.drain(now, out);
         }
     }
 
-    /// Takes a snapshot of the state machine at the applied index and compacts the log there,
-    /// when `snapshot_every` entries were applied since the log's first index.
-    fn maybe_snapshot(&mut self, out: &mut NodeOutput) {
-        let every = self.settings.snapshot_every;
-        let Some(raw) = self.raw.as_mut() else {
-            return;
-        };
-        let log = raw.raft().raft_log();
-        let index = log.applied();
-        if every == 0 || index < log.first_index() - 1 + every || index != self.applied {
-            return;
-        }
-        let Ok(snapshot) = raw.create_snapshot(index, self.kv.snapshot()) else {
-            return;
-        };
-        let (term, bytes) = (snapshot.metadata.term, snapshot.data.len());
-        if let Err(reason) = self.disk.compact(raw.storage_mut(), snapshot) {
-            self.halt(reason, out);
-            return;
-        }
-        out.persisted.push(format!(
-            "took a snapshot at ({index},{term}) of {bytes} bytes, compacted"
-        ));
-        out.state_machine.push(StateMachineEvent::Snapshotted {
-            index,
-            term,
-            digest: self.kv.digest(),
-        });
-    }
-
-    /// Takes every `Ready`, sends what may leave at once, and completes the disk writes due by
-    /// `now` (a write's completion may make more output ready, hence the loop).
-    fn drain(&mut self, now: Time, out: &mut NodeOutput) {
-        self.now = now;
+    /// Carries out the engine's output and completes the disk writes and snapshots due by `now`
+    /// (a completion may make more output, hence the loop). Returns the refusals among the
+    /// replies.
+    fn drain(&mut self, now: Time, out: &mut NodeOutput) -> Vec<(u64, RequestError)> {
+        let mut refused = Vec::new();
         loop {
-            let mut progressed = false;
-            while let Some(raw) = self.raw.as_mut().filter(|raw| raw.has_ready()) {
-                let mut ready = raw.ready();
-                out.messages.append(&mut ready.messages);
-                if let Err(reason) = self.disk.write(raw.storage_mut(), &ready) {
-                    self.halt(reason, out);
-                    return;
-                }
-                for read in std::mem::take(&mut ready.read_states) {
-                    self.on_read_state(read);
-                }
-                let after = self.writes.back().map_or(0, |w| w.done_at);
-                let ack = ready.ack();
-                self.writes.push_back(PendingWrite {
-                    ready,
-                    ack,
-                    done_at: (now + self.disk_latency).max(after),
-                });
-                progressed = true;
+            let Some(engine) = self.engine.as_mut() else {
+                return refused;
+            };
+            let output = engine.take_output(ms(now));
+            let mut progressed = !output.is_empty();
+            if let Err(reason) = self.carry_out(output, now, out, &mut refused) {
+                self.halt(reason, out);
+                return refused;
             }
             while self.writes.front().is_some_and(|w| w.done_at <= now) {
-                if let Some(write) = self.writes.pop_front() {
-                    self.complete_write(write, out);
-                    progressed = true;
+                if let Some(write) = self.writes.pop_front()
+                    && let Err(reason) = self.complete_write(write, now, out)
+                {
+                    self.halt(reason, out);
+                    return refused;
                 }
+                progressed = true;
+            }
+            while self.snapshots.front().is_some_and(|(at, _)| *at <= now) {
+                if let Some((_, task)) = self.snapshots.pop_front()
+                    && let Some(engine) = self.engine.as_mut()
+                {
+                    engine.snapshot_written(task.encode());
+                }
+                progressed = true;
             }
             if !progressed {
                 break;
             }
         }
-        self.maybe_promote(now, out);
-        self.serve_reads(out);
-        out.next_write = self.writes.front().map(|w| w.done_at);
+        let next_snapshot = self.snapshots.front().map(|(at, _)| *at);
+        out.next_write = match (self.writes.front().map(|w| w.done_at), next_snapshot) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        refused
+    }
+
+    /// Sends, writes, schedules and routes what one output holds.
+    fn carry_out(
+        &mut self,
+        output: Output,
+        now: Time,
+        out: &mut NodeOutput,
+        refused: &mut Vec<(u64, RequestError)>,
+    ) -> Result<(), String> {
+        let Output {
+            messages,
+            persist,
+            snapshot_tasks,
+            compact,
+            replies,
+            events,
+        } = output;
+        out.messages.extend(messages);
+        for event in events {
+            self.on_event(event, out);
+        }
+        for persist in persist {
+            if let Some(engine) = self.engine.as_mut() {
+                self.disk.write(engine.storage_mut(), &persist)?;
+            }
+            let after = self.writes.back().map_or(0, |w| w.done_at);
+            let done_at = (now + self.disk_latency).max(after);
+            self.writes.push_back(PendingWrite { persist, done_at });
+        }
+        for task in snapshot_tasks {
+            self.snapshots.push_back((now + self.disk_latency, task));
+        }
+        for snapshot in compact {
+            if let Some(engine) = self.engine.as_mut() {
+                self.disk.compact(engine.storage_mut(), snapshot)?;
+            }
+        }
+        for (id, result) in replies {
+            self.on_reply(id, result, refused, out);
+        }
+        Ok(())
+    }
+
+    fn on_reply(
+        &mut self,
+        id: u64,
+        result: Result<Answer, RequestError>,
+        refused: &mut Vec<(u64, RequestError)>,
+        out: &mut NodeOutput,
+    ) {
+        let Some(waiting) = self.waiting.remove(&id) else {
+            return;
+        };
+        match (waiting, result) {
+            (Waiting::KeepAlive, Ok(Answer::KeepAlive(Ok(ttl)))) => {
+                self.keep_alive = Some(KeepAliveOutcome::Renewed(ttl));
+            }
+            (Waiting::KeepAlive, Ok(_)) => self.keep_alive = Some(KeepAliveOutcome::NotFound),
+            (Waiting::KeepAlive, Err(_)) => self.keep_alive = Some(KeepAliveOutcome::NotLeader),
+            (Waiting::Membership, Ok(Answer::Membership { index })) => {
+                self.membership_result = Some(Ok(index));
+            }
+            (Waiting::Membership, Err(e)) => self.membership_result = Some(Err(e)),
+            (
+                Waiting::Write(command),
+                Ok(Answer::Applied {
+                    index,
+                    term,
+                    applied,
+                }),
+            ) => {
+                if let Some(result) = kv::op_result(&command.op, &applied) {
+                    out.replies.push(Reply {
+                        command,
+                        result,
+                        index,
+                        term,
+                    });
+                }
+            }
+            (Waiting::Read(command), Ok(Answer::Read { applied })) => {
+                let Op::Get { key } = command.op else {
+                    return;
+                };
+                let Some(engine) = self.engine.as_ref() else {
+                    return;
+                };
+                let value = kv::get(&engine.state(), key);
+                out.replies.push(Reply {
+                    command,
+                    result: OpResult::Read(value),
+                    index: applied,
+                    term: 0,
+                });
+            }
+            // A refusal, a lost write or read: the client hears nothing and retries after its
+            // timeout, as it would over a network.
+            (_, Err(error)) => refused.push((id, error)),
+            (_, Ok(_)) => {}
+        }
+    }
+
+    fn on_event(&mut self, event: Event, out: &mut NodeOutput) {
+        match event {
+            Event::Applied(record) => {
+                let effect = kv::effect(&record);
+                if let Some((lease, ttl)) = effect.granted {
+                    out.persisted.push(format!(
+                        "applied the grant of lease {lease} at {}: ttl {ttl} ms",
+                        record.entry.index
+                    ));
+                }
+                if let Some(error) = &effect.error {
+                    out.persisted
+                        .push(format!("applied {}: {error}", record.entry.index));
+                }
+                out.state_machine.push(StateMachineEvent::Applied {
+                    entry: record.entry,
+                    digest: record.digest,
+                    effect,
+                });
+            }
+            Event::SnapshotInstalled {
+                index,
+                term,
+                digest,
+            } => {
+                out.persisted.push(format!(
+                    "installed the leader's snapshot at ({index},{term})"
+                ));
+                out.state_machine.push(StateMachineEvent::Restored {
+                    index,
+                    term,
+                    digest,
+                });
+            }
+            Event::SnapshotRequested { index, digest } => {
+                self.snapshot_digests.insert(index, digest);
+                out.persisted
+                    .push(format!("snapshot at {index} requested (digest {digest:x})"));
+            }
+            Event::SnapshotTaken { index, term, bytes } => {
+                out.persisted.push(format!(
+                    "took a snapshot at ({index},{term}) of {bytes} bytes, compacted"
+                ));
+                if let Some(digest) = self.snapshot_digests.remove(&index) {
+                    out.state_machine.push(StateMachineEvent::Snapshotted {
+                        index,
+                        term,
+                        digest,
+                    });
+                }
+            }
+            Event::LeaseRevokeProposed { lease, entry } => {
+                out.persisted.push(match entry {
+                    Some((index, term)) => {
+                        format!("lease {lease} expired: proposed its revoke at ({index},{term})")
+                    }
+                    None => format!("lease {lease} expired: revoke refused"),
+                });
+                out.revokes.push(RevokeProposal { lease, entry });
+            }
+            Event::LeasesPromoted { extend_ms } => out.persisted.push(format!(
+                "leads: extended every lease to now + ttl + {extend_ms} ms"
+            )),
+            Event::MembershipApplied { index, conf } => {
+                out.membership
+                    .push(format!("applied configuration at {index}: {conf:?}"));
+            }
+            Event::Proposed { what, refused } => {
+                let line = match refused {
+                    None => format!("proposed {what}"),
+                    Some(error) => format!("{what} refused: {error}"),
+                };
+                if what.contains("learner") || what.contains("addresses") {
+                    out.membership.push(line.clone());
+                }
+                out.persisted.push(line);
+            }
+            Event::SnapshotSkipped { index, reason } => {
+                out.persisted
+                    .push(format!("snapshot at {index} skipped: {reason}"));
+            }
+            Event::Undecodable { index } => {
+                out.persisted
+                    .push(format!("undecodable entry at {index} applied as a no-op"));
+            }
+            Event::RoleChanged { .. } | Event::RegistryChanged => {}
+        }
     }
 
     /// Completes the oldest disk write regardless of time (the explorer's "disk completes" step).
     pub fn complete_oldest_write(&mut self, out: &mut NodeOutput) {
         if let Some(write) = self.writes.pop_front() {
-            self.complete_write(write, out);
+            let now = 0;
+            if let Err(reason) = self.complete_write(write, now, out) {
+                self.halt(reason, out);
+                return;
+            }
+            self.drain(now, out);
         }
     }
 
-    /// A write completes: it is durable, so what it promised may leave, then apply and advance.
-    fn complete_write(&mut self, write: PendingWrite, out: &mut NodeOutput) {
-        let Some(raw) = self.raw.as_mut() else {
-            return;
+    /// A write completes: it is durable; the engine hears it.
+    fn complete_write(
+        &mut self,
+        write: PendingWrite,
+        now: Time,
+        out: &mut NodeOutput,
+    ) -> Result<(), String> {
+        let Some(engine) = self.engine.as_mut() else {
+            return Ok(());
         };
-        let ready = write.ready;
-        if let Err(reason) = self.disk.complete(raw.storage_mut(), &ready) {
-            self.halt(reason, out);
-            return;
-        }
-        // The contract's order: snapshot, then hard state and entries.
-        if let Some(snapshot) = &ready.snapshot {
-            let (index, term) = (snapshot.metadata.index, snapshot.metadata.term);
-            out.persisted.push(format!(
-                "installed the leader's snapshot at ({index},{term})"
-            ));
-            self.kv = restore(&snapshot.data, out);
-            self.applied = index;
-            // Proposals the snapshot covers are never applied here: nothing to answer.
-            self.waiting = self.waiting.split_off(&(index + 1));
-            out.state_machine.push(StateMachineEvent::Restored {
-                index,
-                term,
-                digest: self.kv.digest(),
-            });
-        }
-        if let Some((index, term)) = write.ack.persisted {
+        self.disk.complete(engine.storage_mut(), &write.persist)?;
+        let persist = &write.persist;
+        if let Some((index, term)) = persist.entries.last().map(|e| (e.index, e.term)) {
             out.persisted.push(format!(
                 "persisted up to ({index},{term}){}",
-                ready
+                persist
                     .hard_state
                     .map(|h| format!(" hs=(t{} v{:?} c{})", h.term, h.vote, h.commit))
                     .unwrap_or_default()
             ));
-        } else if let Some(h) = ready.hard_state {
+        } else if let Some(h) = persist.hard_state {
             out.persisted.push(format!(
                 "persisted hs=(t{} v{:?} c{})",
                 h.term, h.vote, h.commit
             ));
         }
-        out.messages.extend(ready.persisted_messages);
-        for entry in ready.committed_entries {
-            self.apply(entry, out);
-        }
-        if let Some(raw) = self.raw.as_mut() {
-            raw.advance(write.ack);
-        }
-    }
-
-    fn apply(&mut self, entry: Entry, out: &mut NodeOutput) {
-        self.applied = entry.index;
-        let effect = self.kv.apply(&entry, ms(self.now));
-        if let Some((lease, _)) = effect.granted {
-            let remaining = self
-                .kv
-                .store()
-                .lease_time_to_live(lease, ms(self.now))
-                .ok()
-                .and_then(|status| status.remaining_ms);
-            out.persisted.push(format!(
-                "applied the grant of lease {lease} at {}: expires in {remaining:?} ms",
-                entry.index
-            ));
-        }
-        if let Some((term, command)) = self.waiting.remove(&entry.index)
-            && term == entry.term
-            && let Some(result) = effect.result
-        {
-            if let Some(error) = &effect.error {
-                out.persisted
-                    .push(format!("applied {command} at {}: {error}", entry.index));
-            }
-            out.replies.push(Reply {
-                command,
-                result,
-                index: entry.index,
-                term: entry.term,
-            });
-        }
-        let digest = self.kv.digest();
-        out.state_machine.push(StateMachineEvent::Applied {
-            entry,
-            digest,
-            effect,
-        });
-    }
-
-    /// The core released a read: note its index (reads of other incarnations are unknown here).
-    fn on_read_state(&mut self, read: ReadState) {
-        if let Some(pending) = self.reads.get_mut(&read.context) {
-            pending.index = Some(read.index);
-        }
-    }
-
-    /// Answers every released read whose index the state machine has reached.
-    fn serve_reads(&mut self, out: &mut NodeOutput) {
-        let applied = self.applied;
-        let ready: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, r)| r.index.is_some_and(|index| index <= applied))
-            .map(|(&context, _)| context)
-            .collect();
-        for context in ready {
-            let Some(read) = self.reads.remove(&context) else {
-                continue;
-            };
-            let Op::Get { key } = read.command.op else {
-                continue;
-            };
-            out.replies.push(Reply {
-                command: read.command,
-                result: OpResult::Read(self.kv.get(key)),
-                index: applied,
-                term: 0,
-            });
-        }
+        engine
+            .persisted(ms(now), persist.seq, None)
+            .map_err(|e| e.to_string())
     }
 
     /// A write or sync failed: the node stops at once (what the failed write promised never
@@ -736,52 +797,47 @@ impl SimNode {
 
     /// The process stops: keep the disk, lose everything else.
     fn stop(&mut self) {
-        if let Some(mut raw) = self.raw.take() {
-            let storage = std::mem::replace(raw.storage_mut(), NodeStorage::Mem(Box::default()));
+        if let Some(mut engine) = self.engine.take() {
+            let storage = std::mem::replace(engine.storage_mut(), NodeStorage::Mem(Box::default()));
             self.disk.shut_down(storage);
         }
         self.incarnation += 1;
         self.writes.clear();
+        self.snapshots.clear();
         self.inbox.clear();
         self.waiting.clear();
-        self.reads.clear();
-        self.kv = StateMachine::new();
-        self.promoted = None;
-        self.applied = 0;
+        self.snapshot_digests.clear();
         self.paused = false;
         self.missed_ticks = 0;
     }
 
-    /// Restart a crashed node from its disk: the storage recovered, the state machine from the
-    /// storage's snapshot.
+    /// Restart a crashed node from its disk: the storage recovered, a new engine on it.
     pub fn restart(&mut self, now: Time, out: &mut NodeOutput) -> Result<(), OpenError> {
-        if self.raw.is_some() {
+        if self.engine.is_some() {
             return Ok(());
         }
         let storage = self.disk.open()?;
-        let snapshot = storage.snapshot();
-        let (index, term) = (snapshot.metadata.index, snapshot.metadata.term);
-        self.kv = match index {
-            0 => StateMachine::new(),
-            _ => restore(&snapshot.data, out),
-        };
-        self.applied = index;
         let mut config = self.config.clone();
-        config.applied = index;
         config.seed = self.config.seed ^ self.incarnation.wrapping_mul(0x9E37_79B9);
-        self.raw = Some(RawNode::new(&config, storage).map_err(OpenError::Core)?);
+        let engine = Replica::new(&config, storage, self.engine_settings(), ms(now))
+            .map_err(OpenError::Engine)?;
+        let (index, term) = {
+            let snapshot = engine.storage().snapshot();
+            (snapshot.metadata.index, snapshot.metadata.term)
+        };
         out.state_machine.push(StateMachineEvent::Restored {
             index,
             term,
-            digest: self.kv.digest(),
+            digest: engine.state().digest(),
         });
+        self.engine = Some(engine);
         self.drain(now, out);
         Ok(())
     }
 
     /// Pause: stop ticking and handling input.
     pub fn pause(&mut self) {
-        if self.raw.is_some() {
+        if self.engine.is_some() {
             self.paused = true;
         }
     }
@@ -811,24 +867,6 @@ impl SimNode {
     /// Disk writes take `latency` from now on (`None`: back to normal).
     pub fn set_disk_latency(&mut self, latency: Option<Time>) {
         self.disk_latency = latency.unwrap_or(self.settings.disk_latency);
-    }
-}
-
-/// The state machine a snapshot holds; an empty one (which State Machine Safety then reports) when
-/// the store refuses the snapshot.
-fn restore(data: &[u8], out: &mut NodeOutput) -> StateMachine {
-    StateMachine::restore(data).unwrap_or_else(|error| {
-        out.persisted
-            .push(format!("the store refused the snapshot: {error}"));
-        StateMachine::new()
-    })
-}
-
-/// What a refusal of the core tells a client.
-fn refusal(error: Error) -> ProposeOutcome {
-    match error {
-        Error::NotLeader { leader } => ProposeOutcome::NotLeader(leader),
-        _ => ProposeOutcome::Overloaded,
     }
 }
 

@@ -38,7 +38,7 @@ use crate::checkers::{NamedLog, Property, SafetyCheckers, StateMachineEvent, Vio
 use crate::client::{Client, ClientAction, ReadPath};
 use crate::faults::Fault;
 use crate::history::History;
-use crate::kv::{Op, OpResult, StateMachine, ms};
+use crate::kv::{Op, OpResult, ms};
 use crate::network::{Network, NetworkConfig, PartitionShape, TICK, Time, describe};
 use crate::node::{HeldLog, KeepAliveOutcome, NodeOutput, NodeSettings, Reply, SimNode};
 use crate::rng::SimRng;
@@ -307,7 +307,7 @@ impl Simulation {
             history: History::new(),
             checkers: SafetyCheckers::new(
                 ConfState::from_voters(voters.iter().copied()),
-                StateMachine::new().digest(),
+                raftkv_replica::State::new(raftkv_replica::state::limits()).digest(),
             ),
             trace: Trace::new(options.full_trace),
             stats: Stats::default(),

@@ -64,5 +64,5 @@ pub use segment::{Damage, Scan, Torn, scan};
 pub use snapshot::SNAPSHOT_OVERHEAD_BYTES_MAX;
 pub use wal::{
     SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN, SNAPSHOT_BYTES_DEFAULT, SNAPSHOTS_KEPT_DEFAULT,
-    WRITE_BUFFER_BYTES_MAX, Wal, WalOptions,
+    SnapshotWriter, WRITE_BUFFER_BYTES_MAX, Wal, WalOptions,
 };

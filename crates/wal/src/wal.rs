@@ -276,7 +276,7 @@ impl<D: Disk> Wal<D> {
         if index <= self.snapshot.metadata.index {
             return Ok(false);
         }
-        self.save_snapshot(&snapshot, MarkKind::Install)?;
+        self.save_snapshot(&snapshot, MarkKind::Install, false)?;
         self.hard_state.commit = self.hard_state.commit.max(index);
         self.entries.clear();
         for segment in &mut self.segments {
@@ -292,6 +292,28 @@ impl<D: Disk> Wal<D> {
     /// are dropped, later ones kept. An older snapshot is ignored; returns whether it was kept.
     /// Durable on return.
     pub fn compact(&mut self, snapshot: Snapshot) -> Result<bool> {
+        self.compact_to(snapshot, false)
+    }
+
+    /// As [`Wal::compact`], for a snapshot whose file a [`SnapshotWriter`] already wrote (off the
+    /// node loop): only the mark is written here.
+    pub fn compact_written(&mut self, snapshot: Snapshot) -> Result<bool> {
+        self.compact_to(snapshot, true)
+    }
+
+    /// A writer of snapshot files into this WAL's directory, usable on another thread.
+    pub fn snapshot_writer(&self) -> SnapshotWriter<D>
+    where
+        D: Clone,
+    {
+        SnapshotWriter {
+            disk: self.disk.clone(),
+            dir: self.dir.clone(),
+            snapshot_bytes_max: self.options.snapshot_bytes_max,
+        }
+    }
+
+    fn compact_to(&mut self, snapshot: Snapshot, file_written: bool) -> Result<bool> {
         self.check()?;
         let index = snapshot.metadata.index;
         if index <= self.snapshot.metadata.index {
@@ -309,7 +331,7 @@ impl<D: Disk> Wal<D> {
                 reason: "the snapshot's term differs from the log's term at that index",
             });
         }
-        self.save_snapshot(&snapshot, MarkKind::Compact)?;
+        self.save_snapshot(&snapshot, MarkKind::Compact, file_written)?;
         let drop = (index - self.snapshot.metadata.index) as usize;
         self.entries.drain(..drop);
         self.snapshot = snapshot;
@@ -318,17 +340,15 @@ impl<D: Disk> Wal<D> {
         Ok(true)
     }
 
-    /// Writes the snapshot file durably, then encodes its mark.
-    fn save_snapshot(&mut self, snapshot: &Snapshot, kind: MarkKind) -> Result<()> {
-        let size_bytes = snapshot.data.len() as u64;
-        if size_bytes > self.options.snapshot_bytes_max {
-            return Err(WalError::TooLarge {
-                what: "a snapshot",
-                size_bytes,
-                limit_bytes: self.options.snapshot_bytes_max,
-            });
-        }
-        if let Err(e) = write_snapshot(&self.disk, &self.dir, snapshot) {
+    /// Writes the snapshot file durably (unless `file_written`), then encodes its mark.
+    fn save_snapshot(
+        &mut self,
+        snapshot: &Snapshot,
+        kind: MarkKind,
+        file_written: bool,
+    ) -> Result<()> {
+        check_snapshot_size(snapshot, self.options.snapshot_bytes_max)?;
+        if !file_written && let Err(e) = write_snapshot(&self.disk, &self.dir, snapshot) {
             return Err(self.fail(e));
         }
         let mark = SnapshotMark {
@@ -568,4 +588,34 @@ impl<D: Disk> Storage for Wal<D> {
     fn snapshot(&self) -> Snapshot {
         self.snapshot.clone()
     }
+}
+
+/// Writes snapshot files into a WAL's directory from any thread (see [`Wal::snapshot_writer`]);
+/// the WAL then records the snapshot with [`Wal::compact_written`].
+#[derive(Clone, Debug)]
+pub struct SnapshotWriter<D> {
+    disk: D,
+    dir: PathBuf,
+    snapshot_bytes_max: u64,
+}
+
+impl<D: Disk> SnapshotWriter<D> {
+    /// Writes `snapshot`'s file durably (temporary file, sync, rename, directory sync).
+    pub fn write(&self, snapshot: &Snapshot) -> Result<()> {
+        check_snapshot_size(snapshot, self.snapshot_bytes_max)?;
+        write_snapshot(&self.disk, &self.dir, snapshot)
+    }
+}
+
+/// Refuses a snapshot over `WalOptions::snapshot_bytes_max`.
+fn check_snapshot_size(snapshot: &Snapshot, limit_bytes: u64) -> Result<()> {
+    let size_bytes = snapshot.data.len() as u64;
+    if size_bytes > limit_bytes {
+        return Err(WalError::TooLarge {
+            what: "a snapshot",
+            size_bytes,
+            limit_bytes,
+        });
+    }
+    Ok(())
 }

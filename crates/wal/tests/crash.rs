@@ -330,3 +330,39 @@ fn a_second_opener_is_refused() {
     let error = Wal::open(disk, DIR, options()).err().unwrap();
     assert!(matches!(error, WalError::Locked { .. }), "{error}");
 }
+
+/// A snapshot file written off the node loop (`SnapshotWriter`) is only a file until the WAL
+/// records it (`compact_written`): a crash in between recovers the whole log, and once recorded
+/// the log is compacted and recovers so.
+#[test]
+fn a_snapshot_written_off_the_loop_counts_only_once_recorded() {
+    let disk = MemDisk::new();
+    let hard_state = HardState {
+        term: 1,
+        vote: Some(1),
+        commit: 10,
+    };
+    let entries: Vec<Entry> = (1..=10)
+        .map(|i| Entry::new(i, 1, Bytes::from("x")))
+        .collect();
+    {
+        let (mut wal, _) = Wal::open(disk.clone(), DIR, options()).unwrap();
+        wal.save(Some(hard_state), &entries, None).unwrap();
+        wal.snapshot_writer().write(&snapshot_at(5, 1)).unwrap();
+    }
+    disk.crash(Crash::clean());
+    {
+        let (mut wal, _) = Wal::open(disk.clone(), DIR, options()).unwrap();
+        assert_eq!(wal.last_index(), 10);
+        assert_eq!(wal.entries(6, 11, u64::MAX).unwrap().len(), 5);
+        let snapshot = snapshot_at(7, 1);
+        wal.snapshot_writer().write(&snapshot).unwrap();
+        assert!(wal.compact_written(snapshot).unwrap());
+        assert_eq!(wal.first_index(), 8);
+    }
+    disk.crash(Crash::clean());
+    let (wal, _) = Wal::open(disk, DIR, options()).unwrap();
+    assert_eq!(wal.snapshot().metadata.index, 7);
+    assert_eq!((wal.first_index(), wal.last_index()), (8, 10));
+    assert_eq!(wal.snapshot().data, Bytes::from("snapshot 7"));
+}

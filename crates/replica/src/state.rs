@@ -5,16 +5,21 @@
 //! untouched) or a member publishing its addresses. Empty payloads are the leaders' no-op entries.
 //! Configuration entries update the registry (removed members are forgotten and refused).
 //!
-//! Invariant: applying the same entries in the same order gives the same state on every node; a
-//! payload this node cannot decode is applied as a no-op on every node alike (and logged), never a
-//! panic.
+//! Snapshots are taken in two steps so the node loop never waits for one: [`State::view`] takes a
+//! consistent copy-on-write view in one short step, and [`StateView::encode`] serializes it later,
+//! on any thread. [`decode`] turns snapshot data back into a state, off the loop as well, and
+//! [`State::install`] swaps it in.
+//!
+//! Invariant: applying the same entries in the same order gives the same state (and the same
+//! [`State::digest`]) on every node; a payload this node cannot decode is applied as a no-op on
+//! every node alike ([`Applied::Undecodable`]), never a panic.
 
 use bytes::Bytes;
 use prost::Message as _;
-use raftkv_kv::{KvStore, Limits, Response};
+use raftkv_kv::{KvStore, Limits, Response, SnapshotView};
 use raftkv_raft::{ConfState, Entry, EntryKind, Index};
 
-use crate::error::{Result, ServerError};
+use crate::error::ReplicaError;
 use crate::members::{Member, Registry};
 
 /// The key-value limits every node runs with (they must agree: apply-time checks are part of the
@@ -60,6 +65,16 @@ impl Command {
         .into()
     }
 
+    /// The encoded key-value request inside an entry payload, if it carries one.
+    pub fn kv_request(payload: &Bytes) -> Option<Bytes> {
+        match Command::decode(payload.clone()) {
+            Ok(Command {
+                op: Some(CommandOp::Kv(request)),
+            }) => Some(request),
+            _ => None,
+        }
+    }
+
     /// The payload of a member publishing its addresses.
     pub fn publish(member: Member) -> Bytes {
         Command {
@@ -91,7 +106,7 @@ struct StateSnapshot {
 }
 
 /// What applying one entry produced.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Applied {
     /// A key-value request's response.
     Kv(Response),
@@ -99,8 +114,10 @@ pub enum Applied {
     Published,
     /// A configuration took effect in the registry.
     Conf,
-    /// A leader's no-op entry, or a payload no node can decode.
+    /// A leader's no-op entry.
     Noop,
+    /// A payload no node can decode, applied as a no-op everywhere.
+    Undecodable,
 }
 
 /// The replicated state.
@@ -132,6 +149,11 @@ impl State {
         self.applied
     }
 
+    /// The key-value limits the state runs with (a decoded snapshot must get the same).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Applies one committed entry.
     pub fn apply(&mut self, entry: &Entry) -> Applied {
         assert!(
@@ -158,10 +180,7 @@ impl State {
                 self.registry.upsert(member);
                 Applied::Published
             }
-            Ok(Command { op: None }) | Err(_) => {
-                tracing::warn!(index = entry.index, "undecodable entry applied as a no-op");
-                Applied::Noop
-            }
+            Ok(Command { op: None }) | Err(_) => Applied::Undecodable,
         }
     }
 
@@ -169,12 +188,59 @@ impl State {
         self.registry.apply_conf(conf);
     }
 
-    /// The state as snapshot data.
-    pub fn snapshot_data(&self) -> Bytes {
+    /// A hash of the replicated state (store and registry): equal on every node at the same
+    /// applied index.
+    pub fn digest(&self) -> u64 {
+        self.kv.state_hash() ^ registry_hash(&self.registry)
+    }
+
+    /// A consistent view of the state at the applied index, taken in one short step (the key
+    /// index is shared copy-on-write); encode it later with [`StateView::encode`].
+    pub fn view(&self) -> StateView {
+        StateView {
+            applied: self.applied,
+            kv: self.kv.snapshot_view(),
+            registry: self.registry.clone(),
+        }
+    }
+
+    /// Replaces the state with one decoded from a snapshot; watches carry over (they see the
+    /// snapshot's revision as their next event, or `Compacted`).
+    pub fn install(&mut self, mut restored: State) {
+        restored.kv.adopt_watches(&mut self.kv);
+        *self = restored;
+    }
+}
+
+/// A consistent view of the replicated state at one applied index, cheap to take and `Send`, so
+/// encoding it can happen away from the node loop.
+#[derive(Clone, Debug)]
+pub struct StateView {
+    /// The state's applied index (the store's own may be lower: it counts only its requests).
+    applied: Index,
+    /// The store's view.
+    kv: SnapshotView,
+    /// The registry at the same index.
+    registry: Registry,
+}
+
+impl StateView {
+    /// The applied index the view was taken at.
+    pub fn applied(&self) -> Index {
+        self.applied
+    }
+
+    /// The [`State::digest`] of the state the view shows.
+    pub fn digest(&self) -> u64 {
+        self.kv.state_hash() ^ registry_hash(&self.registry)
+    }
+
+    /// The view as snapshot data (proportional to the store's size: call it off the node loop).
+    pub fn encode(&self) -> Bytes {
         let mut kv = Vec::new();
         // Writing into a Vec cannot fail.
         self.kv
-            .write_snapshot(&mut kv)
+            .write_to(&mut kv)
             .expect("writing a snapshot into memory");
         StateSnapshot {
             version: SNAPSHOT_VERSION,
@@ -186,28 +252,53 @@ impl State {
         .encode_to_vec()
         .into()
     }
+}
 
-    /// Replaces the state with a snapshot's, taken at `index`.
-    pub fn restore(&mut self, index: Index, data: &Bytes) -> Result<()> {
-        let snapshot = StateSnapshot::decode(data.clone())
-            .map_err(|e| ServerError::Malformed(format!("snapshot at {index}: {e}")))?;
-        if snapshot.version != SNAPSHOT_VERSION {
-            return Err(ServerError::Malformed(format!(
-                "snapshot at {index} has version {}, expected {SNAPSHOT_VERSION}",
-                snapshot.version
-            )));
-        }
-        let mut kv = KvStore::restore(&mut &snapshot.kv[..], self.limits.clone())
-            .map_err(|e| ServerError::Malformed(format!("snapshot at {index}: {e}")))?;
-        kv.adopt_watches(&mut self.kv);
-        let mut registry = Registry::new(snapshot.members);
-        for id in snapshot.removed {
-            registry.mark_removed(id);
-        }
-        registry.set_conf_members(snapshot.conf_members);
-        self.kv = kv;
-        self.registry = registry;
-        self.applied = index;
-        Ok(())
+/// The state snapshot data at `index` holds, or why it cannot be read (the node must not go on
+/// without it: a fatal error that names the index and the reason).
+pub fn decode(index: Index, data: &Bytes, limits: Limits) -> Result<State, ReplicaError> {
+    let refuse = |reason: String| ReplicaError::Restore { index, reason };
+    let snapshot = StateSnapshot::decode(data.clone()).map_err(|e| refuse(e.to_string()))?;
+    if snapshot.version != SNAPSHOT_VERSION {
+        return Err(refuse(format!(
+            "format version {}, expected {SNAPSHOT_VERSION}",
+            snapshot.version
+        )));
     }
+    let kv = KvStore::restore(&mut &snapshot.kv[..], limits.clone())
+        .map_err(|e| refuse(e.to_string()))?;
+    let mut registry = Registry::new(snapshot.members);
+    for id in snapshot.removed {
+        registry.mark_removed(id);
+    }
+    registry.set_conf_members(snapshot.conf_members);
+    Ok(State {
+        kv,
+        registry,
+        limits,
+        applied: index,
+    })
+}
+
+/// A hash of the registry (FNV-1a over its members, removed ids and configuration members).
+fn registry_hash(registry: &Registry) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |bytes: &[u8]| {
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for member in registry.members() {
+        mix(&member.encode_to_vec());
+    }
+    for id in registry.removed() {
+        mix(b"r");
+        mix(&id.to_le_bytes());
+    }
+    for id in registry.conf_members() {
+        mix(b"c");
+        mix(&id.to_le_bytes());
+    }
+    hash
 }

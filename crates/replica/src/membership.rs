@@ -1,0 +1,159 @@
+//! Membership on the leader: joins (a learner first, promoted once caught up), removals, raw
+//! configuration changes, members publishing their addresses, and handing leadership over on
+//! shutdown.
+//!
+//! Invariants: a voter is never re-added under the same id (with an empty log it could vote a
+//! leader in that lacks committed entries); a learner becomes a voter only once its log is within
+//! `PROMOTE_LAG_ENTRIES` of the commit index; one change at a time (the core's rule).
+
+use raftkv_raft::{MemberChange, NodeId, Role, Storage};
+
+use crate::error::RequestError;
+use crate::members::Member;
+use crate::output::{Answer, RequestId};
+use crate::replica::{PROMOTE_LAG_ENTRIES, Replica};
+use crate::state::Command;
+
+impl<S: Storage> Replica<S> {
+    /// Adds a member as a learner and records its addresses; answered once the configuration
+    /// entry is applied.
+    pub fn join(&mut self, id: RequestId, member: Member) {
+        let raft = self.raft();
+        if raft.role() != Role::Leader {
+            let leader = raft.leader();
+            self.reply(id, Err(RequestError::NotLeader { leader }));
+            return;
+        }
+        let conf = raft.tracker().conf_state();
+        if conf.learners.contains(&member.id) {
+            // A retried join of a learner: it does not vote, so even a wiped one is harmless.
+            let index = raft.raft_log().committed();
+            self.reply(id, Ok(Answer::Membership { index }));
+            return;
+        }
+        if conf.is_voter(member.id) {
+            let message = format!(
+                "`{}` is already a voter; if it lost its data, remove it first \
+                 and join it under a new name",
+                member.name
+            );
+            self.reply(id, Err(RequestError::Conflict(message)));
+            return;
+        }
+        let node = member.id;
+        match self
+            .node
+            .propose_conf_change(vec![MemberChange::AddLearner(node)])
+        {
+            Ok(index) => {
+                self.track_write(index, id, true);
+                // Its addresses; if this proposal is refused, the node publishes them itself.
+                self.propose_own(
+                    format!("addresses of new member {node}"),
+                    Command::publish(member),
+                );
+            }
+            Err(e) => self.reply(id, Err(e.into())),
+        }
+    }
+
+    /// Removes a member (voter or learner); answered once the configuration entry is applied.
+    pub fn remove_member(&mut self, id: RequestId, node: NodeId) {
+        let raft = self.raft();
+        if raft.role() != Role::Leader {
+            let leader = raft.leader();
+            self.reply(id, Err(RequestError::NotLeader { leader }));
+            return;
+        }
+        if !raft.tracker().conf_state().members().contains(&node) {
+            let message = format!("node {node} is not a member of the configuration");
+            self.reply(id, Err(RequestError::Invalid(message)));
+            return;
+        }
+        let _ = self.change_membership(id, vec![MemberChange::Remove(node)]);
+    }
+
+    /// Proposes a configuration change as given; answered once applied. Returns the index of
+    /// its entry, or why it was refused (which is also the reply).
+    pub fn change_membership(
+        &mut self,
+        id: RequestId,
+        changes: Vec<MemberChange>,
+    ) -> Result<raftkv_raft::Index, RequestError> {
+        match self.node.propose_conf_change(changes) {
+            Ok(index) => {
+                self.track_write(index, id, true);
+                Ok(index)
+            }
+            Err(e) => {
+                let error = RequestError::from(e);
+                self.reply(id, Err(error.clone()));
+                Err(error)
+            }
+        }
+    }
+
+    /// Leader: proposes promoting a learner whose log has caught up.
+    pub(crate) fn promote_caught_up_learners(&mut self) {
+        let raft = self.raft();
+        let tracker = raft.tracker();
+        let conf = tracker.conf_state();
+        if conf.is_joint() {
+            return;
+        }
+        let committed = raft.raft_log().committed();
+        let ready = conf.learners.iter().copied().find(|&id| {
+            tracker.get(id).is_some_and(|p| {
+                p.recent_active
+                    && p.match_index > 0
+                    && p.match_index + PROMOTE_LAG_ENTRIES >= committed
+            })
+        });
+        if let Some(node) = ready {
+            let refused = self
+                .node
+                .propose_conf_change(vec![MemberChange::AddVoter(node)])
+                .err()
+                .map(|e| e.to_string());
+            self.out.events.push(crate::output::Event::Proposed {
+                what: format!("promotion of caught-up learner {node}"),
+                refused,
+            });
+        }
+    }
+
+    /// Leader: makes sure the registry has this node's current addresses (retried every
+    /// election timeout until it has).
+    pub(crate) fn publish_self(&mut self) {
+        let Some(me) = self.settings.me.clone() else {
+            return;
+        };
+        if self.state().registry.get(self.id) == Some(&me) {
+            return;
+        }
+        let due = self
+            .published_at
+            .is_none_or(|at| self.ticks >= at + self.election_ticks);
+        if due {
+            self.published_at = Some(self.ticks);
+            self.propose_own("this node's addresses".into(), Command::publish(me));
+        }
+    }
+
+    /// The up-to-date voter to hand leadership to, if this node leads and has one.
+    pub(crate) fn transfer_target(&self) -> Option<NodeId> {
+        let raft = self.raft();
+        if raft.role() != Role::Leader {
+            return None;
+        }
+        let tracker = raft.tracker();
+        tracker
+            .conf_state()
+            .voters
+            .iter()
+            .filter(|&&id| id != self.id)
+            .filter_map(|&id| tracker.get(id).map(|p| (p.match_index, id)))
+            .max()
+            .map(|(_, id)| id)
+    }
+}

@@ -1,0 +1,241 @@
+//! The engine's node-loop rules on a one-node replica over `MemStorage`, driven the way both
+//! drivers drive it: input, take the output, carry out every `Persist` in order, report it.
+
+use bytes::Bytes;
+use raftkv_kv::Request;
+use raftkv_raft::{Config, MemStorage, ReadMode, Snapshot, SnapshotMetadata, Storage};
+use raftkv_replica::{
+    Answer, Command, Event, Output, Replica, ReplicaError, RequestError, Settings, SnapshotTask,
+};
+
+/// A one-node replica; `persist` writes everything handed to it at once.
+struct One {
+    engine: Replica<MemStorage>,
+    now_ms: u64,
+    /// Replies seen so far.
+    replies: Vec<(u64, Result<Answer, RequestError>)>,
+    /// Snapshot tasks handed out and not yet completed.
+    tasks: Vec<SnapshotTask>,
+    /// Compactions the engine asked for.
+    compacted: Vec<u64>,
+    events: Vec<Event>,
+}
+
+impl One {
+    fn new(settings: Settings) -> One {
+        let engine = Replica::new(&Config::new(1, vec![1]), MemStorage::new(), settings, 0)
+            .expect("a fresh replica starts");
+        let mut one = One {
+            engine,
+            now_ms: 0,
+            replies: Vec::new(),
+            tasks: Vec::new(),
+            compacted: Vec::new(),
+            events: Vec::new(),
+        };
+        one.run();
+        one
+    }
+
+    fn run(&mut self) {
+        loop {
+            let output = self.engine.take_output(self.now_ms);
+            if output.is_empty() {
+                return;
+            }
+            let Output {
+                persist,
+                snapshot_tasks,
+                compact,
+                replies,
+                events,
+                ..
+            } = output;
+            self.replies.extend(replies);
+            self.tasks.extend(snapshot_tasks);
+            self.events.extend(events);
+            for snapshot in compact {
+                self.compacted.push(snapshot.metadata.index);
+                self.engine.storage_mut().compact(snapshot);
+            }
+            for write in persist {
+                let storage = self.engine.storage_mut();
+                if let Some(hs) = write.hard_state {
+                    storage.set_hard_state(hs);
+                }
+                storage.append(&write.entries);
+                self.engine
+                    .persisted(self.now_ms, write.seq, None)
+                    .expect("nothing to restore");
+            }
+        }
+    }
+
+    fn put(&mut self, id: u64, key: &str) {
+        let request = Request::put(Bytes::from(key.to_string()), Bytes::from_static(b"v"));
+        self.engine
+            .propose(id, Command::kv(request.encode_to_vec().into()));
+        self.run();
+    }
+
+    fn reply(&self, id: u64) -> Option<&Result<Answer, RequestError>> {
+        self.replies.iter().find(|(r, _)| *r == id).map(|(_, a)| a)
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        snapshot_entries: 0,
+        history_compact_interval_ticks: 0,
+        ..Settings::default()
+    }
+}
+
+#[test]
+fn a_write_is_answered_once_its_entry_is_applied() {
+    let mut one = One::new(settings());
+    one.put(7, "a");
+    let Some(Ok(Answer::Applied { index, term, .. })) = one.reply(7) else {
+        panic!("no answer: {:?}", one.replies);
+    };
+    assert_eq!(one.engine.state().applied(), *index);
+    assert_eq!(one.engine.raft().term(), *term);
+}
+
+#[test]
+fn a_read_is_released_once_its_read_index_is_applied() {
+    let mut one = One::new(settings());
+    one.put(1, "a");
+    one.engine.read(2, ReadMode::ReadIndex);
+    one.run();
+    let Some(Ok(Answer::Read { applied })) = one.reply(2) else {
+        panic!("no answer: {:?}", one.replies);
+    };
+    assert!(*applied >= 2, "the write before the read is visible");
+}
+
+#[test]
+fn snapshots_are_produced_by_the_driver_and_compact_only_once_written() {
+    let mut one = One::new(Settings {
+        snapshot_entries: 5,
+        ..settings()
+    });
+    for id in 0..6 {
+        one.put(id, &format!("k{id}"));
+    }
+    assert_eq!(one.tasks.len(), 1, "one snapshot at a time");
+    assert!(
+        one.compacted.is_empty(),
+        "no compaction before the file is written"
+    );
+    // The node keeps working while the snapshot is produced.
+    one.put(100, "during");
+    assert!(matches!(one.reply(100), Some(Ok(Answer::Applied { .. }))));
+    let task = one.tasks.remove(0);
+    let index = task.metadata.index;
+    assert_eq!(task.view.applied(), index);
+    one.engine.snapshot_written(task.encode());
+    one.run();
+    assert_eq!(one.compacted, vec![index]);
+    assert_eq!(one.engine.snapshot_index(), index);
+    assert_eq!(one.engine.storage().first_index(), index + 1);
+}
+
+#[test]
+fn a_snapshot_written_after_a_newer_one_is_not_used() {
+    let mut one = One::new(Settings {
+        snapshot_entries: 3,
+        ..settings()
+    });
+    for id in 0..4 {
+        one.put(id, &format!("k{id}"));
+    }
+    let first = one.tasks.remove(0);
+    one.engine
+        .snapshot_failed(first.metadata.index, "disk full".into());
+    for id in 10..14 {
+        one.put(id, &format!("k{id}"));
+    }
+    let second = one.tasks.remove(0);
+    one.engine.snapshot_written(second.encode());
+    one.run();
+    one.engine.snapshot_written(first.encode());
+    one.run();
+    assert_eq!(one.compacted, vec![second.metadata.index]);
+    assert!(one.events.iter().any(
+        |e| matches!(e, Event::SnapshotSkipped { index, .. } if *index == first.metadata.index)
+    ));
+}
+
+#[test]
+fn a_snapshot_that_cannot_be_restored_is_a_typed_fatal_error() {
+    let mut storage = MemStorage::new();
+    let metadata = SnapshotMetadata {
+        index: 9,
+        term: 2,
+        conf_state: raftkv_raft::ConfState::from_voters([1]),
+    };
+    storage.apply_snapshot(Snapshot {
+        metadata,
+        data: Bytes::from_static(b"not a snapshot"),
+    });
+    let started = Replica::new(&Config::new(1, vec![1]), storage, settings(), 0);
+    let Err(error) = started else {
+        panic!("a replica started on a snapshot it cannot read");
+    };
+    assert!(
+        matches!(error, ReplicaError::Restore { index: 9, .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("index 9"), "{error}");
+}
+
+#[test]
+fn a_follower_refuses_keep_alives_and_names_no_leader() {
+    // Two voters, the other never answers: this node is not the leader.
+    let engine = Replica::new(
+        &Config::new(1, vec![1, 2]),
+        MemStorage::new(),
+        settings(),
+        0,
+    )
+    .expect("starts");
+    let mut one = One {
+        engine,
+        now_ms: 0,
+        replies: Vec::new(),
+        tasks: Vec::new(),
+        compacted: Vec::new(),
+        events: Vec::new(),
+    };
+    one.engine.keep_alive(0, 5, 1);
+    one.run();
+    assert!(
+        matches!(
+            one.reply(5),
+            Some(Err(RequestError::NotLeader { leader: None }))
+        ),
+        "{:?}",
+        one.replies
+    );
+}
+
+#[test]
+fn a_stopping_replica_refuses_writes() {
+    let mut one = One::new(settings());
+    one.engine.shutdown();
+    one.put(3, "late");
+    assert!(
+        matches!(one.reply(3), Some(Err(RequestError::Unavailable(_)))),
+        "{:?}",
+        one.replies
+    );
+    assert!(!one.engine.is_stopped(), "it waits for a transfer first");
+    for tick in 1..=10 {
+        one.engine.tick(tick * 100);
+    }
+    assert!(
+        one.engine.is_stopped(),
+        "a lone voter has no one to hand over to"
+    );
+}
