@@ -115,6 +115,22 @@ fn normalize(endpoint: &str) -> String {
 /// changing). A 503 always means the request did not take effect, so retrying is safe.
 const UNAVAILABLE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a write keeps being retried, in its client session, while its outcome is unknown
+/// (no answer, a 504, a 503): the session makes the retry apply at most once.
+const WRITE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+/// Header carrying a write's client session id (see the README's "Exactly-once writes").
+const CLIENT_ID_HEADER: &str = "x-raftkv-client-id";
+/// Header carrying a write's sequence number in its session.
+const SEQUENCE_HEADER: &str = "x-raftkv-sequence";
+
+/// What one pass over the endpoints gave.
+enum Attempt {
+    /// A node answered (the last 503, if every node answered 503).
+    Answered(StatusCode, Vec<u8>),
+    /// The request reached a node that did not answer: it may or may not have taken effect.
+    Unknown(String),
+}
+
 /// Sends a request to the first endpoint that answers, retrying while the cluster answers 503.
 async fn send(
     common: &Common,
@@ -124,10 +140,72 @@ async fn send(
 ) -> Result<(StatusCode, Vec<u8>)> {
     let deadline = tokio::time::Instant::now() + UNAVAILABLE_RETRY_FOR;
     loop {
-        let (status, bytes) = send_once(common, method.clone(), &url_for, body.clone()).await?;
-        if status != StatusCode::SERVICE_UNAVAILABLE || tokio::time::Instant::now() > deadline {
-            return Ok((status, bytes));
+        match send_once(common, method.clone(), &url_for, body.clone(), &[]).await? {
+            Attempt::Answered(status, bytes)
+                if status != StatusCode::SERVICE_UNAVAILABLE
+                    || tokio::time::Instant::now() > deadline =>
+            {
+                return Ok((status, bytes));
+            }
+            Attempt::Answered(..) => {}
+            Attempt::Unknown(reason) => bail!(
+                "{reason}; the outcome is unknown: the request may or may not have taken effect"
+            ),
         }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Sends a write as write 1 of a new client session, and retries it (to any endpoint) while its
+/// outcome is unknown or the cluster is unavailable: the cluster applies it exactly once.
+async fn send_write(
+    common: &Common,
+    method: Method,
+    url_for: impl Fn(&str) -> Result<reqwest::Url>,
+    body: Option<Vec<u8>>,
+) -> Result<(StatusCode, Vec<u8>)> {
+    let (status, opened) = send(
+        common,
+        Method::POST,
+        |e| api_url(e, "/v1/session", None),
+        None,
+    )
+    .await?;
+    let client_id = check(status, &opened)?["client_id"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("opening a client session gave no client id"))?
+        .to_string();
+    let headers = [
+        (CLIENT_ID_HEADER, client_id.as_str()),
+        (SEQUENCE_HEADER, "1"),
+    ];
+    let deadline = tokio::time::Instant::now() + WRITE_RETRY_FOR;
+    loop {
+        let attempt = send_once(common, method.clone(), &url_for, body.clone(), &headers).await?;
+        let retry = match attempt {
+            Attempt::Answered(status, bytes)
+                if status != StatusCode::SERVICE_UNAVAILABLE
+                    && status != StatusCode::GATEWAY_TIMEOUT =>
+            {
+                return Ok((status, bytes));
+            }
+            Attempt::Answered(status, bytes) => {
+                if tokio::time::Instant::now() > deadline {
+                    return Ok((status, bytes));
+                }
+                format!("HTTP {}", status.as_u16())
+            }
+            Attempt::Unknown(reason) => {
+                if tokio::time::Instant::now() > deadline {
+                    bail!(
+                        "{reason}; gave up after {WRITE_RETRY_FOR:?}: the write may or may not \
+                         have taken effect"
+                    );
+                }
+                reason
+            }
+        };
+        eprintln!("retrying the write in session {client_id} ({retry})");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
@@ -138,7 +216,8 @@ async fn send_once(
     method: Method,
     url_for: &impl Fn(&str) -> Result<reqwest::Url>,
     body: Option<Vec<u8>>,
-) -> Result<(StatusCode, Vec<u8>)> {
+    headers: &[(&str, &str)],
+) -> Result<Attempt> {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
@@ -147,31 +226,41 @@ async fn send_once(
     for endpoint in &common.endpoints {
         let url = url_for(endpoint)?;
         let mut request = client.request(method.clone(), url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(body) = &body {
             request = request.body(body.clone());
         }
         match request.send().await {
             Ok(response) => {
                 let status = response.status();
-                let bytes = response.bytes().await?.to_vec();
+                let bytes = match response.bytes().await {
+                    Ok(bytes) => bytes.to_vec(),
+                    Err(e) => return Ok(Attempt::Unknown(format!("{endpoint}: {e}"))),
+                };
                 if status == StatusCode::SERVICE_UNAVAILABLE {
                     // This node cannot serve it (no leader in its partition, say): it did not
                     // happen there, so the next endpoint may try.
                     unavailable = Some((status, bytes));
                     continue;
                 }
-                return Ok((status, bytes));
+                return Ok(Attempt::Answered(status, bytes));
             }
             // Only a request that never reached the node is safe to send elsewhere.
             Err(e) if e.is_connect() => failures.push(format!("{endpoint}: {e}")),
-            Err(e) => bail!(
-                "{endpoint} did not answer ({e}); the outcome is unknown: the request may or may \
-                 not have taken effect"
-            ),
+            Err(e) => return Ok(Attempt::Unknown(format!("{endpoint} did not answer ({e})"))),
         }
     }
-    if let Some(answer) = unavailable {
-        return Ok(answer);
+    if let Some((status, bytes)) = unavailable {
+        return Ok(Attempt::Answered(status, bytes));
+    }
+    if !headers.is_empty() {
+        // A session write: the nodes may be restarting; the caller retries within its deadline.
+        return Ok(Attempt::Unknown(format!(
+            "no endpoint answered ({})",
+            failures.join("; ")
+        )));
     }
     bail!(
         "no endpoint answered ({}); is the cluster running? (`raftkv serve` or `raftkv dev`)",
@@ -215,7 +304,7 @@ pub async fn put(args: PutArgs) -> Result<()> {
         .map(|n| ("cas", n.as_str()))
         .chain(lease.iter().map(|n| ("lease", n.as_str())))
         .collect();
-    let (status, body) = send(
+    let (status, body) = send_write(
         &args.common,
         Method::PUT,
         |e| kv_url(e, &args.key, &query),
@@ -260,7 +349,7 @@ pub async fn get(args: GetArgs) -> Result<()> {
 /// `raftkv del K`.
 pub async fn del(args: DelArgs) -> Result<()> {
     let query: &[(&str, &str)] = if args.prefix { &[("prefix", "")] } else { &[] };
-    let (status, body) = send(
+    let (status, body) = send_write(
         &args.common,
         Method::DELETE,
         |e| kv_url(e, &args.key, query),
@@ -425,7 +514,7 @@ pub async fn lease(command: LeaseCommand) -> Result<()> {
     match command {
         LeaseCommand::Grant { ttl, common } => {
             let query = format!("ttl={ttl}");
-            let (status, body) = send(
+            let (status, body) = send_write(
                 &common,
                 Method::POST,
                 |e| api_url(e, "/v1/lease", Some(&query)),
@@ -451,7 +540,7 @@ pub async fn lease(command: LeaseCommand) -> Result<()> {
         LeaseCommand::Revoke { id, common } => {
             let path = format!("/v1/lease/{id}");
             let (status, body) =
-                send(&common, Method::DELETE, |e| api_url(e, &path, None), None).await?;
+                send_write(&common, Method::DELETE, |e| api_url(e, &path, None), None).await?;
             let json = check(status, &body)?;
             if common.json {
                 return print_json(&json);

@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// Fault injection: while this file exists, WAL syncs stall (for tests and drills).
     #[arg(long, hide = true)]
     debug_stall_file: Option<PathBuf>,
+    /// Fault injection: every snapshot takes this many milliseconds longer to write (to show
+    /// that a slow snapshot never delays the node loop).
+    #[arg(long, hide = true)]
+    debug_snapshot_delay_ms: Option<u64>,
 }
 
 /// The config file: the same settings as the flags.
@@ -187,10 +191,14 @@ fn init_logging(level: Option<&str>) {
 pub async fn run(args: ServeArgs) -> Result<()> {
     let stop_with_stdin = args.stop_with_stdin;
     let debug_stall_file = args.debug_stall_file.clone();
+    let debug_snapshot_delay = args
+        .debug_snapshot_delay_ms
+        .map(std::time::Duration::from_millis);
     let (config, log_level) = resolve(args)?;
     init_logging(log_level.as_deref());
     let config = ServerConfig {
         debug_stall_file,
+        debug_snapshot_delay,
         ..config
     };
     let mut server = Server::start(config).await?;

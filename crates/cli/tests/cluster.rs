@@ -615,3 +615,135 @@ async fn a_watch_streams_every_change_in_revision_order_from_the_past_and_live()
     assert_eq!(kinds, [("put", "w/a"), ("put", "w/b"), ("delete", "w/a")]);
     assert!(events.windows(2).all(|w| w[0].2 < w[1].2), "{events:?}");
 }
+
+/// A client that lost its answer because the leader died mid-request retries the write in its
+/// session, through another node: the write is applied once, and the retry gets the first answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_retried_in_its_session_after_the_leader_dies_is_applied_exactly_once() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> = ["x1", "x2", "x3"]
+        .iter()
+        .map(|n| Node::new(root.path(), n))
+        .collect();
+    let spec = initial_cluster(&nodes);
+    let stall_files: Vec<_> = nodes
+        .iter()
+        .map(|n| root.path().join(format!("{}.stall", n.name)))
+        .collect();
+    for (node, stall) in nodes.iter_mut().zip(&stall_files) {
+        node.start(&[
+            "--initial-cluster".to_string(),
+            spec.clone(),
+            "--debug-stall-file".to_string(),
+            stall.display().to_string(),
+        ]);
+    }
+    let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+    let leader = wait_for_leader(&urls).await;
+    let client = http();
+    let opened: serde_json::Value = client
+        .post(format!("{}/v1/session", urls[leader]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = opened["client_id"]
+        .as_u64()
+        .expect("a client id")
+        .to_string();
+    let write = |url: String| {
+        let client = client.clone();
+        let client_id = client_id.clone();
+        async move {
+            client
+                .put(format!("{url}/v1/kv/once"))
+                .header("x-raftkv-client-id", client_id)
+                .header("x-raftkv-sequence", "1")
+                .body("v")
+                .send()
+                .await
+        }
+    };
+
+    // The leader's disk stalls: it replicates the write (the followers commit it) but never
+    // applies it, so the client waits; then the leader dies mid-request.
+    std::fs::write(&stall_files[leader], b"").unwrap();
+    let first = tokio::spawn(write(urls[leader].clone()));
+    let others: Vec<String> = (0..3)
+        .filter(|&i| i != leader)
+        .map(|i| urls[i].clone())
+        .collect();
+    eventually("the followers to apply the write", || async {
+        let found = get_raw(&others[0], "once", "stale").await.ok()??;
+        (found == "v").then_some(())
+    })
+    .await;
+    nodes[leader].kill();
+    let lost = first.await.unwrap();
+    assert!(
+        lost.as_ref().map_or(true, |r| !r.status().is_success()),
+        "the first attempt got no answer: {lost:?}"
+    );
+
+    // The retry, through a surviving node, is answered from the session.
+    let retried = eventually("the retry to be answered", || async {
+        let r = write(others[0].clone()).await.ok()?;
+        r.status().is_success().then_some(r)
+    })
+    .await;
+    let answer: serde_json::Value = retried.json().await.unwrap();
+    let found: serde_json::Value = client
+        .get(format!("{}/v1/kv/once", others[1]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["version"], 1, "applied once: {found}");
+    assert_eq!(
+        answer["revision"], found["mod_revision"],
+        "the retry repeats the first answer"
+    );
+}
+
+/// Snapshots slower than an election timeout are produced off the node loop: writes go on and
+/// no election happens while they are written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_slower_than_the_election_timeout_causes_no_election() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|n| Node::new(root.path(), n))
+        .collect();
+    let spec = initial_cluster(&nodes);
+    let delay = (ELECTION_TIMEOUT * 3).as_millis().to_string();
+    for node in nodes.iter_mut() {
+        node.start(&[
+            "--initial-cluster".to_string(),
+            spec.clone(),
+            "--debug-snapshot-delay-ms".to_string(),
+            delay.clone(),
+        ]);
+    }
+    let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+    let leader = wait_for_leader(&urls).await;
+    let term = status(&urls[leader]).await.unwrap()["term"].clone();
+    let started = Instant::now();
+    let mut written = 0;
+    while started.elapsed() < ELECTION_TIMEOUT * 12 {
+        put_ok(&urls[leader], &format!("k{written}"), "v").await;
+        written += 1;
+    }
+    for url in &urls {
+        let s = status(url).await.unwrap();
+        assert_eq!(s["term"], term, "no election: {s}");
+        assert!(
+            s["snapshot_index"].as_u64().unwrap() > 0,
+            "snapshots were taken: {s}"
+        );
+    }
+    assert!(written > SNAPSHOT_ENTRIES * 3, "writes went on: {written}");
+}

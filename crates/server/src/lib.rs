@@ -11,7 +11,8 @@
 //! | `node.rs` | the driver thread: feeds the replica engine, carries out its output |
 //! | `codec.rs` | the peer wire format |
 //! | `transport.rs` | peer connections: handshake, batching, bounded queues, reconnect |
-//! | `api.rs` | the HTTP API and forwarding to the leader |
+//! | `service.rs` | the node's operations, for every protocol front end |
+//! | `api/` | the HTTP API, one file per concept, and forwarding to the leader |
 //! | `metrics.rs` | counters and the `/metrics` scrape |
 //!
 //! Threads: one driver thread owns the core and the WAL (syncs block only it); tokio runs the
@@ -25,6 +26,7 @@ pub mod error;
 pub mod meta;
 pub mod metrics;
 pub mod node;
+pub mod service;
 pub mod transport;
 
 pub use raftkv_replica::{members, state};
@@ -201,7 +203,8 @@ impl Server {
             removed,
             inputs.clone(),
         ))];
-        let api = api::Api::new(inputs.clone(), shared.clone(), config.clone(), me);
+        let service = service::Service::new(inputs.clone(), shared.clone(), config.clone(), me);
+        let api = api::Api::new(service);
         tasks.push(tokio::spawn(api.clone().publisher()));
         let (http_stop, stopped) = oneshot::channel::<()>();
         let router = api.router();

@@ -1,218 +1,155 @@
-//! The key-value routes' side of the store: building requests from HTTP input (validated before
-//! they are proposed) and turning responses into JSON.
+//! Key-value reads and writes: `GET`, `PUT` and `DELETE /v1/kv/{key}`, and listing.
 
-use axum::http::StatusCode;
-use base64::Engine;
-use bytes::Bytes;
-use raftkv_kv::{
-    DeleteRangeRequest, KeyValue, KvError, KvStore, Op, PutRequest, RangeRequest, Reply, Request,
-    TxnOpResponse,
-};
-use raftkv_kv::{EventKind, WatchResponse};
-use serde_json::{Value, json};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 
-use super::ApiError;
-use crate::state::Applied;
+use super::Api;
+use super::error::ApiError;
+use super::forward::Forward;
+use super::render;
+use super::session::client_session;
+use crate::service::Consistency;
 
-/// A key found by `get`.
-pub struct Found {
-    /// The bare value (for `?raw`).
-    pub value: Bytes,
-    /// The JSON form.
-    pub json: Value,
+/// Query flags of the key-value routes.
+#[derive(Debug, Default, Deserialize)]
+pub struct KvQuery {
+    /// Return the bare value.
+    raw: Option<String>,
+    /// Treat the key as a prefix.
+    pub prefix: Option<String>,
+    /// linearizable, lease or stale.
+    consistency: Option<String>,
+    /// Consul-style flag for `consistency=stale`.
+    stale: Option<String>,
+    /// Consul-style flag for `consistency=linearizable`.
+    consistent: Option<String>,
+    /// Most keys to list.
+    limit: Option<u64>,
+    /// Return the previous pair of a put or delete.
+    pub prev: Option<String>,
+    /// Compare-and-swap: put only if the key's mod_revision equals this (0: only if absent).
+    cas: Option<i64>,
+    /// Attach the key to this lease.
+    lease: Option<i64>,
+    /// Watch from this revision (0 or absent: changes after now).
+    pub rev: Option<i64>,
 }
 
-fn kv_json(kv: &KeyValue) -> Value {
-    json!({
-        "key": String::from_utf8_lossy(&kv.key),
-        "value": base64::engine::general_purpose::STANDARD.encode(&kv.value),
-        "create_revision": kv.create_revision,
-        "mod_revision": kv.mod_revision,
-        "version": kv.version,
-        "lease": kv.lease,
-    })
-}
-
-impl From<KvError> for ApiError {
-    fn from(error: KvError) -> Self {
-        let message = error.to_string();
-        match error {
-            KvError::KeyTooLarge { .. }
-            | KvError::ValueTooLarge { .. }
-            | KvError::RequestTooLarge { .. }
-            | KvError::RangeTooLarge { .. }
-            | KvError::TooManyOps { .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
-            }
-            KvError::LeaseNotFound { .. } | KvError::WatchNotFound { .. } => {
-                ApiError::not_found(message)
-            }
-            KvError::LeaseLimit { .. }
-            | KvError::SessionLimit { .. }
-            | KvError::WatchLimit { .. } => ApiError::unavailable(message),
-            _ => ApiError::bad_request(message),
-        }
+fn consistency(query: &KvQuery) -> Result<Consistency, ApiError> {
+    if query.stale.is_some() {
+        return Ok(Consistency::Stale);
+    }
+    if query.consistent.is_some() {
+        return Ok(Consistency::Linearizable);
+    }
+    match query.consistency.as_deref() {
+        None | Some("linearizable") | Some("consistent") => Ok(Consistency::Linearizable),
+        Some("lease") | Some("default") => Ok(Consistency::Lease),
+        Some("stale") | Some("serializable") => Ok(Consistency::Stale),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "consistency `{other}` is not one of linearizable, lease, stale"
+        ))),
     }
 }
 
-/// Encodes a validated request.
-fn encode(request: Request) -> Result<Bytes, ApiError> {
-    request.validate(&crate::state::limits())?;
-    Ok(request.encode_to_vec().into())
+/// `GET /v1/kv/{key}`.
+pub async fn get_kv(
+    State(api): State<Api>,
+    Path(key): Path<String>,
+    Query(query): Query<KvQuery>,
+) -> Response {
+    read_kv(api, key, query).await
 }
 
-/// A put, validated; `lease` 0 attaches none.
-pub fn put_request(key: &[u8], value: Bytes, prev: bool, lease: i64) -> Result<Bytes, ApiError> {
-    let mut put = PutRequest::new(Bytes::copy_from_slice(key), value).with_lease(lease);
-    if prev {
-        put = put.with_prev_kv();
-    }
-    encode(Request::new(Op::Put(put)))
+/// `GET /v1/kv`: every key.
+pub async fn list_all(State(api): State<Api>, Query(mut query): Query<KvQuery>) -> Response {
+    query.prefix = Some(String::new());
+    read_kv(api, String::new(), query).await
 }
 
-/// A lease grant with a store-chosen id, validated.
-pub fn lease_grant_request(ttl_ms: u64) -> Result<Bytes, ApiError> {
-    encode(Request::lease_grant(0, ttl_ms))
-}
-
-/// The JSON answer to a lease grant.
-pub fn lease_grant_answer(applied: Applied) -> Result<Value, ApiError> {
-    let (revision, reply) = reply(applied)?;
-    match reply {
-        Reply::LeaseGrant(g) => Ok(json!({ "id": g.id, "ttl_ms": g.ttl_ms, "revision": revision })),
-        _ => Ok(json!({ "revision": revision })),
-    }
-}
-
-/// A lease revoke, validated.
-pub fn lease_revoke_request(id: i64) -> Result<Bytes, ApiError> {
-    encode(Request::lease_revoke(id))
-}
-
-/// The JSON answer to a lease revoke.
-pub fn lease_revoke_answer(applied: Applied) -> Result<Value, ApiError> {
-    let (revision, reply) = reply(applied)?;
-    let deleted = match reply {
-        Reply::LeaseRevoke(r) => r.deleted,
-        _ => 0,
+async fn read_kv(api: Api, key: String, query: KvQuery) -> Response {
+    let consistency = match consistency(&query) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
     };
-    Ok(json!({ "revision": revision, "deleted": deleted }))
-}
-
-/// A compare-and-swap: put only if the key's mod_revision is `expected` (0: only if absent).
-pub fn cas_request(key: &[u8], value: Bytes, expected: i64) -> Result<Bytes, ApiError> {
-    encode(Request::cas(Bytes::copy_from_slice(key), value, expected))
-}
-
-/// The JSON answer to a compare-and-swap: whether it swapped, and the current pair if not.
-pub fn cas_answer(applied: Applied) -> Result<Value, ApiError> {
-    let (revision, reply) = reply(applied)?;
-    let Reply::Txn(txn) = reply else {
-        return Ok(json!({ "revision": revision, "succeeded": false }));
-    };
-    let current = txn.responses.iter().find_map(|r| match &r.op {
-        Some(TxnOpResponse::Range(range)) => range.kvs.first().map(kv_json),
-        _ => None,
-    });
-    Ok(json!({ "revision": revision, "succeeded": txn.succeeded, "current": current }))
-}
-
-/// A delete of one key or of a prefix, validated.
-pub fn delete_request(key: &[u8], prefix: bool, prev: bool) -> Result<Bytes, ApiError> {
-    let key = Bytes::copy_from_slice(key);
-    let mut delete = if prefix {
-        DeleteRangeRequest::prefix(key)
-    } else {
-        DeleteRangeRequest::key(key)
-    };
-    if prev {
-        delete = delete.with_prev_kv();
+    if key.is_empty() && query.prefix.is_none() {
+        return ApiError::bad_request("empty key; give a key, or ?prefix to list").into_response();
     }
-    encode(Request::new(Op::DeleteRange(delete)))
-}
-
-fn reply(applied: Applied) -> Result<(i64, Reply), ApiError> {
-    match applied {
-        Applied::Kv(response) => match response.result {
-            Ok(reply) => Ok((response.revision, reply)),
-            Err(e) => Err(e.into()),
-        },
-        other => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("unexpected apply result {other:?}"),
-        )),
+    if let Err(e) = api.service.read_barrier(consistency).await {
+        return ApiError::from(e).into_response();
+    }
+    if query.prefix.is_some() {
+        let listed = api
+            .service
+            .read(|state| render::list(&state.kv, key.as_bytes(), query.limit));
+        return match listed {
+            Ok(value) => Json(value).into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
+    match api
+        .service
+        .read(|state| render::get(&state.kv, key.as_bytes()))
+    {
+        Ok(Some(found)) if query.raw.is_some() => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            found.value,
+        )
+            .into_response(),
+        Ok(Some(found)) => Json(found.json).into_response(),
+        Ok(None) => ApiError::not_found(format!("key `{key}` not found")).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
-/// The JSON answer to a put.
-pub fn put_answer(applied: Applied) -> Result<Value, ApiError> {
-    let (revision, reply) = reply(applied)?;
-    let prev = match reply {
-        Reply::Put(put) => put.prev_kv.as_ref().map(kv_json),
-        _ => None,
+/// `PUT /v1/kv/{key}`: a put, or a compare-and-swap with `?cas=N`.
+pub async fn put_kv(
+    State(api): State<Api>,
+    Path(key): Path<String>,
+    Query(query): Query<KvQuery>,
+    request: Forward,
+) -> Response {
+    let session = match client_session(request.headers()) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
     };
-    Ok(json!({ "revision": revision, "prev": prev }))
-}
-
-/// The JSON answer to a delete.
-pub fn delete_answer(applied: Applied) -> Result<Value, ApiError> {
-    let (revision, reply) = reply(applied)?;
-    let (deleted, prev) = match reply {
-        Reply::DeleteRange(d) => (d.deleted, d.prev_kvs.iter().map(kv_json).collect()),
-        _ => (0, Vec::new()),
+    let value = request.body.clone();
+    let (store_request, answer): (_, fn(_) -> _) = match query.cas {
+        Some(expected) => (
+            render::cas_request(key.as_bytes(), value, expected),
+            render::cas_answer,
+        ),
+        None => (
+            render::put_request(
+                key.as_bytes(),
+                value,
+                query.prev.is_some(),
+                query.lease.unwrap_or(0),
+            ),
+            render::put_answer,
+        ),
     };
-    Ok(json!({ "revision": revision, "deleted": deleted, "prev": prev }))
+    let result = api.service.write(store_request, session).await;
+    api.answer_or_forward(result, request, answer).await
 }
 
-/// The JSON form of a watch response: the revisions it covers (so a client can check there is
-/// no gap) and the events.
-pub fn watch_json(response: &WatchResponse) -> Value {
-    let events: Vec<Value> = response
-        .events
-        .iter()
-        .map(|e| {
-            json!({
-                "type": match e.kind {
-                    EventKind::Put => "put",
-                    EventKind::Delete => "delete",
-                },
-                "kv": kv_json(&e.kv),
-                "prev": e.prev_kv.as_ref().map(kv_json),
-            })
-        })
-        .collect();
-    json!({
-        "from_revision": response.from_revision,
-        "to_revision": response.to_revision,
-        "events": events,
-    })
-}
-
-/// One key, read from this node's applied state.
-pub fn get(store: &KvStore, key: &[u8]) -> Result<Option<Found>, ApiError> {
-    let response = store.range(&RangeRequest::key(Bytes::copy_from_slice(key)))?;
-    Ok(response.kvs.first().map(|kv| Found {
-        value: kv.value.clone(),
-        json: {
-            let mut v = kv_json(kv);
-            v["revision"] = json!(response.revision);
-            v
-        },
-    }))
-}
-
-/// The keys under a prefix, read from this node's applied state.
-pub fn list(store: &KvStore, prefix: &[u8], limit: Option<u64>) -> Result<Value, ApiError> {
-    let mut request = RangeRequest::prefix(Bytes::copy_from_slice(prefix));
-    if let Some(limit) = limit {
-        request = request.with_limit(limit);
-    }
-    let response = store.range(&request)?;
-    Ok(json!({
-        "revision": response.revision,
-        "count": response.count,
-        "more": response.more,
-        "kvs": response.kvs.iter().map(kv_json).collect::<Vec<_>>(),
-    }))
+/// `DELETE /v1/kv/{key}`: a delete of a key, or of a prefix with `?prefix`.
+pub async fn delete_kv(
+    State(api): State<Api>,
+    Path(key): Path<String>,
+    Query(query): Query<KvQuery>,
+    request: Forward,
+) -> Response {
+    let session = match client_session(request.headers()) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let store_request =
+        render::delete_request(key.as_bytes(), query.prefix.is_some(), query.prev.is_some());
+    let result = api.service.write(store_request, session).await;
+    api.answer_or_forward(result, request, render::delete_answer)
+        .await
 }

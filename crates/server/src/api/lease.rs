@@ -1,0 +1,63 @@
+//! Leases: `POST /v1/lease?ttl=S` grants, `DELETE /v1/lease/{id}` revokes (both through the
+//! log), `POST /v1/lease/{id}/keepalive` renews on the leader (outside the log, as in etcd).
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use raftkv_kv::Request;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Api;
+use super::error::ApiError;
+use super::forward::Forward;
+use super::render;
+use super::session::client_session;
+
+/// Query of `POST /v1/lease`.
+#[derive(Debug, Deserialize)]
+pub struct LeaseQuery {
+    /// Time to live in seconds.
+    ttl: u64,
+}
+
+/// `POST /v1/lease?ttl=S`.
+pub async fn grant(
+    State(api): State<Api>,
+    Query(query): Query<LeaseQuery>,
+    request: Forward,
+) -> Response {
+    let Some(ttl_ms) = query.ttl.checked_mul(1000).filter(|&ms| ms > 0) else {
+        return ApiError::bad_request("?ttl must be a number of seconds above 0").into_response();
+    };
+    let session = match client_session(request.headers()) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let result = api
+        .service
+        .write(Request::lease_grant(0, ttl_ms), session)
+        .await;
+    api.answer_or_forward(result, request, render::lease_grant_answer)
+        .await
+}
+
+/// `DELETE /v1/lease/{id}`.
+pub async fn revoke(State(api): State<Api>, Path(id): Path<i64>, request: Forward) -> Response {
+    let session = match client_session(request.headers()) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let result = api.service.write(Request::lease_revoke(id), session).await;
+    api.answer_or_forward(result, request, render::lease_revoke_answer)
+        .await
+}
+
+/// `POST /v1/lease/{id}/keepalive`.
+pub async fn keep_alive(State(api): State<Api>, Path(id): Path<i64>, request: Forward) -> Response {
+    let result = api.service.keep_alive(id).await;
+    api.answer_or_forward(result, request, |renewed| match renewed {
+        Ok(ttl_ms) => Ok(json!({ "id": id, "ttl_ms": ttl_ms })),
+        Err(e) => Err(ApiError::from(e)),
+    })
+    .await
+}

@@ -1,0 +1,143 @@
+//! Membership: `GET /v1/members` lists, `POST /v1/members` adds a node as a learner (a new node
+//! calls it with `--join`; it is promoted once caught up), `DELETE /v1/members/{name}` removes
+//! one, `POST /v1/internal/publish` records a member's addresses through the log.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use raftkv_raft::NodeId;
+use serde::Serialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::forward::Forward;
+use super::{Api, JoinRequest, JoinResponse};
+use crate::members::{Member, node_id};
+
+/// A member as `/v1/status` and `/v1/members` show it.
+#[derive(Serialize)]
+pub struct MemberView {
+    /// Its node id.
+    pub id: NodeId,
+    /// Its name.
+    pub name: String,
+    role: &'static str,
+    peer_url: String,
+    client_url: String,
+}
+
+/// The members of a configuration, with their registry records, sorted by name.
+pub fn member_views(
+    api: &Api,
+    voters: &[NodeId],
+    outgoing: &[NodeId],
+    learners: &[NodeId],
+) -> Vec<MemberView> {
+    let mut ids: Vec<NodeId> = voters
+        .iter()
+        .chain(outgoing)
+        .chain(learners)
+        .copied()
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut views: Vec<MemberView> = api.service.read(|state| {
+        ids.into_iter()
+            .map(|id| {
+                let member = state.registry.get(id);
+                MemberView {
+                    id,
+                    name: member.map(|m| m.name.clone()).unwrap_or_default(),
+                    role: if voters.contains(&id) || outgoing.contains(&id) {
+                        "voter"
+                    } else {
+                        "learner"
+                    },
+                    peer_url: member.map(|m| m.peer_url.clone()).unwrap_or_default(),
+                    client_url: member.map(|m| m.client_url.clone()).unwrap_or_default(),
+                }
+            })
+            .collect()
+    });
+    views.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
+    views
+}
+
+/// `GET /v1/members`.
+pub async fn list(State(api): State<Api>) -> Response {
+    let status = api.service.status();
+    Json(json!({
+        "members": member_views(&api, &status.voters, &status.voters_outgoing, &status.learners)
+    }))
+    .into_response()
+}
+
+/// `POST /v1/members`: a new node asks to join.
+pub async fn join(State(api): State<Api>, request: Forward) -> Response {
+    let join: JoinRequest = match serde_json::from_slice(&request.body) {
+        Ok(r) => r,
+        Err(e) => return ApiError::bad_request(format!("bad join request: {e}")).into_response(),
+    };
+    if join.name.is_empty() {
+        return ApiError::bad_request("a joining member needs a name").into_response();
+    }
+    let member = Member {
+        id: node_id(&join.name),
+        name: join.name,
+        peer_url: join.peer_url,
+        client_url: join.client_url,
+    };
+    let id = member.id;
+    let result = api.service.join(member).await;
+    let cluster_id = cluster_id_of(&api);
+    let members: Vec<Member> = api
+        .service
+        .read(|state| state.registry.members().cloned().collect());
+    api.answer_or_forward(result, request, |_| {
+        serde_json::to_value(JoinResponse {
+            cluster_id,
+            id,
+            members,
+        })
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+    })
+    .await
+}
+
+/// `DELETE /v1/members/{name}`.
+pub async fn remove(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    request: Forward,
+) -> Response {
+    let id = node_id(&name);
+    let result = api.service.remove_member(id).await;
+    api.answer_or_forward(result, request, |index| {
+        Ok(json!({ "removed": name, "id": id, "index": index }))
+    })
+    .await
+}
+
+/// `POST /v1/internal/publish`: a member's addresses, recorded through the leader.
+pub async fn publish(State(api): State<Api>, request: Forward) -> Response {
+    let member: Member = match serde_json::from_slice(&request.body) {
+        Ok(m) => m,
+        Err(e) => return ApiError::bad_request(format!("bad member: {e}")).into_response(),
+    };
+    let status = api.service.status();
+    let is_member = [&status.voters, &status.voters_outgoing, &status.learners]
+        .iter()
+        .any(|ids| ids.contains(&member.id));
+    if !is_member || member.id != node_id(&member.name) {
+        return ApiError::bad_request("only a current member can publish its addresses")
+            .into_response();
+    }
+    let result = api.service.publish(member).await;
+    api.answer_or_forward(result, request, |_| Ok(json!({ "published": true })))
+        .await
+}
+
+/// The cluster id this node belongs to.
+fn cluster_id_of(api: &Api) -> u64 {
+    u64::from_str_radix(&api.service.status().cluster_id, 16).unwrap_or(0)
+}

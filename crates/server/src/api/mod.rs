@@ -1,0 +1,145 @@
+//! The HTTP/JSON client API (axum): thin handlers over the service layer (`crate::service`), one
+//! file per concept, and forwarding to the leader.
+//!
+//! | route | what |
+//! |---|---|
+//! | `PUT /v1/kv/{key}` | set a key (body = value); `?prev` returns the previous pair; `?cas=N` only if its mod_revision is N (0: absent) |
+//! | `GET /v1/kv/{key}` | read a key; `?raw` gives the bare value; `?prefix` lists a prefix |
+//! | `DELETE /v1/kv/{key}` | delete a key; `?prefix` deletes a prefix |
+//! | `POST /v1/session`, `DELETE /v1/session/{id}` | open a client session (exactly-once writes), close it |
+//! | `POST /v1/lease?ttl=S` | grant a lease of S seconds; `PUT /v1/kv/{key}?lease=ID` attaches keys |
+//! | `POST /v1/lease/{id}/keepalive`, `DELETE /v1/lease/{id}` | renew (on the leader), revoke |
+//! | `GET /v1/watch/{key}` | a stream of JSON lines of changes; `?prefix`, `&rev=N` to start in the past, `&prev` |
+//! | `GET /v1/status` | this node's view: role, term, leader, indexes, members |
+//! | `GET /v1/members`, `POST /v1/members` | list members; join (a new node calls it) |
+//! | `DELETE /v1/members/{name}` | remove a member (voter or learner) |
+//! | `POST /v1/internal/publish` | a member records its addresses through the leader |
+//! | `GET /metrics` | Prometheus text: term, indexes, role, counters |
+//!
+//! Reads take `?consistency=linearizable` (the default: a ReadIndex round, also on followers),
+//! `lease` (the leader's lease, no round trip) or `stale` (this node's applied state, possibly
+//! behind; Consul's `?stale`). Writes that reach a follower are forwarded to the leader; a
+//! forwarded request is never forwarded again. Writes may carry a client session
+//! (`X-Raftkv-Client-Id` and `X-Raftkv-Sequence`, see `session.rs`): a retried write is applied
+//! once. Errors are `{"error": ..., "code": ...}` (`error.rs`).
+//!
+//! | file | concept |
+//! |---|---|
+//! | `error.rs` | statuses and codes of every error |
+//! | `forward.rs` | the `Forward` extractor, relaying to the leader |
+//! | `kv.rs` | key-value reads and writes |
+//! | `render.rs` | building store requests, rendering answers as JSON |
+//! | `session.rs` | client sessions and their headers |
+//! | `watch.rs` | watch streams |
+//! | `lease.rs` | lease grant, revoke, keep-alive |
+//! | `members.rs` | listing, joining, removing members; publishing addresses |
+//! | `status.rs` | `/v1/status` and `/metrics` |
+//! | `bootstrap.rs` | a new node joining; a follower publishing its addresses |
+
+mod bootstrap;
+mod error;
+mod forward;
+mod kv;
+mod lease;
+mod members;
+mod render;
+mod session;
+mod status;
+mod watch;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use serde::{Deserialize, Serialize};
+
+pub use bootstrap::join;
+pub use error::ApiError;
+pub use forward::FORWARDED_HEADER;
+pub use session::{CLIENT_ID_HEADER, SEQUENCE_HEADER};
+
+use crate::members::Member;
+use crate::service::Service;
+
+/// Largest request body accepted by the HTTP layer; the store's own limits (smaller) answer
+/// with a JSON 413 first.
+pub const HTTP_BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// The API's shared handles.
+#[derive(Clone)]
+pub struct Api {
+    /// The node's operations.
+    service: Service,
+    /// Client for forwarding to the leader.
+    http: reqwest::Client,
+}
+
+/// What a joining node learns from the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinResponse {
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// The id the new node has.
+    pub id: u64,
+    /// Every member, the new one included.
+    pub members: Vec<Member>,
+}
+
+/// A join request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The new member's name.
+    pub name: String,
+    /// Its peer URL.
+    pub peer_url: String,
+    /// Its client URL.
+    pub client_url: String,
+}
+
+impl Api {
+    /// The API over a node's operations.
+    pub fn new(service: Service) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(service.config().request_timeout + Duration::from_secs(1))
+            .build()
+            .unwrap_or_default();
+        Api { service, http }
+    }
+
+    /// The routes.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route(
+                "/v1/kv/{*key}",
+                get(kv::get_kv).put(kv::put_kv).delete(kv::delete_kv),
+            )
+            .route("/v1/kv", get(kv::list_all))
+            .route("/v1/kv/", get(kv::list_all))
+            .route("/v1/session", post(session::open))
+            .route("/v1/session/{id}", delete(session::close))
+            .route("/v1/lease", post(lease::grant))
+            .route("/v1/lease/{id}", delete(lease::revoke))
+            .route(
+                "/v1/lease/{id}/keepalive",
+                post(lease::keep_alive).put(lease::keep_alive),
+            )
+            .route("/v1/watch/{*key}", get(watch::watch))
+            .route("/v1/status", get(status::status))
+            .route("/metrics", get(status::metrics))
+            .route("/v1/members", get(members::list).post(members::join))
+            .route("/v1/members/{name}", delete(members::remove))
+            .route("/v1/internal/publish", post(members::publish))
+            .fallback(|| async {
+                ApiError::not_found("no such route; the API lives under /v1/ (see the README)")
+            })
+            .layer(axum::middleware::map_response(error::json_errors))
+            .layer(DefaultBodyLimit::max(HTTP_BODY_BYTES_MAX))
+            .with_state(self)
+    }
+
+    /// Follower: keeps the registry's record of this node current, through the leader.
+    pub async fn publisher(self) {
+        bootstrap::publisher(self).await
+    }
+}
