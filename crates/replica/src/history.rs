@@ -4,6 +4,7 @@
 
 use raftkv_raft::Storage;
 
+use crate::output::Own;
 use crate::replica::Replica;
 use crate::state::Command;
 
@@ -23,10 +24,7 @@ impl<S: Storage> Replica<S> {
         let target = revision - retained;
         if target > compacted + retained / 10 {
             let request = raftkv_kv::Request::compact(target).encode_to_vec();
-            self.propose_own(
-                format!("compaction of history up to revision {target}"),
-                Command::kv(request.into()),
-            );
+            self.propose_own(Own::HistoryCompaction(target), Command::kv(request.into()));
         }
     }
 }

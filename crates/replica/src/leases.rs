@@ -10,7 +10,7 @@
 use raftkv_raft::{Role, Storage};
 
 use crate::error::RequestError;
-use crate::output::{Answer, Event, RequestId};
+use crate::output::{Answer, Event, Own, RequestId};
 use crate::replica::{LEASE_REVOKES_PER_TICK_MAX, Replica};
 use crate::state::Command;
 
@@ -55,10 +55,7 @@ impl<S: Storage> Replica<S> {
         for lease in expired {
             let term = self.raft().term();
             let request = raftkv_kv::Request::lease_revoke(lease).encode_to_vec();
-            let index = self.propose_own(
-                format!("revoke of expired lease {lease}"),
-                Command::kv(request.into()),
-            );
+            let index = self.propose_own(Own::LeaseRevoke(lease), Command::kv(request.into()));
             self.out.events.push(Event::LeaseRevokeProposed {
                 lease,
                 entry: index.map(|index| (index, term)),

@@ -40,7 +40,7 @@ pub mod state;
 
 pub use error::{ReplicaError, RequestError};
 pub use members::{Member, Registry, cluster_id, node_id};
-pub use output::{Answer, ApplyRecord, Event, Output, Persist, RequestId, SnapshotTask};
+pub use output::{Answer, ApplyRecord, Event, Output, Own, Persist, RequestId, SnapshotTask};
 #[cfg(feature = "mutations")]
 pub use replica::Mutation;
 pub use replica::{

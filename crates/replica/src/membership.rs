@@ -6,55 +6,47 @@
 //! leader in that lacks committed entries); a learner becomes a voter only once its log is within
 //! `PROMOTE_LAG_ENTRIES` of the commit index; one change at a time (the core's rule).
 
-use raftkv_raft::{MemberChange, NodeId, Role, Storage};
+use raftkv_raft::{Index, MemberChange, NodeId, Role, Storage};
 
 use crate::error::RequestError;
 use crate::members::Member;
-use crate::output::{Answer, RequestId};
+use crate::output::{Answer, Event, Own, RequestId};
 use crate::replica::{PROMOTE_LAG_ENTRIES, Replica};
 use crate::state::Command;
 
 impl<S: Storage> Replica<S> {
     /// Adds a member as a learner and records its addresses; answered once the configuration
-    /// entry is applied.
-    pub fn join(&mut self, id: RequestId, member: Member) {
+    /// entry is applied. Returns the entry's index, or the refusal (which is also the reply).
+    pub fn join(&mut self, id: RequestId, member: Member) -> Result<Index, RequestError> {
         let raft = self.raft();
-        if raft.role() != Role::Leader {
-            let leader = raft.leader();
-            self.reply(id, Err(RequestError::NotLeader { leader }));
-            return;
-        }
         let conf = raft.tracker().conf_state();
-        if conf.learners.contains(&member.id) {
+        let refused = if raft.role() != Role::Leader {
+            Some(RequestError::NotLeader {
+                leader: raft.leader(),
+            })
+        } else if conf.learners.contains(&member.id) {
             // A retried join of a learner: it does not vote, so even a wiped one is harmless.
             let index = raft.raft_log().committed();
             self.reply(id, Ok(Answer::Membership { index }));
-            return;
-        }
-        if conf.is_voter(member.id) {
-            let message = format!(
+            return Ok(index);
+        } else if conf.is_voter(member.id) {
+            Some(RequestError::Conflict(format!(
                 "`{}` is already a voter; if it lost its data, remove it first \
                  and join it under a new name",
                 member.name
-            );
-            self.reply(id, Err(RequestError::Conflict(message)));
-            return;
+            )))
+        } else {
+            None
+        };
+        if let Some(error) = refused {
+            self.reply(id, Err(error.clone()));
+            return Err(error);
         }
         let node = member.id;
-        match self
-            .node
-            .propose_conf_change(vec![MemberChange::AddLearner(node)])
-        {
-            Ok(index) => {
-                self.track_write(index, id, true);
-                // Its addresses; if this proposal is refused, the node publishes them itself.
-                self.propose_own(
-                    format!("addresses of new member {node}"),
-                    Command::publish(member),
-                );
-            }
-            Err(e) => self.reply(id, Err(e.into())),
-        }
+        let index = self.change_membership(id, vec![MemberChange::AddLearner(node)])?;
+        // Its addresses; if this proposal is refused, the node publishes them itself.
+        self.propose_own(Own::Publish(node), Command::publish(member));
+        Ok(index)
     }
 
     /// Removes a member (voter or learner); answered once the configuration entry is applied.
@@ -79,7 +71,7 @@ impl<S: Storage> Replica<S> {
         &mut self,
         id: RequestId,
         changes: Vec<MemberChange>,
-    ) -> Result<raftkv_raft::Index, RequestError> {
+    ) -> Result<Index, RequestError> {
         match self.node.propose_conf_change(changes) {
             Ok(index) => {
                 self.track_write(index, id, true);
@@ -115,8 +107,8 @@ impl<S: Storage> Replica<S> {
                 .propose_conf_change(vec![MemberChange::AddVoter(node)])
                 .err()
                 .map(|e| e.to_string());
-            self.out.events.push(crate::output::Event::Proposed {
-                what: format!("promotion of caught-up learner {node}"),
+            self.out.events.push(Event::Proposed {
+                what: Own::Promotion(node),
                 refused,
             });
         }
@@ -136,7 +128,8 @@ impl<S: Storage> Replica<S> {
             .is_none_or(|at| self.ticks >= at + self.election_ticks);
         if due {
             self.published_at = Some(self.ticks);
-            self.propose_own("this node's addresses".into(), Command::publish(me));
+            let id = self.id;
+            self.propose_own(Own::Publish(id), Command::publish(me));
         }
     }
 

@@ -172,14 +172,42 @@ pub enum Event {
         /// Why.
         reason: String,
     },
-    /// Something the engine proposed on its own (a promotion, a publish, a history compaction,
-    /// a revoke) was proposed or refused.
+    /// Something the engine proposed on its own was proposed, or refused by the core.
     Proposed {
         /// What it was.
-        what: String,
+        what: Own,
         /// The core's refusal, if any.
         refused: Option<String>,
     },
+}
+
+/// What the engine proposes on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Own {
+    /// The revoke of an expired lease.
+    LeaseRevoke(i64),
+    /// Dropping key-value history up to a revision.
+    HistoryCompaction(i64),
+    /// Making a caught-up learner a voter.
+    Promotion(NodeId),
+    /// A member's addresses (this node's, or a joining node's).
+    Publish(NodeId),
+    /// Handing leadership to a voter on shutdown.
+    Transfer(NodeId),
+}
+
+impl std::fmt::Display for Own {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Own::LeaseRevoke(lease) => write!(f, "revoke of expired lease {lease}"),
+            Own::HistoryCompaction(revision) => {
+                write!(f, "compaction of history up to revision {revision}")
+            }
+            Own::Promotion(node) => write!(f, "promotion of caught-up learner {node}"),
+            Own::Publish(node) => write!(f, "addresses of member {node}"),
+            Own::Transfer(node) => write!(f, "leadership transfer to {node} on shutdown"),
+        }
+    }
 }
 
 /// Everything the engine produced since the last `Replica::take_output`.

@@ -22,7 +22,7 @@ use raftkv_raft::{
 
 use crate::error::{ReplicaError, RequestError};
 use crate::members::Member;
-use crate::output::{Answer, Event, Output, Persist, RequestId};
+use crate::output::{Answer, Event, Output, Own, Persist, RequestId};
 use crate::state::{self, State};
 
 /// Outstanding writes, and outstanding reads, per node before new ones are refused.
@@ -314,7 +314,7 @@ impl<S: Storage> Replica<S> {
             && let Err(e) = self.node.transfer_leader(target)
         {
             self.out.events.push(Event::Proposed {
-                what: format!("leadership transfer to {target} on shutdown"),
+                what: Own::Transfer(target),
                 refused: Some(e.to_string()),
             });
         }
@@ -338,7 +338,7 @@ impl<S: Storage> Replica<S> {
     }
 
     /// Proposes something the engine decided on its own; the outcome becomes an event.
-    pub(crate) fn propose_own(&mut self, what: String, data: Bytes) -> Option<Index> {
+    pub(crate) fn propose_own(&mut self, what: Own, data: Bytes) -> Option<Index> {
         let result = self.node.propose(data);
         let (index, refused) = match result {
             Ok(index) => (Some(index), None),

@@ -352,7 +352,8 @@ impl Driver {
             }
             Input::Join { member, reply } => {
                 let id = self.wait(Waiter::Membership(reply));
-                self.engine.join(id, member);
+                // A refusal is also the reply.
+                let _ = self.engine.join(id, member);
             }
             Input::RemoveMember { id: node, reply } => {
                 let id = self.wait(Waiter::Membership(reply));

@@ -97,6 +97,9 @@ pub enum Fault {
     Membership(NodeId, Vec<MemberChange>),
     /// The leader (first) is asked to hand leadership to the voter (second).
     Transfer(NodeId, NodeId),
+    /// The leader (first) is asked to add a node (second) that is not a member, as a learner
+    /// (the engine promotes it once it caught up).
+    Join(NodeId, NodeId),
 }
 
 impl fmt::Display for Fault {
@@ -120,6 +123,7 @@ impl fmt::Display for Fault {
                     "leader {leader} asked to transfer leadership to {target}"
                 )
             }
+            Fault::Join(leader, node) => write!(f, "node {node} asks leader {leader} to join"),
         }
     }
 }

@@ -189,7 +189,8 @@ fn summary(ran: u64, clean: u64, started: Instant, totals: &Stats, inconclusive:
         "totals: {} ops answered ({} reads outside the log), {} crashes, {} failed syncs, {} \
          recoveries ({} exact, {} torn tails), {} partitions, {} snapshots taken, {} restored, \
          {} membership changes, {} transfers, {} leases granted ({} revoked on expiry, {} \
-         keep-alives), {} retried writes answered from their session, {} keys inconclusive",
+         keep-alives), {} retried writes answered from their session, {} joins, {} learners \
+         promoted, {} addresses published, {} history compactions, {} keys inconclusive",
         totals.ops_ok,
         totals.reads_ok,
         totals.crashes,
@@ -206,6 +207,10 @@ fn summary(ran: u64, clean: u64, started: Instant, totals: &Stats, inconclusive:
         totals.leases_revoked,
         totals.keep_alives,
         totals.session_retries,
+        totals.joins,
+        totals.promotions,
+        totals.publishes,
+        totals.history_compactions,
         inconclusive
     );
 }

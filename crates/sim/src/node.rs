@@ -28,7 +28,9 @@ use raftkv_raft::{
     ConfState, Config, Entry, Error, Index, MemStorage, MemberChange, Message, NodeId, Raft,
     ReadMode, Role, Storage, Term,
 };
-use raftkv_replica::{Answer, Event, Member, Output, Persist, Replica, RequestError, SnapshotTask};
+use raftkv_replica::{
+    Answer, Event, Member, Output, Own, Persist, Replica, RequestError, SnapshotTask,
+};
 use raftkv_wal::Crash;
 
 use crate::checkers::StateMachineEvent;
@@ -87,8 +89,9 @@ pub struct NodeOutput {
     pub stopped: Option<String>,
     /// Revokes of expired leases this node tried to propose as leader.
     pub revokes: Vec<RevokeProposal>,
-    /// Membership events: joins proposed, learners promoted, addresses published.
-    pub membership: Vec<String>,
+    /// What the engine proposed on its own and the core accepted (promotions, publishes,
+    /// history compactions, revokes).
+    pub proposed: Vec<Own>,
 }
 
 /// A revoke a leader tried to propose for an expired lease.
@@ -195,8 +198,6 @@ pub struct SimNode {
     next_request: u64,
     /// The answer to the latest keep-alive.
     keep_alive: Option<KeepAliveOutcome>,
-    /// The answer to the latest membership change (`Ok(index)` once applied).
-    membership_result: Option<Result<Index, RequestError>>,
     /// Digests of the snapshots being produced, by index (reported once taken).
     snapshot_digests: BTreeMap<Index, u64>,
 }
@@ -221,7 +222,6 @@ impl SimNode {
             waiting: BTreeMap::new(),
             next_request: 1,
             keep_alive: None,
-            membership_result: None,
             snapshot_digests: BTreeMap::new(),
         };
         let engine = Replica::new(&node.config, storage, node.engine_settings(), 0)
@@ -465,21 +465,24 @@ impl SimNode {
         result
     }
 
-    /// The leader is asked to add `node` as a learner (promoted once caught up).
-    pub fn join(&mut self, node: NodeId, now: Time, out: &mut NodeOutput) {
+    /// The leader is asked to add `node` as a learner (promoted once caught up). Returns the
+    /// index of its configuration entry, or the refusal.
+    pub fn join(
+        &mut self,
+        node: NodeId,
+        now: Time,
+        out: &mut NodeOutput,
+    ) -> Result<Index, RequestError> {
         if self.running().is_none() {
-            return;
+            return Err(RequestError::NotLeader { leader: None });
         }
         let id = self.request_id(Waiting::Membership);
-        if let Some(engine) = self.running() {
-            engine.join(id, member(node));
-        }
+        let engine = self
+            .running()
+            .ok_or(RequestError::NotLeader { leader: None })?;
+        let result = engine.join(id, member(node));
         self.drain(now, out);
-    }
-
-    /// The answer to the latest membership request, once there is one.
-    pub fn take_membership_result(&mut self) -> Option<Result<Index, RequestError>> {
-        self.membership_result.take()
+        result
     }
 
     /// The leader is asked to hand leadership to `target`.
@@ -606,10 +609,6 @@ impl SimNode {
             }
             (Waiting::KeepAlive, Ok(_)) => self.keep_alive = Some(KeepAliveOutcome::NotFound),
             (Waiting::KeepAlive, Err(_)) => self.keep_alive = Some(KeepAliveOutcome::NotLeader),
-            (Waiting::Membership, Ok(Answer::Membership { index })) => {
-                self.membership_result = Some(Ok(index));
-            }
-            (Waiting::Membership, Err(e)) => self.membership_result = Some(Err(e)),
             (
                 Waiting::Write(command),
                 Ok(Answer::Applied {
@@ -713,18 +712,17 @@ impl SimNode {
                 "leads: extended every lease to now + ttl + {extend_ms} ms"
             )),
             Event::MembershipApplied { index, conf } => {
-                out.membership
+                out.persisted
                     .push(format!("applied configuration at {index}: {conf:?}"));
             }
             Event::Proposed { what, refused } => {
-                let line = match refused {
+                out.persisted.push(match &refused {
                     None => format!("proposed {what}"),
                     Some(error) => format!("{what} refused: {error}"),
-                };
-                if what.contains("learner") || what.contains("addresses") {
-                    out.membership.push(line.clone());
+                });
+                if refused.is_none() {
+                    out.proposed.push(what);
                 }
-                out.persisted.push(line);
             }
             Event::SnapshotSkipped { index, reason } => {
                 out.persisted

@@ -44,6 +44,7 @@ use crate::node::{HeldLog, KeepAliveOutcome, NodeOutput, NodeSettings, Reply, Si
 use crate::rng::SimRng;
 use crate::swarm::SimConfig;
 use crate::trace::Trace;
+use raftkv_replica::Own;
 
 /// A hook that adjusts each node's Raft `Config` (e.g. to set a mutation).
 pub type ConfigHook = Rc<dyn Fn(&mut Config)>;
@@ -115,6 +116,14 @@ pub struct Stats {
     pub keep_alives: u64,
     /// Retried writes whose copy committed again and was answered from the session table.
     pub session_retries: u64,
+    /// Joins a leader accepted (a learner added with its addresses).
+    pub joins: u64,
+    /// Learners the engine proposed to promote once caught up.
+    pub promotions: u64,
+    /// Addresses the engine published for its node.
+    pub publishes: u64,
+    /// History compactions the engine proposed.
+    pub history_compactions: u64,
 }
 
 impl Stats {
@@ -142,6 +151,10 @@ impl Stats {
         self.leases_revoked += other.leases_revoked;
         self.keep_alives += other.keep_alives;
         self.session_retries += other.session_retries;
+        self.joins += other.joins;
+        self.promotions += other.promotions;
+        self.publishes += other.publishes;
+        self.history_compactions += other.history_compactions;
     }
 }
 
@@ -417,6 +430,14 @@ impl Simulation {
     fn process_output(&mut self, id: NodeId, out: NodeOutput) -> Result<(), Violation> {
         for line in out.persisted {
             self.log(format!("node {id} {line}"));
+        }
+        for own in &out.proposed {
+            match own {
+                Own::Promotion(_) => self.stats.promotions += 1,
+                Own::Publish(_) => self.stats.publishes += 1,
+                Own::HistoryCompaction(_) => self.stats.history_compactions += 1,
+                Own::LeaseRevoke(_) | Own::Transfer(_) => {}
+            }
         }
         // A revoke is proposed before anything it leads to is applied.
         for revoke in &out.revokes {
@@ -924,9 +945,14 @@ impl Simulation {
         }
         if self.rng.chance(mix.membership)
             && let Some(leader) = self.current_leader()
-            && let Some(changes) = self.draw_membership_change(leader)
         {
-            self.apply_fault(Fault::Membership(leader, changes))?;
+            // Half the changes are joins (as `--join` makes them), when a node is outside.
+            let joiner = self.draw_joiner(leader).filter(|_| self.rng.chance(0.5));
+            if let Some(node) = joiner {
+                self.apply_fault(Fault::Join(leader, node))?;
+            } else if let Some(changes) = self.draw_membership_change(leader) {
+                self.apply_fault(Fault::Membership(leader, changes))?;
+            }
         }
         if self.rng.chance(mix.transfer)
             && let Some(leader) = self.current_leader()
@@ -969,6 +995,15 @@ impl Simulation {
         }
         let voters = conf.enter_joint(&changes).ok()?.voters.len();
         (1..=VOTERS_MAX).contains(&voters).then_some(changes)
+    }
+
+    /// A node outside `leader`'s configuration that may join.
+    fn draw_joiner(&mut self, leader: NodeId) -> Option<NodeId> {
+        let members = self.nodes[leader as usize - 1].conf_state()?.members();
+        let outside: Vec<NodeId> = (1..=self.nodes.len() as NodeId)
+            .filter(|id| !members.contains(id))
+            .collect();
+        self.rng.pick(&outside)
     }
 
     /// A voter of `leader`'s configuration, other than itself, to hand leadership to.
@@ -1028,7 +1063,8 @@ impl Simulation {
             | Fault::SyncFailure(id)
             | Fault::FastDisk(id)
             | Fault::Membership(id, _)
-            | Fault::Transfer(id, _) => *id as usize - 1,
+            | Fault::Transfer(id, _)
+            | Fault::Join(id, _) => *id as usize - 1,
             Fault::Partition(_) | Fault::Heal => 0,
         };
         let up = self.nodes[index].is_up();
@@ -1098,6 +1134,16 @@ impl Simulation {
                 match self.on_node(id, |n, now, out| n.transfer_leader(target, now, out))? {
                     Ok(()) => self.stats.transfers += 1,
                     Err(e) => self.log(format!("node {id} refused: {e}")),
+                }
+            }
+            Fault::Join(id, node) => {
+                match self.on_node(id, |n, now, out| n.join(node, now, out))? {
+                    Ok(index) => {
+                        self.stats.joins += 1;
+                        self.involved.insert(node);
+                        self.log(format!("node {id} added learner {node} at {index}"));
+                    }
+                    Err(e) => self.log(format!("node {id} refused the join: {e}")),
                 }
             }
         }
