@@ -27,6 +27,10 @@ pub struct BenchArgs {
     /// Distinct keys written or read.
     #[arg(long, default_value_t = 10_000)]
     keys: u64,
+    /// Number of the first key (keys are `bench/<first-key + n % keys>`), so successive runs can
+    /// load fresh keys.
+    #[arg(long, default_value_t = 0)]
+    first_key: u64,
     /// Read consistency for `--op get`: linearizable, lease or stale.
     #[arg(long, default_value = "linearizable")]
     consistency: String,
@@ -59,6 +63,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let (client, endpoint, value) = (client.clone(), endpoint.clone(), value.clone());
         let (next, errors) = (next.clone(), errors.clone());
         let (requests, keys, consistency) = (args.requests, args.keys, args.consistency.clone());
+        let first_key = args.first_key;
         tasks.push(tokio::spawn(async move {
             let mut latencies = Histogram::<u64>::new(3).expect("3 significant digits is valid");
             loop {
@@ -66,7 +71,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 if n >= requests {
                     return latencies;
                 }
-                let key = format!("bench/{:08}", n % keys);
+                let key = format!("bench/{:08}", first_key + n % keys);
                 let sent = Instant::now();
                 let outcome = if put {
                     client

@@ -126,7 +126,10 @@ fn the_pure_crates_depend_on_no_runtime_crates() {
             .nth(1)
             .and_then(|rest| rest.split("\n[").next())
             .unwrap_or("");
-        for line in deps.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        for line in deps
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        {
             let name = line.split(['=', '.']).next().unwrap_or("").trim();
             assert!(
                 allowed.contains(&name),
