@@ -11,6 +11,7 @@
 //! | `node.rs` | the driver thread: feeds the replica engine, carries out its output |
 //! | `codec.rs` | the peer wire format |
 //! | `transport.rs` | peer connections: handshake, batching, bounded queues, reconnect |
+//! | `snapshots.rs` | the snapshot worker: taking and installing snapshots off the driver |
 //! | `service.rs` | the node's operations, for every protocol front end |
 //! | `api/` | the HTTP API, one file per concept, and forwarding to the leader |
 //! | `metrics.rs` | counters and the `/metrics` scrape |
@@ -27,6 +28,7 @@ pub mod meta;
 pub mod metrics;
 pub mod node;
 pub mod service;
+pub mod snapshots;
 pub mod transport;
 
 pub use raftkv_replica::{members, state};

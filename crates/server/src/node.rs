@@ -15,7 +15,7 @@
 //! Invariants: a WAL error or a fatal engine error stops the node (nothing after it is
 //! acknowledged); overdue ticks are delivered before any other input.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use raftkv_kv::KvError;
-use raftkv_raft::{Index, Message, NodeId, ReadMode, Role, Snapshot, Term};
-use raftkv_replica::{Answer, Event, Output, Replica, RequestId, SnapshotTask};
-use raftkv_wal::{FsDisk, SnapshotWriter, Wal};
+use raftkv_raft::{Index, Message, NodeId, ReadMode, Role, Term};
+use raftkv_replica::{Answer, Event, Output, Persist, Replica, RequestId};
+use raftkv_wal::{FsDisk, Wal};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -33,6 +33,7 @@ use crate::config::{ServerConfig, host_port};
 use crate::error::RequestError;
 use crate::members::Member;
 use crate::metrics::Metrics;
+use crate::snapshots::{self, Done, Installed, Job};
 use crate::state::{Applied, State};
 use crate::transport::{PeerAddrs, Transport};
 
@@ -92,8 +93,8 @@ pub enum Input {
         /// Signalled once the driver has stopped.
         done: oneshot::Sender<()>,
     },
-    /// The snapshot worker finished a snapshot: written, or why not (with its index).
-    SnapshotDone(Result<Snapshot, (Index, String)>),
+    /// The snapshot worker finished a job.
+    SnapshotDone(Done),
 }
 
 /// What `/v1/status` shows; refreshed by the driver after every turn.
@@ -222,8 +223,14 @@ pub struct Driver {
     /// Clients waiting for the engine, by request id.
     waiters: HashMap<RequestId, Waiter>,
     next_request: RequestId,
-    /// Hands snapshot tasks to the snapshot worker.
-    snapshots: SyncSender<SnapshotTask>,
+    /// Hands jobs to the snapshot worker.
+    snapshots: SyncSender<Job>,
+    /// `Persist`s not yet written, in order: they wait while a leader's snapshot is installed.
+    persists: VecDeque<Persist>,
+    /// The `Persist` whose snapshot the worker is installing.
+    installing: Option<u64>,
+    /// The worker's report on that install, to finish in the next flush.
+    installed: Option<Box<Installed>>,
     /// Signalled once the driver stops after a shutdown.
     done: Option<oneshot::Sender<()>>,
 }
@@ -240,7 +247,7 @@ impl Driver {
         inputs: SyncSender<Input>,
     ) -> std::io::Result<Self> {
         let writer = engine.storage().snapshot_writer();
-        let snapshots = spawn_snapshot_worker(writer, inputs, config.debug_snapshot_delay)?;
+        let snapshots = snapshots::spawn(writer, inputs, config.debug_snapshot_delay)?;
         let mut driver = Driver {
             engine,
             shared,
@@ -250,6 +257,9 @@ impl Driver {
             waiters: HashMap::new(),
             next_request: 1,
             snapshots,
+            persists: VecDeque::new(),
+            installing: None,
+            installed: None,
             done: None,
         };
         driver.refresh_addrs();
@@ -368,23 +378,26 @@ impl Driver {
                 self.engine.shutdown();
                 self.done = Some(done);
             }
-            Input::SnapshotDone(Ok(snapshot)) => self.engine.snapshot_written(snapshot),
-            Input::SnapshotDone(Err((index, reason))) => {
+            Input::SnapshotDone(Done::Taken(Ok(snapshot))) => {
+                self.engine.snapshot_written(snapshot)
+            }
+            Input::SnapshotDone(Done::Taken(Err((index, reason)))) => {
                 self.engine.snapshot_failed(index, reason);
             }
+            Input::SnapshotDone(Done::Installed(installed)) => self.installed = Some(installed),
         }
     }
 
     /// Carries out the engine's output until it has none: messages, storage writes (each
     /// reported back, which may produce more), snapshots, compactions, replies, events.
     fn flush(&mut self) -> Result<(), String> {
+        if let Some(done) = self.installed.take() {
+            self.finish_install(*done)?;
+        }
         loop {
             let applied_before = self.engine.raft().raft_log().applied();
-            let now_ms = self.now_ms();
-            let output = self.engine.take_output(now_ms);
-            if output.is_empty() {
-                return Ok(());
-            }
+            let output = self.engine.take_output(self.now_ms());
+            let produced = !output.is_empty();
             let Output {
                 messages,
                 persist,
@@ -409,7 +422,7 @@ impl Driver {
             }
             for task in snapshot_tasks {
                 let index = task.metadata.index;
-                if self.snapshots.try_send(task).is_err() {
+                if self.snapshots.try_send(Job::Take(task)).is_err() {
                     self.engine
                         .snapshot_failed(index, "the snapshot worker is busy or gone".into());
                 }
@@ -420,15 +433,8 @@ impl Driver {
                     .compact_written(snapshot)
                     .map_err(|e| e.to_string())?;
             }
-            for write in persist {
-                if !write.is_empty() {
-                    self.save(write.hard_state, &write.entries, write.snapshot.as_ref())
-                        .map_err(|e| e.to_string())?;
-                }
-                self.engine
-                    .persisted(self.now_ms(), write.seq, None)
-                    .map_err(|e| e.to_string())?;
-            }
+            self.persists.extend(persist);
+            let wrote = self.write_persists()?;
             let applied = self.engine.raft().raft_log().applied();
             if applied > applied_before {
                 self.shared
@@ -437,7 +443,74 @@ impl Driver {
                     .fetch_add(applied - applied_before, Ordering::Relaxed);
                 self.shared.applied.notify_waiters();
             }
+            if !produced && !wrote {
+                return Ok(());
+            }
         }
+    }
+
+    /// Writes the queued `Persist`s in order and reports each, up to one that installs a
+    /// leader's snapshot: that one goes to the snapshot worker, and the rest wait for it.
+    /// Returns whether any was reported.
+    fn write_persists(&mut self) -> Result<bool, String> {
+        let mut wrote = false;
+        while self.installing.is_none()
+            && let Some(write) = self.persists.front()
+        {
+            if let Some(snapshot) = &write.snapshot {
+                let job = Job::Install {
+                    seq: write.seq,
+                    snapshot: snapshot.clone(),
+                    limits: self.shared.state().limits().clone(),
+                };
+                self.snapshots
+                    .try_send(job)
+                    .map_err(|_| "the snapshot worker is gone".to_string())?;
+                self.installing = Some(write.seq);
+                break;
+            }
+            let Some(write) = self.persists.pop_front() else {
+                break;
+            };
+            if !write.is_empty() {
+                self.save(write.hard_state, &write.entries)
+                    .map_err(|e| e.to_string())?;
+            }
+            self.engine
+                .persisted(self.now_ms(), write.seq, None)
+                .map_err(|e| e.to_string())?;
+            wrote = true;
+        }
+        Ok(wrote)
+    }
+
+    /// The worker wrote and decoded the leader's snapshot: record it in the WAL, write the rest
+    /// of its `Persist`, and hand the state to the engine.
+    fn finish_install(&mut self, installed: Installed) -> Result<(), String> {
+        let Installed {
+            seq,
+            snapshot,
+            written,
+            restored,
+        } = installed;
+        written?;
+        let write = self
+            .persists
+            .pop_front()
+            .filter(|w| w.seq == seq && self.installing == Some(seq))
+            .ok_or_else(|| format!("internal error: no install of Persist {seq} under way"))?;
+        self.installing = None;
+        self.engine
+            .storage_mut()
+            .apply_snapshot_written(snapshot)
+            .map_err(|e| e.to_string())?;
+        if write.hard_state.is_some() || !write.entries.is_empty() {
+            self.save(write.hard_state, &write.entries)
+                .map_err(|e| e.to_string())?;
+        }
+        self.engine
+            .persisted(self.now_ms(), seq, Some(restored))
+            .map_err(|e| e.to_string())
     }
 
     /// One durable write on the WAL, timed for `/metrics` and the disk-stall check.
@@ -445,7 +518,6 @@ impl Driver {
         &mut self,
         hard_state: Option<raftkv_raft::HardState>,
         entries: &[raftkv_raft::Entry],
-        snapshot: Option<&Snapshot>,
     ) -> Result<(), raftkv_wal::WalError> {
         let sync_start = Instant::now();
         let started = self.shared.epoch.elapsed().as_millis().max(1) as u64;
@@ -457,10 +529,7 @@ impl Driver {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        let saved = self
-            .engine
-            .storage_mut()
-            .save(hard_state, entries, snapshot);
+        let saved = self.engine.storage_mut().save(hard_state, entries, None);
         self.shared.sync_started_ms.store(0, Ordering::Relaxed);
         saved?;
         let took = sync_start.elapsed().as_micros() as u64;
@@ -552,33 +621,4 @@ impl Driver {
         status.voters_outgoing = conf.voters_outgoing.iter().copied().collect();
         status.learners = conf.learners.iter().copied().collect();
     }
-}
-
-/// Starts the snapshot worker: it encodes each task's view, writes and syncs the file, and
-/// reports to the driver's queue. One task at a time (the engine asks for one at a time).
-fn spawn_snapshot_worker(
-    writer: SnapshotWriter<FsDisk>,
-    report: SyncSender<Input>,
-    delay: Option<Duration>,
-) -> std::io::Result<SyncSender<SnapshotTask>> {
-    let (tasks, rx) = std::sync::mpsc::sync_channel::<SnapshotTask>(1);
-    std::thread::Builder::new()
-        .name("raftkv-snapshot".into())
-        .spawn(move || {
-            for task in rx {
-                let index = task.metadata.index;
-                let snapshot = task.encode();
-                if let Some(delay) = delay {
-                    std::thread::sleep(delay);
-                }
-                let done = match writer.write(&snapshot) {
-                    Ok(()) => Ok(snapshot),
-                    Err(e) => Err((index, e.to_string())),
-                };
-                if report.send(Input::SnapshotDone(done)).is_err() {
-                    return;
-                }
-            }
-        })?;
-    Ok(tasks)
 }

@@ -271,12 +271,22 @@ impl<D: Disk> Wal<D> {
     /// Installs a snapshot received from the leader: it replaces the whole log. A snapshot at or
     /// below the current one is ignored; returns whether it was installed. Durable on return.
     pub fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<bool> {
+        self.install(snapshot, false)
+    }
+
+    /// As [`Wal::apply_snapshot`], for a snapshot whose file a [`SnapshotWriter`] already wrote
+    /// (off the node loop): only the mark is written here.
+    pub fn apply_snapshot_written(&mut self, snapshot: Snapshot) -> Result<bool> {
+        self.install(snapshot, true)
+    }
+
+    fn install(&mut self, snapshot: Snapshot, file_written: bool) -> Result<bool> {
         self.check()?;
         let index = snapshot.metadata.index;
         if index <= self.snapshot.metadata.index {
             return Ok(false);
         }
-        self.save_snapshot(&snapshot, MarkKind::Install, false)?;
+        self.save_snapshot(&snapshot, MarkKind::Install, file_written)?;
         self.hard_state.commit = self.hard_state.commit.max(index);
         self.entries.clear();
         for segment in &mut self.segments {
