@@ -179,9 +179,32 @@ async fn send_write(
         (CLIENT_ID_HEADER, client_id.as_str()),
         (SEQUENCE_HEADER, "1"),
     ];
+    let answer = write_in_session(common, method, url_for, body, &headers).await;
+    // Close the session (best effort): the cluster keeps a bounded number of them.
+    let close = format!("/v1/session/{client_id}");
+    let _ = send_once(
+        common,
+        Method::DELETE,
+        &|e| api_url(e, &close, None),
+        None,
+        &[],
+    )
+    .await;
+    answer
+}
+
+/// Sends a session write until it has an answer or its retries run out.
+async fn write_in_session(
+    common: &Common,
+    method: Method,
+    url_for: impl Fn(&str) -> Result<reqwest::Url>,
+    body: Option<Vec<u8>>,
+    headers: &[(&str, &str)],
+) -> Result<(StatusCode, Vec<u8>)> {
+    let client_id = headers.first().map_or("", |(_, id)| *id);
     let deadline = tokio::time::Instant::now() + WRITE_RETRY_FOR;
     loop {
-        let attempt = send_once(common, method.clone(), &url_for, body.clone(), &headers).await?;
+        let attempt = send_once(common, method.clone(), &url_for, body.clone(), headers).await?;
         let retry = match attempt {
             Attempt::Answered(status, bytes)
                 if status != StatusCode::SERVICE_UNAVAILABLE
