@@ -114,6 +114,9 @@ impl<S: Storage> Replica<S> {
                 results.push((index, term, applied));
             }
         }
+        if let Some(&(index, _, _)) = results.last() {
+            self.out.events.push(Event::AppliedTo { index });
+        }
         for (index, term, applied) in results {
             self.answer_write(index, term, applied);
         }

@@ -124,6 +124,11 @@ pub enum Event {
         /// The entry that carries the revoke.
         entry: Option<(Index, Term)>,
     },
+    /// The state has applied every entry up to `index` (once per applied batch).
+    AppliedTo {
+        /// The last applied index.
+        index: Index,
+    },
     /// One entry was applied (only with `Settings::record_applies`).
     Applied(Box<ApplyRecord>),
     /// A configuration entry took effect.

@@ -436,13 +436,10 @@ impl Driver {
             self.persists.extend(persist);
             let wrote = self.write_persists()?;
             let applied = self.engine.raft().raft_log().applied();
-            if applied > applied_before {
-                self.shared
-                    .metrics
-                    .applied_entries
-                    .fetch_add(applied - applied_before, Ordering::Relaxed);
-                self.shared.applied.notify_waiters();
-            }
+            self.shared
+                .metrics
+                .applied_entries
+                .fetch_add(applied.saturating_sub(applied_before), Ordering::Relaxed);
             if !produced && !wrote {
                 return Ok(());
             }
@@ -551,6 +548,7 @@ impl Driver {
                 tracing::debug!(lease, ?entry, "lease expired; revoke proposed");
             }
             Event::Applied(_) => {}
+            Event::AppliedTo { .. } => self.shared.applied.notify_waiters(),
             Event::MembershipApplied { index, conf } => tracing::info!(
                 index,
                 voters = ?conf.voters,
@@ -564,6 +562,7 @@ impl Driver {
             }
             Event::SnapshotInstalled { index, term, .. } => {
                 Metrics::bump(&self.shared.metrics.snapshots_installed);
+                self.shared.applied.notify_waiters();
                 tracing::info!(index, term, "installed snapshot from the leader");
             }
             Event::SnapshotRequested { index, .. } => {

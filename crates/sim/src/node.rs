@@ -421,7 +421,6 @@ impl SimNode {
     pub fn read(
         &mut self,
         command: Command,
-        _context: u64,
         mode: ReadMode,
         now: Time,
         out: &mut NodeOutput,
@@ -732,7 +731,7 @@ impl SimNode {
                 out.persisted
                     .push(format!("undecodable entry at {index} applied as a no-op"));
             }
-            Event::RoleChanged { .. } | Event::RegistryChanged => {}
+            Event::RoleChanged { .. } | Event::RegistryChanged | Event::AppliedTo { .. } => {}
         }
     }
 

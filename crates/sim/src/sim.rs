@@ -640,10 +640,10 @@ impl Simulation {
                     ReadPath::Log => self.on_node(node, |n, now, out| n.propose(command, now, out)),
                     ReadPath::ReadIndex | ReadPath::Follower => self
                         .on_node(node, |n, now, out| {
-                            n.read(command, context, ReadMode::ReadIndex, now, out)
+                            n.read(command, ReadMode::ReadIndex, now, out)
                         }),
                     ReadPath::Lease => self.on_node(node, |n, now, out| {
-                        n.read(command, context, ReadMode::Lease, now, out)
+                        n.read(command, ReadMode::Lease, now, out)
                     }),
                 }?;
                 let how = match path {
