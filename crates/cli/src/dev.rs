@@ -137,17 +137,21 @@ pub async fn run(args: DevArgs) -> Result<()> {
             )));
         }
     }
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = term.recv() => {}
-        (name, status) = first_exit(&mut children) => {
-            eprintln!("node {name} exited ({status}); stopping the others");
-        }
-    }
+    let died = tokio::select! {
+        _ = interrupt.recv() => None,
+        _ = term.recv() => None,
+        (name, status) = first_exit(&mut children) => Some((name, status)),
+    };
     println!("stopping...");
     stop_all(&mut children).await;
     println!("stopped");
-    Ok(())
+    match died {
+        Some((name, status)) => bail!(
+            "node {name} exited ({status}); its log says why: {}",
+            args.data_dir.join(format!("{name}.log")).display()
+        ),
+        None => Ok(()),
+    }
 }
 
 /// Waits until some node reports a leader; fails early if a node exits.

@@ -41,6 +41,9 @@ enum Command {
     Lease(client::LeaseCommand),
 }
 
+/// How long the process waits for the async runtime's tasks when it exits.
+const RUNTIME_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -67,6 +70,9 @@ fn main() -> std::process::ExitCode {
             Command::RemoveMember(args) => client::remove_member(args).await,
         }
     });
+    // A blocking task may still wait on stdin (`serve --stop-with-stdin`): do not wait for it,
+    // so a node that failed exits at once with its reason.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
