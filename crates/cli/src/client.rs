@@ -389,27 +389,49 @@ pub async fn del(args: DelArgs) -> Result<()> {
     Ok(())
 }
 
-/// `raftkv ls PREFIX`.
+/// Keys `raftkv ls` asks for per page.
+const LS_PAGE_KEYS: &str = "1000";
+
+/// `raftkv ls PREFIX`: every key under the prefix, page by page, all at the first page's
+/// revision.
 pub async fn ls(args: LsArgs) -> Result<()> {
-    let (status, body) = send(
-        &args.common,
-        Method::GET,
-        |e| kv_url(e, &args.prefix, &[("prefix", "")]),
-        None,
-    )
-    .await?;
-    let json = check(status, &body)?;
-    if args.common.json {
-        return print_json(&json);
+    let mut start: Option<String> = None;
+    let mut revision: Option<String> = None;
+    loop {
+        let mut query = vec![("prefix", ""), ("limit", LS_PAGE_KEYS)];
+        if let Some(start) = &start {
+            query.push(("start", start));
+        }
+        if let Some(revision) = &revision {
+            query.push(("revision", revision));
+        }
+        let (status, body) = send(
+            &args.common,
+            Method::GET,
+            |e| kv_url(e, &args.prefix, &query),
+            None,
+        )
+        .await?;
+        let json = check(status, &body)?;
+        if args.common.json {
+            print_json(&json)?;
+        } else {
+            for kv in json["kvs"].as_array().into_iter().flatten() {
+                println!(
+                    "{} = {}",
+                    kv["key"].as_str().unwrap_or_default(),
+                    decode_value(kv)
+                );
+            }
+        }
+        match json["next"].as_str() {
+            Some(next) if json["more"] == Value::Bool(true) => {
+                start = Some(next.to_string());
+                revision = revision.or_else(|| Some(json["revision"].to_string()));
+            }
+            _ => return Ok(()),
+        }
     }
-    for kv in json["kvs"].as_array().into_iter().flatten() {
-        println!(
-            "{} = {}",
-            kv["key"].as_str().unwrap_or_default(),
-            decode_value(kv)
-        );
-    }
-    Ok(())
 }
 
 /// `raftkv status`.

@@ -28,6 +28,14 @@ pub struct KvQuery {
     consistent: Option<String>,
     /// Most keys to list.
     limit: Option<u64>,
+    /// List from this key on (a previous page's `next`).
+    start: Option<String>,
+    /// Read at this revision (a previous page's `revision`).
+    revision: Option<i64>,
+    /// List keys without their values.
+    keys_only: Option<String>,
+    /// Only count the keys.
+    count_only: Option<String>,
     /// Return the previous pair of a put or delete.
     pub prev: Option<String>,
     /// Compare-and-swap: put only if the key's mod_revision equals this (0: only if absent).
@@ -82,9 +90,16 @@ async fn read_kv(api: Api, key: String, query: KvQuery) -> Response {
         return ApiError::from(e).into_response();
     }
     if query.prefix.is_some() {
+        let page = render::Page {
+            start: query.start.clone(),
+            limit: query.limit,
+            revision: query.revision,
+            keys_only: query.keys_only.is_some(),
+            count_only: query.count_only.is_some(),
+        };
         let listed = api
             .service
-            .read(|state| render::list(&state.kv, key.as_bytes(), query.limit));
+            .read(|state| render::list(&state.kv, key.as_bytes(), &page));
         return match listed {
             Ok(value) => Json(value).into_response(),
             Err(e) => e.into_response(),

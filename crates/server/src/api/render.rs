@@ -164,18 +164,64 @@ pub fn get(store: &KvStore, key: &[u8]) -> Result<Option<Found>, ApiError> {
 }
 
 /// The keys under a prefix, read from this node's applied state.
-pub fn list(store: &KvStore, prefix: &[u8], limit: Option<u64>) -> Result<Value, ApiError> {
+pub fn list(store: &KvStore, prefix: &[u8], page: &Page) -> Result<Value, ApiError> {
     let mut request = RangeRequest::prefix(Bytes::copy_from_slice(prefix));
-    if let Some(limit) = limit {
+    if let Some(start) = &page.start {
+        if !start.as_bytes().starts_with(prefix) {
+            return Err(ApiError::bad_request(format!(
+                "start `{start}` is not under the prefix being listed"
+            )));
+        }
+        request.key = Bytes::copy_from_slice(start.as_bytes());
+    }
+    if let Some(limit) = page.limit {
         request = request.with_limit(limit);
     }
+    request.revision = page.revision.unwrap_or(0);
+    request.keys_only = page.keys_only;
+    request.count_only = page.count_only;
     let response = store.range(&request)?;
+    // Where the next page starts: just after the last key of this one.
+    let next = response
+        .kvs
+        .last()
+        .filter(|_| response.more)
+        .map(|kv| format!("{}\0", String::from_utf8_lossy(&kv.key)));
+    let kvs: Vec<Value> = response
+        .kvs
+        .iter()
+        .map(|kv| {
+            let mut json = kv_json(kv);
+            if page.keys_only
+                && let Value::Object(map) = &mut json
+            {
+                map.remove("value");
+            }
+            json
+        })
+        .collect();
     Ok(json!({
         "revision": response.revision,
         "count": response.count,
         "more": response.more,
-        "kvs": response.kvs.iter().map(kv_json).collect::<Vec<_>>(),
+        "next": next,
+        "kvs": kvs,
     }))
+}
+
+/// Which page of a listing to read.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// The first key to list (a previous page's `next`); the prefix's start when absent.
+    pub start: Option<String>,
+    /// Most keys to list.
+    pub limit: Option<u64>,
+    /// The revision to read at (the first page's, so every page sees the same store).
+    pub revision: Option<i64>,
+    /// Leave values out.
+    pub keys_only: bool,
+    /// Only count the keys.
+    pub count_only: bool,
 }
 
 /// The JSON answer to opening a client session.
