@@ -848,3 +848,55 @@ async fn a_large_prefix_is_read_completely_by_paging() {
     let lines = String::from_utf8_lossy(&listed.stdout).lines().count() as u64;
     assert_eq!(lines, KEYS + 1, "raftkv ls pages through everything");
 }
+
+/// Membership requests are validated (bounded, well-formed names and URLs: a clear 400), and a
+/// member can always be removed, by its id as well as by its name.
+#[tokio::test(flavor = "multi_thread")]
+async fn membership_requests_are_validated_and_any_member_can_be_removed() {
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::new(root.path(), "m1");
+    node.start(&[]);
+    let url = node.url();
+    wait_for_leader(std::slice::from_ref(&url)).await;
+    let client = http();
+    let join = |name: String, peer_url: &str| {
+        let body = serde_json::json!({ "name": name, "peer_url": peer_url, "client_url": "" });
+        client.post(format!("{url}/v1/members")).json(&body).send()
+    };
+    for (name, peer_url) in [
+        ("x".repeat(200_000), "http://127.0.0.1:1"),
+        ("has space".to_string(), "http://127.0.0.1:1"),
+        ("ok".to_string(), "not-a-url"),
+        ("ok".to_string(), "http://127.0.0.1:99999"),
+    ] {
+        let response = join(name, peer_url).await.unwrap();
+        assert_eq!(response.status().as_u16(), 400);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "bad_request", "{body}");
+    }
+    let response = join("learner".to_string(), "http://127.0.0.1:1")
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{:?}",
+        response.text().await
+    );
+    let id = eventually("the learner to be listed", || async {
+        let s = status(&url).await?;
+        s["learners"].as_array()?.first()?.as_u64()
+    })
+    .await;
+    let removed = client
+        .delete(format!("{url}/v1/members/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status().as_u16(), 200, "{:?}", removed.text().await);
+    eventually("the learner to be gone", || async {
+        let s = status(&url).await?;
+        s["learners"].as_array()?.is_empty().then_some(())
+    })
+    .await;
+}

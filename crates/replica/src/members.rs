@@ -28,6 +28,68 @@ pub struct Member {
     pub client_url: String,
 }
 
+/// Longest member name, in bytes.
+pub const MEMBER_NAME_BYTES_MAX: usize = 63;
+/// Longest member URL, in bytes.
+pub const MEMBER_URL_BYTES_MAX: usize = 256;
+
+impl Member {
+    /// Why this record cannot join or be published, if it cannot: a name of 1 to
+    /// `MEMBER_NAME_BYTES_MAX` letters, digits, `-`, `_` or `.`; an id derived from it; URLs of
+    /// the form `http(s)://host:port` within `MEMBER_URL_BYTES_MAX` (the client URL may be empty
+    /// until published).
+    pub fn invalid(&self) -> Option<String> {
+        let name = &self.name;
+        if name.is_empty() || name.len() > MEMBER_NAME_BYTES_MAX {
+            return Some(format!(
+                "a member name has 1 to {MEMBER_NAME_BYTES_MAX} characters, not {}",
+                name.len()
+            ));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Some(format!(
+                "member name `{name}` may hold only letters, digits, `-`, `_` and `.`"
+            ));
+        }
+        if self.id != node_id(name) {
+            return Some(format!("member id {} is not the id of `{name}`", self.id));
+        }
+        if let Some(reason) = url_invalid(&self.peer_url) {
+            return Some(format!("peer URL: {reason}"));
+        }
+        if !self.client_url.is_empty()
+            && let Some(reason) = url_invalid(&self.client_url)
+        {
+            return Some(format!("client URL: {reason}"));
+        }
+        None
+    }
+}
+
+/// Why `url` is not `http(s)://host:port`, if it is not.
+fn url_invalid(url: &str) -> Option<String> {
+    if url.len() > MEMBER_URL_BYTES_MAX {
+        return Some(format!("{} bytes, over {MEMBER_URL_BYTES_MAX}", url.len()));
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    let authority = rest.map(|r| r.trim_end_matches('/'));
+    let well_formed = authority.is_some_and(|a| {
+        a.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b))
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        })
+    });
+    (!well_formed).then(|| format!("`{url}` is not of the form http://host:port"))
+}
+
 /// The replicated member registry.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Registry {
@@ -142,6 +204,37 @@ mod tests {
             peer_url: format!("http://{name}:7001"),
             client_url: String::new(),
         }
+    }
+
+    #[test]
+    fn a_member_record_is_bounded_and_well_formed() {
+        assert_eq!(member("n-1.a_b").invalid(), None);
+        let long = "x".repeat(MEMBER_NAME_BYTES_MAX + 1);
+        assert!(member(&long).invalid().is_some());
+        assert!(member("").invalid().is_some());
+        assert!(member("a b").invalid().is_some());
+        let mut wrong_id = member("a");
+        wrong_id.id += 1;
+        assert!(wrong_id.invalid().is_some());
+        for url in [
+            "",
+            "n1:7001",
+            "ftp://n1:7001",
+            "http://n1",
+            "http://n1:0",
+            "http://n1:99999",
+            "http://n 1:7001",
+        ] {
+            let mut bad = member("a");
+            bad.peer_url = url.to_string();
+            assert!(bad.invalid().is_some(), "{url}");
+        }
+        let mut long_url = member("a");
+        long_url.peer_url = format!("http://{}:1", "h".repeat(MEMBER_URL_BYTES_MAX));
+        assert!(long_url.invalid().is_some());
+        let mut bad_client = member("a");
+        bad_client.client_url = "nowhere".into();
+        assert!(bad_client.invalid().is_some());
     }
 
     #[test]

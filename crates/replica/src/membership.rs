@@ -20,7 +20,9 @@ impl<S: Storage> Replica<S> {
     pub fn join(&mut self, id: RequestId, member: Member) -> Result<Index, RequestError> {
         let raft = self.raft();
         let conf = raft.tracker().conf_state();
-        let refused = if raft.role() != Role::Leader {
+        let refused = if let Some(reason) = member.invalid() {
+            Some(RequestError::Invalid(reason))
+        } else if raft.role() != Role::Leader {
             Some(RequestError::NotLeader {
                 leader: raft.leader(),
             })

@@ -78,15 +78,15 @@ pub async fn join(State(api): State<Api>, request: Forward) -> Response {
         Ok(r) => r,
         Err(e) => return ApiError::bad_request(format!("bad join request: {e}")).into_response(),
     };
-    if join.name.is_empty() {
-        return ApiError::bad_request("a joining member needs a name").into_response();
-    }
     let member = Member {
         id: node_id(&join.name),
         name: join.name,
         peer_url: join.peer_url,
         client_url: join.client_url,
     };
+    if let Some(reason) = member.invalid() {
+        return ApiError::bad_request(reason).into_response();
+    }
     let id = member.id;
     let result = api.service.join(member).await;
     let cluster_id = cluster_id_of(&api);
@@ -104,13 +104,19 @@ pub async fn join(State(api): State<Api>, request: Forward) -> Response {
     .await
 }
 
-/// `DELETE /v1/members/{name}`.
+/// `DELETE /v1/members/{name}`, or `DELETE /v1/members/{id}` with the member's node id (which
+/// removes a member whatever its name).
 pub async fn remove(
     State(api): State<Api>,
     Path(name): Path<String>,
     request: Forward,
 ) -> Response {
-    let id = node_id(&name);
+    let by_name = api
+        .service
+        .read(|state| state.registry.by_name(&name).map(|m| m.id));
+    let id = by_name
+        .or_else(|| name.parse::<NodeId>().ok())
+        .unwrap_or_else(|| node_id(&name));
     let result = api.service.remove_member(id).await;
     api.answer_or_forward(result, request, |index| {
         Ok(json!({ "removed": name, "id": id, "index": index }))
@@ -128,7 +134,10 @@ pub async fn publish(State(api): State<Api>, request: Forward) -> Response {
     let is_member = [&status.voters, &status.voters_outgoing, &status.learners]
         .iter()
         .any(|ids| ids.contains(&member.id));
-    if !is_member || member.id != node_id(&member.name) {
+    if let Some(reason) = member.invalid() {
+        return ApiError::bad_request(reason).into_response();
+    }
+    if !is_member {
         return ApiError::bad_request("only a current member can publish its addresses")
             .into_response();
     }
