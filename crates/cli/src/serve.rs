@@ -73,6 +73,9 @@ pub struct ServeArgs {
     /// that a slow snapshot never delays the node loop).
     #[arg(long, hide = true)]
     debug_snapshot_delay_ms: Option<u64>,
+    /// Fault injection: while this file exists, WAL syncs fail and the node stops.
+    #[arg(long, hide = true)]
+    debug_fail_sync_file: Option<PathBuf>,
 }
 
 /// The config file: the same settings as the flags.
@@ -191,6 +194,7 @@ fn init_logging(level: Option<&str>) {
 pub async fn run(args: ServeArgs) -> Result<()> {
     let stop_with_stdin = args.stop_with_stdin;
     let debug_stall_file = args.debug_stall_file.clone();
+    let debug_fail_sync_file = args.debug_fail_sync_file.clone();
     let debug_snapshot_delay = args
         .debug_snapshot_delay_ms
         .map(std::time::Duration::from_millis);
@@ -199,6 +203,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let config = ServerConfig {
         debug_stall_file,
         debug_snapshot_delay,
+        debug_fail_sync_file,
         ..config
     };
     let mut server = Server::start(config).await?;

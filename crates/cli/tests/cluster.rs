@@ -900,3 +900,85 @@ async fn membership_requests_are_validated_and_any_member_can_be_removed() {
     })
     .await;
 }
+
+/// Fail-stop means stop: a node whose WAL fails exits with a non-zero status and says why, so a
+/// supervisor restarts it (it recovers from what was synced).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wal_failure_ends_the_process_with_a_non_zero_exit_and_the_reason() {
+    let root = tempfile::tempdir().unwrap();
+    let fail = root.path().join("fail-syncs");
+    let mut node = Node::new(root.path(), "f1");
+    node.start(&[
+        "--debug-fail-sync-file".to_string(),
+        fail.display().to_string(),
+    ]);
+    let url = node.url();
+    wait_for_leader(std::slice::from_ref(&url)).await;
+    put_ok(&url, "before", "x").await;
+    std::fs::write(&fail, b"").unwrap();
+    let (code, _) = put(&url, "during", "x").await;
+    assert_ne!(code, 200, "nothing is acknowledged once the WAL failed");
+    let status = node
+        .exited_within(PATIENCE)
+        .expect("the node exits by itself");
+    assert!(!status.success(), "{status:?}");
+    let log = node.log_text();
+    assert!(log.contains("sync failed"), "{log}");
+
+    // Restarted, it has everything it acknowledged.
+    std::fs::remove_file(&fail).unwrap();
+    node.start(&[]);
+    wait_for_leader(std::slice::from_ref(&url)).await;
+    assert_eq!(
+        get_raw(&url, "before", "linearizable").await,
+        Ok(Some("x".into()))
+    );
+}
+
+/// `raftkv dev` notices a node that died, stops the others and exits non-zero naming the node
+/// and its log.
+#[tokio::test(flavor = "multi_thread")]
+async fn raftkv_dev_reports_a_node_that_died() {
+    let dir = tempfile::tempdir().unwrap();
+    let client_port = free_port_run(6);
+    let peer_port = client_port + 3;
+    let dev = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(["dev", "--nodes", "3"])
+        .args(["--client-port", &client_port.to_string()])
+        .args(["--peer-port", &peer_port.to_string()])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut dev = KillOnDrop(dev);
+    let mut stdout = std::io::BufReader::new(dev.0.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("nodes running") {
+        line.clear();
+        let read = std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        assert!(read > 0, "raftkv dev ended before the cluster was up");
+    }
+    let victim = format!("127.0.0.1:{}", client_port + 1);
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", &format!("listen-client {victim}")])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "the node n2 was running");
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = dev.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "raftkv dev noticed nothing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success(), "{status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut dev.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("node n2 exited") && stderr.contains("n2.log"),
+        "{stderr}"
+    );
+}

@@ -73,6 +73,9 @@ pub struct ServerConfig {
     /// Fault injection for tests and drills: while this file exists, WAL syncs do not complete
     /// (a stalled disk). `None` in production.
     pub debug_stall_file: Option<PathBuf>,
+    /// Fault injection for tests and drills: while this file exists, WAL syncs fail (the node
+    /// stops). `None` in production.
+    pub debug_fail_sync_file: Option<PathBuf>,
     /// Debugging aid: every snapshot takes this much longer to write (to show that a slow
     /// snapshot never delays the node loop).
     pub debug_snapshot_delay: Option<Duration>,
@@ -103,6 +106,7 @@ impl ServerConfig {
             disk_stall_ticks: 3 * ELECTION_TICKS_DEFAULT,
             debug_stall_file: None,
             debug_snapshot_delay: None,
+            debug_fail_sync_file: None,
         }
     }
 

@@ -231,6 +231,8 @@ pub struct Driver {
     installing: Option<u64>,
     /// The worker's report on that install, to finish in the next flush.
     installed: Option<Box<Installed>>,
+    /// A failure reported outside a flush (a snapshot that could not be written): the node stops.
+    failure: Option<String>,
     /// Signalled once the driver stops after a shutdown.
     done: Option<oneshot::Sender<()>>,
 }
@@ -260,6 +262,7 @@ impl Driver {
             persists: VecDeque::new(),
             installing: None,
             installed: None,
+            failure: None,
             done: None,
         };
         driver.refresh_addrs();
@@ -382,7 +385,10 @@ impl Driver {
                 self.engine.snapshot_written(snapshot)
             }
             Input::SnapshotDone(Done::Taken(Err((index, reason)))) => {
-                self.engine.snapshot_failed(index, reason);
+                // Fail-stop: a disk that cannot take a snapshot will not take the log for long.
+                self.failure = Some(format!(
+                    "writing the snapshot at index {index} failed: {reason}"
+                ));
             }
             Input::SnapshotDone(Done::Installed(installed)) => self.installed = Some(installed),
         }
@@ -391,6 +397,9 @@ impl Driver {
     /// Carries out the engine's output until it has none: messages, storage writes (each
     /// reported back, which may produce more), snapshots, compactions, replies, events.
     fn flush(&mut self) -> Result<(), String> {
+        if let Some(failure) = self.failure.take() {
+            return Err(failure);
+        }
         if let Some(done) = self.installed.take() {
             self.finish_install(*done)?;
         }
@@ -470,8 +479,7 @@ impl Driver {
                 break;
             };
             if !write.is_empty() {
-                self.save(write.hard_state, &write.entries)
-                    .map_err(|e| e.to_string())?;
+                self.save(write.hard_state, &write.entries)?;
             }
             self.engine
                 .persisted(self.now_ms(), write.seq, None)
@@ -502,8 +510,7 @@ impl Driver {
             .apply_snapshot_written(snapshot)
             .map_err(|e| e.to_string())?;
         if write.hard_state.is_some() || !write.entries.is_empty() {
-            self.save(write.hard_state, &write.entries)
-                .map_err(|e| e.to_string())?;
+            self.save(write.hard_state, &write.entries)?;
         }
         self.engine
             .persisted(self.now_ms(), seq, Some(restored))
@@ -515,7 +522,15 @@ impl Driver {
         &mut self,
         hard_state: Option<raftkv_raft::HardState>,
         entries: &[raftkv_raft::Entry],
-    ) -> Result<(), raftkv_wal::WalError> {
+    ) -> Result<(), String> {
+        if let Some(fail) = &self.config.debug_fail_sync_file
+            && fail.exists()
+        {
+            return Err(format!(
+                "write-ahead log sync failed (injected: {} exists)",
+                fail.display()
+            ));
+        }
         let sync_start = Instant::now();
         let started = self.shared.epoch.elapsed().as_millis().max(1) as u64;
         self.shared
@@ -528,7 +543,7 @@ impl Driver {
         }
         let saved = self.engine.storage_mut().save(hard_state, entries, None);
         self.shared.sync_started_ms.store(0, Ordering::Relaxed);
-        saved?;
+        saved.map_err(|e| e.to_string())?;
         let took = sync_start.elapsed().as_micros() as u64;
         let metrics = &self.shared.metrics;
         Metrics::bump(&metrics.wal_syncs);
