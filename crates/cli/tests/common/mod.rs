@@ -9,6 +9,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// A child process killed when the test ends, however it ends.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Tick length the test clusters run with.
 pub const TICK_MS: u64 = 50;
 /// Election timeout in ticks.

@@ -1,0 +1,309 @@
+//! The HTTP API on real processes: clear JSON errors, leases, watches, paging through a large
+//! prefix.
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_clear_json_errors() {
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::new(root.path(), "solo");
+    node.start(&[]);
+    let url = node.url();
+    wait_for_leader(std::slice::from_ref(&url)).await;
+    let client = http();
+    let big = vec![b'x'; 2 * 1024 * 1024];
+    let response = client
+        .put(format!("{url}/v1/kv/big"))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let response = client
+        .get(format!("{url}/v1/kv/k?consistency=sometimes"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "bad_request");
+    let response = client
+        .get(format!("{url}/v1/kv/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "not_found");
+    // The HTTP layer's own errors are JSON too.
+    for (response, status, code) in [
+        (
+            client
+                .put(format!("{url}/v1/kv/k?cas=x"))
+                .body("v")
+                .send()
+                .await
+                .unwrap(),
+            400,
+            "bad_request",
+        ),
+        (
+            send_huge(&client, &format!("{url}/v1/kv/huge")).await,
+            413,
+            "too_large",
+        ),
+        (
+            client.get(format!("{url}/nowhere")).send().await.unwrap(),
+            404,
+            "not_found",
+        ),
+    ] {
+        assert_eq!(response.status().as_u16(), status);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["code"], code, "{body}");
+    }
+    // The metrics scrape shows the node leading and the write it applied.
+    put_ok(&url, "counted", "1").await;
+    let metrics = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("raftkv_is_leader 1\n"), "{metrics}");
+    assert!(metrics.contains("raftkv_proposals_total 1\n"), "{metrics}");
+}
+
+/// A body over the HTTP limit: the node answers 413 before reading all of it and may close the
+/// connection while the client is still sending, so a reset attempt is sent again.
+async fn send_huge(client: &reqwest::Client, url: &str) -> reqwest::Response {
+    for _ in 0..5 {
+        if let Ok(response) = client
+            .put(url)
+            .body(vec![b'x'; 5 * 1024 * 1024])
+            .send()
+            .await
+        {
+            return response;
+        }
+    }
+    panic!("no answer to an oversized body from {url}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_on_a_lease_vanish_when_it_is_revoked_or_expires_even_across_a_leader_change() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut nodes, urls) = started_cluster(root.path(), &["l1", "l2", "l3"]);
+    let leader = wait_for_leader(&urls).await;
+    let client = http();
+    let grant = |ttl: u64| {
+        let client = client.clone();
+        let url = urls[leader].clone();
+        async move {
+            let r = client
+                .post(format!("{url}/v1/lease?ttl={ttl}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            r.json::<serde_json::Value>().await.unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        }
+    };
+
+    // Revoked: its keys go at once, on every node.
+    let revoked = grant(60).await;
+    put_ok(&urls[leader], &format!("a?lease={revoked}"), "x").await;
+    assert_eq!(
+        get_settled(&urls[leader], "a", "linearizable").await,
+        Some("x".into())
+    );
+    let r = client
+        .delete(format!("{}/v1/lease/{revoked}", urls[leader]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    for url in &urls {
+        assert_eq!(get_settled(url, "a", "linearizable").await, None);
+    }
+
+    // Expiring: granted for 2 s under one leader, which then dies; the next leader expires it.
+    let expiring = grant(2).await;
+    put_ok(&urls[leader], &format!("b?lease={expiring}"), "y").await;
+    nodes[leader].kill();
+    let others: Vec<String> = (0..3)
+        .filter(|&i| i != leader)
+        .map(|i| urls[i].clone())
+        .collect();
+    let new_leader = wait_for_leader(&others).await;
+    eventually("the lease to expire under the new leader", || async {
+        (get_raw(&others[new_leader], "b", "linearizable").await == Ok(None)).then_some(())
+    })
+    .await;
+    // A lease unknown to the store cannot be renewed.
+    let r = client
+        .post(format!(
+            "{}/v1/lease/{expiring}/keepalive",
+            others[new_leader]
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_streams_every_change_in_revision_order_from_the_past_and_live() {
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::new(root.path(), "watcher");
+    node.start(&[]);
+    let url = node.url();
+    wait_for_leader(std::slice::from_ref(&url)).await;
+    let first = put_ok(&url, "w/a", "1").await["revision"].as_i64().unwrap();
+    // A watch from the first write's revision sees the history, then live changes.
+    let mut stream = http()
+        .get(format!("{url}/v1/watch/w/?prefix&rev={first}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    put_ok(&url, "w/b", "2").await;
+    put_ok(&url, "other", "x").await;
+    let response = http()
+        .delete(format!("{url}/v1/kv/w/a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut events = Vec::new();
+    let mut next_revision = first;
+    let mut buffer = String::new();
+    while events.len() < 3 {
+        let chunk = tokio::time::timeout(PATIENCE, stream.chunk())
+            .await
+            .expect("watch stream stalled")
+            .unwrap()
+            .expect("watch stream ended");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find('\n') {
+            let line: serde_json::Value = serde_json::from_str(&buffer[..end]).unwrap();
+            buffer.drain(..=end);
+            // Responses cover contiguous revision ranges: no gap.
+            assert_eq!(
+                line["from_revision"].as_i64(),
+                Some(next_revision),
+                "{line}"
+            );
+            next_revision = line["to_revision"].as_i64().unwrap() + 1;
+            for event in line["events"].as_array().unwrap() {
+                events.push((
+                    event["type"].as_str().unwrap().to_string(),
+                    event["kv"]["key"].as_str().unwrap().to_string(),
+                    event["kv"]["mod_revision"].as_i64().unwrap(),
+                ));
+            }
+        }
+    }
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .map(|(t, k, _)| (t.as_str(), k.as_str()))
+        .collect();
+    assert_eq!(kinds, [("put", "w/a"), ("put", "w/b"), ("delete", "w/a")]);
+    assert!(events.windows(2).all(|w| w[0].2 < w[1].2), "{events:?}");
+}
+
+/// A prefix too large for one answer is read completely in pages (`limit`, `start`, and the
+/// first page's `revision`), by hand and by `raftkv ls`; `keys_only` and `count_only` are
+/// honoured.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_prefix_is_read_completely_by_paging() {
+    const KEYS: u64 = 100_000;
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::new(root.path(), "p1");
+    node.start(&[]);
+    let url = node.url();
+    wait_for_leader(std::slice::from_ref(&url)).await;
+    let loaded = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args([
+            "bench",
+            "--op",
+            "put",
+            "--clients",
+            "64",
+            "--value-size",
+            "64",
+        ])
+        .args(["--requests", &KEYS.to_string(), "--keys", &KEYS.to_string()])
+        .args(["--endpoint", &url])
+        .output()
+        .unwrap();
+    assert!(loaded.status.success(), "{loaded:?}");
+    // Written after the first page: not seen by a listing at that page's revision.
+    let client = http();
+    let page = |start: Option<String>, revision: Option<String>| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let mut request = client.get(format!("{url}/v1/kv/bench/")).query(&[
+                ("prefix", ""),
+                ("limit", "5000"),
+                ("keys_only", ""),
+            ]);
+            if let Some(start) = start {
+                request = request.query(&[("start", start)]);
+            }
+            if let Some(revision) = revision {
+                request = request.query(&[("revision", revision)]);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let (mut seen, mut start, mut revision) = (0u64, None, None);
+    let mut last_key = String::new();
+    loop {
+        let json = page(start.clone(), revision.clone()).await;
+        if revision.is_none() {
+            revision = Some(json["revision"].to_string());
+            put_ok(&url, "bench/zzz-later", "x").await;
+        }
+        for kv in json["kvs"].as_array().unwrap() {
+            let key = kv["key"].as_str().unwrap().to_string();
+            assert!(key > last_key, "keys in order, each once");
+            assert!(kv.get("value").is_none(), "keys_only leaves values out");
+            last_key = key;
+            seen += 1;
+        }
+        if json["more"] != true {
+            break;
+        }
+        start = json["next"].as_str().map(str::to_string);
+    }
+    assert_eq!(
+        seen, KEYS,
+        "every key of the prefix, at the first page's revision"
+    );
+    let counted: serde_json::Value = client
+        .get(format!("{url}/v1/kv/bench/?prefix&count_only"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(counted["count"], KEYS + 1);
+    assert_eq!(counted["kvs"].as_array().map_or(0, Vec::len), 0);
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(["ls", "bench/", "--endpoints", &url])
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let lines = String::from_utf8_lossy(&listed.stdout).lines().count() as u64;
+    assert_eq!(lines, KEYS + 1, "raftkv ls pages through everything");
+}
