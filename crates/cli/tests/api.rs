@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -306,4 +308,70 @@ async fn a_large_prefix_is_read_completely_by_paging() {
     assert!(listed.status.success(), "{listed:?}");
     let lines = String::from_utf8_lossy(&listed.stdout).lines().count() as u64;
     assert_eq!(lines, KEYS + 1, "raftkv ls pages through everything");
+}
+
+/// Leases expiring together are revoked in batches: 20,000 leases, each with a key, are all gone
+/// within 2 s of their TTL.
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_thousand_leases_expiring_together_are_revoked_within_two_seconds() {
+    const LEASES: usize = 20_000;
+    const CLIENTS: usize = 64;
+    const TTL_SECS: u64 = 20;
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::new(root.path(), "e1");
+    node.start(&[]);
+    let url = node.url();
+    wait_for_leader(std::slice::from_ref(&url)).await;
+    let client = http();
+    let granted_by = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            for n in (c..LEASES).step_by(CLIENTS) {
+                let grant: serde_json::Value = client
+                    .post(format!("{url}/v1/lease?ttl={TTL_SECS}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let id = grant["id"].as_i64().expect("a lease id");
+                let put = client
+                    .put(format!("{url}/v1/kv/leased/{n:05}?lease={id}"))
+                    .body("v")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(put.status().as_u16(), 200);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let granted = granted_by.elapsed();
+    assert!(
+        granted < Duration::from_secs(TTL_SECS),
+        "granting took {granted:?}, longer than the TTL: the test measures nothing"
+    );
+    let count = || async {
+        let json: serde_json::Value = http()
+            .get(format!(
+                "{url}/v1/kv/leased/?prefix&count_only&consistency=stale"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        json["count"].as_u64().unwrap()
+    };
+    assert_eq!(count().await, LEASES as u64);
+    // The last lease expires TTL after its grant (just now); all must be gone 2 s after that.
+    tokio::time::sleep(Duration::from_secs(TTL_SECS + 2)).await;
+    let left = count().await;
+    assert_eq!(left, 0, "{left} keys of expired leases are still there");
 }

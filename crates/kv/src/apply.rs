@@ -11,10 +11,10 @@
 use bytes::Bytes;
 
 use crate::command::{
-    CompactResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
-    LeaseGrantResponse, LeaseRevokeResponse, NoopResponse, Op, PutRequest, PutResponse, Reply,
-    Request, Response, ResponseOp, SessionExpireResponse, SessionOpenResponse, TxnOp,
-    TxnOpResponse, TxnRequest, TxnResponse,
+    CompactResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseExpireResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse, NoopResponse, Op, PutRequest,
+    PutResponse, Reply, Request, Response, ResponseOp, SessionExpireResponse, SessionOpenResponse,
+    TxnOp, TxnOpResponse, TxnRequest, TxnResponse,
 };
 use crate::key_range::KeyRange;
 use crate::mvcc::{Committed, LeaseMove, RangeBudget, WriteBatch};
@@ -82,6 +82,9 @@ impl KvStore {
                 .execute_lease_grant(index, grant)
                 .map(Reply::LeaseGrant),
             Op::LeaseRevoke(revoke) => self.execute_lease_revoke(revoke.id).map(Reply::LeaseRevoke),
+            Op::LeaseExpire(expire) => {
+                Ok(Reply::LeaseExpire(self.execute_lease_expire(&expire.ids)))
+            }
             Op::SessionOpen(_) => self
                 .sessions
                 .open(index, self.limits.sessions_max)
@@ -219,6 +222,34 @@ impl KvStore {
         Ok(LeaseRevokeResponse {
             deleted: keys.len() as u64,
         })
+    }
+
+    /// Deletes the keys of every listed lease that still exists (one revision, if any has keys)
+    /// and those leases.
+    fn execute_lease_expire(&mut self, ids: &[LeaseId]) -> LeaseExpireResponse {
+        let mut revoked = Vec::new();
+        let mut keys: Vec<Bytes> = Vec::new();
+        for &id in ids {
+            if let Some(lease) = self.leases.get(id)
+                && !revoked.contains(&id)
+            {
+                keys.extend(lease.keys.iter().cloned());
+                revoked.push(id);
+            }
+        }
+        let mut batch = self.mvcc.begin();
+        for key in &keys {
+            batch.delete(key).expect("a lease's keys are live");
+        }
+        let committed = batch.commit();
+        self.after_commit(committed);
+        for &id in &revoked {
+            self.leases.remove(id);
+        }
+        LeaseExpireResponse {
+            revoked,
+            deleted: keys.len() as u64,
+        }
     }
 
     /// Moves keys between lease key sets after a commit and notifies watches.

@@ -79,11 +79,11 @@ pub mod watch;
 
 pub use command::{
     COMMAND_VERSION, CompactRequest, CompactResponse, Compare, CompareOp, CompareTarget,
-    DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseGrantRequest, LeaseGrantResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, NoopResponse, Op, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, Reply, Request, RequestOp, Response, ResponseOp,
-    SessionExpireRequest, SessionExpireResponse, SessionOpenRequest, SessionOpenResponse, TxnOp,
-    TxnOpResponse, TxnRequest, TxnResponse,
+    DeleteRangeRequest, DeleteRangeResponse, KeyValue, LEASE_EXPIRE_IDS_MAX, LeaseExpireRequest,
+    LeaseExpireResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, NoopResponse, Op, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    Reply, Request, RequestOp, Response, ResponseOp, SessionExpireRequest, SessionExpireResponse,
+    SessionOpenRequest, SessionOpenResponse, TxnOp, TxnOpResponse, TxnRequest, TxnResponse,
 };
 pub use error::{KvError, Result};
 pub use key_range::prefix_end;

@@ -249,3 +249,39 @@ fn grant_rules() {
         Err(KvError::LeaseLimit { max: 1 })
     );
 }
+
+#[test]
+fn many_expired_leases_are_revoked_by_one_entry_in_one_revision() {
+    let mut node = Node::new();
+    node.store.set_clock(0);
+    for (id, key) in [(1, "a"), (2, "b"), (2, "c"), (3, "d")] {
+        if node.store.lease_time_to_live(id, 0).is_err() {
+            assert!(node.apply(&Request::lease_grant(id, 1_000)).result.is_ok());
+        }
+        assert!(node.apply(&put_with_lease(key, id)).result.is_ok());
+    }
+    let before = node.store.revision();
+    // Lease 9 never existed and 1 is listed twice: both are skipped, nothing fails.
+    let expired = node.apply(&Request::lease_expire(vec![1, 2, 9, 1]));
+    assert_eq!(
+        expired.result,
+        Ok(Reply::LeaseExpire(LeaseExpireResponse {
+            revoked: vec![1, 2],
+            deleted: 3
+        }))
+    );
+    assert_eq!(
+        expired.revision,
+        before + 1,
+        "one revision for every delete"
+    );
+    assert!(node.store.lease_time_to_live(1, 0).is_err());
+    assert!(node.store.lease_time_to_live(3, 0).is_ok());
+    for bad in [vec![], vec![0], vec![1; LEASE_EXPIRE_IDS_MAX + 1]] {
+        assert!(
+            Request::lease_expire(bad)
+                .validate(&Limits::default())
+                .is_err()
+        );
+    }
+}

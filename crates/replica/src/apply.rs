@@ -149,22 +149,30 @@ impl<S: Storage> Replica<S> {
     }
 }
 
+/// Leases with their keys.
+type LeaseKeys = Vec<(i64, Vec<bytes::Bytes>)>;
+
 /// What a checker needs to know from before an entry applies: whether it retries its session's
 /// last write, the keys of the lease it revokes, and the store's revision.
-fn before_apply(state: &State, entry: &Entry, now_ms: u64) -> (bool, Vec<bytes::Bytes>, i64) {
+fn before_apply(state: &State, entry: &Entry, now_ms: u64) -> (bool, LeaseKeys, i64) {
     let request = Command::kv_request(&entry.data)
         .filter(|_| matches!(entry.kind, EntryKind::Normal))
         .and_then(|bytes| Request::decode(&bytes).ok());
     let retry = request
         .as_ref()
         .is_some_and(|r| r.client_id != 0 && state.kv.session_last_seq(r.client_id) == Some(r.seq));
-    let lease_keys = match request.as_ref().and_then(|r| r.op.as_ref()) {
-        Some(raftkv_kv::Op::LeaseRevoke(revoke)) => state
-            .kv
-            .lease_time_to_live(revoke.id, now_ms)
-            .map(|status| status.keys)
-            .unwrap_or_default(),
+    let leases = match request.as_ref().and_then(|r| r.op.as_ref()) {
+        Some(raftkv_kv::Op::LeaseRevoke(revoke)) => vec![revoke.id],
+        Some(raftkv_kv::Op::LeaseExpire(expire)) => expire.ids.clone(),
         _ => Vec::new(),
     };
+    let mut lease_keys: LeaseKeys = Vec::new();
+    for id in leases {
+        if let Ok(status) = state.kv.lease_time_to_live(id, now_ms)
+            && lease_keys.iter().all(|(seen, _)| *seen != id)
+        {
+            lease_keys.push((id, status.keys));
+        }
+    }
     (retry, lease_keys, state.kv.revision())
 }

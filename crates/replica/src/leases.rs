@@ -1,12 +1,15 @@
 //! Lease time on the leader (etcd's lessor rules): a new leader extends every lease before it
-//! serves anything, the leader revokes expired leases through the log, and keep-alives renew a
-//! lease on the leader only, outside the log.
+//! serves anything, the leader revokes expired leases through the log (up to
+//! `LEASE_EXPIRE_IDS_MAX` per entry, `LEASE_REVOKES_PER_TICK_MAX` per tick, so tens of thousands
+//! expiring together are gone within a few ticks), and keep-alives renew a lease on the leader
+//! only, outside the log.
 //!
 //! Invariants: no lease expires early because leadership moved (the new leader gives every lease
 //! a fresh deadline plus one election timeout); a keep-alive is acknowledged only by a leader
 //! that has applied an entry of its own term (by then every revoke an earlier leader proposed
 //! that will ever commit is applied, so none takes effect after the renewal).
 
+use raftkv_kv::LEASE_EXPIRE_IDS_MAX;
 use raftkv_raft::{Role, Storage};
 
 use crate::error::RequestError;
@@ -45,21 +48,28 @@ impl<S: Storage> Replica<S> {
         self.out.events.push(Event::LeasesPromoted { extend_ms });
     }
 
-    /// Leader: proposes revoking leases whose deadline passed; every node then deletes their keys
-    /// at the same revision.
+    /// Leader: proposes revoking leases whose deadline passed, many per entry; every node then
+    /// deletes their keys at the same revision.
     pub(crate) fn revoke_expired_leases(&mut self, now_ms: u64) {
         let expired = self
             .state()
             .kv
             .expired_leases(now_ms, LEASE_REVOKES_PER_TICK_MAX);
-        for lease in expired {
+        for batch in expired.chunks(LEASE_EXPIRE_IDS_MAX) {
             let term = self.raft().term();
-            let request = raftkv_kv::Request::lease_revoke(lease).encode_to_vec();
-            let index = self.propose_own(Own::LeaseRevoke(lease), Command::kv(request.into()));
-            self.out.events.push(Event::LeaseRevokeProposed {
-                lease,
-                entry: index.map(|index| (index, term)),
-            });
+            let request = raftkv_kv::Request::lease_expire(batch.to_vec()).encode_to_vec();
+            let index = self.propose_own(
+                Own::LeaseExpiry {
+                    leases: batch.len(),
+                },
+                Command::kv(request.into()),
+            );
+            for &lease in batch {
+                self.out.events.push(Event::LeaseRevokeProposed {
+                    lease,
+                    entry: index.map(|index| (index, term)),
+                });
+            }
         }
     }
 

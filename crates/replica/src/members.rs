@@ -35,9 +35,9 @@ pub const MEMBER_URL_BYTES_MAX: usize = 256;
 
 impl Member {
     /// Why this record cannot join or be published, if it cannot: a name of 1 to
-    /// `MEMBER_NAME_BYTES_MAX` letters, digits, `-`, `_` or `.`; an id derived from it; URLs of
-    /// the form `http(s)://host:port` within `MEMBER_URL_BYTES_MAX` (the client URL may be empty
-    /// until published).
+    /// `MEMBER_NAME_BYTES_MAX` letters, digits, `-`, `_` or `.`; URLs of the form
+    /// `http(s)://host:port` within `MEMBER_URL_BYTES_MAX` (the client URL may be empty until
+    /// published). (The server also derives the id from the name: see [`node_id`].)
     pub fn invalid(&self) -> Option<String> {
         let name = &self.name;
         if name.is_empty() || name.len() > MEMBER_NAME_BYTES_MAX {
@@ -53,9 +53,6 @@ impl Member {
             return Some(format!(
                 "member name `{name}` may hold only letters, digits, `-`, `_` and `.`"
             ));
-        }
-        if self.id != node_id(name) {
-            return Some(format!("member id {} is not the id of `{name}`", self.id));
         }
         if let Some(reason) = url_invalid(&self.peer_url) {
             return Some(format!("peer URL: {reason}"));
@@ -213,9 +210,6 @@ mod tests {
         assert!(member(&long).invalid().is_some());
         assert!(member("").invalid().is_some());
         assert!(member("a b").invalid().is_some());
-        let mut wrong_id = member("a");
-        wrong_id.id += 1;
-        assert!(wrong_id.invalid().is_some());
         for url in [
             "",
             "n1:7001",

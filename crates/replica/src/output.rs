@@ -92,8 +92,9 @@ pub struct ApplyRecord {
     pub applied: Applied,
     /// The key-value request was a retry of its session's last write (answered from the table).
     pub retry: bool,
-    /// The keys of the lease a revoke deleted (read before it applied).
-    pub lease_keys: Vec<Bytes>,
+    /// The leases a revoke or an expiry deleted, with their keys (read before it applied; a
+    /// lease already gone is not listed).
+    pub lease_keys: Vec<(i64, Vec<Bytes>)>,
     /// The store's revision before the entry.
     pub revision_before: i64,
     /// `State::digest` after the entry.
@@ -189,8 +190,11 @@ pub enum Event {
 /// What the engine proposes on its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Own {
-    /// The revoke of an expired lease.
-    LeaseRevoke(i64),
+    /// Revoking a batch of expired leases.
+    LeaseExpiry {
+        /// How many.
+        leases: usize,
+    },
     /// Dropping key-value history up to a revision.
     HistoryCompaction(i64),
     /// Making a caught-up learner a voter.
@@ -204,7 +208,7 @@ pub enum Own {
 impl std::fmt::Display for Own {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Own::LeaseRevoke(lease) => write!(f, "revoke of expired lease {lease}"),
+            Own::LeaseExpiry { leases } => write!(f, "revoke of {leases} expired leases"),
             Own::HistoryCompaction(revision) => {
                 write!(f, "compaction of history up to revision {revision}")
             }

@@ -34,8 +34,9 @@ pub const PROMOTE_LAG_ENTRIES: u64 = 64;
 pub const HISTORY_RETAINED_REVISIONS: i64 = 10_000;
 /// Ticks between the leader's checks for history to compact.
 pub const HISTORY_COMPACT_INTERVAL_TICKS: u64 = 50;
-/// Expired leases the leader proposes to revoke per tick (the rest follow on later ticks).
-pub const LEASE_REVOKES_PER_TICK_MAX: usize = 64;
+/// Expired leases the leader proposes to revoke per tick, in entries of up to
+/// `raftkv_kv::LEASE_EXPIRE_IDS_MAX` (the rest follow on later ticks).
+pub const LEASE_REVOKES_PER_TICK_MAX: usize = 10_000;
 /// Applied entries between snapshots, by default.
 pub const SNAPSHOT_ENTRIES: u64 = 10_000;
 /// Ticks a read may wait for its read index before it is given up (the core does not retry a

@@ -293,8 +293,8 @@ pub struct Applied {
     pub retry: bool,
     /// A lease this entry granted, with its TTL in milliseconds.
     pub granted: Option<(LeaseId, u64)>,
-    /// A lease this entry revoked, and the registers the revoke deleted.
-    pub revoked: Option<(LeaseId, Vec<Key>)>,
+    /// The leases this entry revoked, each with the registers the revoke deleted.
+    pub revoked: Vec<(LeaseId, Vec<Key>)>,
     /// The value this entry wrote into a register (the store's revision went up and the key's
     /// last change is this revision).
     pub wrote: Option<(Key, Value)>,
@@ -383,13 +383,13 @@ pub fn effect(record: &ApplyRecord) -> Applied {
             }
             Some(OpResult::Granted(grant.id))
         }
-        (Reply::LeaseRevoke(_), raftkv_kv::Op::LeaseRevoke(revoke)) => {
-            let keys = record
+        (Reply::LeaseRevoke(_), raftkv_kv::Op::LeaseRevoke(_))
+        | (Reply::LeaseExpire(_), raftkv_kv::Op::LeaseExpire(_)) => {
+            applied.revoked = record
                 .lease_keys
                 .iter()
-                .filter_map(|k| register(k))
+                .map(|(lease, keys)| (*lease, keys.iter().filter_map(|k| register(k)).collect()))
                 .collect();
-            applied.revoked = Some((revoke.id, keys));
             None
         }
         (Reply::SessionOpen(open), _) => Some(OpResult::Opened(open.client_id)),
@@ -560,7 +560,7 @@ mod tests {
         sm.engine.tick(10_000);
         let revoked = sm.run(10_000);
         assert_eq!(revoked.len(), 1, "{revoked:?}");
-        assert_eq!(revoked[0].revoked, Some((lease, vec![4])));
+        assert_eq!(revoked[0].revoked, vec![(lease, vec![4])]);
         assert_eq!(sm.get(4), None);
     }
 }

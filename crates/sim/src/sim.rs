@@ -436,7 +436,7 @@ impl Simulation {
                 Own::Promotion(_) => self.stats.promotions += 1,
                 Own::Publish(_) => self.stats.publishes += 1,
                 Own::HistoryCompaction(_) => self.stats.history_compactions += 1,
-                Own::LeaseRevoke(_) | Own::Transfer(_) => {}
+                Own::LeaseExpiry { .. } | Own::Transfer(_) => {}
             }
         }
         // A revoke is proposed before anything it leads to is applied.
@@ -516,7 +516,7 @@ impl Simulation {
             let stamp = self.history.stamp();
             self.leases.on_granted(lease, ttl_ms, now_ms, stamp);
         }
-        if let Some((lease, keys)) = &effect.revoked {
+        for (lease, keys) in &effect.revoked {
             self.stats.leases_revoked += 1;
             let stamp = self.history.stamp();
             let proposal =

@@ -25,14 +25,14 @@ use bytes::Bytes;
 use prost::Message;
 
 pub use ops::{
-    CompactRequest, Compare, CompareOp, CompareTarget, DeleteRangeRequest, LeaseGrantRequest,
-    LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, SessionExpireRequest,
-    SessionOpenRequest, TxnOp, TxnRequest,
+    CompactRequest, Compare, CompareOp, CompareTarget, DeleteRangeRequest, LEASE_EXPIRE_IDS_MAX,
+    LeaseExpireRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp,
+    SessionExpireRequest, SessionOpenRequest, TxnOp, TxnRequest,
 };
 pub use reply::{
-    CompactResponse, DeleteRangeResponse, KeyValue, LeaseGrantResponse, LeaseRevokeResponse,
-    NoopResponse, PutResponse, RangeResponse, Reply, Response, ResponseOp, SessionExpireResponse,
-    SessionOpenResponse, TxnOpResponse, TxnResponse,
+    CompactResponse, DeleteRangeResponse, KeyValue, LeaseExpireResponse, LeaseGrantResponse,
+    LeaseRevokeResponse, NoopResponse, PutResponse, RangeResponse, Reply, Response, ResponseOp,
+    SessionExpireResponse, SessionOpenResponse, TxnOpResponse, TxnResponse,
 };
 
 use crate::{ClientId, KvError, LeaseId, Revision};
@@ -67,6 +67,9 @@ pub enum Op {
     /// Expire a client session.
     #[prost(message, tag = "11")]
     SessionExpire(SessionExpireRequest),
+    /// Revoke expired leases, many at once.
+    #[prost(message, tag = "12")]
+    LeaseExpire(LeaseExpireRequest),
 }
 
 /// A command for the log: an optional client session header and one operation.
@@ -86,7 +89,7 @@ pub struct Request {
     #[prost(uint64, tag = "3")]
     pub seq: u64,
     /// The operation (required).
-    #[prost(oneof = "Op", tags = "4, 5, 6, 7, 8, 9, 10, 11")]
+    #[prost(oneof = "Op", tags = "4, 5, 6, 7, 8, 9, 10, 11, 12")]
     pub op: Option<Op>,
 }
 
@@ -143,6 +146,11 @@ impl Request {
     /// Revokes lease `id`, deleting its keys.
     pub fn lease_revoke(id: LeaseId) -> Self {
         Request::new(Op::LeaseRevoke(LeaseRevokeRequest { id }))
+    }
+
+    /// Revokes the leases `ids` that still exist (the leader's batch of expired leases).
+    pub fn lease_expire(ids: Vec<LeaseId>) -> Self {
+        Request::new(Op::LeaseExpire(LeaseExpireRequest { ids }))
     }
 
     /// Opens a client session.

@@ -357,6 +357,19 @@ pub struct LeaseRevokeRequest {
     pub id: LeaseId,
 }
 
+/// Most leases one [`LeaseExpireRequest`] revokes.
+pub const LEASE_EXPIRE_IDS_MAX: usize = 1_000;
+
+/// Revoke leases that expired: each one still there is deleted with its keys, all in one
+/// revision; leases already gone are skipped. The leader proposes this in batches, so many
+/// leases expiring together cost a few entries, not one each.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LeaseExpireRequest {
+    /// The leases (1 to [`LEASE_EXPIRE_IDS_MAX`]).
+    #[prost(int64, repeated, tag = "1")]
+    pub ids: Vec<LeaseId>,
+}
+
 /// Open a client session for exactly-once writes. Its client id is the log index of this command.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct SessionOpenRequest {}

@@ -121,6 +121,17 @@ pub struct LeaseRevokeResponse {
     pub deleted: u64,
 }
 
+/// Answer to a [`super::LeaseExpireRequest`].
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LeaseExpireResponse {
+    /// The leases revoked (those of the request that still existed), in request order.
+    #[prost(int64, repeated, tag = "1")]
+    pub revoked: Vec<LeaseId>,
+    /// Number of keys deleted with them.
+    #[prost(uint64, tag = "2")]
+    pub deleted: u64,
+}
+
 /// Answer to a [`super::SessionOpenRequest`].
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct SessionOpenResponse {
@@ -167,6 +178,9 @@ pub enum Reply {
     /// A session expiry.
     #[prost(message, tag = "10")]
     SessionExpire(SessionExpireResponse),
+    /// A batch of expired leases revoked (tag 11 is the wire response's error).
+    #[prost(message, tag = "12")]
+    LeaseExpire(LeaseExpireResponse),
 }
 
 /// The answer to one applied log entry.

@@ -10,7 +10,7 @@ use super::{
     RequestOp, TxnOp, TxnRequest,
 };
 use crate::key_range::KeyRange;
-use crate::{KvError, Limits, Result};
+use crate::{KvError, LEASE_EXPIRE_IDS_MAX, Limits, Result};
 
 fn malformed(what: &str) -> KvError {
     KvError::Malformed(what.to_owned())
@@ -78,6 +78,16 @@ impl Request {
             }
             Op::LeaseRevoke(revoke) if revoke.id <= 0 => {
                 Err(invalid(format!("lease id {} must be positive", revoke.id)))
+            }
+            Op::LeaseExpire(expire)
+                if expire.ids.is_empty()
+                    || expire.ids.len() > LEASE_EXPIRE_IDS_MAX
+                    || expire.ids.iter().any(|&id| id <= 0) =>
+            {
+                Err(invalid(format!(
+                    "a lease expiry lists 1 to {LEASE_EXPIRE_IDS_MAX} positive lease ids, not {}",
+                    expire.ids.len()
+                )))
             }
             Op::SessionExpire(expire) if expire.client_id == 0 => {
                 Err(invalid("session expiry needs a client id"))

@@ -29,7 +29,7 @@ pub(crate) struct WireError {
 struct WireResponse {
     #[prost(int64, tag = "1")]
     revision: i64,
-    #[prost(oneof = "Reply", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10")]
+    #[prost(oneof = "Reply", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 12")]
     reply: Option<Reply>,
     #[prost(message, optional, tag = "11")]
     error: Option<WireError>,

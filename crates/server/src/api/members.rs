@@ -137,7 +137,7 @@ pub async fn publish(State(api): State<Api>, request: Forward) -> Response {
     if let Some(reason) = member.invalid() {
         return ApiError::bad_request(reason).into_response();
     }
-    if !is_member {
+    if !is_member || member.id != node_id(&member.name) {
         return ApiError::bad_request("only a current member can publish its addresses")
             .into_response();
     }

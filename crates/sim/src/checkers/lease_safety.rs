@@ -89,7 +89,7 @@ pub struct Proposal {
 pub struct LeaseSafety {
     leases: BTreeMap<LeaseId, LeaseRecord>,
     /// Every revoke proposed, by its entry.
-    proposals: BTreeMap<(Index, Term), Proposal>,
+    proposals: BTreeMap<(Index, Term, LeaseId), Proposal>,
     /// Keep-alives acknowledged.
     pub keep_alives: u64,
 }
@@ -144,8 +144,9 @@ impl LeaseSafety {
         if let Some(record) = self.leases.get_mut(&proposal.lease) {
             record.proposed_ms = Some(proposal.at_ms);
         }
-        if let Some(entry) = entry {
-            self.proposals.insert(entry, proposal);
+        if let Some((index, term)) = entry {
+            self.proposals
+                .insert((index, term, proposal.lease), proposal);
         }
     }
 
@@ -160,17 +161,22 @@ impl LeaseSafety {
         stamp: u64,
     ) -> Result<Proposal, Violation> {
         let fail = |detail: String| Err(Violation::new(Property::LeaseSafety, detail));
-        let Some(proposal) = self.proposals.get(&(index, term)).copied() else {
-            return fail(format!(
-                "lease {lease} was revoked by entry ({index}, {term}), which no leader proposed"
-            ));
+        let Some(proposal) = self.proposals.get(&(index, term, lease)).copied() else {
+            let proposed: Vec<LeaseId> = self
+                .proposals
+                .range((index, term, LeaseId::MIN)..=(index, term, LeaseId::MAX))
+                .map(|(&(_, _, lease), _)| lease)
+                .collect();
+            return fail(if proposed.is_empty() {
+                format!(
+                    "lease {lease} was revoked by entry ({index}, {term}), which no leader proposed"
+                )
+            } else {
+                format!(
+                    "entry ({index}, {term}) revoked lease {lease}; it was proposed for leases {proposed:?}"
+                )
+            });
         };
-        if proposal.lease != lease {
-            return fail(format!(
-                "entry ({index}, {term}) revoked lease {lease}; it was proposed for lease {}",
-                proposal.lease
-            ));
-        }
         let Some(record) = self.leases.get_mut(&lease) else {
             return fail(format!("lease {lease} was revoked but never granted"));
         };
@@ -278,6 +284,23 @@ mod tests {
             at_ms,
             stamp,
         }
+    }
+
+    #[test]
+    fn one_entry_may_revoke_the_leases_proposed_with_it_and_no_other() {
+        let mut leases = LeaseSafety::new();
+        for lease in [1, 2, 3] {
+            leases.on_granted(lease, 1000, 100, 1);
+        }
+        leases.on_proposed(Some((10, 2)), proposal(1, 1200, 2));
+        leases.on_proposed(Some((10, 2)), proposal(2, 1200, 3));
+        assert!(leases.on_revoked(10, 2, 1, 1300, 4).is_ok());
+        assert!(leases.on_revoked(10, 2, 2, 1300, 5).is_ok());
+        let violation = leases.on_revoked(10, 2, 3, 1300, 6).unwrap_err();
+        assert!(
+            violation.detail.contains("proposed for leases [1, 2]"),
+            "{violation:?}"
+        );
     }
 
     #[test]
