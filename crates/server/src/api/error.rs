@@ -95,9 +95,12 @@ impl From<KvError> for ApiError {
             KvError::StaleSequence { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "stale_sequence", message)
             }
+            // Hard limits: retrying at once does not help (429, not a retryable 503).
             KvError::LeaseLimit { .. }
             | KvError::SessionLimit { .. }
-            | KvError::WatchLimit { .. } => ApiError::unavailable(message),
+            | KvError::WatchLimit { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "limit_reached", message)
+            }
             _ => ApiError::bad_request(message),
         }
     }
@@ -173,6 +176,12 @@ mod tests {
             assert_eq!(api.status.as_u16(), status, "{shown}");
             assert_eq!(api.code, code, "{shown}");
         }
+    }
+
+    #[test]
+    fn a_hard_limit_is_a_429_not_a_retryable_503() {
+        let limit = ApiError::from(KvError::WatchLimit { max: 1 });
+        assert_eq!((limit.status.as_u16(), limit.code), (429, "limit_reached"));
     }
 
     #[test]

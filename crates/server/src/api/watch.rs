@@ -82,7 +82,18 @@ pub async fn watch(
                 }
                 Ok(None) => {
                     tokio::select! {
-                        _ = tokio::time::timeout(WATCH_PROGRESS_INTERVAL, applied) => {}
+                        woken = tokio::time::timeout(WATCH_PROGRESS_INTERVAL, applied) => {
+                            if woken.is_err() {
+                                // Idle: a progress line says the stream is alive and complete
+                                // up to the store's revision.
+                                let revision = guard.api.service.read(|state| state.kv.revision());
+                                let line = format!(
+                                    "{}\n",
+                                    json!({ "progress": true, "revision": revision })
+                                );
+                                return Some((Ok(line), Some(guard)));
+                            }
+                        }
                         _ = stopping.changed() => {}
                     }
                 }
