@@ -57,6 +57,16 @@ pub struct ServeArgs {
     /// Applied entries between snapshots [default: 10000].
     #[arg(long, env = "RAFTKV_SNAPSHOT_ENTRIES")]
     snapshot_entries: Option<u64>,
+    /// Client connections open at once; more are refused [default: 4096, lowered to fit the
+    /// file-descriptor limit].
+    #[arg(long, env = "RAFTKV_CLIENT_CONNECTIONS_MAX")]
+    client_connections_max: Option<usize>,
+    /// Milliseconds a client has to send a request's headers [default: 10000].
+    #[arg(long, env = "RAFTKV_CLIENT_HEADER_TIMEOUT_MS")]
+    client_header_timeout_ms: Option<u64>,
+    /// Milliseconds a client connection may stay without a byte either way [default: 60000].
+    #[arg(long, env = "RAFTKV_CLIENT_IDLE_TIMEOUT_MS")]
+    client_idle_timeout_ms: Option<u64>,
     /// Seconds a client request waits for its commit [default: 5].
     #[arg(long, env = "RAFTKV_REQUEST_TIMEOUT_SECS")]
     request_timeout_secs: Option<u64>,
@@ -96,6 +106,9 @@ struct FileConfig {
     disk_stall_ticks: Option<u32>,
     snapshot_entries: Option<u64>,
     request_timeout_secs: Option<u64>,
+    client_connections_max: Option<usize>,
+    client_header_timeout_ms: Option<u64>,
+    client_idle_timeout_ms: Option<u64>,
     log_level: Option<String>,
 }
 
@@ -169,6 +182,18 @@ fn resolve(args: ServeArgs) -> Result<(ServerConfig, Option<String>)> {
     }
     if let Some(secs) = args.request_timeout_secs.or(file.request_timeout_secs) {
         config.request_timeout = Duration::from_secs(secs);
+    }
+    if let Some(n) = args.client_connections_max.or(file.client_connections_max) {
+        config.client_connections_max = n;
+    }
+    if let Some(ms) = args
+        .client_header_timeout_ms
+        .or(file.client_header_timeout_ms)
+    {
+        config.client_header_timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.client_idle_timeout_ms.or(file.client_idle_timeout_ms) {
+        config.client_idle_timeout = Duration::from_millis(ms);
     }
     config.validate()?;
     Ok((config, args.log_level.or(file.log_level)))

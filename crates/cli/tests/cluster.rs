@@ -106,13 +106,19 @@ async fn a_three_node_cluster_serves_survives_a_killed_leader_and_catches_up_a_r
 #[tokio::test(flavor = "multi_thread")]
 async fn raftkv_serve_with_no_flags_is_a_working_single_node_cluster_that_resumes() {
     let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
     let start = || {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
             .arg("serve")
             .current_dir(dir.path())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap()
     };
@@ -123,7 +129,12 @@ async fn raftkv_serve_with_no_flags_is_a_working_single_node_cluster_that_resume
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    assert!(child.wait().unwrap().success());
+    let exited = child.wait().unwrap();
+    assert!(
+        exited.success(),
+        "{exited:?}: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     assert!(dir.path().join("raftkv-data").join("node.json").exists());
     // Restarted with its data dir, it resumes with the data.
     let mut child = start();

@@ -24,6 +24,16 @@ pub const HEARTBEAT_TICKS_DEFAULT: u32 = 1;
 pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 10_000;
 /// Default time a client request waits for its commit (then 504, outcome unknown).
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+/// Default bound on client connections open at once (lowered to fit the descriptor limit).
+pub const CLIENT_CONNECTIONS_MAX_DEFAULT: usize = 4096;
+/// Default time a client has to send a request's headers.
+pub const CLIENT_HEADER_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Default time a client connection may stay without a byte either way (longer than a watch
+/// stream's progress interval).
+pub const CLIENT_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+/// File descriptors kept out of the client connection bound: the WAL's segments and snapshot
+/// files, peer connections, the process's own.
+pub const DESCRIPTORS_RESERVED: usize = 256;
 
 /// Longest tick accepted.
 pub const TICK_MAX: Duration = Duration::from_secs(60);
@@ -70,6 +80,12 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// A node whose WAL sync takes longer than this many ticks reports itself unhealthy.
     pub disk_stall_ticks: u32,
+    /// Client connections open at once (lowered at start to fit the descriptor limit).
+    pub client_connections_max: usize,
+    /// Time a client has to send a request's headers.
+    pub client_header_timeout: Duration,
+    /// Time a client connection may stay without a byte either way.
+    pub client_idle_timeout: Duration,
     /// Fault injection for tests and drills: while this file exists, WAL syncs do not complete
     /// (a stalled disk). `None` in production.
     pub debug_stall_file: Option<PathBuf>,
@@ -104,6 +120,9 @@ impl ServerConfig {
             snapshot_entries: SNAPSHOT_ENTRIES_DEFAULT,
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             disk_stall_ticks: 3 * ELECTION_TICKS_DEFAULT,
+            client_connections_max: CLIENT_CONNECTIONS_MAX_DEFAULT,
+            client_header_timeout: CLIENT_HEADER_TIMEOUT_DEFAULT,
+            client_idle_timeout: CLIENT_IDLE_TIMEOUT_DEFAULT,
             debug_stall_file: None,
             debug_snapshot_delay: None,
             debug_fail_sync_file: None,
@@ -115,6 +134,14 @@ impl ServerConfig {
         let bad = |m: String| Err(ServerError::Config(m));
         if self.name.is_empty() {
             return bad("--name must not be empty".into());
+        }
+        if self.client_connections_max == 0
+            || self.client_header_timeout.is_zero()
+            || self.client_idle_timeout.is_zero()
+        {
+            return bad("--client-connections-max, --client-header-timeout-ms and \
+                 --client-idle-timeout-ms must be above 0"
+                .into());
         }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
             return bad(format!(

@@ -24,6 +24,7 @@ pub mod api;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod http_serve;
 pub mod meta;
 pub mod metrics;
 pub mod node;
@@ -208,17 +209,15 @@ impl Server {
         let service = service::Service::new(inputs.clone(), shared.clone(), config.clone(), me);
         let api = api::Api::new(service);
         tasks.push(tokio::spawn(api.clone().publisher()));
+        let limits = http_serve::ConnectionLimits {
+            connections_max: client_connections_bound(config.client_connections_max),
+            header_timeout: config.client_header_timeout,
+            idle_timeout: config.client_idle_timeout,
+        };
         let (http_stop, stopped) = oneshot::channel::<()>();
         let router = api.router();
         let http = tokio::spawn(async move {
-            let served = axum::serve(client_listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "client API stopped");
-            }
+            http_serve::serve(client_listener, router, limits, stopped).await;
         });
         tracing::info!(
             name = %meta.name,
@@ -281,6 +280,31 @@ impl Server {
             let _ = tokio::task::spawn_blocking(move || driver.join()).await;
         }
     }
+}
+
+/// The client connection bound: `wanted`, lowered so that with `DESCRIPTORS_RESERVED` kept for
+/// the WAL, snapshots and peers the process stays under its open-file limit (read from
+/// `/proc/self/limits`; when that cannot be read, `wanted` as is). Logs the outcome.
+fn client_connections_bound(wanted: usize) -> usize {
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("Max open files"))
+                .and_then(|line| line.split_whitespace().nth(3))
+                .and_then(|soft| soft.parse::<usize>().ok())
+        });
+    let bound = match limit {
+        Some(limit) => wanted.min(limit.saturating_sub(config::DESCRIPTORS_RESERVED).max(1)),
+        None => wanted,
+    };
+    tracing::info!(
+        open_files_limit = ?limit,
+        reserved = config::DESCRIPTORS_RESERVED,
+        client_connections_max = bound,
+        "client connection bound"
+    );
+    bound
 }
 
 /// A per-process seed for the core's election jitter.

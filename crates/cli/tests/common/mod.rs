@@ -86,12 +86,26 @@ impl Node {
 
     /// Starts `raftkv serve` with these extra flags.
     pub fn start(&mut self, extra: &[String]) {
+        self.spawn(Command::new(env!("CARGO_BIN_EXE_raftkv")), extra);
+    }
+
+    /// Starts `raftkv serve` with these extra flags, allowed at most `limit` open files.
+    pub fn start_with_open_files(&mut self, limit: u32, extra: &[String]) {
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_raftkv"));
+        self.spawn(shell, extra);
+    }
+
+    fn spawn(&mut self, mut command: Command, extra: &[String]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        let child = command
             .arg("serve")
             .args(["--name", &self.name])
             .arg("--data-dir")

@@ -1,0 +1,137 @@
+//! Connection discipline on the client port, on real processes: a bound on open connections
+//! (fitted to the descriptor limit), a header-read timeout, an idle timeout.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// With its descriptor limit lowered, a node flooded with idle connections refuses those past
+/// its bound and keeps serving (writes, snapshots, its WAL) the connection it had; once the idle
+/// ones time out, new clients get in again.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_beyond_the_bound_are_refused_while_the_node_keeps_serving() {
+    const OPEN_FILES: u32 = 320;
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::new(root.path(), "c1");
+    node.start_with_open_files(
+        OPEN_FILES,
+        &["--client-idle-timeout-ms".to_string(), "3000".to_string()],
+    );
+    let url = node.url();
+    wait_for_leader(std::slice::from_ref(&url)).await;
+    let client = http();
+    put_ok(&url, "before", "x").await;
+    let status_of = |client: reqwest::Client| {
+        let url = url.clone();
+        async move {
+            client
+                .get(format!("{url}/v1/status"))
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    // This client's connection is open (and pooled) before the flood.
+    let snapshot_before = status_of(client.clone()).await["snapshot_index"]
+        .as_u64()
+        .unwrap();
+    let flooded_at = Instant::now();
+    let flood: Vec<std::net::TcpStream> = (0..OPEN_FILES)
+        .filter_map(|_| std::net::TcpStream::connect(&node.client).ok())
+        .collect();
+    assert!(!flood.is_empty());
+    // The client that was already connected keeps being served, past a snapshot. (Its pool may
+    // try a new connection while the old one is on its way back to the pool: that one is
+    // refused, and the request is sent again.)
+    for n in 0..SNAPSHOT_ENTRIES * 3 {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match client
+                .put(format!("{url}/v1/kv/during-{n}"))
+                .body("v")
+                .send()
+                .await
+            {
+                Ok(response) => {
+                    assert_eq!(response.status().as_u16(), 200);
+                    let _ = response.bytes().await;
+                    break;
+                }
+                Err(_) if attempts < 20 => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => panic!("the node stopped serving: {e}\n{}", node.log_text()),
+            }
+        }
+    }
+    let after = status_of(client.clone()).await;
+    assert!(
+        after["snapshot_index"].as_u64().unwrap() > snapshot_before,
+        "{after}"
+    );
+    assert!(after["wal_error"].is_null(), "{after}");
+    let log = node.log_text();
+    assert!(log.contains("client connections refused"), "{log}");
+    assert!(
+        !log.contains("Too many open files") || log.contains("accept failed"),
+        "{log}"
+    );
+    // The idle flood, still open on its side, is closed by the idle timeout; then anyone gets in.
+    eventually("a new client to be served", || async {
+        let fresh = reqwest::Client::new();
+        let r = fresh.get(format!("{url}/v1/status")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    let waited = flooded_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2500),
+        "a new client got in {waited:?} after the flood, before its idle timeout"
+    );
+    drop(flood);
+}
+
+/// A client that sends its request headers too slowly (slowloris) is cut off.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slowloris_connection_is_closed_by_the_header_timeout() {
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::new(root.path(), "s1");
+    node.start(&["--client-header-timeout-ms".to_string(), "500".to_string()]);
+    let url = node.url();
+    wait_for_leader(std::slice::from_ref(&url)).await;
+    let client_addr = node.client.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(&client_addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"GET /v1/status HTTP/1.1\r\nHost: slow\r\n")
+            .unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        (
+            started.elapsed(),
+            String::from_utf8_lossy(&answer).into_owned(),
+        )
+    })
+    .await
+    .unwrap();
+    let (waited, answer) = outcome;
+    assert!(
+        waited < Duration::from_secs(5),
+        "the connection stayed open {waited:?}: {answer}"
+    );
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    // The node serves everyone else meanwhile.
+    assert!(status(&url).await.is_some());
+}

@@ -1,0 +1,193 @@
+//! Serving the client API with connection discipline: at most `client_connections_max`
+//! connections at once (one more is accepted and closed at once, which costs a descriptor for a
+//! moment, not a task), request headers read within `client_header_timeout` (a slowloris client
+//! is cut off), and a connection closed after `client_idle_timeout` without a byte either way.
+//! Accept errors (such as running out of descriptors) are logged once per interval with a count,
+//! and accepting pauses briefly instead of spinning.
+//!
+//! Invariant: every open client connection holds a permit of the connection semaphore, released
+//! when the connection ends; so with `descriptors_reserved` kept out of the bound, the WAL and the
+//! snapshots can always open their files.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, oneshot};
+use tokio::time::{Instant, Sleep};
+
+/// How often refused connections and accept errors are summarized in the log.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How long accepting pauses after an accept error (out of descriptors, say).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// The bounds a listener enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Connections open at once.
+    pub connections_max: usize,
+    /// Time to read a request's headers.
+    pub header_timeout: Duration,
+    /// Time a connection may stay without a byte read or written.
+    pub idle_timeout: Duration,
+}
+
+/// Serves `router` on `listener` until `stop` fires, then lets open requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    stop: oneshot::Receiver<()>,
+) {
+    let permits = Arc::new(Semaphore::new(limits.connections_max));
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut refusals = Refusals::default();
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stop => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                refusals.note(&format!("accept failed: {error}"));
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            refusals.note(&format!(
+                "refused: {} client connections open (client_connections_max)",
+                limits.connections_max
+            ));
+            drop(stream);
+            continue;
+        };
+        let io = TokioIo::new(IdleStream::new(stream, limits.idle_timeout));
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    graceful.shutdown().await;
+}
+
+/// Refused connections and accept errors, logged once per interval.
+#[derive(Default)]
+struct Refusals {
+    count: u64,
+    since: Option<Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, what: &str) {
+        self.count += 1;
+        let now = Instant::now();
+        if self
+            .since
+            .is_none_or(|since| now.duration_since(since) >= REFUSAL_LOG_INTERVAL)
+        {
+            tracing::warn!(
+                count = self.count,
+                last = what,
+                "client connections refused"
+            );
+            self.count = 0;
+            self.since = Some(now);
+        }
+    }
+}
+
+/// A TCP stream that fails with `TimedOut` once no byte went either way for `idle`.
+struct IdleStream {
+    inner: TcpStream,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl IdleStream {
+    fn new(inner: TcpStream, idle: Duration) -> Self {
+        IdleStream {
+            inner,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+
+    /// Progress was made: the idle clock starts again.
+    fn touch(&mut self) {
+        let next = Instant::now() + self.idle;
+        self.deadline.as_mut().reset(next);
+    }
+
+    /// Nothing moved: has the idle time run out?
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "client connection idle too long")
+}
+
+impl AsyncRead for IdleStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                self.touch();
+                Poll::Ready(result)
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for IdleStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(result) => {
+                self.touch();
+                Poll::Ready(result)
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
