@@ -359,6 +359,8 @@ impl<S: Storage> Raft<S> {
                 MessageBody::RequestVote(rv) if !rv.leader_transfer && self.in_lease() => {
                     return Ok(());
                 }
+                // Only the leader of our current term hands leadership over (transfer.rs).
+                MessageBody::TimeoutNow => return Ok(()),
                 // A pre-vote asks about a term nobody has entered yet; a granted pre-vote answers in it.
                 MessageBody::RequestVote(rv) if rv.pre_vote => {}
                 MessageBody::RequestVoteResponse(r) if r.pre_vote && r.granted => {}

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 
 use common::{Cluster, config, drain, storage_with_terms};
 use raftkv_raft::{
-    AppendEntries, AppendEntriesResponse, Heartbeat, MemStorage, Message, MessageBody, RawNode,
-    RequestVote, RequestVoteResponse, Role,
+    AppendEntries, AppendEntriesResponse, ConfState, Heartbeat, MemStorage, Message, MessageBody,
+    RawNode, RequestVote, RequestVoteResponse, Role,
 };
 
 fn request_vote(from: u64, to: u64, term: u64, last_log_index: u64, last_log_term: u64) -> Message {
@@ -407,4 +407,71 @@ fn restarted_voter_ignores_votes_for_an_election_timeout() {
     node.step(request_vote(2, 1, 5, 1, 1)).unwrap();
     let msgs = drain(&mut node).msgs;
     assert_eq!(vote_granted(&msgs, 2), Some(true));
+}
+
+/// A node joint between C(old) = {1, 2, 3} and C(new) = {1, 2, 4}, with learner 5, holding one
+/// entry of term 1, that has neither voted nor heard from a leader.
+fn joint_voter() -> RawNode<MemStorage> {
+    let mut storage = storage_with_terms(&[1], 1);
+    storage.set_conf_state(ConfState {
+        voters: [1, 2, 4].into(),
+        voters_outgoing: [1, 2, 3].into(),
+        learners: [5].into(),
+    });
+    let mut cfg = config(1, &[]);
+    cfg.check_quorum = false; // no restart guard: it answers at once
+    RawNode::new(&cfg, storage).unwrap()
+}
+
+/// The answer of a fresh `joint_voter` to a (pre-)vote request from `candidate` whose log ends at
+/// `last_log_index` in term 1.
+fn joint_voter_answer(candidate: u64, last_log_index: u64, pre_vote: bool) -> Option<bool> {
+    let mut node = joint_voter();
+    let mut request = request_vote(candidate, 1, 2, last_log_index, 1);
+    if let MessageBody::RequestVote(rv) = &mut request.body {
+        rv.pre_vote = pre_vote;
+    }
+    node.step(request).unwrap();
+    vote_granted(&drain(&mut node).msgs, candidate)
+}
+
+/// A candidate that neither half of the configuration contains, with a log equal to ours, holds
+/// our configuration and is no voter in it (a removed server campaigning on its previous
+/// configuration): no vote, no pre-vote. With a log ahead of ours it may hold the entry that made
+/// it a voter, which we lack, and may need our vote (thesis §4.1): it is answered like any voter.
+#[test]
+fn a_candidate_outside_the_configuration_gets_a_vote_only_with_a_log_ahead_of_ours() {
+    for pre_vote in [false, true] {
+        assert_eq!(joint_voter_answer(9, 1, pre_vote), Some(false), "stranger");
+        assert_eq!(joint_voter_answer(5, 1, pre_vote), Some(false), "learner");
+        assert_eq!(
+            joint_voter_answer(3, 1, pre_vote),
+            Some(true),
+            "outgoing voter"
+        );
+        assert_eq!(
+            joint_voter_answer(4, 1, pre_vote),
+            Some(true),
+            "incoming voter"
+        );
+        assert_eq!(
+            joint_voter_answer(9, 2, pre_vote),
+            Some(true),
+            "stranger ahead"
+        );
+    }
+    let mut node = joint_voter();
+    node.step(request_vote(9, 1, 2, 1, 1)).unwrap();
+    drain(&mut node);
+    assert_eq!(node.raft().vote(), None, "recorded a vote for a stranger");
+}
+
+/// A new server knows no configuration until the entry adding it arrives, and the leader adding it
+/// may need its vote before then (joint consensus counts it in C(new)); that leader's log is ahead
+/// of the new server's empty one.
+#[test]
+fn a_new_server_votes_for_the_leader_adding_it_before_it_knows_the_configuration() {
+    let mut node = RawNode::new(&config(4, &[]), MemStorage::new()).unwrap();
+    node.step(request_vote(1, 4, 2, 5, 1)).unwrap();
+    assert_eq!(vote_granted(&drain(&mut node).msgs, 1), Some(true));
 }
