@@ -48,7 +48,10 @@ pub struct Raft<S: Storage> {
     pub(crate) rng: Rng,
     /// Timeouts, switches and limits.
     pub(crate) config: Config,
-    /// Bytes proposed in this leadership and not yet handed out for applying.
+    /// Leader: the total `Entry::size_bytes` of its uncommitted tail, the entries after its commit
+    /// index, whoever appended them (earlier leaders' included: `become_leader` counts them). It
+    /// grows with every entry the leader appends and shrinks by exactly the entries each commit
+    /// covers; 0 in other roles. `Config::uncommitted_bytes_max` bounds it.
     pub(crate) uncommitted_bytes: u64,
     /// Messages that may be sent at once.
     pub(crate) msgs: Vec<Message>,
@@ -173,7 +176,8 @@ impl<S: Storage> Raft<S> {
         self.randomized_election_timeout
     }
 
-    /// Bytes proposed and not yet handed out for applying.
+    /// Leader: bytes of the entries after its commit index (`Entry::size_bytes` of each); 0 in
+    /// other roles.
     pub fn uncommitted_bytes(&self) -> u64 {
         self.uncommitted_bytes
     }
