@@ -363,6 +363,11 @@ impl<S: Storage> Raft<S> {
                 MessageBody::RequestVote(rv) if !rv.leader_transfer && self.in_lease() => {
                     return Ok(());
                 }
+                // A candidate that could never get our vote (election.rs, `may_be_voter`) does not
+                // move us to its term either: a removed server that missed its removal campaigns for
+                // ever, and each step down would restart our election timer, holding off the
+                // election of a leader whenever no lease ignores it (thesis §4.2.3, no PreVote).
+                MessageBody::RequestVote(rv) if !self.may_be_voter(m.from, rv) => return Ok(()),
                 // Only the leader of our current term hands leadership over (transfer.rs).
                 MessageBody::TimeoutNow => return Ok(()),
                 // A pre-vote asks about a term nobody has entered yet; a granted pre-vote answers in it.

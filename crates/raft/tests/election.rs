@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 
 use common::{Cluster, config, drain, storage_with_terms};
 use raftkv_raft::{
-    AppendEntries, AppendEntriesResponse, ConfState, Heartbeat, MemStorage, Message, MessageBody,
-    RawNode, RequestVote, RequestVoteResponse, Role,
+    AppendEntries, AppendEntriesResponse, ConfState, Heartbeat, MemStorage, MemberChange, Message,
+    MessageBody, RawNode, RequestVote, RequestVoteResponse, Role,
 };
 
 fn request_vote(from: u64, to: u64, term: u64, last_log_index: u64, last_log_term: u64) -> Message {
@@ -423,16 +423,16 @@ fn joint_voter() -> RawNode<MemStorage> {
     RawNode::new(&cfg, storage).unwrap()
 }
 
-/// The answer of a fresh `joint_voter` to a (pre-)vote request from `candidate` whose log ends at
-/// `last_log_index` in term 1.
-fn joint_voter_answer(candidate: u64, last_log_index: u64, pre_vote: bool) -> Option<bool> {
+/// Whether a fresh `joint_voter` (in term 1) grants a (pre-)vote request for `term` from
+/// `candidate` whose log ends at `last_log_index` in term 1.
+fn joint_voter_grants(candidate: u64, last_log_index: u64, pre_vote: bool, term: u64) -> bool {
     let mut node = joint_voter();
-    let mut request = request_vote(candidate, 1, 2, last_log_index, 1);
+    let mut request = request_vote(candidate, 1, term, last_log_index, 1);
     if let MessageBody::RequestVote(rv) = &mut request.body {
         rv.pre_vote = pre_vote;
     }
     node.step(request).unwrap();
-    vote_granted(&drain(&mut node).msgs, candidate)
+    vote_granted(&drain(&mut node).msgs, candidate) == Some(true)
 }
 
 /// A candidate that neither half of the configuration contains, with a log equal to ours, holds
@@ -441,24 +441,12 @@ fn joint_voter_answer(candidate: u64, last_log_index: u64, pre_vote: bool) -> Op
 /// it a voter, which we lack, and may need our vote (thesis §4.1): it is answered like any voter.
 #[test]
 fn a_candidate_outside_the_configuration_gets_a_vote_only_with_a_log_ahead_of_ours() {
-    for pre_vote in [false, true] {
-        assert_eq!(joint_voter_answer(9, 1, pre_vote), Some(false), "stranger");
-        assert_eq!(joint_voter_answer(5, 1, pre_vote), Some(false), "learner");
-        assert_eq!(
-            joint_voter_answer(3, 1, pre_vote),
-            Some(true),
-            "outgoing voter"
-        );
-        assert_eq!(
-            joint_voter_answer(4, 1, pre_vote),
-            Some(true),
-            "incoming voter"
-        );
-        assert_eq!(
-            joint_voter_answer(9, 2, pre_vote),
-            Some(true),
-            "stranger ahead"
-        );
+    for (pre_vote, term) in [(false, 1), (false, 2), (true, 2)] {
+        assert!(!joint_voter_grants(9, 1, pre_vote, term), "stranger");
+        assert!(!joint_voter_grants(5, 1, pre_vote, term), "learner");
+        assert!(joint_voter_grants(3, 1, pre_vote, term), "outgoing voter");
+        assert!(joint_voter_grants(4, 1, pre_vote, term), "incoming voter");
+        assert!(joint_voter_grants(9, 2, pre_vote, term), "stranger ahead");
     }
     let mut node = joint_voter();
     node.step(request_vote(9, 1, 2, 1, 1)).unwrap();
@@ -474,4 +462,36 @@ fn a_new_server_votes_for_the_leader_adding_it_before_it_knows_the_configuration
     let mut node = RawNode::new(&config(4, &[]), MemStorage::new()).unwrap();
     node.step(request_vote(1, 4, 2, 5, 1)).unwrap();
     assert_eq!(vote_granted(&drain(&mut node).msgs, 1), Some(true));
+}
+
+/// Thesis §4.2.3: a removed server that missed its removal still holds the old configuration and
+/// campaigns with ever higher terms. Without PreVote, CheckQuorum's lease keeps it from disrupting
+/// the members only while they have a leader. Here voter 4 is removed while cut off, then the
+/// leader is lost; node 4 campaigns every 5 ticks, more often than the election timeout (as two
+/// removed servers do, leapfrogging each other's terms through the members' refusals). A member
+/// ignores a vote request from a candidate that could never get its vote (outside its
+/// configuration, log not ahead of its own), as it ignores one within a lease; moving to that
+/// term would restart its election timer each time, and the members would never elect a leader.
+#[test]
+fn a_removed_server_cannot_hold_off_the_members_election() {
+    let mut c = Cluster::with(&[1, 2, 3, 4], no_prevote, |_| MemStorage::new());
+    c.campaign(1);
+    c.isolate(4);
+    c.change_membership(1, &[MemberChange::Remove(4)]).unwrap();
+    assert_eq!(
+        c.node(2).raft().conf_state(),
+        &ConfState::from_voters([1, 2, 3])
+    );
+    assert!(c.node(4).raft().conf_state().voters.contains(&4));
+    c.heal();
+    c.isolate(1);
+    for tick in 0..100 {
+        if tick % 5 == 0 {
+            c.node_mut(4).force_campaign();
+        }
+        c.tick_all(1);
+    }
+    let leaders: Vec<u64> = c.leaders().into_iter().filter(|&id| id != 1).collect();
+    assert_eq!(leaders.len(), 1, "no leader among the members: {leaders:?}");
+    assert_ne!(leaders, vec![4]);
 }
