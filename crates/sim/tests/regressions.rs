@@ -115,3 +115,19 @@ fn regression_hard_state_is_never_durable_without_its_entries_seed_1772() {
     assert_clean(1772);
     assert_clean(5445);
 }
+
+fn pre_vote_off(config: &mut SimConfig) {
+    config.force_pre_vote(false);
+}
+
+/// Guards the vote rule (raft election.rs, `may_be_voter`) against being made stricter: refusing
+/// candidates outside the voter's configuration left these seeds without a leader for ever
+/// (PreVote forced off). Seed 17, refusing every such candidate: the servers a lone voter added
+/// knew no configuration yet and refused it, and it needed their votes. Seed 2025, even with
+/// servers that know no configuration exempted: a voter that had lagged through several changes
+/// refused the only candidate that could win. Liveness: "no leader".
+#[test]
+fn regression_votes_reach_candidates_added_by_entries_the_voter_lacks_seeds_17_2025() {
+    assert_clean_with(17, Some(pre_vote_off));
+    assert_clean_with(2025, Some(pre_vote_off));
+}
