@@ -365,13 +365,14 @@ impl<S: Storage> Raft<S> {
                 }
                 // A candidate that could never get our vote (election.rs, `may_be_voter`) does not
                 // move us to its term either: a removed server that missed its removal campaigns for
-                // ever, and each step down would restart our election timer, holding off the
-                // election of a leader whenever no lease ignores it (thesis §4.2.3, no PreVote).
+                // ever (thesis §4.2.3, without PreVote), and following its terms would cancel our
+                // own elections in progress and drag our term up for nothing.
                 MessageBody::RequestVote(rv) if !self.may_be_voter(m.from, rv) => return Ok(()),
                 // Only the leader of our current term hands leadership over (transfer.rs).
                 MessageBody::TimeoutNow => return Ok(()),
                 // A pre-vote asks about a term nobody has entered yet; a granted pre-vote answers in it.
                 MessageBody::RequestVote(rv) if rv.pre_vote => {}
+                MessageBody::RequestVote(_) => self.follow_term_of_vote_request(m.term),
                 MessageBody::RequestVoteResponse(r) if r.pre_vote && r.granted => {}
                 MessageBody::AppendEntries(_)
                 | MessageBody::Heartbeat(_)
@@ -395,6 +396,21 @@ impl<S: Storage> Raft<S> {
             },
         }
         Ok(())
+    }
+
+    /// A vote request from `term`, above ours, outside any lease: become a follower in that term,
+    /// but keep the election clock running. Figure 2 restarts it only on hearing from the leader
+    /// or granting a vote (`handle_request_vote` restarts it when it grants). Restarted on every
+    /// higher-term request, the clock of the only node that could win (its log ahead of the
+    /// others') was held off for as long as candidates that could not win kept campaigning, each
+    /// with a new term (PreVote off; found with seed 51825, a joint configuration in which the
+    /// voter being removed and another one, both behind, campaigned in turn).
+    fn follow_term_of_vote_request(&mut self, term: Term) {
+        let elapsed = self.election_elapsed;
+        let timeout = self.randomized_election_timeout;
+        self.become_follower(term, None);
+        self.election_elapsed = elapsed;
+        self.randomized_election_timeout = timeout;
     }
 
     /// A request from an older term is answered with the current term, so the sender learns it is

@@ -131,3 +131,14 @@ fn regression_votes_reach_candidates_added_by_entries_the_voter_lacks_seeds_17_2
     assert_clean_with(17, Some(pre_vote_off));
     assert_clean_with(2025, Some(pre_vote_off));
 }
+
+/// Fixed (raft.rs, `follow_term_of_vote_request`; Figure 2): PreVote off, a joint configuration
+/// removing voter 1 in which only node 3 could win (its log was ahead, and the {2, 3} half needed
+/// its vote). Nodes 1 and 2 campaigned in turn, each with a new term; every request restarted node
+/// 3's election clock, so it almost never timed out first, and the cluster went without a leader
+/// for most of the quiet period. A refused vote request moves a node to its term but no longer
+/// restarts its clock. Liveness: leases still unrevoked when the bound passed.
+#[test]
+fn regression_refused_vote_request_keeps_the_election_clock_seed_51825() {
+    assert_clean(51825);
+}
