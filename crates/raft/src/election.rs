@@ -6,8 +6,9 @@
 //! or has a log strictly ahead of its own (it may hold the entry that added it); the grant leaves
 //! only after the vote is durable (it is sent through `msgs_after_persist`). A pre-vote changes no
 //! state on either side. A vote request from a higher term moves a node to that term only outside
-//! a leader's lease (unless it follows a transfer) and only from a candidate that may be a voter,
-//! and restarts its election clock only if the vote is granted (Figure 2).
+//! a leader's lease (unless it follows a transfer) and only from a candidate that may be a voter;
+//! the election clock restarts only on hearing from the leader, granting a vote or starting an
+//! election (Figure 2), never merely on a higher term.
 
 use crate::config::MutationKind;
 use crate::message::{MessageBody, RequestVote, RequestVoteResponse};

@@ -372,12 +372,11 @@ impl<S: Storage> Raft<S> {
                 MessageBody::TimeoutNow => return Ok(()),
                 // A pre-vote asks about a term nobody has entered yet; a granted pre-vote answers in it.
                 MessageBody::RequestVote(rv) if rv.pre_vote => {}
-                MessageBody::RequestVote(_) => self.follow_term_of_vote_request(m.term),
                 MessageBody::RequestVoteResponse(r) if r.pre_vote && r.granted => {}
                 MessageBody::AppendEntries(_)
                 | MessageBody::Heartbeat(_)
                 | MessageBody::InstallSnapshot(_) => self.become_follower(m.term, Some(m.from)),
-                _ => self.become_follower(m.term, None),
+                _ => self.follow_higher_term(m.term),
             }
         } else if m.term < self.term {
             self.answer_stale(&m);
@@ -398,14 +397,17 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
-    /// A vote request from `term`, above ours, outside any lease: become a follower in that term,
-    /// but keep the election clock running. Figure 2 restarts it only on hearing from the leader
-    /// or granting a vote (`handle_request_vote` restarts it when it grants). Restarted on every
-    /// higher-term request, the clock of the only node that could win (its log ahead of the
-    /// others') was held off for as long as candidates that could not win kept campaigning, each
-    /// with a new term (PreVote off; found with seed 51825, a joint configuration in which the
-    /// voter being removed and another one, both behind, campaigned in turn).
-    fn follow_term_of_vote_request(&mut self, term: Term) {
+    /// `term`, above ours, came from a node that is not its leader (a vote request outside any
+    /// lease, or an answer): become a follower in that term, but keep the election clock running.
+    /// Figure 2 restarts it only on hearing from the current leader, granting a vote
+    /// (`handle_request_vote`) or starting an election. Restarted on every higher term, the clock
+    /// of the only node that could win (its log ahead of the others') was held off for as long as
+    /// candidates that could not win kept campaigning, each with a new term (PreVote off; seed
+    /// 51825, a joint configuration in which the voter being removed and another one, both behind,
+    /// campaigned in turn); and a candidate that learned each new term only from the refusal of
+    /// the voter it needed restarted its clock on that answer, so that voter, campaigning on its own
+    /// clock, always took the next term first (seed 54464).
+    fn follow_higher_term(&mut self, term: Term) {
         let elapsed = self.election_elapsed;
         let timeout = self.randomized_election_timeout;
         self.become_follower(term, None);

@@ -539,3 +539,42 @@ fn a_refused_vote_request_does_not_restart_the_election_clock() {
     }
     assert_eq!(c.leaders(), vec![3]);
 }
+
+/// Figure 2 again, for the answers a candidate gets: a refusal from a higher term makes it a
+/// follower of that term, with its election clock still running from the start of its election.
+/// Found with seed 54464: the candidate that alone could win needed the vote of a voter that
+/// campaigned on its own clock and never sent it anything (it was no voter in that voter's older
+/// configuration), so the candidate learned each new term only from that voter's refusal.
+/// Restarting its clock on the refusal put it behind the voter's clock every time, and the voter
+/// always took the next term first.
+#[test]
+fn a_higher_term_in_an_answer_does_not_restart_the_election_clock() {
+    let mut cfg = config(1, &[1, 2, 3]);
+    cfg.pre_vote = false;
+    let mut node = RawNode::new(&cfg, MemStorage::new()).unwrap();
+    node.campaign();
+    assert_eq!(node.raft().role(), Role::Candidate);
+    let timeout = node.raft().randomized_election_timeout();
+    for _ in 1..timeout {
+        node.tick();
+    }
+    let refusal = Message {
+        from: 2,
+        to: 1,
+        term: 5,
+        body: MessageBody::RequestVoteResponse(RequestVoteResponse {
+            pre_vote: false,
+            granted: false,
+        }),
+    };
+    node.step(refusal).unwrap();
+    assert_eq!(
+        (node.raft().role(), node.raft().term()),
+        (Role::Follower, 5)
+    );
+    node.tick();
+    assert_eq!(
+        (node.raft().role(), node.raft().term()),
+        (Role::Candidate, 6)
+    );
+}

@@ -142,3 +142,14 @@ fn regression_votes_reach_candidates_added_by_entries_the_voter_lacks_seeds_17_2
 fn regression_refused_vote_request_keeps_the_election_clock_seed_51825() {
     assert_clean(51825);
 }
+
+/// Fixed (raft.rs, `follow_higher_term`; Figure 2): PreVote off; node 2, the only node that could
+/// win, needed the vote of node 1, which campaigned on its own clock and never sent node 2
+/// anything (node 2 was no voter in node 1's older configuration). Node 2 learned each new term
+/// only from node 1's refusal and restarted its election clock on it, so node 1 always took the
+/// next term first. An answer from a higher term no longer restarts the clock. Liveness: leases
+/// still unrevoked when the bound passed.
+#[test]
+fn regression_higher_term_in_an_answer_keeps_the_election_clock_seed_54464() {
+    assert_clean(54464);
+}
