@@ -6,9 +6,9 @@
 //! or has a log strictly ahead of its own (it may hold the entry that added it); the grant leaves
 //! only after the vote is durable (it is sent through `msgs_after_persist`). A pre-vote changes no
 //! state on either side. A vote request from a higher term moves a node to that term only outside
-//! a leader's lease (unless it follows a transfer) and only from a candidate that may be a voter;
-//! the election clock restarts only on hearing from the leader, granting a vote or starting an
-//! election (Figure 2), never merely on a higher term.
+//! a leader's lease (unless it follows a transfer); the election clock restarts only on hearing
+//! from the leader, granting a vote or starting an election (Figure 2), never merely on a higher
+//! term.
 
 use crate::config::MutationKind;
 use crate::message::{MessageBody, RequestVote, RequestVoteResponse};
@@ -111,7 +111,7 @@ impl<S: Storage> Raft<S> {
     /// log not ahead of ours either holds our configuration, in which it is no voter (a removed
     /// server campaigning on its previous configuration, thesis §4.2.2), or fails the election
     /// restriction anyway: it never gets our vote.
-    pub(crate) fn may_be_voter(&self, candidate: NodeId, rv: &RequestVote) -> bool {
+    fn may_be_voter(&self, candidate: NodeId, rv: &RequestVote) -> bool {
         let ours = (self.raft_log.last_term(), self.raft_log.last_index());
         self.tracker.config().contains(candidate) || (rv.last_log_term, rv.last_log_index) > ours
     }

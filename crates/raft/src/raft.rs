@@ -363,11 +363,6 @@ impl<S: Storage> Raft<S> {
                 MessageBody::RequestVote(rv) if !rv.leader_transfer && self.in_lease() => {
                     return Ok(());
                 }
-                // A candidate that could never get our vote (election.rs, `may_be_voter`) does not
-                // move us to its term either: a removed server that missed its removal campaigns for
-                // ever (thesis §4.2.3, without PreVote), and following its terms would cancel our
-                // own elections in progress and drag our term up for nothing.
-                MessageBody::RequestVote(rv) if !self.may_be_voter(m.from, rv) => return Ok(()),
                 // Only the leader of our current term hands leadership over (transfer.rs).
                 MessageBody::TimeoutNow => return Ok(()),
                 // A pre-vote asks about a term nobody has entered yet; a granted pre-vote answers in it.

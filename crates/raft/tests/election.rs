@@ -466,14 +466,14 @@ fn a_new_server_votes_for_the_leader_adding_it_before_it_knows_the_configuration
 
 /// Thesis §4.2.3: a removed server that missed its removal still holds the old configuration and
 /// campaigns with ever higher terms. Without PreVote, CheckQuorum's lease makes the members ignore
-/// it only while they have a leader. A member ignores a vote request from a candidate that could
-/// never get its vote (outside its configuration, log not ahead of its own) at any time, as it
-/// ignores one within a lease: following its terms would cancel the members' own elections in
-/// progress and drag their terms up for nothing. Here voter 4 is removed while cut off, the leader
-/// is lost, and node 4 campaigns every 5 ticks: the members elect a leader in a term of their own,
-/// below node 4's.
+/// it only while they have a leader. Here voter 4 is removed while cut off, then the leader is
+/// lost, and node 4 campaigns every 5 ticks, more often than the election timeout (as two removed
+/// servers do, leapfrogging each other's terms through the members' refusals). The members follow
+/// its terms and refuse it, but their election clocks keep running (Figure 2): they time out and
+/// elect a leader among themselves. Restarting their clocks on each of its requests kept every
+/// member from ever timing out.
 #[test]
-fn a_removed_server_does_not_move_the_members_terms() {
+fn a_removed_server_cannot_hold_off_the_members_election() {
     let mut c = Cluster::with(&[1, 2, 3, 4], no_prevote, |_| MemStorage::new());
     c.campaign(1);
     c.isolate(4);
@@ -495,13 +495,9 @@ fn a_removed_server_does_not_move_the_members_terms() {
         }
         c.tick_all(1);
     }
-    let leader = members_leader(&c).expect("no leader among the members");
-    assert_ne!(leader, 4);
     assert!(
-        c.term(leader) < c.term(4),
-        "the members followed the removed server's terms: {} >= {}",
-        c.term(leader),
-        c.term(4)
+        members_leader(&c).is_some_and(|leader| leader != 4),
+        "no leader among the members"
     );
 }
 
