@@ -153,3 +153,14 @@ fn regression_refused_vote_request_keeps_the_election_clock_seed_51825() {
 fn regression_higher_term_in_an_answer_keeps_the_election_clock_seed_54464() {
     assert_clean(54464);
 }
+
+/// Fixed (raft.rs, `step`): PreVote off; a joint configuration needed the vote of node 3, far
+/// behind, which nodes 1 and 3, both unable to win, kept taking in each new term. Nodes 2 and 6,
+/// which could win, ignored node 1's vote requests (it could never get their votes) and so
+/// learned each new term only from node 3's refusals, always one term late. Vote requests from a
+/// higher term move a node to that term again, whoever sends them (outside a lease). Liveness:
+/// "no leader".
+#[test]
+fn regression_vote_requests_from_hopeless_candidates_still_carry_the_term_seed_62934() {
+    assert_clean(62934);
+}
