@@ -37,8 +37,10 @@ pub struct Raft<S: Storage> {
     pub(crate) raft_log: RaftLog<S>,
     /// Peers' progress (leader) and the vote tally (candidates).
     pub(crate) tracker: ProgressTracker,
-    /// Ticks since the last election reset: a leader's message for followers, the last CheckQuorum
-    /// round for a leader.
+    /// Ticks since the election clock last restarted. Followers and candidates: the current
+    /// leader's last message, the last vote granted or the start of this node's last election,
+    /// never a mere change of term (Figure 2, `follow_higher_term`). A leader: its last
+    /// CheckQuorum round.
     pub(crate) election_elapsed: u32,
     /// Ticks since the leader's last heartbeat round.
     pub(crate) heartbeat_elapsed: u32,
