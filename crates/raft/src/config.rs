@@ -48,7 +48,9 @@ pub struct Config {
     pub inflight_msgs_max: usize,
     /// Most entry bytes in flight to one follower in the replicate state.
     pub inflight_bytes_max: u64,
-    /// Most bytes a leader holds proposed but not committed; proposals past it get `Overloaded`.
+    /// Most bytes (`Entry::size_bytes`) of uncommitted entries a leader holds: the entries after its
+    /// commit index, its own and those of earlier leaders. A proposal that would pass it gets
+    /// `Overloaded`, except onto an empty uncommitted tail, where one is admitted however large.
     pub uncommitted_bytes_max: u64,
     /// Most entry bytes handed to the application in one `Ready` for applying.
     pub apply_bytes_max: u64,

@@ -2,8 +2,13 @@
 //! starting an election, answering (pre-)vote requests, and counting answers.
 //!
 //! Invariants: a node grants at most one real vote per term, and only to a candidate whose log is at
-//! least as up-to-date as its own; the grant leaves only after the vote is durable (it is sent
-//! through `msgs_after_persist`). A pre-vote changes no state on either side.
+//! least as up-to-date as its own and that is a voter of its configuration (either half while joint)
+//! or has a log strictly ahead of its own (it may hold the entry that added it); the grant leaves
+//! only after the vote is durable (it is sent through `msgs_after_persist`). A pre-vote changes no
+//! state on either side. A vote request from a higher term moves a node to that term only outside
+//! a leader's lease (unless it follows a transfer); the election clock restarts only on hearing
+//! from the leader, granting a vote or starting an election (Figure 2), never merely on a higher
+//! term.
 
 use crate::config::MutationKind;
 use crate::message::{MessageBody, RequestVote, RequestVoteResponse};
@@ -97,16 +102,32 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    /// RequestVote receiver (Figure 2): grant if we have not voted for someone else this term (or,
-    /// for a pre-vote, the candidate's term is ahead of ours) and the candidate's log is at least as
-    /// up-to-date as ours (§5.4.1). A learner answers too, without consulting its configuration
-    /// (thesis §4.1): it may have been promoted by an entry it has not received yet, and the
-    /// candidate holding that entry may need its vote; a candidate counts only its voters' votes.
+    /// Whether `candidate` may be a voter, as far as this node can tell: a voter of its
+    /// configuration (either half while joint), or a candidate whose log is strictly ahead of its
+    /// own. A server answers without consulting its configuration in thesis §4.1, for a reason that
+    /// still holds: a candidate added by an entry we have not received yet may need our vote (a new
+    /// server that knows no configuration, a voter that lagged through several changes), and its
+    /// log, holding that entry, is then ahead of ours. A candidate outside our configuration with a
+    /// log not ahead of ours either holds our configuration, in which it is no voter (a removed
+    /// server campaigning on its previous configuration, thesis §4.2.2), or fails the election
+    /// restriction anyway: it never gets our vote.
+    fn may_be_voter(&self, candidate: NodeId, rv: &RequestVote) -> bool {
+        let ours = (self.raft_log.last_term(), self.raft_log.last_index());
+        self.tracker.config().contains(candidate) || (rv.last_log_term, rv.last_log_index) > ours
+    }
+
+    /// RequestVote receiver (Figure 2): grant if the candidate may be a voter (`may_be_voter`; a
+    /// voter holding the same log as a refused one can be elected instead), we have not voted for
+    /// someone else this term (or, for a pre-vote, the candidate's term is ahead of ours) and the
+    /// candidate's log is at least as up-to-date as ours (§5.4.1). A learner answers too (thesis
+    /// §4.1): it may have been promoted by an entry it has not received yet; a candidate counts
+    /// only its voters' votes.
     pub(crate) fn handle_request_vote(&mut self, from: NodeId, term: Term, rv: &RequestVote) {
+        let may_be_voter = self.may_be_voter(from, rv);
         let can_vote = self.vote == Some(from)
             || (self.vote.is_none() && self.leader.is_none())
             || (rv.pre_vote && term > self.term);
-        let can_vote = can_vote || self.config.mutated(MutationKind::DoubleVote);
+        let can_vote = may_be_voter && (can_vote || self.config.mutated(MutationKind::DoubleVote));
         let up_to_date = self
             .raft_log
             .is_up_to_date(rv.last_log_index, rv.last_log_term)

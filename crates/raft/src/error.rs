@@ -19,7 +19,7 @@ pub enum Error {
         "overloaded: {uncommitted_bytes} uncommitted bytes plus this proposal would pass the limit of {limit}; retry later"
     )]
     Overloaded {
-        /// Bytes proposed but not yet committed.
+        /// Bytes of the leader's uncommitted entries.
         uncommitted_bytes: u64,
         /// `Config::uncommitted_bytes_max`.
         limit: u64,

@@ -31,7 +31,7 @@ impl<S: Storage> Raft<S> {
                 self.leader = Some(from);
                 self.handle_install_snapshot(from, *s);
             }
-            MessageBody::TimeoutNow => self.handle_timeout_now(),
+            MessageBody::TimeoutNow => self.handle_timeout_now(from),
             MessageBody::ReadIndexResponse(r) => self.handle_read_index_response(&r),
             _ => {}
         }

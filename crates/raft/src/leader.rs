@@ -39,8 +39,34 @@ impl<S: Storage> Raft<S> {
             own.maybe_update(persisted);
             own.recent_active = true;
         }
+        // Entries of earlier terms after the commit index are uncommitted too: the limit counts
+        // them from the start, or a new leader could hold twice its limit.
+        let committed = self.raft_log.committed();
+        self.uncommitted_bytes = self.entries_bytes(committed + 1, last_index + 1);
         let noop = Entry::new(last_index + 1, term, Bytes::new());
-        self.raft_log.append(std::slice::from_ref(&noop));
+        self.append_own(&noop);
+    }
+
+    /// Appends an entry of the leader's own (its empty entry, a proposal, a configuration change)
+    /// and counts it in the uncommitted tail.
+    pub(crate) fn append_own(&mut self, entry: &Entry) {
+        self.uncommitted_bytes += entry.size_bytes();
+        self.raft_log.append(std::slice::from_ref(entry));
+    }
+
+    /// Total `size_bytes` of the entries in `[lo, hi)`, all in the log.
+    fn entries_bytes(&self, lo: Index, hi: Index) -> u64 {
+        let mut total = 0;
+        let mut next = lo;
+        while next < hi {
+            let batch = self
+                .raft_log
+                .slice(next, hi, self.config.apply_bytes_max)
+                .unwrap_or_else(|e| panic!("leader cannot read its own entries from {next}: {e}"));
+            next += batch.len() as u64;
+            total += batch.iter().map(Entry::size_bytes).sum::<u64>();
+        }
+        total
     }
 
     /// Appends a client's command to the leader's log. Replication is batched: the entries
@@ -50,7 +76,7 @@ impl<S: Storage> Raft<S> {
         let index = self.raft_log.last_index() + 1;
         let entry = Entry::new(index, self.term, data);
         let size = entry.size_bytes();
-        // One proposal is always admitted when nothing is outstanding, however large.
+        // One proposal is always admitted onto an empty uncommitted tail, however large.
         if self.uncommitted_bytes > 0
             && self.uncommitted_bytes + size > self.config.uncommitted_bytes_max
         {
@@ -59,8 +85,7 @@ impl<S: Storage> Raft<S> {
                 limit: self.config.uncommitted_bytes_max,
             });
         }
-        self.uncommitted_bytes += size;
-        self.raft_log.append(&[entry]);
+        self.append_own(&entry);
         self.pending_bcast = true;
         Ok(index)
     }
@@ -268,7 +293,17 @@ impl<S: Storage> Raft<S> {
         if !past_terms_allowed && !self.raft_log.match_term(index, self.term) {
             return false;
         }
+        let newly_committed = self.entries_bytes(self.raft_log.committed() + 1, index + 1);
         self.raft_log.commit_to(index);
+        self.uncommitted_bytes = self
+            .uncommitted_bytes
+            .checked_sub(newly_committed)
+            .unwrap_or_else(|| {
+                panic!(
+                    "uncommitted bytes {} below the {newly_committed} bytes just committed",
+                    self.uncommitted_bytes
+                )
+            });
         true
     }
 

@@ -153,7 +153,7 @@ impl<S: Storage> Raft<S> {
     fn append_conf_change(&mut self, conf_state: ConfState) -> Index {
         let index = self.raft_log.last_index() + 1;
         let entry = Entry::conf_change(index, self.term, conf_state);
-        self.raft_log.append(std::slice::from_ref(&entry));
+        self.append_own(&entry);
         self.on_entries_appended(std::slice::from_ref(&entry));
         self.pending_bcast = true;
         index

@@ -37,8 +37,10 @@ pub struct Raft<S: Storage> {
     pub(crate) raft_log: RaftLog<S>,
     /// Peers' progress (leader) and the vote tally (candidates).
     pub(crate) tracker: ProgressTracker,
-    /// Ticks since the last election reset: a leader's message for followers, the last CheckQuorum
-    /// round for a leader.
+    /// Ticks since the election clock last restarted. Followers and candidates: the current
+    /// leader's last message, the last vote granted or the start of this node's last election,
+    /// never a mere change of term (Figure 2, `follow_higher_term`). A leader: its last
+    /// CheckQuorum round.
     pub(crate) election_elapsed: u32,
     /// Ticks since the leader's last heartbeat round.
     pub(crate) heartbeat_elapsed: u32,
@@ -48,7 +50,10 @@ pub struct Raft<S: Storage> {
     pub(crate) rng: Rng,
     /// Timeouts, switches and limits.
     pub(crate) config: Config,
-    /// Bytes proposed in this leadership and not yet handed out for applying.
+    /// Leader: the total `Entry::size_bytes` of its uncommitted tail, the entries after its commit
+    /// index, whoever appended them (earlier leaders' included: `become_leader` counts them). It
+    /// grows with every entry the leader appends and shrinks by exactly the entries each commit
+    /// covers; 0 in other roles. `Config::uncommitted_bytes_max` bounds it.
     pub(crate) uncommitted_bytes: u64,
     /// Messages that may be sent at once.
     pub(crate) msgs: Vec<Message>,
@@ -173,7 +178,8 @@ impl<S: Storage> Raft<S> {
         self.randomized_election_timeout
     }
 
-    /// Bytes proposed and not yet handed out for applying.
+    /// Leader: bytes of the entries after its commit index (`Entry::size_bytes` of each); 0 in
+    /// other roles.
     pub fn uncommitted_bytes(&self) -> u64 {
         self.uncommitted_bytes
     }
@@ -359,13 +365,15 @@ impl<S: Storage> Raft<S> {
                 MessageBody::RequestVote(rv) if !rv.leader_transfer && self.in_lease() => {
                     return Ok(());
                 }
+                // Only the leader of our current term hands leadership over (transfer.rs).
+                MessageBody::TimeoutNow => return Ok(()),
                 // A pre-vote asks about a term nobody has entered yet; a granted pre-vote answers in it.
                 MessageBody::RequestVote(rv) if rv.pre_vote => {}
                 MessageBody::RequestVoteResponse(r) if r.pre_vote && r.granted => {}
                 MessageBody::AppendEntries(_)
                 | MessageBody::Heartbeat(_)
                 | MessageBody::InstallSnapshot(_) => self.become_follower(m.term, Some(m.from)),
-                _ => self.become_follower(m.term, None),
+                _ => self.follow_higher_term(m.term),
             }
         } else if m.term < self.term {
             self.answer_stale(&m);
@@ -384,6 +392,24 @@ impl<S: Storage> Raft<S> {
             },
         }
         Ok(())
+    }
+
+    /// `term`, above ours, came from a node that is not its leader (a vote request outside any
+    /// lease, or an answer): become a follower in that term, but keep the election clock running.
+    /// Figure 2 restarts it only on hearing from the current leader, granting a vote
+    /// (`handle_request_vote`) or starting an election. Restarted on every higher term, the clock
+    /// of the only node that could win (its log ahead of the others') was held off for as long as
+    /// candidates that could not win kept campaigning, each with a new term (PreVote off; seed
+    /// 51825, a joint configuration in which the voter being removed and another one, both behind,
+    /// campaigned in turn); and a candidate that learned each new term only from the refusal of
+    /// the voter it needed restarted its clock on that answer, so that voter, campaigning on its own
+    /// clock, always took the next term first (seed 54464).
+    fn follow_higher_term(&mut self, term: Term) {
+        let elapsed = self.election_elapsed;
+        let timeout = self.randomized_election_timeout;
+        self.become_follower(term, None);
+        self.election_elapsed = elapsed;
+        self.randomized_election_timeout = timeout;
     }
 
     /// A request from an older term is answered with the current term, so the sender learns it is

@@ -174,8 +174,6 @@ impl<S: Storage> RawNode<S> {
         let committed_entries = raft
             .raft_log
             .take_entries_to_apply(raft.config.apply_bytes_max);
-        let applied_bytes: u64 = committed_entries.iter().map(Entry::size_bytes).sum();
-        raft.uncommitted_bytes = raft.uncommitted_bytes.saturating_sub(applied_bytes);
         Ready {
             soft_state,
             hard_state,

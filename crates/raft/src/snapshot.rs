@@ -1,10 +1,12 @@
 //! Snapshots and log compaction (§7): taking a snapshot of applied state, sending it in bounded
 //! chunks to a follower whose next entry was compacted, receiving and restoring one.
 //!
-//! Invariants: a snapshot never goes backwards (one at or below the commit index is ignored);
-//! restoring one replaces the log, the commit index and the membership with the snapshot's; a
-//! follower in the snapshot state gets no appends until it acknowledges the snapshot's index;
-//! chunks go one at a time and a transfer resumes from the last acknowledged offset.
+//! Invariants: a snapshot never goes backwards (one at or below the commit index is ignored); every
+//! snapshot carries the membership as of its index, with voters (a node refuses to describe one
+//! where it does not know the membership); restoring one replaces the log, the commit index and the
+//! membership with the snapshot's; a follower in the snapshot state gets no appends until it
+//! acknowledges the snapshot's index; chunks go one at a time and a transfer resumes from the last
+//! acknowledged offset.
 
 use bytes::{Bytes, BytesMut};
 
@@ -55,6 +57,15 @@ impl<S: Storage> Raft<S> {
                 reason: "not in the log",
             })?;
         let conf_state = self.conf_state_at(index);
+        if conf_state.voters.is_empty() {
+            // A node that started empty learns the membership only from the entry that adds it
+            // (or a snapshot): below that entry it does not know who voted, and a snapshot without
+            // voters is one no follower can install (a leader would offer it for ever).
+            return Err(Error::SnapshotIndex {
+                index,
+                reason: "the membership there is unknown to this node (it joined later)",
+            });
+        }
         self.compact_conf_history(index, term);
         Ok(Snapshot {
             metadata: SnapshotMetadata {

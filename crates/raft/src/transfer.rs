@@ -2,6 +2,9 @@
 //! up to date, and sends it TimeoutNow; the target campaigns at once, skipping PreVote, and its
 //! vote requests are answered even within a leader's lease. A transfer not done within an election
 //! timeout is abandoned and proposals resume.
+//!
+//! Invariant: a node campaigns on TimeoutNow only when it comes from the leader of its current
+//! term; from anyone else, or from a higher term, it is ignored.
 
 use crate::election::Campaign;
 use crate::error::{Error, Result};
@@ -53,9 +56,11 @@ impl<S: Storage> Raft<S> {
         self.lead_transferee = None;
     }
 
-    /// Follower: the leader hands over; campaign now.
-    pub(crate) fn handle_timeout_now(&mut self) {
-        if self.promotable() {
+    /// Follower: the leader hands over; campaign now. Only the leader of our current term may
+    /// say so: a TimeoutNow from anyone else (a deposed leader's late message, a node that never
+    /// led) is ignored, as its election would skip PreVote and override every voter's lease.
+    pub(crate) fn handle_timeout_now(&mut self, from: NodeId) {
+        if self.leader == Some(from) && self.promotable() {
             self.campaign(Campaign::Transfer);
         }
     }

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 
 use common::{Cluster, config, drain, storage_with_terms};
 use raftkv_raft::{
-    AppendEntries, AppendEntriesResponse, Heartbeat, MemStorage, Message, MessageBody, RawNode,
-    RequestVote, RequestVoteResponse, Role,
+    AppendEntries, AppendEntriesResponse, ConfState, Heartbeat, MemStorage, MemberChange, Message,
+    MessageBody, RawNode, RequestVote, RequestVoteResponse, Role,
 };
 
 fn request_vote(from: u64, to: u64, term: u64, last_log_index: u64, last_log_term: u64) -> Message {
@@ -407,4 +407,170 @@ fn restarted_voter_ignores_votes_for_an_election_timeout() {
     node.step(request_vote(2, 1, 5, 1, 1)).unwrap();
     let msgs = drain(&mut node).msgs;
     assert_eq!(vote_granted(&msgs, 2), Some(true));
+}
+
+/// A node joint between C(old) = {1, 2, 3} and C(new) = {1, 2, 4}, with learner 5, holding one
+/// entry of term 1, that has neither voted nor heard from a leader.
+fn joint_voter() -> RawNode<MemStorage> {
+    let mut storage = storage_with_terms(&[1], 1);
+    storage.set_conf_state(ConfState {
+        voters: [1, 2, 4].into(),
+        voters_outgoing: [1, 2, 3].into(),
+        learners: [5].into(),
+    });
+    let mut cfg = config(1, &[]);
+    cfg.check_quorum = false; // no restart guard: it answers at once
+    RawNode::new(&cfg, storage).unwrap()
+}
+
+/// Whether a fresh `joint_voter` (in term 1) grants a (pre-)vote request for `term` from
+/// `candidate` whose log ends at `last_log_index` in term 1.
+fn joint_voter_grants(candidate: u64, last_log_index: u64, pre_vote: bool, term: u64) -> bool {
+    let mut node = joint_voter();
+    let mut request = request_vote(candidate, 1, term, last_log_index, 1);
+    if let MessageBody::RequestVote(rv) = &mut request.body {
+        rv.pre_vote = pre_vote;
+    }
+    node.step(request).unwrap();
+    vote_granted(&drain(&mut node).msgs, candidate) == Some(true)
+}
+
+/// A candidate that neither half of the configuration contains, with a log equal to ours, holds
+/// our configuration and is no voter in it (a removed server campaigning on its previous
+/// configuration): no vote, no pre-vote. With a log ahead of ours it may hold the entry that made
+/// it a voter, which we lack, and may need our vote (thesis §4.1): it is answered like any voter.
+#[test]
+fn a_candidate_outside_the_configuration_gets_a_vote_only_with_a_log_ahead_of_ours() {
+    for (pre_vote, term) in [(false, 1), (false, 2), (true, 2)] {
+        assert!(!joint_voter_grants(9, 1, pre_vote, term), "stranger");
+        assert!(!joint_voter_grants(5, 1, pre_vote, term), "learner");
+        assert!(joint_voter_grants(3, 1, pre_vote, term), "outgoing voter");
+        assert!(joint_voter_grants(4, 1, pre_vote, term), "incoming voter");
+        assert!(joint_voter_grants(9, 2, pre_vote, term), "stranger ahead");
+    }
+    let mut node = joint_voter();
+    node.step(request_vote(9, 1, 2, 1, 1)).unwrap();
+    drain(&mut node);
+    assert_eq!(node.raft().vote(), None, "recorded a vote for a stranger");
+}
+
+/// A new server knows no configuration until the entry adding it arrives, and the leader adding it
+/// may need its vote before then (joint consensus counts it in C(new)); that leader's log is ahead
+/// of the new server's empty one.
+#[test]
+fn a_new_server_votes_for_the_leader_adding_it_before_it_knows_the_configuration() {
+    let mut node = RawNode::new(&config(4, &[]), MemStorage::new()).unwrap();
+    node.step(request_vote(1, 4, 2, 5, 1)).unwrap();
+    assert_eq!(vote_granted(&drain(&mut node).msgs, 1), Some(true));
+}
+
+/// Thesis §4.2.3: a removed server that missed its removal still holds the old configuration and
+/// campaigns with ever higher terms. Without PreVote, CheckQuorum's lease makes the members ignore
+/// it only while they have a leader. Here voter 4 is removed while cut off, then the leader is
+/// lost, and node 4 campaigns every 5 ticks, more often than the election timeout (as two removed
+/// servers do, leapfrogging each other's terms through the members' refusals). The members follow
+/// its terms and refuse it, but their election clocks keep running (Figure 2): they time out and
+/// elect a leader among themselves. Restarting their clocks on each of its requests kept every
+/// member from ever timing out.
+#[test]
+fn a_removed_server_cannot_hold_off_the_members_election() {
+    let mut c = Cluster::with(&[1, 2, 3, 4], no_prevote, |_| MemStorage::new());
+    c.campaign(1);
+    c.isolate(4);
+    c.change_membership(1, &[MemberChange::Remove(4)]).unwrap();
+    assert_eq!(
+        c.node(2).raft().conf_state(),
+        &ConfState::from_voters([1, 2, 3])
+    );
+    assert!(c.node(4).raft().conf_state().voters.contains(&4));
+    c.heal();
+    c.isolate(1);
+    let members_leader = |c: &Cluster| c.leaders().into_iter().find(|&id| id != 1);
+    for tick in 0..100 {
+        if members_leader(&c).is_some() {
+            break;
+        }
+        if tick % 5 == 0 {
+            c.node_mut(4).force_campaign();
+        }
+        c.tick_all(1);
+    }
+    assert!(
+        members_leader(&c).is_some_and(|leader| leader != 4),
+        "no leader among the members"
+    );
+}
+
+/// Figure 2: a follower's election clock restarts when it hears from the leader or grants a vote,
+/// not when a vote request merely moves it to a higher term. Here leader 3 starts removing voter 1
+/// (the joint configuration {2, 3} and {1, 2, 3} reaches every node), appends one more entry that
+/// only it holds, and loses its leadership. Only node 3 can be elected now: nodes 1 and 2 need
+/// node 3's vote for the {2, 3} half, and its log is ahead of theirs. Nodes 1 and 2 keep
+/// campaigning (every 5 ticks here, as split votes between them can), each time with a higher
+/// term. Node 3 refuses them and follows their terms, but its clock keeps running: it times out
+/// and wins. Restarting its clock on each of their requests held it off for ever (PreVote off).
+#[test]
+fn a_refused_vote_request_does_not_restart_the_election_clock() {
+    let mut c = Cluster::with(&[1, 2, 3], no_prevote, |_| MemStorage::new());
+    c.campaign(3);
+    c.cut(1, 3);
+    c.cut(2, 3); // no acknowledgement reaches node 3: nothing new commits
+    c.change_membership(3, &[MemberChange::Remove(1)]).unwrap();
+    c.isolate(3);
+    c.propose(3, "only on node 3").unwrap();
+    c.tick_node(3, 20); // CheckQuorum: node 3 steps down
+    assert_eq!(c.role(3), Role::Follower);
+    assert!(c.node(1).raft().conf_state().is_joint());
+    let last = |c: &Cluster, id| c.node(id).raft().raft_log().last_index();
+    assert!(last(&c, 3) > last(&c, 1) && last(&c, 1) == last(&c, 2));
+    c.heal();
+    for tick in 0..100 {
+        if !c.leaders().is_empty() {
+            break;
+        }
+        if tick % 5 == 0 {
+            c.node_mut(1 + tick / 5 % 2).force_campaign();
+        }
+        c.tick_all(1);
+    }
+    assert_eq!(c.leaders(), vec![3]);
+}
+
+/// Figure 2 again, for the answers a candidate gets: a refusal from a higher term makes it a
+/// follower of that term, with its election clock still running from the start of its election.
+/// Found with seed 54464: the candidate that alone could win needed the vote of a voter that
+/// campaigned on its own clock and never sent it anything (it was no voter in that voter's older
+/// configuration), so the candidate learned each new term only from that voter's refusal.
+/// Restarting its clock on the refusal put it behind the voter's clock every time, and the voter
+/// always took the next term first.
+#[test]
+fn a_higher_term_in_an_answer_does_not_restart_the_election_clock() {
+    let mut cfg = config(1, &[1, 2, 3]);
+    cfg.pre_vote = false;
+    let mut node = RawNode::new(&cfg, MemStorage::new()).unwrap();
+    node.campaign();
+    assert_eq!(node.raft().role(), Role::Candidate);
+    let timeout = node.raft().randomized_election_timeout();
+    for _ in 1..timeout {
+        node.tick();
+    }
+    let refusal = Message {
+        from: 2,
+        to: 1,
+        term: 5,
+        body: MessageBody::RequestVoteResponse(RequestVoteResponse {
+            pre_vote: false,
+            granted: false,
+        }),
+    };
+    node.step(refusal).unwrap();
+    assert_eq!(
+        (node.raft().role(), node.raft().term()),
+        (Role::Follower, 5)
+    );
+    node.tick();
+    assert_eq!(
+        (node.raft().role(), node.raft().term()),
+        (Role::Candidate, 6)
+    );
 }

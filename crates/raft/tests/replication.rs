@@ -6,8 +6,8 @@ mod common;
 use bytes::Bytes;
 use common::{Cluster, config, drain, log_terms, storage_with_terms};
 use raftkv_raft::{
-    AppendEntries, AppendEntriesResponse, ConflictHint, Entry, Error, Heartbeat, MemStorage,
-    Message, MessageBody, RawNode, Role,
+    AppendEntries, AppendEntriesResponse, ConflictHint, ENTRY_OVERHEAD_BYTES, Entry, Error,
+    Heartbeat, MemStorage, Message, MessageBody, RawNode, RequestVoteResponse, Role,
 };
 
 /// The leader's log in the paper's Figure 7 (term 8).
@@ -422,4 +422,74 @@ fn hostile_message_fields_are_refused_without_panic() {
     misrouted.to = 3;
     refused(&mut node, misrouted);
     assert_eq!(node.raft().term(), 0);
+}
+
+/// Total `size_bytes` of the entries after `node`'s commit index.
+fn uncommitted_tail_bytes(node: &RawNode<MemStorage>) -> u64 {
+    let log = node.raft().raft_log();
+    log.slice(log.committed() + 1, log.last_index() + 1, u64::MAX)
+        .unwrap()
+        .iter()
+        .map(Entry::size_bytes)
+        .sum()
+}
+
+/// `Config::uncommitted_bytes_max` bounds the entries after the leader's commit index, whoever
+/// appended them. Leader 1 replicates three entries that do not commit and is cut off; node 2,
+/// elected with them in its log, must count them (and its own empty entry) from the start, or it
+/// could hold twice the limit, and its count must follow its tail exactly from then on.
+#[test]
+fn a_new_leader_counts_the_uncommitted_tail_it_inherits() {
+    let entry_bytes = Entry::new(1, 1, Bytes::from(vec![0; 100])).size_bytes();
+    let mut c = leader_with_silent_followers(|cfg| {
+        cfg.uncommitted_bytes_max = 3 * entry_bytes;
+        cfg.check_quorum = false; // node 3 votes without waiting out leader 1's lease
+    });
+    for _ in 0..3 {
+        c.node_mut(1).propose(Bytes::from(vec![0; 100])).unwrap();
+    }
+    c.stabilize();
+    assert_eq!(c.node(2).raft().raft_log().last_index(), 4);
+    assert_eq!(c.committed(2), 1);
+
+    c.isolate(1);
+    c.cut(3, 2); // node 3's answers never reach node 2: nothing commits there yet
+    c.node_mut(2).force_campaign();
+    let term = c.term(2);
+    c.node_mut(2)
+        .step(Message {
+            from: 3,
+            to: 2,
+            term,
+            body: MessageBody::RequestVoteResponse(RequestVoteResponse {
+                pre_vote: false,
+                granted: true,
+            }),
+        })
+        .unwrap();
+    c.stabilize();
+    assert_eq!(c.role(2), Role::Leader);
+    let inherited = 3 * entry_bytes + ENTRY_OVERHEAD_BYTES; // three proposals and its empty entry
+    assert_eq!(uncommitted_tail_bytes(c.node(2)), inherited);
+    assert_eq!(c.node(2).raft().uncommitted_bytes(), inherited);
+    let refused = c.node_mut(2).propose(Bytes::from(vec![0; 100]));
+    assert!(
+        matches!(refused, Err(Error::Overloaded { uncommitted_bytes, .. }) if uncommitted_bytes == inherited),
+        "{refused:?}"
+    );
+
+    c.heal_link(3, 2);
+    c.tick_node(2, 1);
+    assert_eq!(c.committed(2), 5);
+    assert_eq!(c.node(2).raft().uncommitted_bytes(), 0);
+
+    c.cut(3, 2);
+    c.propose(2, "x").unwrap();
+    assert_eq!(
+        c.node(2).raft().uncommitted_bytes(),
+        uncommitted_tail_bytes(c.node(2))
+    );
+    c.heal_link(3, 2);
+    c.tick_node(2, 1);
+    assert_eq!(c.node(2).raft().uncommitted_bytes(), 0);
 }

@@ -6,8 +6,8 @@ mod common;
 use bytes::Bytes;
 use common::{Cluster, config, drain};
 use raftkv_raft::{
-    AppendEntriesResponse, ConfState, Error, InstallSnapshot, MemStorage, Message, MessageBody,
-    ProgressState, RawNode, SnapshotMetadata,
+    AppendEntriesResponse, ConfState, Error, InstallSnapshot, MemStorage, MemberChange, Message,
+    MessageBody, ProgressState, RawNode, SnapshotMetadata, Storage,
 };
 
 /// Leader 1 commits 20 entries while node 3 is cut off, then compacts its log.
@@ -225,4 +225,87 @@ fn snapshot_whose_last_entry_is_held_keeps_the_later_log() {
     );
     assert_eq!(node.raft().raft_log().last_index(), 12);
     assert_eq!(node.raft().raft_log().committed(), 10);
+}
+
+/// Voters {1, 2, 3} commit entries 1..=4 while node 3 is cut off; then node 4, started empty, is
+/// added as a voter (the joint configuration at 5, C(new) at 6) and catches up one entry per round
+/// trip. After every round its application snapshots its applied state once it has applied 4
+/// entries past its last snapshot, as the simulator's nodes do, and tries again after the next
+/// round when the core refuses.
+fn node_4_joins_and_snapshots_every_4_entries() -> Cluster {
+    let one_entry_per_round_trip = |cfg: &mut raftkv_raft::Config| {
+        cfg.msg_entries_max = 1;
+        cfg.inflight_msgs_max = 1;
+    };
+    let mut c = Cluster::with(&[1, 2, 3], one_entry_per_round_trip, |_| MemStorage::new());
+    c.campaign(1);
+    c.isolate(3);
+    for data in ["a", "b", "c"] {
+        c.propose(1, data).unwrap();
+    }
+    c.add_node(4);
+    c.node_mut(1)
+        .propose_conf_change(vec![MemberChange::AddVoter(4)])
+        .unwrap();
+    c.node_mut(1).tick(); // a heartbeat: node 4 answers, and the leader starts probing it
+    while c.round() {
+        let applied = c.node(4).raft().raft_log().applied();
+        let snapshot_index = c.node(4).storage().snapshot().metadata.index;
+        if applied >= snapshot_index + 4 {
+            match c.try_compact(4, applied) {
+                Ok(()) | Err(Error::SnapshotIndex { .. }) => {}
+                Err(e) => panic!("snapshot at {applied}: {e}"),
+            }
+        }
+    }
+    assert_eq!(c.node(4).raft().conf_state().voters, [1, 2, 3, 4].into());
+    c
+}
+
+/// A snapshot must say who votes as of its index, or no follower can install it. A node that
+/// started empty learns the membership only from the entry that adds it: below that entry it does
+/// not know it, and refuses to describe a snapshot there; from that entry on, it can.
+#[test]
+fn a_snapshot_is_described_only_where_the_node_knows_the_membership() {
+    let mut c = node_4_joins_and_snapshots_every_4_entries();
+    let stored = c.node(4).storage().snapshot().metadata;
+    assert!(
+        stored.index >= 5,
+        "snapshot at {} below its join",
+        stored.index
+    );
+    assert_eq!(stored.conf_state.voters, [1, 2, 3, 4].into());
+    assert!(matches!(
+        c.node_mut(4).create_snapshot(4, Bytes::new()),
+        Err(Error::SnapshotIndex { index: 4, .. })
+    ));
+}
+
+/// Found by the simulator: a leader that joined through a membership change, started empty, had
+/// compacted its log with a snapshot taken below the entry that added it, without voters; it
+/// offered that snapshot to a lagging follower again and again, and the follower refused it every
+/// time as malformed. Here node 4 leads and node 3, behind its compaction point, must catch up
+/// from it through a snapshot.
+#[test]
+fn a_leader_that_joined_empty_brings_a_lagging_follower_up_through_a_snapshot() {
+    let mut c = node_4_joins_and_snapshots_every_4_entries();
+    c.node_mut(1).transfer_leader(4).unwrap();
+    c.stabilize();
+    assert_eq!(c.leaders(), vec![4]);
+    assert!(
+        c.node(4).raft().raft_log().first_index() > 2,
+        "not compacted"
+    );
+    c.heal();
+    c.tick_all(2);
+    assert_eq!(c.committed(3), c.node(4).raft().raft_log().last_index());
+    // The harness's snapshot keeps (index, term, data) of each applied entry, not its kind.
+    let applied = |id| -> Vec<_> {
+        c.applied[&id]
+            .iter()
+            .map(|e| (e.index, e.term, e.data.clone()))
+            .collect()
+    };
+    assert_eq!(applied(3), applied(4));
+    assert_eq!(c.node(3).raft().conf_state().voters, [1, 2, 3, 4].into());
 }

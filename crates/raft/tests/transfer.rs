@@ -4,7 +4,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{Cluster, drain};
-use raftkv_raft::{Error, MessageBody, Role};
+use raftkv_raft::{Error, Message, MessageBody, Role};
 
 #[test]
 fn transfer_makes_the_up_to_date_target_leader() {
@@ -78,4 +78,45 @@ fn transfer_only_to_a_voter() {
     let mut c = Cluster::new(&[1, 2, 3]);
     c.campaign(1);
     assert_eq!(c.node_mut(1).transfer_leader(9), Err(Error::NotAVoter(9)));
+}
+
+fn timeout_now(from: u64, to: u64, term: u64) -> Message {
+    Message {
+        from,
+        to,
+        term,
+        body: MessageBody::TimeoutNow,
+    }
+}
+
+/// TimeoutNow makes a node campaign at once, skipping PreVote and every voter's lease, so only the
+/// leader of the node's current term may send it: from a follower of that term, or from a higher
+/// term nobody has shown to be led, it is ignored and changes nothing.
+#[test]
+fn timeout_now_is_accepted_only_from_the_leader_of_the_current_term() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.campaign(1);
+    let term = c.term(2);
+    assert_eq!(c.node(2).raft().leader(), Some(1));
+
+    c.node_mut(2).step(timeout_now(3, 2, term)).unwrap();
+    assert_eq!(
+        (c.role(2), c.term(2)),
+        (Role::Follower, term),
+        "from a follower"
+    );
+    c.node_mut(2).step(timeout_now(3, 2, term + 1)).unwrap();
+    assert_eq!(
+        (c.role(2), c.term(2)),
+        (Role::Follower, term),
+        "from a higher term"
+    );
+    assert!(drain(c.node_mut(2)).msgs.is_empty());
+
+    c.node_mut(2).step(timeout_now(1, 2, term)).unwrap();
+    assert_eq!(
+        (c.role(2), c.term(2)),
+        (Role::Candidate, term + 1),
+        "from the leader"
+    );
 }

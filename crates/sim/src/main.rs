@@ -2,15 +2,17 @@
 //!
 //! `raftkv-sim --seeds 0..N [--nodes K] [--steps S]` runs seeds in sequence; on a violation it
 //! prints the seed, the property broken and the end of the trace, and exits non-zero.
-//! `raftkv-sim --seed X --trace` replays one seed and prints its whole trace.
+//! `raftkv-sim --seed X --trace` replays one seed and prints its whole trace. `--pre-vote on|off`
+//! forces PreVote in every seed, which otherwise draws it (swarm.rs).
 
 use std::ops::Range;
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use raftkv_sim::{RunReport, SimOptions, Stats, run};
+use raftkv_sim::{RunReport, SimConfig, SimConfigHook, SimOptions, Stats, run};
 
 /// Deterministic simulation of a raftkv cluster under faults.
 #[derive(Debug, Parser)]
@@ -34,6 +36,10 @@ struct Args {
     /// Keep running after a violation (print a one-line report for each) instead of stopping.
     #[arg(long)]
     keep_going: bool,
+    /// Force PreVote on or off in every seed instead of each seed's own draw (the rest of the
+    /// seed's configuration is drawn as usual).
+    #[arg(long, value_parser = parse_switch)]
+    pre_vote: Option<bool>,
     /// Break a Raft rule on purpose (commit-past-term, double-vote, no-election-restriction,
     /// no-joint-consensus, read-without-round, lease-during-transfer, snapshot-keeps-old-conf).
     #[cfg(feature = "mutations")]
@@ -51,6 +57,14 @@ fn parse_range(text: &str) -> anyhow::Result<Range<u64>> {
         bail!("--seeds {text}: END must be greater than START");
     }
     Ok(start..end)
+}
+
+fn parse_switch(text: &str) -> anyhow::Result<bool> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => bail!("expected on or off, got {other:?}"),
+    }
 }
 
 #[cfg(feature = "mutations")]
@@ -79,6 +93,10 @@ fn replay_command(args: &Args, seed: u64) -> String {
     }
     if let Some(steps) = args.steps {
         command.push_str(&format!(" --steps {steps}"));
+    }
+    if let Some(pre_vote) = args.pre_vote {
+        let switch = if pre_vote { "on" } else { "off" };
+        command.push_str(&format!(" --pre-vote {switch}"));
     }
     command
 }
@@ -126,6 +144,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
         nodes: args.nodes,
         steps: args.steps,
         full_trace: args.trace,
+        adjust: args.pre_vote.map(|pre_vote| {
+            Rc::new(move |c: &mut SimConfig| c.force_pre_vote(pre_vote)) as SimConfigHook
+        }),
         ..SimOptions::default()
     };
     #[cfg(feature = "mutations")]

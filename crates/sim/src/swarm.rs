@@ -31,6 +31,17 @@ pub struct RaftKnobs {
     pub snapshot_chunk_bytes_max: u64,
 }
 
+impl RaftKnobs {
+    /// A server removed by an entry it never received times out and campaigns with a higher term
+    /// for ever; without PreVote or CheckQuorum's lease nothing stops it from deposing every leader
+    /// (thesis §4.2.3), so membership changes need one of them: CheckQuorum is switched on.
+    fn protect_membership_changes(&mut self, faults: &FaultMix) {
+        if faults.membership > 0.0 && !self.pre_vote && !self.check_quorum {
+            self.check_quorum = true;
+        }
+    }
+}
+
 /// Everything that defines one simulated run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimConfig {
@@ -86,12 +97,7 @@ impl SimConfig {
         };
         let faults = swarm_faults(&mut rng);
         let mut raft = raft;
-        if faults.membership > 0.0 && !raft.pre_vote && !raft.check_quorum {
-            // A server removed by an entry it never received times out and campaigns with a higher
-            // term for ever; without PreVote or CheckQuorum's lease nothing stops it from deposing
-            // every leader (thesis §4.2.3), so membership changes need one of them.
-            raft.check_quorum = true;
-        }
+        raft.protect_membership_changes(&faults);
         let spares = if faults.membership > 0.0 {
             rng.range(1, 3) as usize
         } else {
@@ -158,6 +164,15 @@ impl SimConfig {
             };
         }
         config
+    }
+}
+
+impl SimConfig {
+    /// Forces PreVote on or off (for soaks of one setting); the rest of the seed's draw stays,
+    /// except that CheckQuorum is switched on where membership changes then need it.
+    pub fn force_pre_vote(&mut self, pre_vote: bool) {
+        self.raft.pre_vote = pre_vote;
+        self.raft.protect_membership_changes(&self.faults);
     }
 }
 

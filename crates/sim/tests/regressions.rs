@@ -115,3 +115,52 @@ fn regression_hard_state_is_never_durable_without_its_entries_seed_1772() {
     assert_clean(1772);
     assert_clean(5445);
 }
+
+fn pre_vote_off(config: &mut SimConfig) {
+    config.force_pre_vote(false);
+}
+
+/// Guards the vote rule (raft election.rs, `may_be_voter`) against being made stricter: refusing
+/// candidates outside the voter's configuration left these seeds without a leader for ever
+/// (PreVote forced off). Seed 17, refusing every such candidate: the servers a lone voter added
+/// knew no configuration yet and refused it, and it needed their votes. Seed 2025, even with
+/// servers that know no configuration exempted: a voter that had lagged through several changes
+/// refused the only candidate that could win. Liveness: "no leader".
+#[test]
+fn regression_votes_reach_candidates_added_by_entries_the_voter_lacks_seeds_17_2025() {
+    assert_clean_with(17, Some(pre_vote_off));
+    assert_clean_with(2025, Some(pre_vote_off));
+}
+
+/// Fixed (raft.rs, `follow_term_of_vote_request`; Figure 2): PreVote off, a joint configuration
+/// removing voter 1 in which only node 3 could win (its log was ahead, and the {2, 3} half needed
+/// its vote). Nodes 1 and 2 campaigned in turn, each with a new term; every request restarted node
+/// 3's election clock, so it almost never timed out first, and the cluster went without a leader
+/// for most of the quiet period. A refused vote request moves a node to its term but no longer
+/// restarts its clock. Liveness: leases still unrevoked when the bound passed.
+#[test]
+fn regression_refused_vote_request_keeps_the_election_clock_seed_51825() {
+    assert_clean(51825);
+}
+
+/// Fixed (raft.rs, `follow_higher_term`; Figure 2): PreVote off; node 2, the only node that could
+/// win, needed the vote of node 1, which campaigned on its own clock and never sent node 2
+/// anything (node 2 was no voter in node 1's older configuration). Node 2 learned each new term
+/// only from node 1's refusal and restarted its election clock on it, so node 1 always took the
+/// next term first. An answer from a higher term no longer restarts the clock. Liveness: leases
+/// still unrevoked when the bound passed.
+#[test]
+fn regression_higher_term_in_an_answer_keeps_the_election_clock_seed_54464() {
+    assert_clean(54464);
+}
+
+/// Fixed (raft.rs, `step`): PreVote off; a joint configuration needed the vote of node 3, far
+/// behind, which nodes 1 and 3, both unable to win, kept taking in each new term. Nodes 2 and 6,
+/// which could win, ignored node 1's vote requests (it could never get their votes) and so
+/// learned each new term only from node 3's refusals, always one term late. Vote requests from a
+/// higher term move a node to that term again, whoever sends them (outside a lease). Liveness:
+/// "no leader".
+#[test]
+fn regression_vote_requests_from_hopeless_candidates_still_carry_the_term_seed_62934() {
+    assert_clean(62934);
+}

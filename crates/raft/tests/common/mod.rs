@@ -273,36 +273,41 @@ impl Cluster {
 
     /// Persists, applies and delivers until nothing moves.
     pub fn stabilize(&mut self) {
-        loop {
-            let mut msgs = Vec::new();
-            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-            for id in ids {
-                let node = self.nodes.get_mut(&id).unwrap();
-                let out = drain(node);
-                msgs.extend(out.msgs);
-                let applied = self.applied.entry(id).or_default();
-                if let Some(snapshot) = out.snapshot {
-                    *applied = decode_applied(&snapshot.data);
-                }
-                applied.extend(out.applied);
-                self.read_states
-                    .entry(id)
-                    .or_default()
-                    .extend(out.read_states);
+        while self.round() {}
+    }
+
+    /// One round: every node persists and applies its pending output, then the messages it handed
+    /// out are delivered. Returns whether any message was handed out.
+    pub fn round(&mut self) -> bool {
+        let mut msgs = Vec::new();
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let node = self.nodes.get_mut(&id).unwrap();
+            let out = drain(node);
+            msgs.extend(out.msgs);
+            let applied = self.applied.entry(id).or_default();
+            if let Some(snapshot) = out.snapshot {
+                *applied = decode_applied(&snapshot.data);
             }
-            if msgs.is_empty() {
-                return;
+            applied.extend(out.applied);
+            self.read_states
+                .entry(id)
+                .or_default()
+                .extend(out.read_states);
+        }
+        if msgs.is_empty() {
+            return false;
+        }
+        for m in msgs {
+            if self.cut.contains(&(m.from, m.to)) {
+                continue;
             }
-            for m in msgs {
-                if self.cut.contains(&(m.from, m.to)) {
-                    continue;
-                }
-                if let Some(node) = self.nodes.get_mut(&m.to) {
-                    self.delivered.push(m.clone());
-                    node.step(m).unwrap();
-                }
+            if let Some(node) = self.nodes.get_mut(&m.to) {
+                self.delivered.push(m.clone());
+                node.step(m).unwrap();
             }
         }
+        true
     }
 
     /// Adds a node that belongs to no configuration yet (it learns one from the leader's log or
@@ -328,14 +333,20 @@ impl Cluster {
 
     /// Snapshots `id`'s applied state at its applied index and compacts its log there.
     pub fn compact(&mut self, id: NodeId) {
-        let applied = self.applied[&id].clone();
         let index = self.node(id).raft().raft_log().applied();
+        self.try_compact(id, index).unwrap();
+    }
+
+    /// Snapshots `id`'s applied state at `index` and compacts its log there, if the core agrees
+    /// to describe a snapshot at `index`.
+    pub fn try_compact(&mut self, id: NodeId, index: u64) -> raftkv_raft::Result<()> {
+        let applied = self.applied[&id].clone();
         let upto: Vec<Entry> = applied.into_iter().filter(|e| e.index <= index).collect();
         let snapshot = self
             .node_mut(id)
-            .create_snapshot(index, encode_applied(&upto))
-            .unwrap();
+            .create_snapshot(index, encode_applied(&upto))?;
         assert!(self.node_mut(id).storage_mut().compact(snapshot));
+        Ok(())
     }
 
     /// Asks `id` for a read index and settles.
