@@ -292,3 +292,60 @@ async fn a_write_retried_in_its_session_after_the_leader_dies_is_applied_exactly
         "the retry repeats the first answer"
     );
 }
+
+/// A flood of junk connections on a follower's peer port (idle ones holding handshake slots,
+/// thousands of them) does not cut the follower off from its leader: it keeps applying, no
+/// election happens, and the refusals are logged as a few summary lines.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_junk_peer_connections_does_not_cut_a_follower_off() {
+    /// Junk connections held open at once (under the test process's own descriptor limit).
+    const JUNK: usize = 800;
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, urls) = started_cluster(root.path(), &["j1", "j2", "j3"]);
+    let leader = wait_for_leader(&urls).await;
+    let follower = (leader + 1) % 3;
+    let term = status(&urls[leader]).await.unwrap()["term"].clone();
+    let peer = nodes[follower].peer.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooding = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut held = std::collections::VecDeque::new();
+            let mut opened = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(socket) = std::net::TcpStream::connect(&peer) {
+                    opened += 1;
+                    held.push_back(socket);
+                }
+                if held.len() > JUNK {
+                    held.pop_front();
+                }
+            }
+            opened
+        })
+    };
+    let started = Instant::now();
+    let mut written = 0u64;
+    while started.elapsed() < ELECTION_TIMEOUT * 10 {
+        put_ok(&urls[leader], &format!("flood-{written}"), "v").await;
+        written += 1;
+    }
+    let applied_on_leader = status(&urls[leader]).await.unwrap()["applied_index"]
+        .as_u64()
+        .unwrap();
+    let caught_up = eventually("the follower to keep applying", || async {
+        let s = status(&urls[follower]).await?;
+        (s["applied_index"].as_u64()? >= applied_on_leader).then_some(s)
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened = flooding.join().unwrap();
+    assert!(opened > JUNK, "the flood opened {opened} connections");
+    assert_eq!(caught_up["term"], term, "no election: {caught_up}");
+    let log = nodes[follower].log_text();
+    let lines = log.matches("peer connections refused").count();
+    assert!(
+        (1..=20).contains(&lines),
+        "{lines} refusal lines for {opened} junk connections"
+    );
+}

@@ -25,6 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::time::{Instant, Sleep};
 
+use crate::log_limit::LogLimit;
+
 /// How often refused connections and accept errors are summarized in the log.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How long accepting pauses after an accept error (out of descriptors, say).
@@ -55,7 +57,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
     let graceful = GracefulShutdown::new();
-    let mut refusals = Refusals::default();
+    let mut refusals = LogLimit::new("client connections refused", REFUSAL_LOG_INTERVAL);
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
@@ -90,32 +92,6 @@ pub async fn serve(
         });
     }
     graceful.shutdown().await;
-}
-
-/// Refused connections and accept errors, logged once per interval.
-#[derive(Default)]
-struct Refusals {
-    count: u64,
-    since: Option<Instant>,
-}
-
-impl Refusals {
-    fn note(&mut self, what: &str) {
-        self.count += 1;
-        let now = Instant::now();
-        if self
-            .since
-            .is_none_or(|since| now.duration_since(since) >= REFUSAL_LOG_INTERVAL)
-        {
-            tracing::warn!(
-                count = self.count,
-                last = what,
-                "client connections refused"
-            );
-            self.count = 0;
-            self.since = Some(now);
-        }
-    }
 }
 
 /// A TCP stream that fails with `TimedOut` once no byte went either way for `idle`.

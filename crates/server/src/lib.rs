@@ -25,6 +25,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod http_serve;
+pub mod log_limit;
 pub mod meta;
 pub mod metrics;
 pub mod node;

@@ -6,12 +6,14 @@
 //! own retries (heartbeats, probes, snapshot resumption from the acknowledged offset) recover.
 //! A broken connection is re-dialled with exponential backoff.
 //!
-//! Inbound, a connection starts with a handshake naming the cluster and both nodes; a node of
-//! another cluster, a removed node, or a connection meant for another node is refused with a log
-//! line. Garbage, a bad checksum or an oversized frame closes that connection and nothing else.
-//! Inbound connections are bounded in number.
+//! Inbound, a connection starts with a handshake naming the cluster and both nodes, sent within
+//! `INBOUND_HANDSHAKE_TIMEOUT`; a node of another cluster, a removed node, or a connection meant
+//! for another node is refused. Garbage, a bad checksum or an oversized frame closes that
+//! connection and nothing else. Handshakes in progress are bounded (`PEER_HANDSHAKES_MAX`), and
+//! established connections per member separately (`PEER_CONNECTIONS_PER_MEMBER_MAX`), so a flood
+//! of junk connections cannot take a member's place; refusals are logged as summaries.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -24,6 +26,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::codec::{FRAME_BYTES_MAX, decode_frame, encode_frame};
 use crate::error::{Result, ServerError};
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::node::{Input, Shared};
 
@@ -34,8 +37,16 @@ pub const FRAME_MSGS_MAX: usize = 256;
 /// Bytes of entries and snapshot data batched into one frame (a single larger message still goes
 /// alone, up to `FRAME_BYTES_MAX`).
 pub const FRAME_BATCH_BYTES_MAX: u64 = 4 * 1024 * 1024;
-/// Inbound peer connections served at once.
-pub const PEER_CONNECTIONS_MAX: usize = 64;
+/// Inbound peer connections in their handshake at once (each holds a slot for at most
+/// `INBOUND_HANDSHAKE_TIMEOUT`); more are refused.
+pub const PEER_HANDSHAKES_MAX: usize = 64;
+/// Established inbound connections per member (it keeps one; the rest covers reconnects), so
+/// junk connections can never take a member's place.
+pub const PEER_CONNECTIONS_PER_MEMBER_MAX: usize = 4;
+/// Time an inbound connection has to send its handshake.
+pub const INBOUND_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often refused peer connections are summarized in the log.
+pub const PEER_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// First and last delay between reconnection attempts.
 pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest delay between reconnection attempts.
@@ -45,7 +56,7 @@ pub const STABLE_CONNECTION: Duration = Duration::from_secs(1);
 /// An inbound connection silent this long is closed (its peer vanished without a reset); the
 /// peer reconnects when it has something to say.
 pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time allowed to connect or to read a handshake.
+/// Time allowed to connect to a peer.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Snapshot bytes sent per second to one peer at most, so catching up a follower does not starve
@@ -279,7 +290,10 @@ async fn drain_for(queue: &mut mpsc::Receiver<Message>, wait: Duration) -> Resul
     }
 }
 
-/// Accepts peer connections on `listener` and feeds their messages to the driver.
+/// Accepts peer connections: each gets a handshake slot (`PEER_HANDSHAKES_MAX`, for at most
+/// `INBOUND_HANDSHAKE_TIMEOUT`); a member that completes the handshake moves to its own slots
+/// (`PEER_CONNECTIONS_PER_MEMBER_MAX`), so junk never takes a member's place. Refusals and
+/// failed handshakes are logged as summaries.
 pub async fn serve_peers(
     listener: TcpListener,
     id: NodeId,
@@ -287,40 +301,97 @@ pub async fn serve_peers(
     removed: RemovedCheck,
     inputs: SyncSender<Input>,
 ) {
-    let slots = Arc::new(Semaphore::new(PEER_CONNECTIONS_MAX));
+    let handshakes = Arc::new(Semaphore::new(PEER_HANDSHAKES_MAX));
+    let established: Arc<Mutex<BTreeMap<NodeId, usize>>> = Arc::default();
+    let refused = Arc::new(Mutex::new(LogLimit::new(
+        "peer connections refused",
+        PEER_REFUSAL_LOG_INTERVAL,
+    )));
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
-                tracing::warn!(error = %e, "accepting a peer connection failed");
+                lock(&refused).note(&format!("accept failed: {e}"));
                 tokio::time::sleep(RECONNECT_BACKOFF_MIN).await;
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%remote, "too many peer connections; refused");
+        let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+            lock(&refused).note(&format!("{remote}: every handshake slot is taken"));
             continue;
         };
-        let removed = removed.clone();
-        let inputs = inputs.clone();
+        let (removed, inputs) = (removed.clone(), inputs.clone());
+        let (established, refused) = (established.clone(), refused.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_peer(stream, id, cluster_id, removed, inputs).await {
+            let from = match accept_handshake(stream, id, cluster_id, &removed).await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    lock(&refused).note(&format!("{remote}: {e}"));
+                    return;
+                }
+            };
+            drop(handshake);
+            let (mut stream, from) = from;
+            let Some(_slot) = MemberSlot::take(&established, from) else {
+                lock(&refused).note(&format!(
+                    "{remote}: node {from} already has {PEER_CONNECTIONS_PER_MEMBER_MAX} connections"
+                ));
+                return;
+            };
+            if let Err(e) = serve_peer(&mut stream, id, from, inputs).await {
                 tracing::warn!(%remote, error = %e, "peer connection closed");
             }
-            drop(permit);
         });
     }
 }
 
-async fn serve_peer(
+/// A lock that a panic elsewhere does not poison for good.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One of a member's established-connection slots, given back on drop.
+struct MemberSlot {
+    established: Arc<Mutex<BTreeMap<NodeId, usize>>>,
+    member: NodeId,
+}
+
+impl MemberSlot {
+    fn take(established: &Arc<Mutex<BTreeMap<NodeId, usize>>>, member: NodeId) -> Option<Self> {
+        let mut counts = lock(established);
+        let count = counts.entry(member).or_insert(0);
+        if *count >= PEER_CONNECTIONS_PER_MEMBER_MAX {
+            return None;
+        }
+        *count += 1;
+        Some(MemberSlot {
+            established: established.clone(),
+            member,
+        })
+    }
+}
+
+impl Drop for MemberSlot {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.established);
+        if let Some(count) = counts.get_mut(&self.member) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.member);
+            }
+        }
+    }
+}
+
+/// Reads and checks an inbound connection's handshake; the connection and the member it is from.
+async fn accept_handshake(
     mut stream: TcpStream,
     id: NodeId,
     cluster_id: u64,
-    removed: RemovedCheck,
-    inputs: SyncSender<Input>,
-) -> Result<()> {
+    removed: &RemovedCheck,
+) -> Result<(TcpStream, NodeId)> {
     let mut handshake = [0u8; HANDSHAKE_BYTES];
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut handshake))
+    tokio::time::timeout(INBOUND_HANDSHAKE_TIMEOUT, stream.read_exact(&mut handshake))
         .await
         .map_err(|_| ServerError::Handshake("no handshake in time".into()))??;
     let (peer_cluster, from, to) = decode_handshake(&handshake)?;
@@ -341,6 +412,15 @@ async fn serve_peer(
              bring it back"
         )));
     }
+    Ok((stream, from))
+}
+
+async fn serve_peer(
+    stream: &mut TcpStream,
+    id: NodeId,
+    from: NodeId,
+    inputs: SyncSender<Input>,
+) -> Result<()> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         while let Some(messages) = decode_frame(&mut buf)? {
