@@ -79,8 +79,9 @@ async fn a_fourth_node_joins_as_a_learner_and_is_promoted_to_voter() {
     .await;
 }
 
-/// Membership requests are validated (bounded, well-formed names and URLs: a clear 400), and a
-/// member can always be removed, by its id as well as by its name.
+/// Membership requests are validated (bounded, well-formed names and URLs, a peer URL something
+/// listens on: a clear 400), and a member can always be removed, by its id as well as by its
+/// name.
 #[tokio::test(flavor = "multi_thread")]
 async fn membership_requests_are_validated_and_any_member_can_be_removed() {
     let root = tempfile::tempdir().unwrap();
@@ -98,15 +99,18 @@ async fn membership_requests_are_validated_and_any_member_can_be_removed() {
         ("has space".to_string(), "http://127.0.0.1:1"),
         ("ok".to_string(), "not-a-url"),
         ("ok".to_string(), "http://127.0.0.1:99999"),
+        // Well formed, but nothing listens there.
+        ("unreachable".to_string(), "http://127.0.0.1:1"),
     ] {
         let response = join(name, peer_url).await.unwrap();
         assert_eq!(response.status().as_u16(), 400);
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["code"], "bad_request", "{body}");
     }
-    let response = join("learner".to_string(), "http://127.0.0.1:1")
-        .await
-        .unwrap();
+    // A joining node listens on its peer URL before it asks to join.
+    let listening = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer_url = format!("http://{}", listening.local_addr().unwrap());
+    let response = join("learner".to_string(), &peer_url).await.unwrap();
     assert_eq!(
         response.status().as_u16(),
         200,

@@ -23,6 +23,9 @@ use crate::members::Member;
 use crate::node::{CLIENT_INPUTS_MAX, Input, NodeStatus, Reply, Shared};
 use crate::state::{Applied, Command, State};
 
+/// How long a join waits to reach the joining node's peer URL.
+pub const JOIN_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A write of a client session: applied at most once however often it is retried with the same
 /// sequence number (see `raftkv_kv`'s sessions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,8 +145,28 @@ impl Service {
     }
 
     /// Adds `member` as a learner (promoted once caught up); the configuration entry's index.
-    /// A name that was removed, or is taken by another peer URL, is refused.
+    /// A name that was removed, or is taken by another peer URL, is refused, and so is a peer URL
+    /// nothing listens on (a member nobody can reach would stay a learner for ever).
     pub async fn join(&self, member: Member) -> Result<Index, RequestError> {
+        let address = crate::config::host_port(&member.peer_url)
+            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        match tokio::time::timeout(JOIN_PROBE_TIMEOUT, tokio::net::TcpStream::connect(&address))
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(RequestError::Invalid(format!(
+                    "cannot reach the joining node at {}: {e}; it must listen on its peer URL",
+                    member.peer_url
+                )));
+            }
+            Err(_) => {
+                return Err(RequestError::Invalid(format!(
+                    "the joining node at {} did not answer within {JOIN_PROBE_TIMEOUT:?}",
+                    member.peer_url
+                )));
+            }
+        }
         self.read(|state| {
             if state.registry.is_removed(member.id) {
                 return Err(RequestError::Conflict(format!(
