@@ -150,18 +150,10 @@ async fn raftkv_serve_with_no_flags_is_a_working_single_node_cluster_that_resume
 #[tokio::test(flavor = "multi_thread")]
 async fn raftkv_dev_starts_a_cluster_the_cli_can_use_and_stops_it_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let client_port = free_port_run(6);
-    let peer_port = client_port + 3;
-    let mut dev = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
-        .args(["dev", "--nodes", "3"])
-        .args(["--client-port", &client_port.to_string()])
-        .args(["--peer-port", &peer_port.to_string()])
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed on drop, so a failing assertion leaves no cluster behind (its nodes stop when their
+    // stdin, held by `dev`, closes).
+    let (mut dev, client_port) = spawn_dev(dir.path(), std::process::Stdio::null());
+    let dev = &mut dev.0;
     let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let mut stdout = std::io::BufReader::new(dev.stdout.take().unwrap());
     let sink = printed.clone();
@@ -172,10 +164,6 @@ async fn raftkv_dev_starts_a_cluster_the_cli_can_use_and_stops_it_cleanly() {
             line.clear();
         }
     });
-    // Killed on drop, so a failing assertion leaves no cluster behind (its nodes stop when their
-    // stdin, held by `dev`, closes).
-    let mut dev = KillOnDrop(dev);
-    let dev = &mut dev.0;
     let urls: Vec<String> = (0..3)
         .map(|i| format!("http://127.0.0.1:{}", client_port + i))
         .collect();
@@ -235,21 +223,10 @@ async fn raftkv_dev_starts_a_cluster_the_cli_can_use_and_stops_it_cleanly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_snapshot_slower_than_the_election_timeout_causes_no_election() {
     let root = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<Node> = ["w1", "w2", "w3"]
-        .iter()
-        .map(|n| Node::new(root.path(), n))
-        .collect();
-    let spec = initial_cluster(&nodes);
     let delay = (ELECTION_TIMEOUT * 3).as_millis().to_string();
-    for node in nodes.iter_mut() {
-        node.start(&[
-            "--initial-cluster".to_string(),
-            spec.clone(),
-            "--debug-snapshot-delay-ms".to_string(),
-            delay.clone(),
-        ]);
-    }
-    let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+    let (_nodes, urls) = started_cluster_with(root.path(), &["w1", "w2", "w3"], |_| {
+        vec!["--debug-snapshot-delay-ms".to_string(), delay.clone()]
+    });
     let leader = wait_for_leader(&urls).await;
     let term = status(&urls[leader]).await.unwrap()["term"].clone();
     let started = Instant::now();

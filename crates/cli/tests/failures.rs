@@ -55,24 +55,8 @@ async fn garbage_on_a_peer_port_closes_that_connection_and_the_node_keeps_servin
 #[tokio::test(flavor = "multi_thread")]
 async fn a_leader_with_a_stalled_disk_loses_leadership_and_reports_itself_unhealthy() {
     let root = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<Node> = ["s1", "s2", "s3"]
-        .iter()
-        .map(|n| Node::new(root.path(), n))
-        .collect();
-    let spec = initial_cluster(&nodes);
-    let stall_files: Vec<_> = nodes
-        .iter()
-        .map(|n| root.path().join(format!("{}.stall", n.name)))
-        .collect();
-    for (node, stall) in nodes.iter_mut().zip(&stall_files) {
-        node.start(&[
-            "--initial-cluster".to_string(),
-            spec.clone(),
-            "--debug-stall-file".to_string(),
-            stall.display().to_string(),
-        ]);
-    }
-    let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+    let (nodes, urls) = started_cluster_with(root.path(), &["s1", "s2", "s3"], stall_flags);
+    let stall_files: Vec<_> = nodes.iter().map(stall_file).collect();
     let leader = wait_for_leader(&urls).await;
     put_ok(&urls[leader], "before", "stall").await;
     let old_term = status(&urls[leader]).await.unwrap()["term"]
@@ -157,19 +141,7 @@ async fn a_wal_failure_ends_the_process_with_a_non_zero_exit_and_the_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn raftkv_dev_reports_a_node_that_died() {
     let dir = tempfile::tempdir().unwrap();
-    let client_port = free_port_run(6);
-    let peer_port = client_port + 3;
-    let dev = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
-        .args(["dev", "--nodes", "3"])
-        .args(["--client-port", &client_port.to_string()])
-        .args(["--peer-port", &peer_port.to_string()])
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut dev = KillOnDrop(dev);
+    let (mut dev, client_port) = spawn_dev(dir.path(), std::process::Stdio::piped());
     let mut stdout = std::io::BufReader::new(dev.0.stdout.take().unwrap());
     let mut line = String::new();
     while !line.contains("nodes running") {
@@ -205,24 +177,8 @@ async fn raftkv_dev_reports_a_node_that_died() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_retried_in_its_session_after_the_leader_dies_is_applied_exactly_once() {
     let root = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<Node> = ["x1", "x2", "x3"]
-        .iter()
-        .map(|n| Node::new(root.path(), n))
-        .collect();
-    let spec = initial_cluster(&nodes);
-    let stall_files: Vec<_> = nodes
-        .iter()
-        .map(|n| root.path().join(format!("{}.stall", n.name)))
-        .collect();
-    for (node, stall) in nodes.iter_mut().zip(&stall_files) {
-        node.start(&[
-            "--initial-cluster".to_string(),
-            spec.clone(),
-            "--debug-stall-file".to_string(),
-            stall.display().to_string(),
-        ]);
-    }
-    let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+    let (mut nodes, urls) = started_cluster_with(root.path(), &["x1", "x2", "x3"], stall_flags);
+    let stall_files: Vec<_> = nodes.iter().map(stall_file).collect();
     let leader = wait_for_leader(&urls).await;
     let client = http();
     let opened: serde_json::Value = client

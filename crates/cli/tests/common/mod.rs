@@ -189,20 +189,57 @@ pub fn initial_cluster(nodes: &[Node]) -> String {
         .join(",")
 }
 
-/// Starts every node as one static cluster.
-pub fn start_cluster(nodes: &mut [Node]) {
-    let spec = initial_cluster(nodes);
-    for node in nodes.iter_mut() {
-        node.start(&["--initial-cluster".to_string(), spec.clone()]);
-    }
-}
-
 /// Nodes called `names` under `root`, started as one static cluster; with their client URLs.
 pub fn started_cluster(root: &Path, names: &[&str]) -> (Vec<Node>, Vec<String>) {
+    started_cluster_with(root, names, |_| Vec::new())
+}
+
+/// As [`started_cluster`], each node also given the flags `extra` makes for it.
+pub fn started_cluster_with(
+    root: &Path,
+    names: &[&str],
+    extra: impl Fn(&Node) -> Vec<String>,
+) -> (Vec<Node>, Vec<String>) {
     let mut nodes: Vec<Node> = names.iter().map(|n| Node::new(root, n)).collect();
-    start_cluster(&mut nodes);
+    let spec = initial_cluster(&nodes);
+    for node in nodes.iter_mut() {
+        let mut flags = vec!["--initial-cluster".to_string(), spec.clone()];
+        flags.extend(extra(node));
+        node.start(&flags);
+    }
     let urls = nodes.iter().map(Node::url).collect();
     (nodes, urls)
+}
+
+/// The file whose existence stalls a node's WAL syncs (`--debug-stall-file`).
+pub fn stall_file(node: &Node) -> PathBuf {
+    node.data_dir.with_extension("stall")
+}
+
+/// Flags that let a test stall a node's disk through [`stall_file`].
+pub fn stall_flags(node: &Node) -> Vec<String> {
+    vec![
+        "--debug-stall-file".to_string(),
+        stall_file(node).display().to_string(),
+    ]
+}
+
+/// `raftkv dev` with 3 nodes on free ports in `dir`, its stdout piped; the first node's client
+/// port.
+pub fn spawn_dev(dir: &Path, stderr: Stdio) -> (KillOnDrop, u16) {
+    let client_port = free_port_run(6);
+    let peer_port = client_port + 3;
+    let dev = Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(["dev", "--nodes", "3"])
+        .args(["--client-port", &client_port.to_string()])
+        .args(["--peer-port", &peer_port.to_string()])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("start raftkv dev");
+    (KillOnDrop(dev), client_port)
 }
 
 /// HTTP client.
