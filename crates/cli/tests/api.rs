@@ -402,3 +402,53 @@ async fn an_idle_watch_sends_progress_lines() {
     assert_eq!(line["progress"], true, "{line}");
     assert!(line["revision"].as_i64().unwrap() >= 1, "{line}");
 }
+
+/// Many watchers of one prefix each get every event, in order, through the shared pump.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_watcher_of_a_busy_prefix_gets_every_event() {
+    const WATCHERS: usize = 50;
+    const PUTS: u64 = 500;
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::new(root.path(), "w1");
+    node.start(&[]);
+    let url = node.url();
+    wait_for_leader(std::slice::from_ref(&url)).await;
+    let mut watchers = Vec::new();
+    for _ in 0..WATCHERS {
+        let response = http()
+            .get(format!("{url}/v1/watch/busy/?prefix"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        watchers.push(tokio::spawn(async move {
+            let mut response = response;
+            let (mut seen, mut buffer) = (Vec::new(), Vec::new());
+            while (seen.len() as u64) < PUTS {
+                let chunk = tokio::time::timeout(PATIENCE, response.chunk())
+                    .await
+                    .expect("events keep coming")
+                    .unwrap()
+                    .expect("the stream stays open");
+                buffer.extend_from_slice(&chunk);
+                while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+                    let line: serde_json::Value = serde_json::from_slice(&buffer[..end]).unwrap();
+                    buffer.drain(..=end);
+                    assert!(line.get("error").is_none(), "{line}");
+                    for event in line["events"].as_array().into_iter().flatten() {
+                        seen.push(event["kv"]["mod_revision"].as_i64().unwrap());
+                    }
+                }
+            }
+            seen
+        }));
+    }
+    for n in 0..PUTS {
+        put_ok(&url, &format!("busy/{n}"), "v").await;
+    }
+    for watcher in watchers {
+        let seen = watcher.await.unwrap();
+        assert_eq!(seen.len() as u64, PUTS);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "in revision order");
+    }
+}

@@ -210,6 +210,7 @@ impl Server {
         let service = service::Service::new(inputs.clone(), shared.clone(), config.clone(), me);
         let api = api::Api::new(service);
         tasks.push(tokio::spawn(api.clone().publisher()));
+        tasks.push(tokio::spawn(api.clone().watch_pump()));
         let limits = http_serve::ConnectionLimits {
             connections_max: client_connections_bound(config.client_connections_max),
             header_timeout: config.client_header_timeout,

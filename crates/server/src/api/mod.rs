@@ -31,6 +31,7 @@
 //! | `render.rs` | building store requests, rendering answers as JSON |
 //! | `session.rs` | client sessions and their headers |
 //! | `watch.rs` | watch streams |
+//! | `watch_pump.rs` | one poller feeding every watch stream |
 //! | `lease.rs` | lease grant, revoke, keep-alive |
 //! | `members.rs` | listing, joining, removing members; publishing addresses |
 //! | `status.rs` | `/v1/status` and `/metrics` |
@@ -46,6 +47,7 @@ mod render;
 mod session;
 mod status;
 mod watch;
+mod watch_pump;
 
 use std::time::Duration;
 
@@ -73,6 +75,8 @@ pub struct Api {
     service: Service,
     /// Client for forwarding to the leader.
     http: reqwest::Client,
+    /// Feeds every watch stream.
+    watches: std::sync::Arc<watch_pump::WatchPump>,
 }
 
 /// What a joining node learns from the cluster.
@@ -104,7 +108,16 @@ impl Api {
             .timeout(service.config().request_timeout + Duration::from_secs(1))
             .build()
             .unwrap_or_default();
-        Api { service, http }
+        Api {
+            service,
+            http,
+            watches: std::sync::Arc::default(),
+        }
+    }
+
+    /// Feeds the watch streams until the node stops (run as a task).
+    pub async fn watch_pump(self) {
+        self.watches.clone().run(self.service.clone()).await
     }
 
     /// The routes.

@@ -2,9 +2,9 @@
 //! batch of events, in revision order, each saying which revisions it covers. The stream ends
 //! with an error line if the watch is cancelled (too slow a reader, compaction) or the node stops.
 //!
-//! Invariants: a stream holds one store watch, cancelled when the stream ends (`WatchGuard`); it
-//! waits for the next apply without holding the state lock, and sends a progress line at least
-//! every `WATCH_PROGRESS_INTERVAL`.
+//! Invariants: a stream holds one store watch, cancelled when the stream ends (`WatchGuard`); its
+//! lines come from the node's `WatchPump` (so a stream never takes the state lock to wait for
+//! events), and it sends a progress line after `WATCH_PROGRESS_INTERVAL` without one.
 
 use std::time::Duration;
 
@@ -16,15 +16,13 @@ use serde_json::json;
 use super::Api;
 use super::error::ApiError;
 use super::kv::KvQuery;
-use super::render;
+use super::watch_pump::Line;
 
-/// Events a watch stream takes from the store per poll.
-const WATCH_BATCH_EVENTS: usize = 256;
 /// A watch stream sends a progress line at least this often, so a client can tell the stream
 /// is alive and how far it is complete.
 const WATCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Cancels the store's watch when the HTTP stream ends (the client went away).
+/// Cancels the store's watch and stops its feed when the HTTP stream ends (the client went away).
 struct WatchGuard {
     api: Api,
     id: raftkv_kv::WatchId,
@@ -33,6 +31,7 @@ struct WatchGuard {
 impl Drop for WatchGuard {
     fn drop(&mut self) {
         let id = self.id;
+        self.api.watches.unregister(id);
         self.api.service.read(|state| {
             let _ = state.kv.watch_cancel(id);
         });
@@ -57,49 +56,37 @@ pub async fn watch(
         Ok(id) => id,
         Err(e) => return ApiError::from(e).into_response(),
     };
+    let lines_in = api.watches.register(id);
+    let stopping = api.service.shared().stopping.subscribe();
     let guard = WatchGuard { api, id };
-    let lines = futures::stream::unfold(Some(guard), |guard| async move {
-        let guard = guard?;
-        let shared = guard.api.service.shared().clone();
-        let mut stopping = shared.stopping.subscribe();
-        loop {
+    let lines = futures::stream::unfold(Some((guard, lines_in)), move |open| {
+        let mut stopping = stopping.clone();
+        async move {
+            let (guard, mut lines_in) = open?;
             if *stopping.borrow_and_update() {
                 let line = format!("{}\n", json!({ "error": "the node is shutting down" }));
                 return Some((Ok(line), None));
             }
-            // Register for the next apply before polling, so no batch is missed in between.
-            let applied = shared.applied.notified();
-            tokio::pin!(applied);
-            applied.as_mut().enable();
-            let polled = guard
-                .api
-                .service
-                .read(|state| state.kv.watch_poll(guard.id, WATCH_BATCH_EVENTS));
-            match polled {
-                Ok(Some(response)) => {
-                    let line = format!("{}\n", render::watch_json(&response));
-                    return Some((Ok::<_, std::convert::Infallible>(line), Some(guard)));
-                }
-                Ok(None) => {
-                    tokio::select! {
-                        woken = tokio::time::timeout(WATCH_PROGRESS_INTERVAL, applied) => {
-                            if woken.is_err() {
-                                // Idle: a progress line says the stream is alive and complete
-                                // up to the store's revision.
-                                let revision = guard.api.service.read(|state| state.kv.revision());
-                                let line = format!(
-                                    "{}\n",
-                                    json!({ "progress": true, "revision": revision })
-                                );
-                                return Some((Ok(line), Some(guard)));
-                            }
-                        }
-                        _ = stopping.changed() => {}
-                    }
-                }
-                Err(e) => {
-                    let line = format!("{}\n", json!({ "error": e.to_string() }));
+            let line = tokio::select! {
+                line = tokio::time::timeout(WATCH_PROGRESS_INTERVAL, lines_in.recv()) => line,
+                _ = stopping.changed() => {
+                    let line = format!("{}\n", json!({ "error": "the node is shutting down" }));
                     return Some((Ok(line), None));
+                }
+            };
+            match line {
+                Ok(Some(Line::Events(line))) => Some((
+                    Ok::<_, std::convert::Infallible>(line.to_string()),
+                    Some((guard, lines_in)),
+                )),
+                Ok(Some(Line::End(line))) => Some((Ok(line), None)),
+                Ok(None) => None,
+                Err(_) => {
+                    // Idle: a progress line says the stream is alive and complete up to the
+                    // store's revision.
+                    let revision = guard.api.service.read(|state| state.kv.revision());
+                    let line = format!("{}\n", json!({ "progress": true, "revision": revision }));
+                    Some((Ok(line), Some((guard, lines_in))))
                 }
             }
         }
