@@ -344,11 +344,19 @@ impl SimNode {
         self.engine.as_mut()
     }
 
-    fn request_id(&mut self, waiting: Waiting) -> u64 {
+    /// Hands a request to the running engine under a new request id (remembering what waits
+    /// for it); `None` while the node is down or paused.
+    fn submit<T>(
+        &mut self,
+        waiting: Waiting,
+        request: impl FnOnce(&mut Replica<NodeStorage>, u64) -> T,
+    ) -> Option<(u64, T)> {
         let id = self.next_request;
+        let engine = self.engine.as_mut().filter(|_| !self.paused)?;
+        let result = request(engine, id);
         self.next_request += 1;
         self.waiting.insert(id, waiting);
-        id
+        Some((id, result))
     }
 
     /// One tick of the node's clock.
@@ -365,16 +373,14 @@ impl SimNode {
 
     /// A keep-alive of `lease` arrives (the simulator routes it to the current leader).
     pub fn keep_alive(&mut self, lease: LeaseId, now: Time) -> KeepAliveOutcome {
-        if self.running().is_none() {
-            return KeepAliveOutcome::Unreachable;
-        }
-        let id = self.request_id(Waiting::KeepAlive);
-        let Some(engine) = self.running() else {
+        // A keep-alive produces only its answer (no `Ready`), so nothing else is taken here.
+        let submitted = self.submit(Waiting::KeepAlive, |engine, id| {
+            engine.keep_alive(ms(now), id, lease);
+            engine.take_replies()
+        });
+        let Some((_, replies)) = submitted else {
             return KeepAliveOutcome::Unreachable;
         };
-        engine.keep_alive(ms(now), id, lease);
-        // A keep-alive produces only its answer (no `Ready`), so nothing else is taken here.
-        let replies = engine.take_replies();
         let mut out = NodeOutput::default();
         for (rid, result) in replies {
             self.on_reply(rid, result, &mut Vec::new(), &mut out);
@@ -406,14 +412,13 @@ impl SimNode {
 
     /// A client proposes `command` here.
     pub fn propose(&mut self, command: Command, now: Time, out: &mut NodeOutput) -> ProposeOutcome {
-        if self.running().is_none() {
-            return ProposeOutcome::Unreachable;
-        }
-        let id = self.request_id(Waiting::Write(command));
-        if let Some(engine) = self.running() {
+        let submitted = self.submit(Waiting::Write(command), |engine, id| {
             engine.propose(id, command.encode());
+        });
+        match submitted {
+            Some((id, ())) => self.outcome(id, now, out),
+            None => ProposeOutcome::Unreachable,
         }
-        self.outcome(id, now, out)
     }
 
     /// A client reads here, outside the log: the engine asks the core for a read index and
@@ -425,14 +430,10 @@ impl SimNode {
         now: Time,
         out: &mut NodeOutput,
     ) -> ProposeOutcome {
-        if self.running().is_none() {
-            return ProposeOutcome::Unreachable;
+        match self.submit(Waiting::Read(command), |engine, id| engine.read(id, mode)) {
+            Some((id, ())) => self.outcome(id, now, out),
+            None => ProposeOutcome::Unreachable,
         }
-        let id = self.request_id(Waiting::Read(command));
-        if let Some(engine) = self.running() {
-            engine.read(id, mode);
-        }
-        self.outcome(id, now, out)
     }
 
     /// Whether the request `id` was accepted: it is still waiting after the engine's output.
@@ -452,14 +453,11 @@ impl SimNode {
         now: Time,
         out: &mut NodeOutput,
     ) -> Result<Index, RequestError> {
-        if self.running().is_none() {
-            return Err(RequestError::NotLeader { leader: None });
-        }
-        let id = self.request_id(Waiting::Membership);
-        let engine = self
-            .running()
+        let (_, result) = self
+            .submit(Waiting::Membership, |engine, id| {
+                engine.change_membership(id, changes)
+            })
             .ok_or(RequestError::NotLeader { leader: None })?;
-        let result = engine.change_membership(id, changes);
         self.drain(now, out);
         result
     }
@@ -472,14 +470,11 @@ impl SimNode {
         now: Time,
         out: &mut NodeOutput,
     ) -> Result<Index, RequestError> {
-        if self.running().is_none() {
-            return Err(RequestError::NotLeader { leader: None });
-        }
-        let id = self.request_id(Waiting::Membership);
-        let engine = self
-            .running()
+        let (_, result) = self
+            .submit(Waiting::Membership, |engine, id| {
+                engine.join(id, member(node))
+            })
             .ok_or(RequestError::NotLeader { leader: None })?;
-        let result = engine.join(id, member(node));
         self.drain(now, out);
         result
     }

@@ -52,13 +52,6 @@ impl<S: Send + Sync> FromRequest<S> for Forward {
     }
 }
 
-impl Forward {
-    /// The request's headers.
-    pub fn headers(&self) -> &HeaderMap {
-        &self.headers
-    }
-}
-
 impl Api {
     /// Answers with `result`, or forwards the request to the leader when this node is not it.
     pub async fn answer_or_forward<T>(

@@ -10,7 +10,7 @@ use super::Api;
 use super::error::ApiError;
 use super::forward::Forward;
 use super::render;
-use super::session::client_session;
+use super::session::SessionHeaders;
 use crate::service::Consistency;
 
 /// Query flags of the key-value routes.
@@ -125,12 +125,9 @@ pub async fn put_kv(
     State(api): State<Api>,
     Path(key): Path<String>,
     Query(query): Query<KvQuery>,
+    SessionHeaders(session): SessionHeaders,
     request: Forward,
 ) -> Response {
-    let session = match client_session(request.headers()) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
     let value = request.body.clone();
     let (store_request, answer): (_, fn(_) -> _) = match query.cas {
         Some(expected) => (
@@ -156,12 +153,9 @@ pub async fn delete_kv(
     State(api): State<Api>,
     Path(key): Path<String>,
     Query(query): Query<KvQuery>,
+    SessionHeaders(session): SessionHeaders,
     request: Forward,
 ) -> Response {
-    let session = match client_session(request.headers()) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
     let store_request =
         render::delete_request(key.as_bytes(), query.prefix.is_some(), query.prev.is_some());
     let result = api.service.write(store_request, session).await;

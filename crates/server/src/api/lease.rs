@@ -11,7 +11,7 @@ use super::Api;
 use super::error::ApiError;
 use super::forward::Forward;
 use super::render;
-use super::session::client_session;
+use super::session::SessionHeaders;
 
 /// Query of `POST /v1/lease`.
 #[derive(Debug, Deserialize)]
@@ -24,14 +24,11 @@ pub struct LeaseQuery {
 pub async fn grant(
     State(api): State<Api>,
     Query(query): Query<LeaseQuery>,
+    SessionHeaders(session): SessionHeaders,
     request: Forward,
 ) -> Response {
     let Some(ttl_ms) = query.ttl.checked_mul(1000).filter(|&ms| ms > 0) else {
         return ApiError::bad_request("?ttl must be a number of seconds above 0").into_response();
-    };
-    let session = match client_session(request.headers()) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
     };
     let result = api
         .service
@@ -42,11 +39,12 @@ pub async fn grant(
 }
 
 /// `DELETE /v1/lease/{id}`.
-pub async fn revoke(State(api): State<Api>, Path(id): Path<i64>, request: Forward) -> Response {
-    let session = match client_session(request.headers()) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
+pub async fn revoke(
+    State(api): State<Api>,
+    Path(id): Path<i64>,
+    SessionHeaders(session): SessionHeaders,
+    request: Forward,
+) -> Response {
     let result = api.service.write(Request::lease_revoke(id), session).await;
     api.answer_or_forward(result, request, render::lease_revoke_answer)
         .await

@@ -7,8 +7,9 @@
 //! `Limits::session_idle_entries_max` log entries without a request from it; a write of an
 //! unknown session gets 404 `session_not_found` (its outcome is unknown: open a new session).
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use raftkv_kv::Request;
 
@@ -43,6 +44,17 @@ pub fn client_session(headers: &HeaderMap) -> Result<Option<ClientSession>, ApiE
         _ => Err(ApiError::bad_request(format!(
             "a session write needs both {CLIENT_ID_HEADER} and {SEQUENCE_HEADER}"
         ))),
+    }
+}
+
+/// The client session a write's headers name, as an extractor (a malformed pair is a 400).
+pub struct SessionHeaders(pub Option<ClientSession>);
+
+impl<S: Send + Sync> FromRequestParts<S> for SessionHeaders {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        client_session(&parts.headers).map(SessionHeaders)
     }
 }
 
