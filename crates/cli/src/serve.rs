@@ -67,6 +67,9 @@ pub struct ServeArgs {
     /// Milliseconds a client connection may stay without a byte either way [default: 60000].
     #[arg(long, env = "RAFTKV_CLIENT_IDLE_TIMEOUT_MS")]
     client_idle_timeout_ms: Option<u64>,
+    /// Watches one client address may hold at once; more are refused with a 429 [default: 1024].
+    #[arg(long, env = "RAFTKV_WATCHES_PER_CLIENT_MAX")]
+    watches_per_client_max: Option<usize>,
     /// Seconds a client request waits for its commit [default: 5].
     #[arg(long, env = "RAFTKV_REQUEST_TIMEOUT_SECS")]
     request_timeout_secs: Option<u64>,
@@ -109,6 +112,7 @@ struct FileConfig {
     client_connections_max: Option<usize>,
     client_header_timeout_ms: Option<u64>,
     client_idle_timeout_ms: Option<u64>,
+    watches_per_client_max: Option<usize>,
     log_level: Option<String>,
 }
 
@@ -185,6 +189,9 @@ fn resolve(args: ServeArgs) -> Result<(ServerConfig, Option<String>)> {
     }
     if let Some(n) = args.client_connections_max.or(file.client_connections_max) {
         config.client_connections_max = n;
+    }
+    if let Some(n) = args.watches_per_client_max.or(file.watches_per_client_max) {
+        config.watches_per_client_max = n;
     }
     if let Some(ms) = args
         .client_header_timeout_ms

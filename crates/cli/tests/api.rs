@@ -1,5 +1,5 @@
-//! The HTTP API on real processes: clear JSON errors, leases, watches, paging through a large
-//! prefix.
+//! The HTTP API on real processes: clear JSON errors, leases, watches (shared delivery, slow
+//! readers, per-client limits), paging through a large prefix.
 
 mod common;
 
@@ -451,4 +451,83 @@ async fn every_watcher_of_a_busy_prefix_gets_every_event() {
         assert_eq!(seen.len() as u64, PUTS);
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "in revision order");
     }
+}
+
+/// A client beyond `--watches-per-client-max` gets a 429 it should not retry, and an ended
+/// watch frees its slot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_beyond_its_watch_limit_gets_a_429() {
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::new(root.path(), "limited");
+    node.start(&["--watches-per-client-max".into(), "2".into()]);
+    let url = node.url();
+    wait_for_leader(std::slice::from_ref(&url)).await;
+    let open = |key: &'static str| http().get(format!("{url}/v1/watch/{key}")).send();
+    let first = open("a").await.unwrap();
+    let second = open("b").await.unwrap();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let refused = open("c").await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(refused.headers().get("retry-after").is_none());
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "limit_reached", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("--watches-per-client-max"),
+        "{body}"
+    );
+    drop(first);
+    eventually("the ended watch frees its slot", || async {
+        let response = open("d").await.ok()?;
+        (response.status().as_u16() == 200).then_some(())
+    })
+    .await;
+}
+
+/// A watcher that stops reading while thousands of events are written is not cancelled: once it
+/// reads again it gets every event, in order, with no gap.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_watcher_reads_on_from_history() {
+    const PUTS: usize = 2_000;
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::new(root.path(), "slow");
+    node.start(&[]);
+    let url = node.url();
+    wait_for_leader(std::slice::from_ref(&url)).await;
+    let mut response = reqwest::Client::new() // no overall timeout: the stream is long
+        .get(format!("{url}/v1/watch/slow/?prefix"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    // About 16 MB of events, far more than the stream's queue and socket buffers hold.
+    let value = "v".repeat(8 * 1024);
+    for n in 0..PUTS {
+        put_ok(&url, &format!("slow/{n}"), &value).await;
+    }
+    let (mut seen, mut buffer, mut next) = (0, Vec::new(), None);
+    while seen < PUTS {
+        let chunk = tokio::time::timeout(PATIENCE, response.chunk())
+            .await
+            .expect("events keep coming")
+            .unwrap()
+            .expect("the stream stays open");
+        buffer.extend_from_slice(&chunk);
+        while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+            let line: serde_json::Value = serde_json::from_slice(&buffer[..end]).unwrap();
+            buffer.drain(..=end);
+            assert!(line.get("error").is_none(), "not cancelled: {line}");
+            if let Some(from) = next {
+                assert_eq!(line["from_revision"].as_i64(), Some(from), "no gap");
+            }
+            next = line["to_revision"].as_i64().map(|to| to + 1);
+            seen += line["events"].as_array().map_or(0, Vec::len);
+        }
+    }
+    assert_eq!(seen, PUTS);
 }

@@ -10,6 +10,7 @@
 
 use bytes::Bytes;
 
+use crate::Revision;
 use crate::command::{
     CompactResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseExpireResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse, NoopResponse, Op, PutRequest,
@@ -75,8 +76,7 @@ impl KvStore {
             Op::DeleteRange(delete) => self.execute_delete(&delete).map(Reply::DeleteRange),
             Op::Txn(txn) => self.execute_txn(&txn).map(Reply::Txn),
             Op::Compact(compact) => self
-                .mvcc
-                .compact(compact.revision)
+                .execute_compact(compact.revision)
                 .map(|()| Reply::Compact(CompactResponse {})),
             Op::LeaseGrant(grant) => self
                 .execute_lease_grant(index, grant)
@@ -119,6 +119,15 @@ impl KvStore {
         let committed = batch.commit();
         self.after_commit(committed);
         Ok(response)
+    }
+
+    /// Compacts history up to `revision`, first reading out what watches behind it still need.
+    fn execute_compact(&mut self, revision: Revision) -> Result<()> {
+        if revision > self.mvcc.compacted() && revision <= self.mvcc.revision() {
+            self.watches
+                .before_compact(revision, &self.mvcc, &self.limits);
+        }
+        self.mvcc.compact(revision)
     }
 
     fn execute_delete(&mut self, delete: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
@@ -252,7 +261,7 @@ impl KvStore {
         }
     }
 
-    /// Moves keys between lease key sets after a commit and notifies watches.
+    /// Moves keys between lease key sets after a commit.
     fn after_commit(&mut self, committed: Option<Committed>) {
         let Some(committed) = committed else {
             return;
@@ -265,8 +274,6 @@ impl KvStore {
                 self.leases.attach(to, key);
             }
         }
-        self.watches
-            .notify(committed.revision, &self.mvcc, &self.limits);
     }
 }
 

@@ -192,26 +192,4 @@ pub enum KvError {
         /// The limit.
         max: u64,
     },
-    /// The watch was cancelled because its consumer did not keep up: more events were pending than
-    /// [`crate::Limits::watch_pending_events_max`] or [`crate::Limits::watch_pending_bytes_max`]
-    /// allow. Nothing after `resume_revision - 1` was delivered.
-    #[error(
-        "watch {id} was cancelled because it fell behind: {events} events ({bytes} bytes) were pending, \
-         more than the limits of {events_max} events (watch_pending_events_max) or {bytes_max} bytes \
-         (watch_pending_bytes_max); poll more often, or re-create the watch from revision {resume_revision}"
-    )]
-    WatchTooSlow {
-        /// The watch id.
-        id: WatchId,
-        /// Events pending when it was cancelled.
-        events: u64,
-        /// Bytes pending when it was cancelled.
-        bytes: u64,
-        /// The event limit.
-        events_max: u64,
-        /// The byte limit.
-        bytes_max: u64,
-        /// The first revision not delivered: re-create the watch from here.
-        resume_revision: Revision,
-    },
 }

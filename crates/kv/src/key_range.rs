@@ -31,7 +31,7 @@ pub(crate) type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// A parsed `key`/`range_end` pair. Invariant: `Single` ranges have a non-empty key only if the
 /// request was valid; `Interval` may be empty (end <= start).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum KeyRange {
     /// Exactly one key.
     Single(Bytes),

@@ -40,7 +40,7 @@
 //! | keep-alive on the leader | [`KvStore::lease_keep_alive`]`(id, now_ms)` (not through the log) |
 //! | this node became leader | [`KvStore::lease_promote`]`(now_ms, election_timeout_ms)` |
 //! | leader tick | [`KvStore::expired_leases`]`(now_ms, max)` → propose [`Request::lease_revoke`] for each |
-//! | watches | [`KvStore::watch_create`], [`KvStore::watch_poll`] (for each of [`KvStore::watches_ready`] after applying), [`KvStore::watch_cancel`] |
+//! | watches | [`KvStore::watch_create`], [`KvStore::watch_poll_ready`] (after applying), [`KvStore::watch_poll`], [`KvStore::watch_cancel`] |
 //! | exactly-once writes | propose [`Request::session_open`]; tag writes with [`Request::with_session`]; [`Request::session_expire`] to close |
 //! | snapshot | [`KvStore::snapshot_view`] (one short step), then [`SnapshotView::write_to`] (any thread); [`KvStore::restore`] (+ [`KvStore::adopt_watches`]) |
 //! | simulator | [`KvStore::state_hash`] |
@@ -93,7 +93,7 @@ pub use snapshot::{
     SNAPSHOT_CHUNK_BYTES, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_RECORD_BYTES_MAX, SnapshotView,
 };
 pub use store::KvStore;
-pub use watch::{Event, EventKind, WatchId, WatchRequest, WatchResponse};
+pub use watch::{Event, EventKind, WatchDelivery, WatchId, WatchRequest, WatchResponse};
 
 /// A store revision: 0 before the first write, then increased by one by every command that
 /// changes at least one key.

@@ -27,11 +27,10 @@ pub const LEASE_REVOKE_RETRY_MS_DEFAULT: u64 = 3_000;
 pub const SESSIONS_MAX_DEFAULT: u64 = 10_000;
 /// Default [`Limits::session_idle_entries_max`]: a session unused for a million log entries expires.
 pub const SESSION_IDLE_ENTRIES_MAX_DEFAULT: u64 = 1_000_000;
-/// Default [`Limits::watches_max`]: 100,000 watches per node.
-pub const WATCHES_MAX_DEFAULT: u64 = 100_000;
-/// Default [`Limits::watch_pending_events_max`]: 10,000 undelivered events per watch.
-pub const WATCH_PENDING_EVENTS_MAX_DEFAULT: u64 = 10_000;
-/// Default [`Limits::watch_pending_bytes_max`]: 16 MiB of undelivered events per watch.
+/// Default [`Limits::watches_max`]: 10,000 watches per node.
+pub const WATCHES_MAX_DEFAULT: u64 = 10_000;
+/// Default [`Limits::watch_pending_bytes_max`]: 16 MiB of events read ahead of a compaction per
+/// watch.
 pub const WATCH_PENDING_BYTES_MAX_DEFAULT: u64 = 16 * 1024 * 1024;
 /// Default [`Limits::watch_catchup_revisions_max`]: revisions scanned per poll of a catching-up
 /// watch.
@@ -70,9 +69,8 @@ pub struct Limits {
     pub session_idle_entries_max: u64,
     /// Most watches on this node. Node-local.
     pub watches_max: u64,
-    /// Most undelivered events a watch may have before it is cancelled as too slow. Node-local.
-    pub watch_pending_events_max: u64,
-    /// Most undelivered event bytes a watch may have before it is cancelled. Node-local.
+    /// Most event bytes read out of history for a watch that a compaction would overtake; a
+    /// watch further behind ends with [`crate::KvError::Compacted`]. Node-local.
     pub watch_pending_bytes_max: u64,
     /// Most revisions one poll of a catching-up watch (one started in the past) scans, so a poll
     /// costs bounded work. Node-local.
@@ -93,7 +91,6 @@ impl Default for Limits {
             sessions_max: SESSIONS_MAX_DEFAULT,
             session_idle_entries_max: SESSION_IDLE_ENTRIES_MAX_DEFAULT,
             watches_max: WATCHES_MAX_DEFAULT,
-            watch_pending_events_max: WATCH_PENDING_EVENTS_MAX_DEFAULT,
             watch_pending_bytes_max: WATCH_PENDING_BYTES_MAX_DEFAULT,
             watch_catchup_revisions_max: WATCH_CATCHUP_REVISIONS_MAX_DEFAULT,
         }

@@ -13,7 +13,7 @@ use crate::command::{RangeRequest, RangeResponse};
 use crate::lease::{LeaseStatus, Leases};
 use crate::mvcc::{Mvcc, RangeBudget};
 use crate::session::Sessions;
-use crate::watch::{WatchId, WatchRequest, WatchResponse, Watches};
+use crate::watch::{WatchDelivery, WatchId, WatchRequest, WatchResponse, Watches};
 use crate::{ClientId, KvError, LeaseId, Limits, Result, Revision};
 
 /// The replicated key-value state machine (crate docs).
@@ -162,17 +162,29 @@ impl KvStore {
         self.watches.cancel(id)
     }
 
-    /// Takes the next events of a watch: whole revisions, about `max_events` (see
-    /// [`crate::watch`]). `Ok(None)`: nothing new yet (poll again after the next apply, or when
-    /// [`KvStore::watches_ready`] lists it). An error (too slow, compacted) ends the watch.
+    /// Takes the next events of watch `id`: whole revisions, about `max_events` (see
+    /// [`crate::watch`]). `Ok(None)`: nothing new yet. An error (compaction overtook it) ends the
+    /// watch.
     pub fn watch_poll(&mut self, id: WatchId, max_events: usize) -> Result<Option<WatchResponse>> {
-        self.watches.poll(id, max_events, &self.mvcc, &self.limits)
+        if !self.watches.exists(id) {
+            return Err(KvError::WatchNotFound { id });
+        }
+        let mut deliveries = self.watch_poll_ready(|w| w == id, max_events);
+        match deliveries.pop() {
+            Some(delivery) => delivery.result.map(Some),
+            None => Ok(None),
+        }
     }
 
-    /// Watches with something to deliver (queued events, catching up, or a cancellation to
-    /// report), in id order. Poll these after applying.
-    pub fn watches_ready(&self) -> Vec<WatchId> {
-        self.watches.ready()
+    /// Polls every watch `wanted` accepts that has something to deliver, once for all: watches
+    /// of the same range at the same point share one delivery (see [`crate::watch`]).
+    pub fn watch_poll_ready(
+        &mut self,
+        wanted: impl Fn(WatchId) -> bool,
+        max_events: usize,
+    ) -> Vec<WatchDelivery> {
+        self.watches
+            .poll_ready(wanted, max_events, &self.mvcc, &self.limits)
     }
 
     /// Number of watches on this node.
@@ -192,8 +204,7 @@ impl KvStore {
             "adopting watches from a store at revision {old_revision} into one at {}",
             self.revision()
         );
-        self.watches
-            .adopt(&mut old.watches, old_revision, &self.mvcc);
+        self.watches.adopt(&mut old.watches);
     }
 
     // ---- state hash ----

@@ -1,5 +1,5 @@
 //! Watches: streams of changes to a key or range, served per node from the applied state, in a
-//! pull model (`watch_create`, `watch_poll`, `watch_cancel` on [`crate::KvStore`]).
+//! pull model (`watch_create`, `watch_poll_ready`, `watch_cancel` on [`crate::KvStore`]).
 //!
 //! ## Guarantees
 //!
@@ -12,28 +12,33 @@
 //! - **Resumable.** A watch may start at any revision not yet compacted (`start_revision`), so a
 //!   client that lost its stream re-creates the watch from the last `to_revision + 1` it saw, on
 //!   any node.
-//! - **Compaction reported.** Starting at or below the compacted revision fails with
-//!   [`KvError::Compacted`]; so does a poll of a catching-up watch that compaction overtook.
-//! - **Bounded.** Events queued for a watch beyond [`crate::Limits::watch_pending_events_max`] or
-//!   [`crate::Limits::watch_pending_bytes_max`] cancel it; its next poll returns
-//!   [`KvError::WatchTooSlow`] (with the revision to resume from) and the watch is gone.
+//! - **Free for writers.** Applying a revision does no work per watch: a watch is a cursor into
+//!   the store's history, read when it is polled. A watch that falls behind is never cancelled
+//!   for it; it reads on from history.
+//! - **Compaction reported, not suffered.** Starting at or below the compacted revision fails
+//!   with [`KvError::Compacted`]. When a compaction would overtake a watch, the events it has not
+//!   read yet are first copied out for it (at most [`crate::Limits::watch_pending_bytes_max`]
+//!   bytes over at most [`crate::Limits::watch_catchup_revisions_max`] revisions); a watch too
+//!   far behind for that ends with [`KvError::Compacted`], as etcd's do.
+//! - **Shared.** [`crate::KvStore::watch_poll_ready`] reads the history once for all watches at
+//!   the same revision, and watches of the same range at the same point share one response.
 //!
 //! ## How
 //!
-//! A watch is *synced* when every change up to the current revision has been queued for it:
-//! applying a revision then queues the matching events (`notify`). A watch started in the past is
-//! *catching up*: polls read the events straight from the MVCC changelog and history (no
-//! buffering), at most [`crate::Limits::watch_catchup_revisions_max`] revisions per poll, and the
-//! watch becomes synced when the scan reaches the current revision. Catching-up polls that scan
-//! revisions without a matching event return a response without events (progress), so the next
-//! `from_revision` still follows on.
+//! A watch has two cursors: `next_revision`, the first revision it has not delivered, and
+//! `scan_revision`, the first revision it has not read from the changelog (revisions between the
+//! two had no matching event, or their events wait in `pending`). A poll reads at most
+//! [`crate::Limits::watch_catchup_revisions_max`] revisions per watch. A poll that reads
+//! revisions without a matching event short of the current revision returns a response without
+//! events (progress), so the next `from_revision` still follows on; one that reaches the current
+//! revision with nothing to say returns nothing.
 //!
 //! Watches are node-local: not replicated, not in snapshots or the state hash.
 //! [`crate::KvStore::adopt_watches`] carries them over a snapshot restore.
 //!
-//! Invariants: queued events are in revision order, all `>= next_revision`; a synced watch has
-//! `scan_revision == revision + 1` of the store when it was last notified; `ready` holds every
-//! watch that has something to deliver (queued events, catching up, or cancelled).
+//! Invariants: `next_revision <= scan_revision`; `pending` holds events of revisions in
+//! `next_revision..scan_revision`, in order; a watch with nothing pending has
+//! `scan_revision > compacted` (so its history is there to read).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -140,8 +145,6 @@ impl Event {
 /// What one poll of a watch delivers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchResponse {
-    /// The watch.
-    pub watch_id: WatchId,
     /// First revision covered (the previous response's `to_revision + 1`).
     pub from_revision: Revision,
     /// Last revision covered: every matching event of `from_revision..=to_revision` is in
@@ -151,6 +154,17 @@ pub struct WatchResponse {
     pub events: Vec<Event>,
 }
 
+/// One outcome of [`crate::KvStore::watch_poll_ready`], the same for every watch in
+/// `watch_ids` (watches of the same range at the same point share one response).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchDelivery {
+    /// The watches it is for (at least one).
+    pub watch_ids: Vec<WatchId>,
+    /// Their next response, or why they ended (compaction overtook them, or they were cancelled);
+    /// an ended watch is gone.
+    pub result: Result<WatchResponse>,
+}
+
 /// One watch.
 #[derive(Debug)]
 struct Watcher {
@@ -158,10 +172,12 @@ struct Watcher {
     prev_kv: bool,
     /// First revision not yet delivered (`from_revision` of the next response).
     next_revision: Revision,
-    /// First revision not yet scanned (catching up) or notified (synced).
+    /// First revision not yet read from the changelog, while lagging (a synced watch has read
+    /// through `Watches::synced_through`).
     scan_revision: Revision,
-    /// Whether apply queues events for it.
+    /// Whether it is in `Watches::synced` (else in `Watches::lagging`).
     synced: bool,
+    /// Events read out of history ahead of a compaction, not yet delivered.
     pending: VecDeque<Event>,
     pending_bytes: u64,
 }
@@ -170,13 +186,35 @@ struct Watcher {
 #[derive(Debug, Default)]
 pub(crate) struct Watches {
     watchers: BTreeMap<WatchId, Watcher>,
-    /// Cancelled watches and why, reported by their next poll.
+    /// Ended watches and why, reported by their next poll.
     cancelled: BTreeMap<WatchId, KvError>,
-    ready: BTreeSet<WatchId>,
+    /// Watches that have read history through `synced_through`, by range: a poll reads the new
+    /// revisions once for all of them, finding single keys by key.
+    synced: BTreeMap<KeyRange, BTreeSet<WatchId>>,
+    synced_through: Revision,
+    /// Watches reading history from their own `scan_revision` (started in the past, behind a
+    /// full stream, or with events read ahead of a compaction).
+    lagging: BTreeSet<WatchId>,
     last_id: WatchId,
 }
 
-fn event(key: &Bytes, entry: &KeyEntry, prev: Option<&KeyEntry>, with_prev: bool) -> Event {
+/// Lagging watches that read the same history the same way, so one response serves them all:
+/// ordered by `scan_revision` first, so watches reading from the same revision are adjacent.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct GroupKey {
+    scan_revision: Revision,
+    range: KeyRange,
+    prev_kv: bool,
+    next_revision: Revision,
+}
+
+/// What a scan read for one range: its events and the last revision read.
+struct Scanned {
+    events: Vec<Event>,
+    last_revision: Revision,
+}
+
+fn event(key: &Bytes, entry: &KeyEntry, prev: Option<&KeyEntry>) -> Event {
     let (kind, kv) = if entry.is_tombstone() {
         let kv = KeyValue {
             key: key.clone(),
@@ -188,20 +226,88 @@ fn event(key: &Bytes, entry: &KeyEntry, prev: Option<&KeyEntry>, with_prev: bool
         (EventKind::Put, entry.to_kv(key, false))
     };
     let prev_kv = prev
-        .filter(|p| with_prev && !p.is_tombstone())
+        .filter(|p| !p.is_tombstone())
         .map(|p| p.to_kv(key, false));
     Event { kind, kv, prev_kv }
 }
 
+/// `events` as a watch that does (not) want previous values sees them.
+fn shaped(events: &[Event], prev_kv: bool) -> Vec<Event> {
+    events
+        .iter()
+        .map(|e| Event {
+            prev_kv: e.prev_kv.clone().filter(|_| prev_kv),
+            ..e.clone()
+        })
+        .collect()
+}
+
+/// Reads revisions `from..=to` of the changelog once for all `ranges` (`matching` lists the
+/// indexes of the ranges holding a key): each range gets its events (with previous values), and
+/// stops at the first revision boundary where it holds `max_events` or more.
+fn scan(
+    mvcc: &Mvcc,
+    from: Revision,
+    to: Revision,
+    ranges: usize,
+    matching: impl Fn(&[u8], &mut Vec<usize>),
+    max_events: usize,
+) -> Vec<Scanned> {
+    let mut scanned: Vec<Scanned> = (0..ranges)
+        .map(|_| Scanned {
+            events: Vec::new(),
+            last_revision: to,
+        })
+        .collect();
+    let mut closed = vec![false; ranges];
+    let mut full: Vec<usize> = Vec::new();
+    let mut matched = Vec::new();
+    for revision in from..=to {
+        for i in full.drain(..) {
+            closed[i] = true;
+            scanned[i].last_revision = revision - 1;
+        }
+        for key in mvcc.changes_at(revision) {
+            matched.clear();
+            matching(key, &mut matched);
+            matched.retain(|&i| !closed[i]);
+            if matched.is_empty() {
+                continue;
+            }
+            let (entry, prev) = mvcc
+                .history(key)
+                .and_then(|h| h.change_at(revision))
+                .expect("changelog is indexed");
+            let e = event(key, entry, prev);
+            for &i in &matched {
+                scanned[i].events.push(e.clone());
+                if scanned[i].events.len() == max_events {
+                    full.push(i);
+                }
+            }
+        }
+    }
+    scanned
+}
+
+/// The smallest interval range: every `KeyRange::Interval` sorts at or after it, every
+/// `KeyRange::Single` before.
+fn first_interval() -> KeyRange {
+    KeyRange::Interval {
+        start: Bytes::new(),
+        end: None,
+    }
+}
+
 impl Watches {
-    /// Number of watches (live and cancelled-but-unreported).
+    /// Number of watches (live and ended-but-unreported).
     pub(crate) fn len(&self) -> usize {
         self.watchers.len() + self.cancelled.len()
     }
 
-    /// Watches with something to deliver.
-    pub(crate) fn ready(&self) -> Vec<WatchId> {
-        self.ready.iter().copied().collect()
+    /// Whether watch `id` exists (live, or ended and not yet reported).
+    pub(crate) fn exists(&self, id: WatchId) -> bool {
+        self.watchers.contains_key(&id) || self.cancelled.contains_key(&id)
     }
 
     pub(crate) fn create(
@@ -216,14 +322,13 @@ impl Watches {
                 max: limits.watches_max,
             });
         }
-        let current = mvcc.revision();
         let start = match req.start_revision {
             r if r < 0 => {
                 return Err(KvError::InvalidRequest(format!(
                     "watch start revision {r} is negative"
                 )));
             }
-            0 => current + 1,
+            0 => mvcc.revision() + 1,
             r if r <= mvcc.compacted() => {
                 return Err(KvError::Compacted {
                     revision: r,
@@ -232,7 +337,9 @@ impl Watches {
             }
             r => r,
         };
-        let synced = start > current;
+        if self.synced.is_empty() {
+            self.synced_through = mvcc.revision();
+        }
         self.last_id += 1;
         let id = self.last_id;
         self.watchers.insert(
@@ -241,185 +348,445 @@ impl Watches {
                 range: KeyRange::new(&req.key, &req.range_end),
                 prev_kv: req.prev_kv,
                 next_revision: start,
-                scan_revision: if synced { current + 1 } else { start },
-                synced,
+                scan_revision: start,
+                synced: false,
                 pending: VecDeque::new(),
                 pending_bytes: 0,
             },
         );
-        if !synced {
-            self.ready.insert(id);
-        }
+        self.lagging.insert(id);
+        self.join_synced(id);
         Ok(id)
     }
 
     pub(crate) fn cancel(&mut self, id: WatchId) -> Result<()> {
-        self.ready.remove(&id);
-        if self.watchers.remove(&id).is_some() || self.cancelled.remove(&id).is_some() {
-            Ok(())
-        } else {
-            Err(KvError::WatchNotFound { id })
-        }
-    }
-
-    /// Queues the events of the just-committed `revision` for synced watches.
-    pub(crate) fn notify(&mut self, revision: Revision, mvcc: &Mvcc, limits: &Limits) {
-        let mut slow = Vec::new();
-        for (id, w) in self.watchers.iter_mut().filter(|(_, w)| w.synced) {
-            debug_assert_eq!(
-                w.scan_revision, revision,
-                "synced watches see every revision"
-            );
-            w.scan_revision = revision + 1;
-            if revision < w.next_revision {
-                continue; // starts in the future
-            }
-            let before = w.pending.len();
-            for key in mvcc
-                .changes_at(revision)
-                .iter()
-                .filter(|k| w.range.contains(k))
-            {
-                let (entry, prev) = mvcc
-                    .history(key)
-                    .and_then(|h| h.change_at(revision))
-                    .expect("changelog is indexed");
-                let e = event(key, entry, prev, w.prev_kv);
-                w.pending_bytes += e.bytes();
-                w.pending.push_back(e);
-            }
-            if w.pending.len() == before {
-                continue;
-            }
-            self.ready.insert(*id);
-            if w.pending.len() as u64 > limits.watch_pending_events_max
-                || w.pending_bytes > limits.watch_pending_bytes_max
-            {
-                slow.push(*id);
-            }
-        }
-        for id in slow {
-            let w = self.watchers.remove(&id).expect("slow watch exists");
-            let error = KvError::WatchTooSlow {
-                id,
-                events: w.pending.len() as u64,
-                bytes: w.pending_bytes,
-                events_max: limits.watch_pending_events_max,
-                bytes_max: limits.watch_pending_bytes_max,
-                resume_revision: w.next_revision,
-            };
-            self.cancelled.insert(id, error);
-        }
-    }
-
-    pub(crate) fn poll(
-        &mut self,
-        id: WatchId,
-        max_events: usize,
-        mvcc: &Mvcc,
-        limits: &Limits,
-    ) -> Result<Option<WatchResponse>> {
-        if let Some(error) = self.cancelled.remove(&id) {
-            self.ready.remove(&id);
-            return Err(error);
+        if self.cancelled.remove(&id).is_some() {
+            return Ok(());
         }
         let w = self
             .watchers
-            .get_mut(&id)
+            .remove(&id)
             .ok_or(KvError::WatchNotFound { id })?;
-        let max_events = max_events.max(1);
-        let from = w.next_revision;
-        let mut events = Vec::new();
-        // Queued events first, whole revisions at a time.
-        while let Some(revision) = w.pending.front().map(Event::revision) {
-            if events.len() >= max_events {
-                break;
-            }
-            while w.pending.front().is_some_and(|e| e.revision() == revision) {
-                let e = w.pending.pop_front().expect("front exists");
-                w.pending_bytes -= e.bytes();
-                events.push(e);
-            }
-        }
-        if !w.synced && w.pending.is_empty() && events.len() < max_events {
-            if w.scan_revision <= mvcc.compacted() {
-                let error = KvError::Compacted {
-                    revision: w.scan_revision,
-                    compacted_revision: mvcc.compacted(),
-                };
-                self.watchers.remove(&id);
-                self.ready.remove(&id);
-                return Err(error);
-            }
-            let scan_end = w
-                .scan_revision
-                .saturating_add(limits.watch_catchup_revisions_max.max(1) as i64);
-            while w.scan_revision <= mvcc.revision()
-                && w.scan_revision < scan_end
-                && events.len() < max_events
-            {
-                let revision = w.scan_revision;
-                for key in mvcc
-                    .changes_at(revision)
-                    .iter()
-                    .filter(|k| w.range.contains(k))
-                {
-                    let (entry, prev) = mvcc
-                        .history(key)
-                        .and_then(|h| h.change_at(revision))
-                        .expect("changelog is indexed");
-                    events.push(event(key, entry, prev, w.prev_kv));
+        self.forget(id, &w);
+        Ok(())
+    }
+
+    /// Drops `id` (watch `w`, already out of `watchers`) from the synced index or lagging set.
+    fn forget(&mut self, id: WatchId, w: &Watcher) {
+        if w.synced {
+            if let Some(ids) = self.synced.get_mut(&w.range) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.synced.remove(&w.range);
                 }
-                w.scan_revision += 1;
             }
-            w.synced = w.scan_revision > mvcc.revision();
+        } else {
+            self.lagging.remove(&id);
         }
-        let to = match w.pending.front() {
-            Some(e) => e.revision() - 1,
-            None => w.scan_revision - 1,
+    }
+
+    /// Moves lagging watch `id` to the synced index if it has read exactly through
+    /// `synced_through` and has nothing pending.
+    fn join_synced(&mut self, id: WatchId) {
+        let Some(w) = self.watchers.get_mut(&id) else {
+            return;
         };
-        if w.pending.is_empty() && w.synced {
-            self.ready.remove(&id);
+        if w.synced || !w.pending.is_empty() || w.scan_revision != self.synced_through + 1 {
+            return;
         }
-        if events.is_empty() && (w.synced || to < from) {
-            return Ok(None); // nothing new; the next response still starts at `from`
+        w.synced = true;
+        self.lagging.remove(&id);
+        self.synced.entry(w.range.clone()).or_default().insert(id);
+    }
+
+    /// Moves synced watch `id` to the lagging set, to read on from `scan_revision`.
+    fn make_lagging(&mut self, id: WatchId, scan_revision: Revision) {
+        let Some(w) = self.watchers.get_mut(&id) else {
+            return;
+        };
+        debug_assert!(w.synced, "only a synced watch starts lagging");
+        w.synced = false;
+        w.scan_revision = scan_revision;
+        if let Some(ids) = self.synced.get_mut(&w.range) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.synced.remove(&w.range);
+            }
         }
-        w.next_revision = to + 1;
-        Ok(Some(WatchResponse {
-            watch_id: id,
-            from_revision: from,
-            to_revision: to,
-            events,
-        }))
+        self.lagging.insert(id);
+    }
+
+    /// Polls every watch `wanted` accepts that has something to say: ended watches, events read
+    /// ahead of a compaction, and new history (about `max_events` per watch, whole revisions).
+    /// At most one delivery per watch.
+    pub(crate) fn poll_ready(
+        &mut self,
+        wanted: impl Fn(WatchId) -> bool,
+        max_events: usize,
+        mvcc: &Mvcc,
+        limits: &Limits,
+    ) -> Vec<WatchDelivery> {
+        let max_events = max_events.max(1);
+        let mut deliveries = Vec::new();
+        let ended: Vec<WatchId> = self
+            .cancelled
+            .keys()
+            .copied()
+            .filter(|&id| wanted(id))
+            .collect();
+        for id in ended {
+            if let Some(error) = self.cancelled.remove(&id) {
+                deliveries.push(WatchDelivery {
+                    watch_ids: vec![id],
+                    result: Err(error),
+                });
+            }
+        }
+        let delivered = self.poll_synced(&wanted, max_events, mvcc, &mut deliveries);
+        self.poll_lagging(
+            &wanted,
+            &delivered,
+            max_events,
+            mvcc,
+            limits,
+            &mut deliveries,
+        );
+        deliveries
+    }
+
+    /// Reads the revisions after `synced_through` once for every synced watch; a watch that is
+    /// not `wanted` or fills `max_events` starts lagging. Returns the watches it delivered to.
+    fn poll_synced(
+        &mut self,
+        wanted: &impl Fn(WatchId) -> bool,
+        max_events: usize,
+        mvcc: &Mvcc,
+        deliveries: &mut Vec<WatchDelivery>,
+    ) -> BTreeSet<WatchId> {
+        let current = mvcc.revision();
+        let from = self.synced_through + 1;
+        self.synced_through = current;
+        if self.synced.is_empty() || from > current {
+            return BTreeSet::new();
+        }
+        // The ranges with at least one event, found by reading the changelog once.
+        let mut touched: Vec<&KeyRange> = Vec::new();
+        let mut touched_at: BTreeMap<&KeyRange, usize> = BTreeMap::new();
+        for revision in from..=current {
+            for key in mvcc.changes_at(revision) {
+                let single = KeyRange::Single(key.clone());
+                let hits = self
+                    .synced
+                    .get_key_value(&single)
+                    .map(|(r, _)| r)
+                    .into_iter()
+                    .chain(
+                        self.synced
+                            .range(first_interval()..)
+                            .map(|(r, _)| r)
+                            .filter(|r| r.contains(key)),
+                    );
+                for range in hits {
+                    touched_at.entry(range).or_insert_with(|| {
+                        touched.push(range);
+                        touched.len() - 1
+                    });
+                }
+            }
+        }
+        if touched.is_empty() {
+            return BTreeSet::new();
+        }
+        let first = first_interval();
+        let scanned = scan(
+            mvcc,
+            from,
+            current,
+            touched.len(),
+            |key, out| {
+                let single = KeyRange::Single(Bytes::copy_from_slice(key));
+                out.extend(touched_at.get(&single));
+                out.extend(
+                    touched_at
+                        .range::<&KeyRange, _>(&first..)
+                        .filter(|(r, _)| r.contains(key))
+                        .map(|(_, &i)| i),
+                );
+            },
+            max_events,
+        );
+        let touched: Vec<(KeyRange, Vec<WatchId>)> = touched
+            .into_iter()
+            .map(|r| (r.clone(), self.synced[r].iter().copied().collect()))
+            .collect();
+        let mut delivered = BTreeSet::new();
+        for ((_, ids), s) in touched.into_iter().zip(scanned) {
+            let mut groups: BTreeMap<(bool, Revision), Vec<WatchId>> = BTreeMap::new();
+            for id in ids {
+                if !wanted(id) {
+                    self.make_lagging(id, from);
+                    continue;
+                }
+                let w = &self.watchers[&id];
+                groups
+                    .entry((w.prev_kv, w.next_revision))
+                    .or_default()
+                    .push(id);
+                if s.last_revision < current {
+                    self.make_lagging(id, s.last_revision + 1);
+                }
+                if let Some(w) = self.watchers.get_mut(&id) {
+                    w.next_revision = s.last_revision + 1;
+                }
+                delivered.insert(id);
+            }
+            for ((prev_kv, next_revision), ids) in groups {
+                deliveries.push(WatchDelivery {
+                    watch_ids: ids,
+                    result: Ok(WatchResponse {
+                        from_revision: next_revision,
+                        to_revision: s.last_revision,
+                        events: shaped(&s.events, prev_kv),
+                    }),
+                });
+            }
+        }
+        delivered
+    }
+
+    /// Polls the lagging watches `wanted` accepts and not `delivered` to this round: events
+    /// read ahead of a compaction first, then history from their `scan_revision`, read once per
+    /// group of watches at the same revision. Those that catch up join the synced index.
+    fn poll_lagging(
+        &mut self,
+        wanted: &impl Fn(WatchId) -> bool,
+        delivered: &BTreeSet<WatchId>,
+        max_events: usize,
+        mvcc: &Mvcc,
+        limits: &Limits,
+        deliveries: &mut Vec<WatchDelivery>,
+    ) {
+        let current = mvcc.revision();
+        let mut groups: BTreeMap<GroupKey, Vec<WatchId>> = BTreeMap::new();
+        let ids: Vec<WatchId> = self
+            .lagging
+            .iter()
+            .copied()
+            .filter(|id| !delivered.contains(id) && wanted(*id))
+            .collect();
+        for &id in &ids {
+            let w = self.watchers.get_mut(&id).expect("lagging watch exists");
+            if let Some(response) = w.take_pending(max_events) {
+                deliveries.push(WatchDelivery {
+                    watch_ids: vec![id],
+                    result: Ok(response),
+                });
+            } else if w.scan_revision <= current {
+                groups.entry(w.group_key()).or_default().push(id);
+            }
+        }
+        let groups: Vec<(GroupKey, Vec<WatchId>)> = groups.into_iter().collect();
+        for cohort in groups.chunk_by(|a, b| a.0.scan_revision == b.0.scan_revision) {
+            let from = cohort[0].0.scan_revision;
+            if from <= mvcc.compacted() {
+                // Only after adopting watches into a store restored past them.
+                for (key, ids) in cohort {
+                    self.end(ids, key.next_revision, mvcc.compacted(), deliveries);
+                }
+                continue;
+            }
+            let to = current.min(from.saturating_add(catchup_revisions(limits) - 1));
+            let matching = |key: &[u8], out: &mut Vec<usize>| {
+                out.extend(
+                    cohort
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (k, _))| k.range.contains(key))
+                        .map(|(i, _)| i),
+                );
+            };
+            let scanned = scan(mvcc, from, to, cohort.len(), matching, max_events);
+            for ((key, ids), s) in cohort.iter().zip(scanned) {
+                for id in ids {
+                    let w = self.watchers.get_mut(id).expect("grouped watch exists");
+                    w.scan_revision = s.last_revision + 1;
+                }
+                let caught_up = s.last_revision == current;
+                if !(s.events.is_empty() && caught_up) {
+                    for id in ids {
+                        let w = self.watchers.get_mut(id).expect("grouped watch exists");
+                        w.next_revision = s.last_revision + 1;
+                    }
+                    deliveries.push(WatchDelivery {
+                        watch_ids: ids.clone(),
+                        result: Ok(WatchResponse {
+                            from_revision: key.next_revision,
+                            to_revision: s.last_revision,
+                            events: shaped(&s.events, key.prev_kv),
+                        }),
+                    });
+                }
+                // Nothing new and caught up: the next response still starts at `next_revision`.
+            }
+        }
+        for id in ids {
+            self.join_synced(id);
+        }
+    }
+
+    /// Ends watches `ids` that compaction overtook, reporting it in `deliveries`.
+    fn end(
+        &mut self,
+        ids: &[WatchId],
+        revision: Revision,
+        compacted_revision: Revision,
+        deliveries: &mut Vec<WatchDelivery>,
+    ) {
+        for id in ids {
+            if let Some(w) = self.watchers.remove(id) {
+                self.forget(*id, &w);
+            }
+        }
+        deliveries.push(WatchDelivery {
+            watch_ids: ids.to_vec(),
+            result: Err(KvError::Compacted {
+                revision,
+                compacted_revision,
+            }),
+        });
+    }
+
+    /// Before history up to `revision` is compacted: reads out, for every watch that has not read
+    /// that far, the events it has not read (module docs), or ends it if it is too far behind.
+    pub(crate) fn before_compact(&mut self, revision: Revision, mvcc: &Mvcc, limits: &Limits) {
+        if self.synced_through < revision {
+            let synced: Vec<WatchId> = self.synced.values().flatten().copied().collect();
+            let from = self.synced_through + 1;
+            for id in synced {
+                self.make_lagging(id, from);
+            }
+        }
+        let mut groups: BTreeMap<GroupKey, Vec<WatchId>> = BTreeMap::new();
+        for &id in &self.lagging {
+            let w = &self.watchers[&id];
+            if w.scan_revision <= revision {
+                groups.entry(w.group_key()).or_default().push(id);
+            }
+        }
+        let groups: Vec<(GroupKey, Vec<WatchId>)> = groups.into_iter().collect();
+        let mut ended = Vec::new();
+        for cohort in groups.chunk_by(|a, b| a.0.scan_revision == b.0.scan_revision) {
+            let from = cohort[0].0.scan_revision;
+            let behind = revision - from + 1;
+            let scanned = if behind <= catchup_revisions(limits) && from > mvcc.compacted() {
+                let matching = |key: &[u8], out: &mut Vec<usize>| {
+                    out.extend(
+                        cohort
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, (k, _))| k.range.contains(key))
+                            .map(|(i, _)| i),
+                    );
+                };
+                scan(mvcc, from, revision, cohort.len(), matching, usize::MAX)
+            } else {
+                Vec::new()
+            };
+            for (i, (key, ids)) in cohort.iter().enumerate() {
+                let Some(s) = scanned.get(i) else {
+                    ended.extend(ids.iter().copied());
+                    continue;
+                };
+                let events = shaped(&s.events, key.prev_kv);
+                let bytes: u64 = events.iter().map(Event::bytes).sum();
+                for &id in ids {
+                    let w = self.watchers.get_mut(&id).expect("grouped watch exists");
+                    if w.pending_bytes + bytes > limits.watch_pending_bytes_max {
+                        ended.push(id);
+                        continue;
+                    }
+                    w.pending.extend(events.iter().cloned());
+                    w.pending_bytes += bytes;
+                    w.scan_revision = revision + 1;
+                }
+            }
+        }
+        for id in ended {
+            if let Some(w) = self.watchers.remove(&id) {
+                self.forget(id, &w);
+                let error = KvError::Compacted {
+                    revision: w.next_revision,
+                    compacted_revision: revision,
+                };
+                self.cancelled.insert(id, error);
+            }
+        }
     }
 
     /// Takes over `other`'s watches after this store was restored from a snapshot at a revision
-    /// at or after `other`'s: events queued on `other` stay queued, the rest is read from this
-    /// store's history (catching up from `other`'s revision + 1).
-    pub(crate) fn adopt(&mut self, other: &mut Watches, other_revision: Revision, mvcc: &Mvcc) {
+    /// at or after `other`'s: each reads on from where it was (module docs).
+    pub(crate) fn adopt(&mut self, other: &mut Watches) {
+        let synced_from = other.synced_through + 1;
         for (id, mut w) in std::mem::take(&mut other.watchers) {
-            if w.synced && w.next_revision <= other_revision + 1 {
-                w.synced = other_revision + 1 > mvcc.revision();
-                w.scan_revision = other_revision + 1;
-            } else if w.synced {
-                // Starts in the future: stays synced if still in the future here.
-                w.synced = w.next_revision > mvcc.revision();
-                w.scan_revision = if w.synced {
-                    mvcc.revision() + 1
-                } else {
-                    w.next_revision
-                };
+            if w.synced {
+                w.synced = false;
+                w.scan_revision = synced_from;
             }
-            if !w.synced || !w.pending.is_empty() {
-                self.ready.insert(id);
-            }
+            self.lagging.insert(id);
             self.watchers.insert(id, w);
         }
-        for (id, error) in std::mem::take(&mut other.cancelled) {
-            self.ready.insert(id);
-            self.cancelled.insert(id, error);
-        }
-        other.ready.clear();
+        other.synced.clear();
+        other.lagging.clear();
+        self.cancelled.append(&mut other.cancelled);
         self.last_id = self.last_id.max(other.last_id);
+    }
+}
+
+/// Revisions one poll reads per watch.
+fn catchup_revisions(limits: &Limits) -> Revision {
+    Revision::try_from(limits.watch_catchup_revisions_max.max(1)).unwrap_or(Revision::MAX)
+}
+
+impl Watcher {
+    fn group_key(&self) -> GroupKey {
+        GroupKey {
+            scan_revision: self.scan_revision,
+            range: self.range.clone(),
+            prev_kv: self.prev_kv,
+            next_revision: self.next_revision,
+        }
+    }
+
+    /// The next response from events read ahead of a compaction, whole revisions at a time.
+    fn take_pending(&mut self, max_events: usize) -> Option<WatchResponse> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let from = self.next_revision;
+        let mut events = Vec::new();
+        while let Some(revision) = self.pending.front().map(Event::revision) {
+            if events.len() >= max_events {
+                break;
+            }
+            while self
+                .pending
+                .front()
+                .is_some_and(|e| e.revision() == revision)
+            {
+                let e = self.pending.pop_front().expect("front exists");
+                self.pending_bytes -= e.bytes();
+                events.push(e);
+            }
+        }
+        let to = match self.pending.front() {
+            Some(e) => e.revision() - 1,
+            None => self.scan_revision - 1,
+        };
+        self.next_revision = to + 1;
+        Some(WatchResponse {
+            from_revision: from,
+            to_revision: to,
+            events,
+        })
     }
 }

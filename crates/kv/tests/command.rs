@@ -351,14 +351,6 @@ fn responses_and_errors_round_trip() {
         KvError::SnapshotIo("io".into()),
         KvError::WatchNotFound { id: 1 },
         KvError::WatchLimit { max: 1 },
-        KvError::WatchTooSlow {
-            id: 1,
-            events: 2,
-            bytes: 3,
-            events_max: 4,
-            bytes_max: 5,
-            resume_revision: 6,
-        },
     ];
     for error in errors {
         let response = Response::error(7, error);

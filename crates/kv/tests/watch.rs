@@ -1,5 +1,5 @@
 //! Watch guarantees, one test each: ordered, exactly once, atomic per revision, resumable from any
-//! revision, compaction reported, slow watcher cancelled; plus a property test that any poll
+//! revision, compaction reported, slow watchers read on, shared deliveries; plus a property test that any poll
 //! pattern delivers exactly the history, gap-free.
 
 use bytes::Bytes;
@@ -278,73 +278,88 @@ fn synced_watches_survive_compaction() {
 }
 
 #[test]
-fn a_slow_watcher_is_cancelled_with_a_reason() {
-    let limits = Limits {
-        watch_pending_events_max: 3,
-        ..Limits::default()
-    };
-    let mut node = Node::new(limits);
+fn a_slow_watcher_reads_on_from_history_instead_of_being_cancelled() {
+    let mut node = Node::new(Limits::default());
     let slow = node.store.watch_create(&WatchRequest::prefix("k")).unwrap();
-    let fast = node.store.watch_create(&WatchRequest::prefix("k")).unwrap();
-    node.put("k", "1");
-    node.put("k", "2");
-    assert_eq!(node.drain(fast, 10).1.len(), 2);
-    let first = node.store.watch_poll(slow, 1).unwrap().unwrap();
-    assert_eq!(first.to_revision, 1);
-    node.put("k", "3");
-    node.put("k", "4");
-    node.put("k", "5"); // slow has revisions 2..=5 pending: 4 > 3
-    assert_eq!(node.store.watches_ready(), vec![slow, fast]);
-    let error = node.store.watch_poll(slow, 10).unwrap_err();
-    assert_eq!(
-        error,
-        KvError::WatchTooSlow {
-            id: slow,
-            events: 4,
-            bytes: error_bytes(&error),
-            events_max: 3,
-            bytes_max: limits_bytes(),
-            resume_revision: 2
-        }
-    );
-    assert!(
-        error
-            .to_string()
-            .contains("re-create the watch from revision 2")
-    );
-    assert_eq!(
-        node.store.watch_poll(slow, 10).unwrap_err(),
-        KvError::WatchNotFound { id: slow }
-    );
-    assert_eq!(
-        node.drain(fast, 10).1.len(),
-        3,
-        "the fast watcher is unaffected"
-    );
+    for i in 0..20_000 {
+        node.put(&format!("k{}", i % 100), "v");
+    }
+    let (responses, events) = node.drain(slow, 1_000);
+    assert_eq!(events.len(), 20_000, "nothing lost, nothing cancelled");
+    assert_eq!(responses.last().unwrap().to_revision, 20_000);
+}
 
-    // Bytes bound too.
+#[test]
+fn a_compaction_reads_out_what_a_watch_behind_it_still_needs() {
+    let mut node = Node::new(Limits::default());
+    let behind = node.store.watch_create(&WatchRequest::key("k")).unwrap();
+    for i in 0..5 {
+        node.put("k", &i.to_string());
+        node.put("other", &i.to_string());
+    }
+    node.apply(Request::compact(10));
+    let (responses, events) = node.drain(behind, 2);
+    assert_eq!(
+        summary(&events).iter().map(|e| e.0).collect::<Vec<_>>(),
+        [1, 3, 5, 7, 9]
+    );
+    assert_eq!(responses.last().unwrap().to_revision, 10);
+}
+
+#[test]
+fn a_watch_too_far_behind_a_compaction_ends_with_the_compacted_revision() {
     let limits = Limits {
         watch_pending_bytes_max: 100,
         ..Limits::default()
     };
     let mut node = Node::new(limits);
-    let id = node.store.watch_create(&WatchRequest::prefix("k")).unwrap();
+    let behind = node.store.watch_create(&WatchRequest::key("k")).unwrap();
+    let ahead = node.store.watch_create(&WatchRequest::key("k")).unwrap();
     node.put("k", &"x".repeat(200));
-    assert!(matches!(
-        node.store.watch_poll(id, 10),
-        Err(KvError::WatchTooSlow { .. })
-    ));
+    assert_eq!(node.drain(ahead, 10).1.len(), 1);
+    node.put("k", "small");
+    node.apply(Request::compact(2));
+    assert_eq!(
+        node.store.watch_poll(behind, 10).unwrap_err(),
+        KvError::Compacted {
+            revision: 1,
+            compacted_revision: 2
+        },
+        "200 bytes behind, more than watch_pending_bytes_max"
+    );
+    assert_eq!(
+        node.store.watch_poll(behind, 10).unwrap_err(),
+        KvError::WatchNotFound { id: behind }
+    );
+    assert_eq!(node.drain(ahead, 10).1.len(), 1, "the other watch goes on");
 }
 
-fn error_bytes(e: &KvError) -> u64 {
-    match e {
-        KvError::WatchTooSlow { bytes, .. } => *bytes,
-        _ => unreachable!(),
-    }
-}
-
-fn limits_bytes() -> u64 {
-    Limits::default().watch_pending_bytes_max
+#[test]
+fn watches_of_the_same_range_share_one_delivery() {
+    let mut node = Node::new(Limits::default());
+    let same: Vec<WatchId> = (0..3)
+        .map(|_| node.store.watch_create(&WatchRequest::prefix("k")).unwrap())
+        .collect();
+    let single = node.store.watch_create(&WatchRequest::key("k1")).unwrap();
+    let other = node.store.watch_create(&WatchRequest::key("x")).unwrap();
+    node.put("k1", "a");
+    node.put("k2", "b");
+    let deliveries = node.store.watch_poll_ready(|_| true, 100);
+    assert_eq!(deliveries.len(), 2, "{deliveries:?}");
+    let shared = deliveries.iter().find(|d| d.watch_ids == same).unwrap();
+    assert_eq!(shared.result.as_ref().unwrap().events.len(), 2);
+    let alone = deliveries.iter().find(|d| d.watch_ids == [single]).unwrap();
+    assert_eq!(alone.result.as_ref().unwrap().events.len(), 1);
+    assert!(
+        deliveries.iter().all(|d| !d.watch_ids.contains(&other)),
+        "nothing for a watch with no event"
+    );
+    assert!(
+        node.store
+            .watch_poll_ready(|id| id != same[0], 100)
+            .is_empty(),
+        "everything was delivered once"
+    );
 }
 
 #[test]
@@ -382,7 +397,7 @@ fn catching_up_reports_progress_without_events() {
         ),
         (1, 12)
     );
-    assert!(node.store.watches_ready().is_empty());
+    assert!(node.store.watch_poll_ready(|_| true, 100).is_empty());
 }
 
 #[test]
@@ -523,5 +538,87 @@ proptest! {
         let (_, expected) = replay.drain(fresh, usize::MAX);
         prop_assert_eq!(&delivered, &expected);
         prop_assert!(delivered.iter().all(|e| e.kv.key.starts_with(b"w")));
+    }
+}
+
+// ---------- property: many watches, polled together, each gets exactly its history ----------
+
+/// The watches of the shared-delivery property: (request, created before the first action).
+fn shared_watches() -> Vec<WatchRequest> {
+    vec![
+        WatchRequest::prefix("w").with_prev_kv(),
+        WatchRequest::prefix("w"),
+        WatchRequest::prefix("w"),
+        WatchRequest::key("w0"),
+        WatchRequest::key("w2").with_prev_kv(),
+        WatchRequest::range("", "\0"),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn watches_polled_together_each_get_exactly_their_history(
+        actions in proptest::collection::vec((action(), 0u8..64), 1..80),
+    ) {
+        let mut node = Node::new(Limits::default());
+        let requests = shared_watches();
+        let ids: Vec<WatchId> = requests
+            .iter()
+            .map(|r| node.store.watch_create(r).unwrap())
+            .collect();
+        let mut delivered: Vec<Vec<Event>> = vec![Vec::new(); ids.len()];
+        let mut next: Vec<Revision> = vec![1; ids.len()];
+        let mut record = |deliveries: Vec<WatchDelivery>| -> Result<(), TestCaseError> {
+            let mut seen = std::collections::BTreeSet::new();
+            for d in deliveries {
+                let r = d.result.unwrap();
+                for id in d.watch_ids {
+                    prop_assert!(seen.insert(id), "one delivery per watch per poll");
+                    let i = ids.iter().position(|&x| x == id).unwrap();
+                    prop_assert_eq!(r.from_revision, next[i], "gap-free");
+                    next[i] = r.to_revision + 1;
+                    delivered[i].extend(r.events.iter().cloned());
+                }
+            }
+            Ok(())
+        };
+        for (action, mask) in &actions {
+            match action {
+                Action::Put(k, v) => { node.put(&key(*k), &v.to_string()); }
+                Action::Delete(k) => { node.apply(Request::delete(key(*k))); }
+                Action::DeletePrefix => { node.apply(Request::delete_prefix("w")); }
+                Action::Txn(keys) => {
+                    let success = keys.iter().map(|k| PutRequest::new(key(*k), "t").into()).collect();
+                    node.apply(Request::txn(TxnRequest { compare: vec![], success, failure: vec![] }));
+                }
+                Action::Compact => {
+                    // Anything up to now: watches behind it read out what they still need.
+                    let upto = node.store.revision();
+                    if upto > node.store.compacted_revision() {
+                        node.apply(Request::compact(upto));
+                    }
+                }
+                Action::Poll(max) => {
+                    let wanted = |id: WatchId| mask & (1 << ((id - 1) % 6)) != 0;
+                    record(node.store.watch_poll_ready(wanted, *max))?;
+                }
+            }
+        }
+        loop {
+            let deliveries = node.store.watch_poll_ready(|_| true, 2);
+            if deliveries.is_empty() {
+                break;
+            }
+            record(deliveries)?;
+        }
+        let mut replay = Node::new(Limits::default());
+        for request in node.log.iter().filter(|r| !matches!(r.op, Some(Op::Compact(_)))) {
+            replay.apply(request.clone());
+        }
+        for (i, request) in requests.iter().enumerate() {
+            let fresh = replay.store.watch_create(&request.clone().from_revision(1)).unwrap();
+            let (_, expected) = replay.drain(fresh, usize::MAX);
+            prop_assert_eq!(&delivered[i], &expected, "watch {:?}", request);
+        }
     }
 }

@@ -23,11 +23,10 @@ use crate::error::ReplicaError;
 use crate::members::{Member, Registry};
 
 /// The key-value limits every node runs with (they must agree: apply-time checks are part of the
-/// replicated behaviour). The store's defaults, with watches bounded for a server: at most
-/// `watches_max` watches of at most `watch_pending_bytes_max` buffered each.
+/// replicated behaviour). The store's defaults, with less read out of history for each watch a
+/// compaction overtakes (`watch_pending_bytes_max`), as a server holds up to `watches_max`.
 pub fn limits() -> Limits {
     Limits {
-        watches_max: 1024,
         watch_pending_bytes_max: 1024 * 1024,
         ..Limits::default()
     }

@@ -31,6 +31,8 @@ pub const CLIENT_HEADER_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// Default time a client connection may stay without a byte either way (longer than a watch
 /// stream's progress interval).
 pub const CLIENT_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+/// Default watches per client address.
+pub const WATCHES_PER_CLIENT_MAX_DEFAULT: usize = 1024;
 /// File descriptors kept out of the client connection bound: the WAL's segments and snapshot
 /// files, peer connections, the process's own.
 pub const DESCRIPTORS_RESERVED: usize = 256;
@@ -86,6 +88,9 @@ pub struct ServerConfig {
     pub client_header_timeout: Duration,
     /// Time a client connection may stay without a byte either way.
     pub client_idle_timeout: Duration,
+    /// Watches one client address may hold at once (the node holds at most the store's
+    /// `watches_max`).
+    pub watches_per_client_max: usize,
     /// Fault injection for tests and drills: while this file exists, WAL syncs do not complete
     /// (a stalled disk). `None` in production.
     pub debug_stall_file: Option<PathBuf>,
@@ -123,6 +128,7 @@ impl ServerConfig {
             client_connections_max: CLIENT_CONNECTIONS_MAX_DEFAULT,
             client_header_timeout: CLIENT_HEADER_TIMEOUT_DEFAULT,
             client_idle_timeout: CLIENT_IDLE_TIMEOUT_DEFAULT,
+            watches_per_client_max: WATCHES_PER_CLIENT_MAX_DEFAULT,
             debug_stall_file: None,
             debug_snapshot_delay: None,
             debug_fail_sync_file: None,
@@ -138,9 +144,10 @@ impl ServerConfig {
         if self.client_connections_max == 0
             || self.client_header_timeout.is_zero()
             || self.client_idle_timeout.is_zero()
+            || self.watches_per_client_max == 0
         {
-            return bad("--client-connections-max, --client-header-timeout-ms and \
-                 --client-idle-timeout-ms must be above 0"
+            return bad("--client-connections-max, --client-header-timeout-ms, \
+                 --client-idle-timeout-ms and --watches-per-client-max must be above 0"
                 .into());
         }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {

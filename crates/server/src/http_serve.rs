@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -24,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::time::{Instant, Sleep};
+use tower::ServiceExt;
 
 use crate::log_limit::LogLimit;
 
@@ -64,8 +66,8 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             _ = &mut stop => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, client) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 refusals.note(&format!("accept failed: {error}"));
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
@@ -81,7 +83,12 @@ pub async fn serve(
             continue;
         };
         let io = TokioIo::new(IdleStream::new(stream, limits.idle_timeout));
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut request: axum::http::Request<_>| {
+                request.extensions_mut().insert(ConnectInfo(client));
+                request
+            },
+        ));
         let connection = builder
             .serve_connection_with_upgrades(io, service)
             .into_owned();

@@ -81,25 +81,6 @@ impl KvError {
             SnapshotIo(text) => wire(19, &[], text),
             WatchNotFound { id } => wire(20, &[u(*id)], ""),
             WatchLimit { max } => wire(21, &[u(*max)], ""),
-            WatchTooSlow {
-                id,
-                events,
-                bytes,
-                events_max,
-                bytes_max,
-                resume_revision,
-            } => wire(
-                22,
-                &[
-                    u(*id),
-                    u(*events),
-                    u(*bytes),
-                    u(*events_max),
-                    u(*bytes_max),
-                    *resume_revision,
-                ],
-                "",
-            ),
         }
     }
 
@@ -175,14 +156,6 @@ impl KvError {
             19 => want(0).map(|()| SnapshotIo(w.text.clone()))?,
             20 => want(1).map(|()| WatchNotFound { id: u(0) })?,
             21 => want(1).map(|()| WatchLimit { max: u(0) })?,
-            22 => want(6).map(|()| WatchTooSlow {
-                id: u(0),
-                events: u(1),
-                bytes: u(2),
-                events_max: u(3),
-                bytes_max: u(4),
-                resume_revision: a[5],
-            })?,
             code => return Err(Malformed(format!("unknown error code {code}"))),
         })
     }

@@ -326,8 +326,6 @@ pub(crate) struct LeaseMove {
 /// What a committed batch did.
 #[derive(Debug)]
 pub(crate) struct Committed {
-    /// The new revision.
-    pub(crate) revision: Revision,
     /// Keys whose lease attachment changed (or that were re-put under a lease).
     pub(crate) lease_moves: Vec<LeaseMove>,
 }
@@ -406,7 +404,8 @@ impl WriteBatch<'_> {
             .collect()
     }
 
-    /// Makes the writes (if any) the next revision. Returns it, or `None` if nothing changed.
+    /// Makes the writes (if any) the next revision. Returns what moved between leases, or `None`
+    /// if nothing changed.
     pub(crate) fn commit(mut self) -> Option<Committed> {
         if self.changed.is_empty() {
             return None;
@@ -421,10 +420,7 @@ impl WriteBatch<'_> {
             .push_back(std::mem::take(&mut self.changed).into_boxed_slice());
         self.mvcc.revision = self.revision;
         let lease_moves = std::mem::take(&mut self.lease_moves);
-        Some(Committed {
-            revision: self.revision,
-            lease_moves,
-        })
+        Some(Committed { lease_moves })
     }
 
     /// Undoes every write of the batch.

@@ -1,31 +1,39 @@
 //! Watch streams: `GET /v1/watch/{key}[?prefix][&rev=N][&prev]`, a stream of JSON lines, one per
 //! batch of events, in revision order, each saying which revisions it covers. The stream ends
-//! with an error line if the watch is cancelled (too slow a reader, compaction) or the node stops.
+//! with an error line if the watch is cancelled (compaction overtook it) or the node stops.
 //!
-//! Invariants: a stream holds one store watch, cancelled when the stream ends (`WatchGuard`); its
-//! lines come from the node's `WatchPump` (so a stream never takes the state lock to wait for
-//! events), and it sends a progress line after `WATCH_PROGRESS_INTERVAL` without one.
+//! Limits: `watches_max` per node (the store's, 10,000) and `--watches-per-client-max` per client
+//! address (1,024); beyond either the answer is a 429 `limit_reached`.
+//!
+//! Invariants: a stream holds one store watch, cancelled when the stream ends (`WatchGuard`), and
+//! one of its client's slots; its lines come from the node's `WatchPump` (so a stream never takes
+//! the state lock to wait for events), and it sends a progress line after
+//! `WATCH_PROGRESS_INTERVAL` without one.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde_json::json;
 
 use super::Api;
 use super::error::ApiError;
 use super::kv::KvQuery;
-use super::watch_pump::Line;
+use super::watch_pump::{ClientSlot, Line};
 
 /// A watch stream sends a progress line at least this often, so a client can tell the stream
 /// is alive and how far it is complete.
 const WATCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Cancels the store's watch and stops its feed when the HTTP stream ends (the client went away).
+/// Cancels the store's watch, stops its feed and frees its client's slot when the HTTP stream
+/// ends (the client went away).
 struct WatchGuard {
     api: Api,
     id: raftkv_kv::WatchId,
+    _slot: ClientSlot,
 }
 
 impl Drop for WatchGuard {
@@ -41,6 +49,7 @@ impl Drop for WatchGuard {
 /// `GET /v1/watch/{key}`.
 pub async fn watch(
     State(api): State<Api>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(key): Path<String>,
     Query(query): Query<KvQuery>,
 ) -> Response {
@@ -52,31 +61,36 @@ pub async fn watch(
     };
     request.start_revision = query.rev.unwrap_or(0);
     request.prev_kv = query.prev.is_some();
+    let per_client_max = api.service.config().watches_per_client_max;
+    let slot = match api.watches.admit(client.ip(), per_client_max) {
+        Ok(slot) => slot,
+        Err(e) => return e.into_response(),
+    };
     let id = match api.service.read(|state| state.kv.watch_create(&request)) {
         Ok(id) => id,
         Err(e) => return ApiError::from(e).into_response(),
     };
     let lines_in = api.watches.register(id);
     let stopping = api.service.shared().stopping.subscribe();
-    let guard = WatchGuard { api, id };
+    let guard = WatchGuard {
+        api,
+        id,
+        _slot: slot,
+    };
     let lines = futures::stream::unfold(Some((guard, lines_in)), move |open| {
         let mut stopping = stopping.clone();
         async move {
             let (guard, mut lines_in) = open?;
             if *stopping.borrow_and_update() {
-                let line = format!("{}\n", json!({ "error": "the node is shutting down" }));
-                return Some((Ok(line), None));
+                return Some((Ok(shutting_down()), None));
             }
             let line = tokio::select! {
                 line = tokio::time::timeout(WATCH_PROGRESS_INTERVAL, lines_in.recv()) => line,
-                _ = stopping.changed() => {
-                    let line = format!("{}\n", json!({ "error": "the node is shutting down" }));
-                    return Some((Ok(line), None));
-                }
+                _ = stopping.changed() => return Some((Ok(shutting_down()), None)),
             };
             match line {
                 Ok(Some(Line::Events(line))) => Some((
-                    Ok::<_, std::convert::Infallible>(line.to_string()),
+                    Ok::<_, std::convert::Infallible>(line),
                     Some((guard, lines_in)),
                 )),
                 Ok(Some(Line::End(line))) => Some((Ok(line), None)),
@@ -86,7 +100,7 @@ pub async fn watch(
                     // store's revision.
                     let revision = guard.api.service.read(|state| state.kv.revision());
                     let line = format!("{}\n", json!({ "progress": true, "revision": revision }));
-                    Some((Ok(line), Some((guard, lines_in))))
+                    Some((Ok(line.into()), Some((guard, lines_in))))
                 }
             }
         }
@@ -96,4 +110,8 @@ pub async fn watch(
         axum::body::Body::from_stream(lines),
     )
         .into_response()
+}
+
+fn shutting_down() -> Bytes {
+    format!("{}\n", json!({ "error": "the node is shutting down" })).into()
 }

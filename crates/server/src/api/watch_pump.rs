@@ -1,21 +1,26 @@
 //! Watch delivery, shared by every watch stream of the node: one task wakes after each applied
-//! batch, takes the state lock once to poll every watch that has something to deliver (and
-//! whose stream has room), renders each distinct response once however many watchers share it,
-//! and hands the lines to the streams through bounded channels. Writers pay one short lock per
-//! batch for all watchers instead of one per watcher.
+//! batch, takes the state lock once to poll every watch whose stream has room (the store reads
+//! the new history once for all of them and groups watches of the same range at the same point
+//! into one delivery), renders each delivery once outside the lock, and hands the same bytes to
+//! every stream of the group through bounded channels. Applying writes does no work per watch.
+//!
+//! It also counts each client's watches, so one client cannot take every watch of the node.
 //!
 //! Invariants: only the pump sends on a stream's channel, and only after seeing room, so no line
-//! is ever dropped; a watch whose stream is full is not polled (its events wait in the store,
-//! whose own bounds cancel a watcher that stays too slow).
+//! is ever dropped; a watch whose stream is full is not polled (it reads on from history when its
+//! stream drains); a client's count equals its open `ClientSlot`s.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use raftkv_kv::{WatchId, WatchResponse};
+use bytes::Bytes;
+use raftkv_kv::WatchId;
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::error::ApiError;
 use super::render;
 use crate::service::Service;
 
@@ -23,39 +28,80 @@ use crate::service::Service;
 const STREAM_LINES_QUEUED_MAX: usize = 16;
 /// Events taken from the store per poll of one watch.
 const WATCH_BATCH_EVENTS: usize = 256;
-/// The pump polls at least this often, even without an applied batch (watches catching up on
+/// The pump polls at least this often, even without an applied batch (watches reading on from
 /// history after their stream drained).
 const PUMP_INTERVAL_MAX: Duration = Duration::from_millis(200);
 
 /// A line for a stream.
+#[derive(Clone)]
 pub enum Line {
-    /// A batch of events (shared by every stream it was rendered for).
-    Events(Arc<str>),
-    /// The watch ended (too slow, compacted): the last line.
-    End(String),
+    /// A batch of events (the same bytes for every stream it was rendered for).
+    Events(Bytes),
+    /// The watch ended (compaction overtook it): the last line.
+    End(Bytes),
 }
 
-/// The streams the pump feeds, by watch.
+/// The streams the pump feeds, and each client's number of watches.
 #[derive(Default)]
 pub struct WatchPump {
     streams: Mutex<BTreeMap<WatchId, mpsc::Sender<Line>>>,
+    per_client: Mutex<BTreeMap<IpAddr, usize>>,
+}
+
+/// One watch of a client, counted while it lives.
+pub struct ClientSlot {
+    pump: Arc<WatchPump>,
+    client: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.pump.per_client);
+        if let Some(count) = counts.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.client);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl WatchPump {
+    /// Counts one more watch of `client`, refused with a 429 beyond `max` (watches_per_client_max).
+    pub fn admit(self: &Arc<Self>, client: IpAddr, max: usize) -> Result<ClientSlot, ApiError> {
+        let mut counts = lock(&self.per_client);
+        let count = counts.entry(client).or_default();
+        if *count >= max {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "limit_reached",
+                format!(
+                    "too many watches from {client} (the limit is {max}, \
+                     --watches-per-client-max); cancel unused watches"
+                ),
+            ));
+        }
+        *count += 1;
+        Ok(ClientSlot {
+            pump: self.clone(),
+            client,
+        })
+    }
+
     /// Starts feeding watch `id`; its lines arrive on the returned channel.
     pub fn register(&self, id: WatchId) -> mpsc::Receiver<Line> {
         let (tx, rx) = mpsc::channel(STREAM_LINES_QUEUED_MAX);
-        self.streams().insert(id, tx);
+        lock(&self.streams).insert(id, tx);
         rx
     }
 
     /// Stops feeding watch `id` (its stream ended).
     pub fn unregister(&self, id: WatchId) {
-        self.streams().remove(&id);
-    }
-
-    fn streams(&self) -> std::sync::MutexGuard<'_, BTreeMap<WatchId, mpsc::Sender<Line>>> {
-        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.streams).remove(&id);
     }
 
     /// Feeds the streams until the node stops.
@@ -79,96 +125,53 @@ impl WatchPump {
         }
     }
 
-    /// One round: poll every ready watch whose stream has room, then send the lines.
+    /// One round: poll every watch whose stream has room, then send the lines (the streams stay
+    /// locked for the round; only the pump sends, so room seen stays room).
     fn pump(&self, service: &Service) {
-        let room: BTreeMap<WatchId, mpsc::Sender<Line>> = self
-            .streams()
-            .iter()
-            .filter(|(_, tx)| tx.capacity() > 0)
-            .map(|(&id, tx)| (id, tx.clone()))
-            .collect();
-        if room.is_empty() {
+        let streams = lock(&self.streams);
+        if streams.is_empty() {
             return;
         }
-        let polled: Vec<(WatchId, Result<WatchResponse, String>)> = service.read(|state| {
-            let mut polled = Vec::new();
-            for id in state.kv.watches_ready() {
-                if !room.contains_key(&id) {
-                    continue;
+        let has_room = |id: WatchId| streams.get(&id).is_some_and(|tx| tx.capacity() > 0);
+        let deliveries =
+            service.read(|state| state.kv.watch_poll_ready(has_room, WATCH_BATCH_EVENTS));
+        for delivery in deliveries {
+            let line = match delivery.result {
+                Ok(response) => Line::Events(format!("{}\n", render::watch_json(&response)).into()),
+                Err(error) => {
+                    Line::End(format!("{}\n", json!({ "error": error.to_string() })).into())
                 }
-                match state.kv.watch_poll(id, WATCH_BATCH_EVENTS) {
-                    Ok(Some(response)) => polled.push((id, Ok(response))),
-                    Ok(None) => {}
-                    Err(e) => polled.push((id, Err(e.to_string()))),
+            };
+            for id in delivery.watch_ids {
+                if let Some(tx) = streams.get(&id) {
+                    // Only the pump sends, after seeing room: this cannot fail for want of space.
+                    let _ = tx.try_send(line.clone());
                 }
             }
-            polled
-        });
-        let mut rendered: Vec<(WatchResponse, Arc<str>)> = Vec::new();
-        for (id, result) in polled {
-            let Some(tx) = room.get(&id) else {
-                continue;
-            };
-            let line = match result {
-                Ok(response) => Line::Events(render_once(&mut rendered, response)),
-                Err(error) => Line::End(format!("{}\n", json!({ "error": error }))),
-            };
-            // Only the pump sends, after seeing room: this cannot fail for want of space.
-            let _ = tx.try_send(line);
         }
     }
-}
-
-/// The JSON line of `response`, rendered once per distinct content in this round (watchers of
-/// the same range at the same point share it).
-fn render_once(rendered: &mut Vec<(WatchResponse, Arc<str>)>, response: WatchResponse) -> Arc<str> {
-    let same = |seen: &WatchResponse| {
-        seen.from_revision == response.from_revision
-            && seen.to_revision == response.to_revision
-            && seen.events == response.events
-    };
-    if let Some((_, line)) = rendered.iter().find(|(seen, _)| same(seen)) {
-        return line.clone();
-    }
-    let line: Arc<str> = format!("{}\n", render::watch_json(&response)).into();
-    rendered.push((response, line.clone()));
-    line
 }
 
 #[cfg(test)]
 mod tests {
-    use raftkv_kv::{Event, EventKind, KeyValue};
-
     use super::*;
 
-    fn response(watch_id: WatchId, key: &str) -> WatchResponse {
-        WatchResponse {
-            watch_id,
-            from_revision: 2,
-            to_revision: 2,
-            events: vec![Event {
-                kind: EventKind::Put,
-                kv: KeyValue {
-                    key: key.as_bytes().to_vec().into(),
-                    mod_revision: 2,
-                    ..KeyValue::default()
-                },
-                prev_kv: None,
-            }],
-        }
-    }
-
     #[test]
-    fn a_response_shared_by_watchers_is_rendered_once() {
-        let mut rendered = Vec::new();
-        let first = render_once(&mut rendered, response(1, "a"));
-        let same = render_once(&mut rendered, response(2, "a"));
-        let other = render_once(&mut rendered, response(3, "b"));
+    fn a_client_is_held_to_its_watch_limit_and_freed_as_watches_end() {
+        let pump = Arc::new(WatchPump::default());
+        let client: IpAddr = [10, 0, 0, 1].into();
+        let other: IpAddr = [10, 0, 0, 2].into();
+        let first = pump.admit(client, 2).unwrap();
+        let _second = pump.admit(client, 2).unwrap();
+        assert!(pump.admit(client, 2).is_err(), "a third is refused");
         assert!(
-            Arc::ptr_eq(&first, &same),
-            "one rendering for both watchers"
+            pump.admit(other, 2).is_ok(),
+            "other clients are not affected"
         );
-        assert!(!Arc::ptr_eq(&first, &other));
-        assert_eq!(rendered.len(), 2);
+        drop(first);
+        assert!(
+            pump.admit(client, 2).is_ok(),
+            "an ended watch frees its slot"
+        );
     }
 }
