@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// Milliseconds a client connection may stay without a byte either way [default: 60000].
     #[arg(long, env = "RAFTKV_CLIENT_IDLE_TIMEOUT_MS")]
     client_idle_timeout_ms: Option<u64>,
+    /// Which addresses may open peer connections: `members` (the members' peer URL hosts) or
+    /// `any` (for members that connect from another address, e.g. behind NAT) [default: members].
+    #[arg(long, env = "RAFTKV_PEER_SOURCES")]
+    peer_sources: Option<String>,
     /// Watches one client address may hold at once; more are refused with a 429 [default: 1024].
     #[arg(long, env = "RAFTKV_WATCHES_PER_CLIENT_MAX")]
     watches_per_client_max: Option<usize>,
@@ -113,6 +117,7 @@ struct FileConfig {
     client_header_timeout_ms: Option<u64>,
     client_idle_timeout_ms: Option<u64>,
     watches_per_client_max: Option<usize>,
+    peer_sources: Option<String>,
     log_level: Option<String>,
 }
 
@@ -192,6 +197,9 @@ fn resolve(args: ServeArgs) -> Result<(ServerConfig, Option<String>)> {
     }
     if let Some(n) = args.watches_per_client_max.or(file.watches_per_client_max) {
         config.watches_per_client_max = n;
+    }
+    if let Some(sources) = args.peer_sources.as_ref().or(file.peer_sources.as_ref()) {
+        config.peer_sources = sources.parse().map_err(anyhow::Error::msg)?;
     }
     if let Some(ms) = args
         .client_header_timeout_ms

@@ -135,3 +135,60 @@ async fn a_slowloris_connection_is_closed_by_the_header_timeout() {
     // The node serves everyone else meanwhile.
     assert!(status(&url).await.is_some());
 }
+
+/// Whether a peer connection from `from` (a local address) to `peer` is closed at once, before
+/// it sends anything (refused at accept), rather than left to its handshake timeout.
+async fn closed_at_once(from: &str, peer: &str) -> bool {
+    use tokio::io::AsyncReadExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(peer.parse().unwrap()).await.unwrap();
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), stream.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// The peer port refuses, at accept, an address that is not a member's (127.0.0.2 here, the
+/// members being on 127.0.0.1), and with `--peer-sources any`, an address whose handshakes kept
+/// failing; a member's address still gets its handshake time.
+#[tokio::test(flavor = "multi_thread")]
+async fn peer_connections_from_non_members_and_repeated_failures_are_refused_early() {
+    use tokio::io::AsyncWriteExt;
+    let root = tempfile::tempdir().unwrap();
+    let mut members_only = Node::new(root.path(), "p1");
+    members_only.start(&[]);
+    let mut any = Node::new(root.path(), "p2");
+    any.start(&["--peer-sources".into(), "any".into()]);
+    wait_for_leader(&[members_only.url()]).await;
+    wait_for_leader(&[any.url()]).await;
+
+    assert!(closed_at_once("127.0.0.2", &members_only.peer).await);
+    assert!(
+        !closed_at_once("127.0.0.1", &members_only.peer).await,
+        "a member's address gets its handshake time"
+    );
+    assert!(!closed_at_once("127.0.0.2", &any.peer).await);
+    for _ in 0..5 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut junk = socket.connect(any.peer.parse().unwrap()).await.unwrap();
+        let _ = junk.write_all(&[0xAB; 64]).await;
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(
+            PATIENCE,
+            tokio::io::AsyncReadExt::read_to_end(&mut junk, &mut rest),
+        )
+        .await;
+    }
+    assert!(
+        closed_at_once("127.0.0.2", &any.peer).await,
+        "after 5 failed handshakes the address is refused at accept"
+    );
+    assert!(!closed_at_once("127.0.0.1", &any.peer).await);
+    assert!(
+        members_only.log_text().contains("not a member's address"),
+        "the first refusal is logged at once, with its reason"
+    );
+}

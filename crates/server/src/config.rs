@@ -88,6 +88,8 @@ pub struct ServerConfig {
     pub client_header_timeout: Duration,
     /// Time a client connection may stay without a byte either way.
     pub client_idle_timeout: Duration,
+    /// Which addresses may open peer connections.
+    pub peer_sources: crate::peer_sources::PeerSources,
     /// Watches one client address may hold at once (the node holds at most the store's
     /// `watches_max`).
     pub watches_per_client_max: usize,
@@ -129,6 +131,7 @@ impl ServerConfig {
             client_header_timeout: CLIENT_HEADER_TIMEOUT_DEFAULT,
             client_idle_timeout: CLIENT_IDLE_TIMEOUT_DEFAULT,
             watches_per_client_max: WATCHES_PER_CLIENT_MAX_DEFAULT,
+            peer_sources: crate::peer_sources::PeerSources::default(),
             debug_stall_file: None,
             debug_snapshot_delay: None,
             debug_fail_sync_file: None,

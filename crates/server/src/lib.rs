@@ -29,6 +29,7 @@ pub mod log_limit;
 pub mod meta;
 pub mod metrics;
 pub mod node;
+pub mod peer_sources;
 pub mod service;
 pub mod snapshots;
 pub mod transport;
@@ -182,6 +183,8 @@ impl Server {
             shared.clone(),
         );
         let (inputs, input_rx) = std::sync::mpsc::sync_channel(INPUT_QUEUE_MAX);
+        let sources = Arc::new(peer_sources::SourceFilter::new(config.peer_sources));
+        let refresh_sources = tokio::spawn(sources.clone().refresh(addrs.clone()));
         let driver = Driver::new(
             engine,
             shared.clone(),
@@ -200,13 +203,16 @@ impl Server {
         let removed_view = shared.clone();
         let removed: transport::RemovedCheck =
             Arc::new(move |id| removed_view.state().registry.is_removed(id));
-        let mut tasks = vec![tokio::spawn(transport::serve_peers(
-            peer_listener,
-            meta.id,
-            meta.cluster_id,
-            removed,
-            inputs.clone(),
-        ))];
+        let mut tasks = vec![
+            refresh_sources,
+            tokio::spawn(transport::serve_peers(
+                peer_listener,
+                meta.id,
+                meta.cluster_id,
+                transport::PeerChecks { removed, sources },
+                inputs.clone(),
+            )),
+        ];
         let service = service::Service::new(inputs.clone(), shared.clone(), config.clone(), me);
         let api = api::Api::new(service);
         tasks.push(tokio::spawn(api.clone().publisher()));

@@ -9,9 +9,11 @@
 //! Inbound, a connection starts with a handshake naming the cluster and both nodes, sent within
 //! `INBOUND_HANDSHAKE_TIMEOUT`; a node of another cluster, a removed node, or a connection meant
 //! for another node is refused. Garbage, a bad checksum or an oversized frame closes that
-//! connection and nothing else. Handshakes in progress are bounded (`PEER_HANDSHAKES_MAX`), and
-//! established connections per member separately (`PEER_CONNECTIONS_PER_MEMBER_MAX`), so a flood
-//! of junk connections cannot take a member's place; refusals are logged as summaries.
+//! connection and nothing else. Before that, at accept, `peer_sources` refuses addresses that are
+//! not members' and addresses whose handshakes kept failing. Handshakes in progress are bounded
+//! (`PEER_HANDSHAKES_MAX`), and established connections per member separately
+//! (`PEER_CONNECTIONS_PER_MEMBER_MAX`), so a flood of junk connections cannot take a member's
+//! place; refusals are logged as summaries.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -29,6 +31,7 @@ use crate::error::{Result, ServerError};
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::node::{Input, Shared};
+use crate::peer_sources::SourceFilter;
 
 /// Messages queued for one peer before new ones are dropped.
 pub const PEER_QUEUE_MSGS_MAX: usize = 1024;
@@ -74,6 +77,14 @@ pub type PeerAddrs = Arc<RwLock<HashMap<NodeId, String>>>;
 
 /// Whether a node id was removed from the cluster (its connections are refused).
 pub type RemovedCheck = Arc<dyn Fn(NodeId) -> bool + Send + Sync>;
+
+/// Who may connect to the peer port.
+pub struct PeerChecks {
+    /// Refuses removed members at the handshake.
+    pub removed: RemovedCheck,
+    /// Refuses non-member addresses and repeated failures at accept.
+    pub sources: Arc<SourceFilter>,
+}
 
 /// The sending half, used by the driver thread.
 pub struct Transport {
@@ -298,9 +309,10 @@ pub async fn serve_peers(
     listener: TcpListener,
     id: NodeId,
     cluster_id: u64,
-    removed: RemovedCheck,
+    checks: PeerChecks,
     inputs: SyncSender<Input>,
 ) {
+    let PeerChecks { removed, sources } = checks;
     let handshakes = Arc::new(Semaphore::new(PEER_HANDSHAKES_MAX));
     let established: Arc<Mutex<BTreeMap<NodeId, usize>>> = Arc::default();
     let refused = Arc::new(Mutex::new(LogLimit::new(
@@ -316,20 +328,27 @@ pub async fn serve_peers(
                 continue;
             }
         };
+        if let Err(refusal) = sources.check(remote.ip(), tokio::time::Instant::now()) {
+            lock(&refused).note(&format!("{remote}: {refusal}"));
+            continue;
+        }
         let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
             lock(&refused).note(&format!("{remote}: every handshake slot is taken"));
             continue;
         };
         let (removed, inputs) = (removed.clone(), inputs.clone());
         let (established, refused) = (established.clone(), refused.clone());
+        let sources = sources.clone();
         tokio::spawn(async move {
             let from = match accept_handshake(stream, id, cluster_id, &removed).await {
                 Ok(accepted) => accepted,
                 Err(e) => {
+                    sources.failed(remote.ip(), tokio::time::Instant::now());
                     lock(&refused).note(&format!("{remote}: {e}"));
                     return;
                 }
             };
+            sources.succeeded(remote.ip());
             drop(handshake);
             let (mut stream, from) = from;
             let Some(_slot) = MemberSlot::take(&established, from) else {
