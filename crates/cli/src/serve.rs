@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// Milliseconds a client connection may stay without a byte either way [default: 60000].
     #[arg(long, env = "RAFTKV_CLIENT_IDLE_TIMEOUT_MS")]
     client_idle_timeout_ms: Option<u64>,
+    /// Milliseconds a client request may take, its body read and its answer produced (a watch
+    /// stream's events are not counted) [default: 30000].
+    #[arg(long, env = "RAFTKV_CLIENT_REQUEST_TIMEOUT_MS")]
+    client_request_timeout_ms: Option<u64>,
     /// Which addresses may open peer connections: `members` (the members' peer URL hosts) or
     /// `any` (for members that connect from another address, e.g. behind NAT) [default: members].
     #[arg(long, env = "RAFTKV_PEER_SOURCES")]
@@ -117,6 +121,7 @@ struct FileConfig {
     client_header_timeout_ms: Option<u64>,
     client_idle_timeout_ms: Option<u64>,
     watches_per_client_max: Option<usize>,
+    client_request_timeout_ms: Option<u64>,
     peer_sources: Option<String>,
     log_level: Option<String>,
 }
@@ -194,6 +199,12 @@ fn resolve(args: ServeArgs) -> Result<(ServerConfig, Option<String>)> {
     }
     if let Some(n) = args.client_connections_max.or(file.client_connections_max) {
         config.client_connections_max = n;
+    }
+    if let Some(ms) = args
+        .client_request_timeout_ms
+        .or(file.client_request_timeout_ms)
+    {
+        config.client_request_timeout = Duration::from_millis(ms);
     }
     if let Some(n) = args.watches_per_client_max.or(file.watches_per_client_max) {
         config.watches_per_client_max = n;

@@ -1,5 +1,6 @@
-//! Connection discipline on the client port, on real processes: a bound on open connections
-//! (fitted to the descriptor limit), a header-read timeout, an idle timeout.
+//! Connection discipline on real processes: on the client port a bound on open connections
+//! (fitted to the descriptor limit), a header-read timeout, an idle timeout, a request timeout;
+//! on the peer port refusals at accept.
 
 mod common;
 
@@ -134,6 +135,56 @@ async fn a_slowloris_connection_is_closed_by_the_header_timeout() {
     );
     // The node serves everyone else meanwhile.
     assert!(status(&url).await.is_some());
+}
+
+/// A client that trickles its request body (a byte at a time, each within the idle timeout) is
+/// answered 408 once the request timeout passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trickled_body_is_cut_off_by_the_request_timeout() {
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::new(root.path(), "t1");
+    node.start(&[
+        "--client-request-timeout-ms".to_string(),
+        "1000".to_string(),
+    ]);
+    let url = node.url();
+    wait_for_leader(std::slice::from_ref(&url)).await;
+    let client_addr = node.client.clone();
+    let (waited, answer) = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(&client_addr).unwrap();
+        stream
+            .write_all(b"PUT /v1/kv/slow HTTP/1.1\r\nHost: slow\r\nContent-Length: 100\r\n\r\n")
+            .unwrap();
+        let started = Instant::now();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut answer = Vec::new();
+        while started.elapsed() < Duration::from_secs(10) {
+            let _ = stream.write_all(b"x");
+            let mut buf = [0u8; 4096];
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(_) if !answer.is_empty() => break,
+                Err(_) => {}
+            }
+        }
+        (
+            started.elapsed(),
+            String::from_utf8_lossy(&answer).into_owned(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("--client-request-timeout-ms"), "{answer}");
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+    assert_eq!(
+        get_settled(&url, "slow", "linearizable").await,
+        None,
+        "nothing was written"
+    );
 }
 
 /// Whether a peer connection from `from` (a local address) to `peer` is closed at once, before

@@ -31,6 +31,9 @@ pub const CLIENT_HEADER_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// Default time a client connection may stay without a byte either way (longer than a watch
 /// stream's progress interval).
 pub const CLIENT_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+/// Default time a client request may take (longer than a commit's `REQUEST_TIMEOUT_DEFAULT`
+/// plus a forward to the leader).
+pub const CLIENT_REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// Default watches per client address.
 pub const WATCHES_PER_CLIENT_MAX_DEFAULT: usize = 1024;
 /// File descriptors kept out of the client connection bound: the WAL's segments and snapshot
@@ -88,6 +91,9 @@ pub struct ServerConfig {
     pub client_header_timeout: Duration,
     /// Time a client connection may stay without a byte either way.
     pub client_idle_timeout: Duration,
+    /// Time a client request may take, its body read and its answer produced (a watch stream's
+    /// events are not counted).
+    pub client_request_timeout: Duration,
     /// Which addresses may open peer connections.
     pub peer_sources: crate::peer_sources::PeerSources,
     /// Watches one client address may hold at once (the node holds at most the store's
@@ -130,6 +136,7 @@ impl ServerConfig {
             client_connections_max: CLIENT_CONNECTIONS_MAX_DEFAULT,
             client_header_timeout: CLIENT_HEADER_TIMEOUT_DEFAULT,
             client_idle_timeout: CLIENT_IDLE_TIMEOUT_DEFAULT,
+            client_request_timeout: CLIENT_REQUEST_TIMEOUT_DEFAULT,
             watches_per_client_max: WATCHES_PER_CLIENT_MAX_DEFAULT,
             peer_sources: crate::peer_sources::PeerSources::default(),
             debug_stall_file: None,
@@ -147,10 +154,12 @@ impl ServerConfig {
         if self.client_connections_max == 0
             || self.client_header_timeout.is_zero()
             || self.client_idle_timeout.is_zero()
+            || self.client_request_timeout.is_zero()
             || self.watches_per_client_max == 0
         {
             return bad("--client-connections-max, --client-header-timeout-ms, \
-                 --client-idle-timeout-ms and --watches-per-client-max must be above 0"
+                 --client-idle-timeout-ms, --client-request-timeout-ms and \
+                 --watches-per-client-max must be above 0"
                 .into());
         }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {

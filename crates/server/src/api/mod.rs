@@ -53,6 +53,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 
@@ -148,11 +149,37 @@ impl Api {
             })
             .layer(axum::middleware::map_response(error::json_errors))
             .layer(DefaultBodyLimit::max(HTTP_BODY_BYTES_MAX))
+            .layer(axum::middleware::from_fn_with_state(
+                self.service.config().client_request_timeout,
+                request_timeout,
+            ))
             .with_state(self)
     }
 
     /// Follower: keeps the registry's record of this node current, through the leader.
     pub async fn publisher(self) {
         bootstrap::publisher(self).await
+    }
+}
+
+/// Answers 408 if a request (its body read and its answer produced; a watch's stream is not
+/// counted) takes longer than `client_request_timeout`, so a client trickling a body cannot hold
+/// its connection for ever.
+async fn request_timeout(
+    axum::extract::State(timeout): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request took longer than {timeout:?} (--client-request-timeout-ms); \
+                 send it again, faster"
+            ),
+        )
+        .into_response(),
     }
 }
