@@ -84,7 +84,7 @@ async fn connections_beyond_the_bound_are_refused_while_the_node_keeps_serving()
     );
     // The idle flood, still open on its side, is closed by the idle timeout; then anyone gets in.
     eventually("a new client to be served", || async {
-        let fresh = reqwest::Client::new();
+        let fresh = http();
         let r = fresh.get(format!("{url}/v1/status")).send().await.ok()?;
         r.status().is_success().then_some(())
     })
