@@ -31,6 +31,11 @@ use crate::log_limit::LogLimit;
 
 /// How often refused connections and accept errors are summarized in the log.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// HTTP/2 connections (gRPC) are pinged this often, so an idle watch stream keeps its connection
+/// (a ping is traffic for the idle timeout) and a vanished client is noticed.
+const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// A ping not answered within this closes the connection.
+const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long accepting pauses after an accept error (out of descriptors, say).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
@@ -45,10 +50,12 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
 }
 
-/// Serves `router` on `listener` until `stop` fires, then lets open requests finish.
+/// Serves `http` and `grpc` (requests whose content type is `application/grpc...`) on
+/// `listener` until `stop` fires, then lets open requests finish.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    http: Router,
+    grpc: Router,
     limits: ConnectionLimits,
     stop: oneshot::Receiver<()>,
 ) {
@@ -58,6 +65,11 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(HTTP2_KEEP_ALIVE_INTERVAL))
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT);
     let graceful = GracefulShutdown::new();
     let mut refusals = LogLimit::new("client connections refused", REFUSAL_LOG_INTERVAL);
     tokio::pin!(stop);
@@ -83,10 +95,20 @@ pub async fn serve(
             continue;
         };
         let io = TokioIo::new(IdleStream::new(stream, limits.idle_timeout));
-        let service = TowerToHyperService::new(router.clone().map_request(
-            move |mut request: axum::http::Request<_>| {
+        let (http, grpc) = (http.clone(), grpc.clone());
+        let service = TowerToHyperService::new(tower::service_fn(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(client));
-                request
+                let grpc_call = request
+                    .headers()
+                    .get(axum::http::header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+                let router = if grpc_call {
+                    grpc.clone()
+                } else {
+                    http.clone()
+                };
+                router.oneshot(request)
             },
         ));
         let connection = builder

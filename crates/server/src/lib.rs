@@ -24,6 +24,7 @@ pub mod api;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod etcd;
 pub mod http_serve;
 pub mod log_limit;
 pub mod meta;
@@ -214,7 +215,7 @@ impl Server {
             )),
         ];
         let service = service::Service::new(inputs.clone(), shared.clone(), config.clone(), me);
-        let api = api::Api::new(service);
+        let api = api::Api::new(service.clone());
         tasks.push(tokio::spawn(api.clone().publisher()));
         tasks.push(tokio::spawn(api.clone().watch_pump()));
         let limits = http_serve::ConnectionLimits {
@@ -223,9 +224,10 @@ impl Server {
             idle_timeout: config.client_idle_timeout,
         };
         let (http_stop, stopped) = oneshot::channel::<()>();
+        let grpc = etcd::Etcd::new(service.clone(), api.watch_pump_handle()).router();
         let router = api.router();
         let http = tokio::spawn(async move {
-            http_serve::serve(client_listener, router, limits, stopped).await;
+            http_serve::serve(client_listener, router, grpc, limits, stopped).await;
         });
         tracing::info!(
             name = %meta.name,

@@ -31,6 +31,11 @@ impl ApiError {
         }
     }
 
+    /// What went wrong, for a client.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)

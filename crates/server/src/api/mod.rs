@@ -47,7 +47,7 @@ mod render;
 mod session;
 mod status;
 mod watch;
-mod watch_pump;
+pub mod watch_pump;
 
 use std::time::Duration;
 
@@ -114,6 +114,11 @@ impl Api {
             http,
             watches: std::sync::Arc::default(),
         }
+    }
+
+    /// The pump that feeds every watch stream of the node (the etcd front end's too).
+    pub fn watch_pump_handle(&self) -> std::sync::Arc<watch_pump::WatchPump> {
+        self.watches.clone()
     }
 
     /// Feeds the watch streams until the node stops (run as a task).

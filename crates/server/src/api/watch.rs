@@ -22,7 +22,7 @@ use serde_json::json;
 use super::Api;
 use super::error::ApiError;
 use super::kv::KvQuery;
-use super::watch_pump::{ClientSlot, Line};
+use super::watch_pump::{ClientSlot, Line, WatchPump};
 
 /// A watch stream sends a progress line at least this often, so a client can tell the stream
 /// is alive and how far it is complete.
@@ -70,7 +70,8 @@ pub async fn watch(
         Ok(id) => id,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let lines_in = api.watches.register(id);
+    let (lines_out, lines_in) = WatchPump::channel();
+    api.watches.register(id, lines_out);
     let stopping = api.service.shared().stopping.subscribe();
     let guard = WatchGuard {
         api,
@@ -89,11 +90,14 @@ pub async fn watch(
                 _ = stopping.changed() => return Some((Ok(shutting_down()), None)),
             };
             match line {
-                Ok(Some(Line::Events(line))) => Some((
-                    Ok::<_, std::convert::Infallible>(line),
+                Ok(Some((_, Line::Events(batch)))) => Some((
+                    Ok::<_, std::convert::Infallible>(batch.json_line()),
                     Some((guard, lines_in)),
                 )),
-                Ok(Some(Line::End(line))) => Some((Ok(line), None)),
+                Ok(Some((_, Line::End(error)))) => {
+                    let line = format!("{}\n", json!({ "error": error.to_string() }));
+                    Some((Ok(line.into()), None))
+                }
                 Ok(None) => None,
                 Err(_) => {
                     // Idle: a progress line says the stream is alive and complete up to the

@@ -6,19 +6,19 @@
 //!
 //! It also counts each client's watches, so one client cannot take every watch of the node.
 //!
-//! Invariants: only the pump sends on a stream's channel, and only after seeing room, so no line
-//! is ever dropped; a watch whose stream is full is not polled (it reads on from history when its
+//! Invariants: only the pump sends on a stream's channel, and only into a slot it reserved
+//! before polling the watch, so no line is ever dropped; a watch whose stream is full is not polled (it reads on from history when its
 //! stream drains); a client's count equals its open `ClientSlot`s.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use raftkv_kv::WatchId;
-use serde_json::json;
-use tokio::sync::mpsc;
+use raftkv_kv::{KvError, WatchId, WatchResponse};
+use tokio::sync::mpsc::{self, OwnedPermit};
 
 use super::error::ApiError;
 use super::render;
@@ -35,16 +35,35 @@ const PUMP_INTERVAL_MAX: Duration = Duration::from_millis(200);
 /// A line for a stream.
 #[derive(Clone)]
 pub enum Line {
-    /// A batch of events (the same bytes for every stream it was rendered for).
-    Events(Bytes),
+    /// A batch of events, shared by every watch it was delivered to.
+    Events(Arc<Batch>),
     /// The watch ended (compaction overtook it): the last line.
-    End(Bytes),
+    End(KvError),
 }
+
+/// A batch of events and, rendered once on first use, its JSON line.
+pub struct Batch {
+    /// What the store delivered.
+    pub response: WatchResponse,
+    json: OnceLock<Bytes>,
+}
+
+impl Batch {
+    /// The batch as a JSON line of the HTTP API (rendered once for all its streams).
+    pub fn json_line(&self) -> Bytes {
+        self.json
+            .get_or_init(|| format!("{}\n", render::watch_json(&self.response)).into())
+            .clone()
+    }
+}
+
+/// Where a watch's lines go: a stream's channel, which several watches of one stream may share.
+pub type LineSender = mpsc::Sender<(WatchId, Line)>;
 
 /// The streams the pump feeds, and each client's number of watches.
 #[derive(Default)]
 pub struct WatchPump {
-    streams: Mutex<BTreeMap<WatchId, mpsc::Sender<Line>>>,
+    streams: Mutex<BTreeMap<WatchId, LineSender>>,
     per_client: Mutex<BTreeMap<IpAddr, usize>>,
 }
 
@@ -92,11 +111,14 @@ impl WatchPump {
         })
     }
 
-    /// Starts feeding watch `id`; its lines arrive on the returned channel.
-    pub fn register(&self, id: WatchId) -> mpsc::Receiver<Line> {
-        let (tx, rx) = mpsc::channel(STREAM_LINES_QUEUED_MAX);
-        lock(&self.streams).insert(id, tx);
-        rx
+    /// A channel for one stream's lines (of one watch or several).
+    pub fn channel() -> (LineSender, mpsc::Receiver<(WatchId, Line)>) {
+        mpsc::channel(STREAM_LINES_QUEUED_MAX)
+    }
+
+    /// Starts feeding watch `id` into `lines`.
+    pub fn register(&self, id: WatchId, lines: LineSender) {
+        lock(&self.streams).insert(id, lines);
     }
 
     /// Stops feeding watch `id` (its stream ended).
@@ -125,27 +147,40 @@ impl WatchPump {
         }
     }
 
-    /// One round: poll every watch whose stream has room, then send the lines (the streams stay
-    /// locked for the round; only the pump sends, so room seen stays room).
+    /// One round: poll every watch whose stream has room (a slot is reserved for it as the
+    /// store asks, so watches sharing a stream never overfill it), then send the lines.
     fn pump(&self, service: &Service) {
         let streams = lock(&self.streams);
         if streams.is_empty() {
             return;
         }
-        let has_room = |id: WatchId| streams.get(&id).is_some_and(|tx| tx.capacity() > 0);
+        let reserved: RefCell<BTreeMap<WatchId, OwnedPermit<(WatchId, Line)>>> = RefCell::default();
+        let has_room = |id: WatchId| {
+            if reserved.borrow().contains_key(&id) {
+                return true;
+            }
+            match streams.get(&id).map(|tx| tx.clone().try_reserve_owned()) {
+                Some(Ok(permit)) => {
+                    reserved.borrow_mut().insert(id, permit);
+                    true
+                }
+                _ => false,
+            }
+        };
         let deliveries =
             service.read(|state| state.kv.watch_poll_ready(has_room, WATCH_BATCH_EVENTS));
+        let mut reserved = reserved.into_inner();
         for delivery in deliveries {
             let line = match delivery.result {
-                Ok(response) => Line::Events(format!("{}\n", render::watch_json(&response)).into()),
-                Err(error) => {
-                    Line::End(format!("{}\n", json!({ "error": error.to_string() })).into())
-                }
+                Ok(response) => Line::Events(Arc::new(Batch {
+                    response,
+                    json: OnceLock::new(),
+                })),
+                Err(error) => Line::End(error),
             };
             for id in delivery.watch_ids {
-                if let Some(tx) = streams.get(&id) {
-                    // Only the pump sends, after seeing room: this cannot fail for want of space.
-                    let _ = tx.try_send(line.clone());
+                if let Some(permit) = reserved.remove(&id) {
+                    permit.send((id, line.clone()));
                 }
             }
         }

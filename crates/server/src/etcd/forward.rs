@@ -1,0 +1,93 @@
+//! Forwarding to the leader: etcd's clients never follow a redirect and retry only reads on
+//! `Unavailable`, so a write or lease operation that reaches a follower is sent on to the
+//! leader's client port as the same gRPC call, and its answer relayed.
+//!
+//! Invariant: a forwarded call carries `FORWARDED_METADATA` and is never forwarded again (a node
+//! that is not the leader answers "leader changed", which clients retry).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use raftkv_etcdpb::etcdserverpb::kv_client::KvClient;
+use raftkv_etcdpb::etcdserverpb::lease_client::LeaseClient;
+use raftkv_raft::NodeId;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use super::status::{LEADER_CHANGED, NO_LEADER};
+use crate::service::Service;
+
+/// Metadata marking a call forwarded by another member.
+const FORWARDED_METADATA: &str = "x-raftkv-forwarded";
+/// Time to connect to the leader.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Channels to leaders, by client URL (one per leader, reused).
+#[derive(Clone)]
+pub struct Forwarder {
+    service: Service,
+    channels: Arc<Mutex<BTreeMap<String, Channel>>>,
+}
+
+impl Forwarder {
+    /// Forwards for `service`'s node.
+    pub fn new(service: &Service) -> Self {
+        Forwarder {
+            service: service.clone(),
+            channels: Arc::default(),
+        }
+    }
+
+    /// Whether `request` was forwarded to this node by another member.
+    pub fn was_forwarded<T>(request: &Request<T>) -> bool {
+        request.metadata().contains_key(FORWARDED_METADATA)
+    }
+
+    /// The channel to `leader` (or the leader this node knows of) for a call that was
+    /// `forwarded` here or not.
+    fn channel(&self, leader: Option<NodeId>, forwarded: bool) -> Result<Channel, Status> {
+        if forwarded {
+            return Err(Status::unavailable(LEADER_CHANGED));
+        }
+        let url = self
+            .service
+            .leader_client_url(leader)
+            .ok_or_else(|| Status::unavailable(NO_LEADER))?;
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = channels.get(&url) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(url.clone())
+            .map_err(|e| Status::unavailable(format!("leader URL {url}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(self.service.config().request_timeout + CONNECT_TIMEOUT)
+            .connect_lazy();
+        channels.insert(url, channel.clone());
+        Ok(channel)
+    }
+
+    /// A KV client to the leader.
+    pub fn kv(&self, leader: Option<NodeId>, forwarded: bool) -> Result<KvClient<Channel>, Status> {
+        Ok(KvClient::new(self.channel(leader, forwarded)?))
+    }
+
+    /// A Lease client to the leader.
+    pub fn lease(
+        &self,
+        leader: Option<NodeId>,
+        forwarded: bool,
+    ) -> Result<LeaseClient<Channel>, Status> {
+        Ok(LeaseClient::new(self.channel(leader, forwarded)?))
+    }
+}
+
+/// `message` as a call marked forwarded.
+pub fn marked<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        FORWARDED_METADATA,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    request
+}

@@ -1,0 +1,220 @@
+//! etcd's KV service: Range (linearizable after a ReadIndex round, or `serializable` from this
+//! member's state, with etcd's sorting and revision filters), Put, DeleteRange, Txn and Compact
+//! through the log.
+
+use raftkv_etcdpb::etcdserverpb::kv_server::Kv;
+use raftkv_etcdpb::etcdserverpb::range_request::{SortOrder, SortTarget};
+use raftkv_etcdpb::etcdserverpb::{self as pb};
+use raftkv_etcdpb::mvccpb;
+use raftkv_kv::{self as kv, Op, Reply, Revision};
+use raftkv_raft::NodeId;
+use raftkv_replica::Applied;
+use tonic::{Request, Response, Status};
+
+use super::forward::{Forwarder, marked};
+use super::{Etcd, convert, status};
+use crate::error::RequestError;
+use crate::service::Consistency;
+
+/// What proposing a write came to.
+pub enum Proposed {
+    /// Applied: the store's revision after it and the reply.
+    Done(Revision, Reply),
+    /// This node is not the leader: forward to it.
+    Forward(Option<NodeId>),
+}
+
+impl Etcd {
+    /// Proposes `request` (checked here first, so a refusal keeps etcd's code and message) and
+    /// waits for it to be applied.
+    pub async fn propose(&self, request: kv::Request) -> Result<Proposed, Status> {
+        request
+            .validate(&raftkv_replica::state::limits())
+            .map_err(status::kv)?;
+        match self.service.write(request, None).await {
+            Ok(Applied::Kv(response)) => match response.result {
+                Ok(reply) => Ok(Proposed::Done(response.revision, reply)),
+                Err(e) => Err(status::kv(e)),
+            },
+            Ok(_) => Err(Status::internal(
+                "a key-value request applied as something else",
+            )),
+            Err(RequestError::NotLeader { leader }) => Ok(Proposed::Forward(leader)),
+            Err(e) => Err(status::request(e)),
+        }
+    }
+
+    /// Waits until this member may serve a read at `consistency`.
+    pub async fn read_barrier(&self, serializable: bool) -> Result<(), Status> {
+        let consistency = if serializable {
+            Consistency::Stale
+        } else {
+            Consistency::Linearizable
+        };
+        self.service
+            .read_barrier(consistency)
+            .await
+            .map_err(status::request)
+    }
+}
+
+fn unexpected() -> Status {
+    Status::internal("the store answered with another kind of reply")
+}
+
+/// Whether a range needs every key of the range before answering (etcd's sorting and revision
+/// filters apply before the limit).
+fn reads_everything(r: &pb::RangeRequest) -> bool {
+    r.sort_order != SortOrder::None as i32
+        || r.sort_target != SortTarget::Key as i32
+        || r.min_mod_revision != 0
+        || r.max_mod_revision != 0
+        || r.min_create_revision != 0
+        || r.max_create_revision != 0
+}
+
+/// Applies etcd's revision filters, sort and limit to a range answer read without a limit.
+fn sort_and_filter(r: &pb::RangeRequest, response: &mut pb::RangeResponse) {
+    let keep = |kv: &mvccpb::KeyValue| {
+        (r.min_mod_revision == 0 || kv.mod_revision >= r.min_mod_revision)
+            && (r.max_mod_revision == 0 || kv.mod_revision <= r.max_mod_revision)
+            && (r.min_create_revision == 0 || kv.create_revision >= r.min_create_revision)
+            && (r.max_create_revision == 0 || kv.create_revision <= r.max_create_revision)
+    };
+    response.kvs.retain(keep);
+    let mut order = SortOrder::try_from(r.sort_order).unwrap_or(SortOrder::None);
+    let target = SortTarget::try_from(r.sort_target).unwrap_or(SortTarget::Key);
+    if order == SortOrder::None && target != SortTarget::Key {
+        order = SortOrder::Ascend; // etcd: a sort target without an order sorts ascending
+    }
+    if order != SortOrder::None {
+        match target {
+            SortTarget::Key => response.kvs.sort_by(|a, b| a.key.cmp(&b.key)),
+            SortTarget::Version => response.kvs.sort_by_key(|kv| kv.version),
+            SortTarget::Create => response.kvs.sort_by_key(|kv| kv.create_revision),
+            SortTarget::Mod => response.kvs.sort_by_key(|kv| kv.mod_revision),
+            SortTarget::Value => response.kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+        }
+        if order == SortOrder::Descend {
+            response.kvs.reverse();
+        }
+    }
+    let limit = usize::try_from(r.limit).unwrap_or(0);
+    if limit > 0 && response.kvs.len() > limit {
+        response.kvs.truncate(limit);
+        response.more = true;
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for Etcd {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        let r = request.into_inner();
+        if r.key.is_empty() {
+            return Err(status::kv(kv::KvError::EmptyKey));
+        }
+        self.read_barrier(r.serializable).await?;
+        let everything = reads_everything(&r);
+        let mut range = convert::range(&r)?;
+        if everything {
+            range.limit = 0;
+        }
+        let (revision, answer) = self
+            .service
+            .read(|state| (state.kv.revision(), state.kv.range(&range)));
+        let answer = answer.map_err(status::kv)?;
+        let mut response = convert::range_response(answer);
+        if everything {
+            sort_and_filter(&r, &mut response);
+        }
+        response.header = self.header(revision);
+        Ok(Response::new(response))
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let forwarded = Forwarder::was_forwarded(&request);
+        let put = request.into_inner();
+        match self
+            .propose(kv::Request::new(Op::Put(convert::put(put.clone())?)))
+            .await?
+        {
+            Proposed::Done(revision, Reply::Put(p)) => Ok(Response::new(pb::PutResponse {
+                header: self.header(revision),
+                ..convert::put_response(p)
+            })),
+            Proposed::Done(..) => Err(unexpected()),
+            Proposed::Forward(leader) => self.forward.kv(leader, forwarded)?.put(marked(put)).await,
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let forwarded = Forwarder::was_forwarded(&request);
+        let delete = request.into_inner();
+        let op = Op::DeleteRange(convert::delete(delete.clone()));
+        match self.propose(kv::Request::new(op)).await? {
+            Proposed::Done(revision, Reply::DeleteRange(d)) => {
+                Ok(Response::new(pb::DeleteRangeResponse {
+                    header: self.header(revision),
+                    ..convert::delete_response(d)
+                }))
+            }
+            Proposed::Done(..) => Err(unexpected()),
+            Proposed::Forward(leader) => {
+                self.forward
+                    .kv(leader, forwarded)?
+                    .delete_range(marked(delete))
+                    .await
+            }
+        }
+    }
+
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
+        let forwarded = Forwarder::was_forwarded(&request);
+        let txn = request.into_inner();
+        match self
+            .propose(kv::Request::txn(convert::txn(txn.clone())?))
+            .await?
+        {
+            Proposed::Done(revision, Reply::Txn(t)) => Ok(Response::new(convert::txn_response(
+                t,
+                self.header(revision),
+            ))),
+            Proposed::Done(..) => Err(unexpected()),
+            Proposed::Forward(leader) => self.forward.kv(leader, forwarded)?.txn(marked(txn)).await,
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let forwarded = Forwarder::was_forwarded(&request);
+        let compact = request.into_inner();
+        match self.propose(kv::Request::compact(compact.revision)).await? {
+            Proposed::Done(revision, Reply::Compact(_)) => {
+                Ok(Response::new(pb::CompactionResponse {
+                    header: self.header(revision),
+                }))
+            }
+            Proposed::Done(..) => Err(unexpected()),
+            Proposed::Forward(leader) => {
+                self.forward
+                    .kv(leader, forwarded)?
+                    .compact(marked(compact))
+                    .await
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! etcd's Maintenance service: Status, Hash and HashKV (from the store's state hash), Alarm (no
+//! alarms yet), Defragment (nothing to do: the store is in memory, so it succeeds at once);
+//! Snapshot, MoveLeader and Downgrade answer `Unimplemented`.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use raftkv_etcdpb::etcdserverpb::maintenance_server::Maintenance;
+use raftkv_etcdpb::etcdserverpb::{self as pb};
+use tonic::{Request, Response, Status};
+
+use super::{ETCD_API_VERSION, Etcd};
+
+/// etcd's 32-bit hash of the store's 64-bit state hash.
+fn hash32(hash: u64) -> u32 {
+    (hash ^ (hash >> 32)) as u32
+}
+
+#[tonic::async_trait]
+impl Maintenance for Etcd {
+    async fn alarm(
+        &self,
+        _request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        Ok(Response::new(pb::AlarmResponse {
+            header: self.header_now(),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let status = self.service.status();
+        Ok(Response::new(pb::StatusResponse {
+            header: self.header_now(),
+            version: ETCD_API_VERSION.to_string(),
+            db_size: 0,
+            leader: status.leader.unwrap_or(0),
+            raft_index: status.commit_index,
+            raft_term: status.term,
+            raft_applied_index: status.applied_index,
+            errors: status.wal_error.into_iter().collect(),
+            db_size_in_use: 0,
+            is_learner: status.learners.contains(&status.id),
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        Ok(Response::new(pb::DefragmentResponse {
+            header: self.header_now(),
+        }))
+    }
+
+    async fn hash(
+        &self,
+        _request: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        let (revision, hash) = self
+            .service
+            .read(|state| (state.kv.revision(), state.kv.state_hash()));
+        Ok(Response::new(pb::HashResponse {
+            header: self.header(revision),
+            hash: hash32(hash),
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        _request: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        let (revision, compacted, hash) = self.service.read(|state| {
+            (
+                state.kv.revision(),
+                state.kv.compacted_revision(),
+                state.kv.state_hash(),
+            )
+        });
+        Ok(Response::new(pb::HashKvResponse {
+            header: self.header(revision),
+            hash: hash32(hash),
+            compact_revision: compacted,
+        }))
+    }
+
+    type SnapshotStream =
+        Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send + 'static>>;
+
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(Status::unimplemented(
+            "raftkv does not stream snapshots to clients yet",
+        ))
+    }
+
+    async fn move_leader(
+        &self,
+        _request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        Err(Status::unimplemented(
+            "raftkv does not move leadership on request yet",
+        ))
+    }
+
+    async fn downgrade(
+        &self,
+        _request: Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(Status::unimplemented(
+            "raftkv has no versions to downgrade to",
+        ))
+    }
+}

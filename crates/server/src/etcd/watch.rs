@@ -1,0 +1,344 @@
+//! etcd's Watch service: one bidirectional stream carries many watches, each a store watch fed
+//! by the node's watch pump (so a gRPC watch costs writers what an HTTP one does: nothing).
+//! Creates are answered in the order sent (`created`, with the stream's watch id, assigned from 0
+//! as etcd does, or the one asked for); a start below the compacted revision is created and then
+//! cancelled with `compact_revision`; cancels are answered `canceled`; a progress request is
+//! answered with watch id -1 and the store's revision; `NOPUT`/`NODELETE` filters and `prev_kv`
+//! apply per watch; a revision's events are never split across responses, except by `fragment`
+//! when a response would exceed `FRAGMENT_BYTES`.
+//!
+//! Invariants: each stream owns its store watches and cancels them all when it ends; the
+//! stream's outgoing queue is bounded (a slow reader stops the pump polling its watches, which
+//! then read on from history).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+
+use axum::extract::ConnectInfo;
+use futures::Stream;
+use prost::Message;
+use raftkv_etcdpb::etcdserverpb::watch_create_request::FilterType;
+use raftkv_etcdpb::etcdserverpb::watch_request::RequestUnion;
+use raftkv_etcdpb::etcdserverpb::watch_server::Watch;
+use raftkv_etcdpb::etcdserverpb::{self as pb};
+use raftkv_etcdpb::mvccpb;
+use raftkv_kv::{EventKind, KvError, WatchId, WatchRequest};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Etcd, convert};
+use crate::api::watch_pump::{ClientSlot, Line, LineSender, WatchPump};
+
+/// Responses queued for one stream's client.
+const RESPONSES_QUEUED_MAX: usize = 64;
+/// A fragmenting watch splits responses larger than this.
+const FRAGMENT_BYTES: usize = 1024 * 1024;
+/// etcd's watch id for answers about no particular watch (progress).
+const NO_WATCH: i64 = -1;
+
+/// One watch of a stream.
+struct Watched {
+    etcd_id: i64,
+    no_put: bool,
+    no_delete: bool,
+    fragment: bool,
+    _slot: ClientSlot,
+}
+
+/// The watches of one stream.
+struct Session {
+    etcd: Etcd,
+    client: IpAddr,
+    lines: LineSender,
+    by_store: BTreeMap<WatchId, Watched>,
+    by_etcd: BTreeMap<i64, WatchId>,
+    next_etcd_id: i64,
+}
+
+impl Session {
+    fn pump(&self) -> &WatchPump {
+        &self.etcd.watches
+    }
+
+    /// The answers to one client request.
+    fn handle(&mut self, request: pb::WatchRequest) -> Vec<pb::WatchResponse> {
+        match request.request_union {
+            Some(RequestUnion::CreateRequest(create)) => self.create(create),
+            Some(RequestUnion::CancelRequest(cancel)) => self.cancel(cancel.watch_id),
+            Some(RequestUnion::ProgressRequest(_)) => vec![pb::WatchResponse {
+                header: self.etcd.header_now(),
+                watch_id: NO_WATCH,
+                ..Default::default()
+            }],
+            None => Vec::new(),
+        }
+    }
+
+    fn create(&mut self, create: pb::WatchCreateRequest) -> Vec<pb::WatchResponse> {
+        let etcd_id = if create.watch_id != 0 {
+            create.watch_id
+        } else {
+            while self.by_etcd.contains_key(&self.next_etcd_id) {
+                self.next_etcd_id += 1;
+            }
+            self.next_etcd_id
+        };
+        let header = self.etcd.header_now();
+        let refused = |reason: String| {
+            vec![pb::WatchResponse {
+                header,
+                watch_id: etcd_id,
+                created: true,
+                canceled: true,
+                cancel_reason: reason,
+                ..Default::default()
+            }]
+        };
+        if self.by_etcd.contains_key(&etcd_id) {
+            return refused("mvcc: duplicate watch ID provided on the WatchStream".into());
+        }
+        let per_client_max = self.etcd.service.config().watches_per_client_max;
+        let slot = match self.etcd.watches.admit(self.client, per_client_max) {
+            Ok(slot) => slot,
+            Err(e) => return refused(e.message().to_string()),
+        };
+        let request = WatchRequest {
+            key: create.key,
+            range_end: create.range_end,
+            start_revision: create.start_revision,
+            prev_kv: create.prev_kv,
+        };
+        let created = self
+            .etcd
+            .service
+            .read(|state| state.kv.watch_create(&request));
+        let id = match created {
+            Ok(id) => id,
+            Err(KvError::Compacted {
+                compacted_revision, ..
+            }) => {
+                self.next_etcd_id = self.next_etcd_id.max(etcd_id + 1);
+                return vec![
+                    pb::WatchResponse {
+                        header,
+                        watch_id: etcd_id,
+                        created: true,
+                        ..Default::default()
+                    },
+                    pb::WatchResponse {
+                        header,
+                        watch_id: etcd_id,
+                        canceled: true,
+                        compact_revision: compacted_revision,
+                        cancel_reason: "etcdserver: mvcc: required revision has been compacted"
+                            .into(),
+                        ..Default::default()
+                    },
+                ];
+            }
+            Err(e) => return refused(e.to_string()),
+        };
+        self.next_etcd_id = self.next_etcd_id.max(etcd_id + 1);
+        let filters = |f: FilterType| create.filters.contains(&(f as i32));
+        self.by_store.insert(
+            id,
+            Watched {
+                etcd_id,
+                no_put: filters(FilterType::Noput),
+                no_delete: filters(FilterType::Nodelete),
+                fragment: create.fragment,
+                _slot: slot,
+            },
+        );
+        self.by_etcd.insert(etcd_id, id);
+        self.pump().register(id, self.lines.clone());
+        vec![pb::WatchResponse {
+            header,
+            watch_id: etcd_id,
+            created: true,
+            ..Default::default()
+        }]
+    }
+
+    fn cancel(&mut self, etcd_id: i64) -> Vec<pb::WatchResponse> {
+        let Some(id) = self.by_etcd.remove(&etcd_id) else {
+            return Vec::new(); // etcd answers nothing for an unknown watch
+        };
+        self.end(id);
+        vec![pb::WatchResponse {
+            header: self.etcd.header_now(),
+            watch_id: etcd_id,
+            canceled: true,
+            ..Default::default()
+        }]
+    }
+
+    /// Stops store watch `id` (the stream's record of it is dropped by the caller or here).
+    fn end(&mut self, id: WatchId) {
+        self.by_store.remove(&id);
+        self.pump().unregister(id);
+        self.etcd.service.read(|state| {
+            let _ = state.kv.watch_cancel(id);
+        });
+    }
+
+    /// The responses carrying a pump line of store watch `id`.
+    fn render(&mut self, id: WatchId, line: Line) -> Vec<pb::WatchResponse> {
+        let Some(watched) = self.by_store.get(&id) else {
+            return Vec::new(); // cancelled meanwhile
+        };
+        let etcd_id = watched.etcd_id;
+        match line {
+            Line::Events(batch) => {
+                let events: Vec<mvccpb::Event> = batch
+                    .response
+                    .events
+                    .iter()
+                    .filter(|e| match e.kind {
+                        EventKind::Put => !watched.no_put,
+                        EventKind::Delete => !watched.no_delete,
+                    })
+                    .map(|e| mvccpb::Event {
+                        r#type: match e.kind {
+                            EventKind::Put => mvccpb::event::EventType::Put as i32,
+                            EventKind::Delete => mvccpb::event::EventType::Delete as i32,
+                        },
+                        kv: Some(convert::key_value(e.kv.clone())),
+                        prev_kv: e.prev_kv.clone().map(convert::key_value),
+                    })
+                    .collect();
+                if events.is_empty() {
+                    return Vec::new();
+                }
+                let response = pb::WatchResponse {
+                    header: self.etcd.header(batch.response.to_revision),
+                    watch_id: etcd_id,
+                    events,
+                    ..Default::default()
+                };
+                if watched.fragment {
+                    fragments(response)
+                } else {
+                    vec![response]
+                }
+            }
+            Line::End(error) => {
+                let compact_revision = match &error {
+                    KvError::Compacted {
+                        compacted_revision, ..
+                    } => *compacted_revision,
+                    _ => 0,
+                };
+                self.by_etcd.remove(&etcd_id);
+                self.end(id);
+                vec![pb::WatchResponse {
+                    header: self.etcd.header_now(),
+                    watch_id: etcd_id,
+                    canceled: true,
+                    compact_revision,
+                    cancel_reason: super::status::kv(error).message().to_string(),
+                    ..Default::default()
+                }]
+            }
+        }
+    }
+
+    /// Ends every watch of the stream.
+    fn close(&mut self) {
+        let ids: Vec<WatchId> = self.by_store.keys().copied().collect();
+        for id in ids {
+            self.end(id);
+        }
+    }
+}
+
+/// `response` split into responses of at most about `FRAGMENT_BYTES`, all but the last marked
+/// `fragment` (etcd's fragmenting; a single event larger than that goes alone).
+fn fragments(response: pb::WatchResponse) -> Vec<pb::WatchResponse> {
+    if response.encoded_len() <= FRAGMENT_BYTES {
+        return vec![response];
+    }
+    let mut parts: Vec<pb::WatchResponse> = Vec::new();
+    let mut current = pb::WatchResponse {
+        events: Vec::new(),
+        ..response.clone()
+    };
+    let mut bytes = 0;
+    for event in response.events {
+        let size = event.encoded_len();
+        if !current.events.is_empty() && bytes + size > FRAGMENT_BYTES {
+            let next = pb::WatchResponse {
+                events: Vec::new(),
+                ..current.clone()
+            };
+            parts.push(std::mem::replace(&mut current, next));
+            bytes = 0;
+        }
+        bytes += size;
+        current.events.push(event);
+    }
+    parts.push(current);
+    let last = parts.len() - 1;
+    for part in &mut parts[..last] {
+        part.fragment = true;
+    }
+    parts
+}
+
+/// The answers of a watch stream as a `Stream`.
+fn receiver_stream(
+    mut rx: mpsc::Receiver<Result<pb::WatchResponse, Status>>,
+) -> impl Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tonic::async_trait]
+impl Watch for Etcd {
+    type WatchStream =
+        Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static>>;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let client = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let mut requests = request.into_inner();
+        let (out, responses) = mpsc::channel(RESPONSES_QUEUED_MAX);
+        let (lines, mut lines_in) = WatchPump::channel();
+        let mut session = Session {
+            etcd: self.clone(),
+            client,
+            lines,
+            by_store: BTreeMap::new(),
+            by_etcd: BTreeMap::new(),
+            next_etcd_id: 0,
+        };
+        let mut stopping = self.service.shared().stopping.subscribe();
+        tokio::spawn(async move {
+            'stream: loop {
+                let answers = tokio::select! {
+                    request = requests.message() => match request {
+                        Ok(Some(request)) => session.handle(request),
+                        _ => break 'stream,
+                    },
+                    Some((id, line)) = lines_in.recv() => session.render(id, line),
+                    _ = stopping.changed() => {
+                        let _ = out.send(Err(Status::unavailable("etcdserver: server stopped"))).await;
+                        break 'stream;
+                    }
+                };
+                for answer in answers {
+                    if out.send(Ok(answer)).await.is_err() {
+                        break 'stream;
+                    }
+                }
+            }
+            session.close();
+        });
+        Ok(Response::new(Box::pin(receiver_stream(responses))))
+    }
+}
