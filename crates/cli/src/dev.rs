@@ -126,6 +126,10 @@ pub async fn run(args: DevArgs) -> Result<()> {
             println!("  curl -X PUT {}/v1/kv/hello -d world", endpoints[0]);
             println!("  curl {last}/v1/kv/hello?raw");
             println!("  cargo run --release -- status --endpoints {last}");
+            println!(
+                "  ETCDCTL_API=3 etcdctl --endpoints={} get hello",
+                last.trim_start_matches("http://")
+            );
             println!();
             println!("Ctrl-C stops the cluster.");
         }

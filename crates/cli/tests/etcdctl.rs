@@ -1,0 +1,401 @@
+//! etcd compatibility, driven by etcd's own `etcdctl` (3.4, Debian's `etcd-client`, installed by
+//! `scripts/test` when missing) against a real 3-process cluster: outputs are checked field by
+//! field, header revisions included. Requests go to followers as well as the leader (writes are
+//! forwarded).
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use common::*;
+use serde_json::Value;
+
+/// The `etcdctl` the tests run: `$RAFTKV_ETCDCTL`, else the one on the PATH.
+fn etcdctl_path() -> String {
+    let path = std::env::var("RAFTKV_ETCDCTL").unwrap_or_else(|_| "etcdctl".to_string());
+    let found = Command::new(&path)
+        .arg("version")
+        .env("ETCDCTL_API", "3")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "etcdctl not found (tried `{path}`): run scripts/test, which installs it (Debian's \
+         etcd-client), or set RAFTKV_ETCDCTL"
+    );
+    path
+}
+
+/// Runs `etcdctl --endpoints=<endpoint> args` with `stdin`; (success, stdout, stderr).
+fn etcdctl_with(endpoint: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(etcdctl_path())
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start etcdctl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write etcdctl's input");
+    let out = child.wait_with_output().expect("etcdctl ran");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `etcdctl args` that must succeed; its stdout.
+fn etcdctl(endpoint: &str, args: &[&str]) -> String {
+    let (ok, out, err) = etcdctl_with(endpoint, args, "");
+    assert!(ok, "etcdctl {args:?} failed: {out}{err}");
+    out
+}
+
+/// `etcdctl -w json args`, parsed.
+fn etcdctl_json(endpoint: &str, args: &[&str]) -> Value {
+    let out = etcdctl(endpoint, &[&["-w", "json"], args].concat());
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// A started 3-node cluster: its nodes, client addresses (`host:port`) and the leader's index.
+async fn cluster(root: &std::path::Path) -> (Vec<Node>, Vec<String>, usize) {
+    let (nodes, urls) = started_cluster(root, &["e1", "e2", "e3"]);
+    let leader = wait_for_leader(&urls).await;
+    // Every member has published its client URL (member list shows them).
+    for url in &urls {
+        eventually("the member's client URL to be published", || async {
+            let s = status(url).await?;
+            let members = s["members"].as_array()?;
+            members
+                .iter()
+                .all(|m| m["client_url"].as_str().is_some_and(|u| !u.is_empty()))
+                .then_some(())
+        })
+        .await;
+    }
+    let endpoints = nodes.iter().map(|n| n.client.clone()).collect();
+    (nodes, endpoints, leader)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_put_get_del_field_by_field_through_any_member() {
+    let root = tempfile::tempdir().unwrap();
+    let (_nodes, endpoints, leader) = cluster(root.path()).await;
+    let follower = &endpoints[(leader + 1) % 3];
+    let leader_ep = &endpoints[leader];
+
+    assert_eq!(etcdctl(follower, &["put", "k1", "v1"]).trim(), "OK");
+    let first = etcdctl_json(follower, &["get", "k1"]);
+    let kv = &first["kvs"][0];
+    assert_eq!(kv["key"], b64("k1"));
+    assert_eq!(kv["value"], b64("v1"));
+    assert_eq!(kv["version"], 1);
+    let rev1 = kv["mod_revision"].as_i64().unwrap();
+    assert_eq!(kv["create_revision"], rev1);
+    assert_eq!(first["header"]["revision"], rev1, "{first}");
+    assert_eq!(first["count"], 1);
+    let status = status(&format!("http://{follower}")).await.unwrap();
+    assert_eq!(
+        first["header"]["member_id"].as_u64(),
+        status["id"].as_u64(),
+        "the header names the member asked"
+    );
+    assert_eq!(
+        first["header"]["cluster_id"].as_u64(),
+        u64::from_str_radix(status["cluster_id"].as_str().unwrap(), 16).ok()
+    );
+
+    // A second put: version 2, same create revision; the old value is readable at its revision.
+    etcdctl(leader_ep, &["put", "k1", "v2"]);
+    let second = etcdctl_json(leader_ep, &["get", "k1"]);
+    assert_eq!(second["kvs"][0]["version"], 2);
+    assert_eq!(second["kvs"][0]["create_revision"], rev1);
+    let rev2 = second["kvs"][0]["mod_revision"].as_i64().unwrap();
+    assert_eq!(rev2, rev1 + 1);
+    assert_eq!(
+        etcdctl(follower, &["get", "k1", &format!("--rev={rev1}")]),
+        "k1\nv1\n"
+    );
+    assert_eq!(
+        etcdctl(follower, &["put", "k1", "v3", "--prev-kv"]),
+        "OK\nk1\nv2\n"
+    );
+
+    // Prefix, keys only, limit, sorting.
+    etcdctl(follower, &["put", "k2", "b"]);
+    etcdctl(follower, &["put", "k3", "a"]);
+    assert_eq!(
+        etcdctl(follower, &["get", "k", "--prefix", "--keys-only"]),
+        "k1\n\nk2\n\nk3\n\n"
+    );
+    let limited = etcdctl_json(follower, &["get", "k", "--prefix", "--limit=2"]);
+    assert_eq!(limited["kvs"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (limited["more"].clone(), limited["count"].clone()),
+        (Value::Bool(true), 3.into())
+    );
+    assert_eq!(
+        etcdctl(
+            follower,
+            &[
+                "get",
+                "k",
+                "--prefix",
+                "--sort-by=VALUE",
+                "--print-value-only"
+            ]
+        ),
+        "a\nb\nv3\n"
+    );
+    assert_eq!(
+        etcdctl(
+            follower,
+            &[
+                "get",
+                "k",
+                "--prefix",
+                "--sort-by=MODIFY",
+                "--order=DESCEND",
+                "--keys-only"
+            ]
+        ),
+        "k3\n\nk2\n\nk1\n\n"
+    );
+    let serializable = etcdctl_json(follower, &["get", "k2", "--consistency=s"]);
+    assert_eq!(serializable["kvs"][0]["value"], b64("b"));
+
+    // Deletes: one key with its previous value, then a prefix.
+    assert_eq!(
+        etcdctl(follower, &["del", "k1", "--prev-kv"]),
+        "1\nk1\nv3\n"
+    );
+    assert_eq!(etcdctl(follower, &["del", "k", "--prefix"]).trim(), "2");
+    let gone = etcdctl_json(leader_ep, &["get", "k", "--prefix"]);
+    assert!(gone.get("kvs").is_none() || gone["kvs"].as_array().unwrap().is_empty());
+    assert_eq!(gone["count"].as_i64().unwrap_or(0), 0);
+
+    // Errors clients match on.
+    let (ok, _, err) = etcdctl_with(follower, &["put", "", "x"], "");
+    assert!(
+        !ok && err.contains("etcdserver: key is not provided"),
+        "{err}"
+    );
+    etcdctl(leader_ep, &["compaction", &rev2.to_string()]);
+    let (ok, _, err) = etcdctl_with(follower, &["get", "k1", &format!("--rev={rev1}")], "");
+    assert!(
+        !ok && err.contains("etcdserver: mvcc: required revision has been compacted"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_txn_reads_its_input_and_applies_one_branch() {
+    let root = tempfile::tempdir().unwrap();
+    let (_nodes, endpoints, leader) = cluster(root.path()).await;
+    let follower = &endpoints[(leader + 1) % 3];
+    etcdctl(follower, &["put", "flag", "on"]);
+    let script = "value(\"flag\") = \"on\"\n\nput result yes\nget flag\n\nput result no\n\n";
+    let (ok, out, err) = etcdctl_with(follower, &["txn", "-w", "json"], script);
+    assert!(ok, "{out}{err}");
+    let txn: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(txn["succeeded"], true, "{txn}");
+    let responses = txn["responses"].as_array().unwrap();
+    assert_eq!(responses.len(), 2);
+    let put_revision = txn["header"]["revision"].as_i64().unwrap();
+    assert_eq!(
+        responses[1]["Response"]["ResponseRange"]["kvs"][0]["value"],
+        b64("on")
+    );
+    assert_eq!(
+        etcdctl(follower, &["get", "result", "--print-value-only"]),
+        "yes\n"
+    );
+    let result = etcdctl_json(follower, &["get", "result"]);
+    assert_eq!(result["kvs"][0]["mod_revision"], put_revision);
+    // The other branch when the compare fails.
+    let script = "version(\"flag\") > \"5\"\n\nput result yes\n\nput result no\n\n";
+    let (ok, out, _) = etcdctl_with(follower, &["txn"], script);
+    assert!(ok);
+    assert!(out.starts_with("FAILURE"), "{out}");
+    assert_eq!(
+        etcdctl(follower, &["get", "result", "--print-value-only"]),
+        "no\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_watch_streams_history_and_live_changes_and_reports_compaction() {
+    let root = tempfile::tempdir().unwrap();
+    let (_nodes, endpoints, leader) = cluster(root.path()).await;
+    let follower = endpoints[(leader + 1) % 3].clone();
+    etcdctl(&follower, &["put", "w/a", "1"]);
+    let first: i64 = etcdctl_json(&follower, &["get", "w/a"])["header"]["revision"]
+        .as_i64()
+        .unwrap();
+    let mut watch = Command::new(etcdctl_path())
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={follower}"))
+        .args([
+            "watch",
+            "w/",
+            "--prefix",
+            "--prev-kv",
+            &format!("--rev={first}"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take(13)
+            .collect::<Vec<String>>()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    etcdctl(&endpoints[leader], &["put", "w/a", "2"]);
+    etcdctl(&follower, &["put", "other", "x"]);
+    etcdctl(&follower, &["del", "w/a"]);
+    let lines = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(
+        lines,
+        [
+            "PUT", "w/a", "1", // from history
+            "PUT", "w/a", "1", "w/a", "2", // with its previous value
+            "DELETE", "w/a", "2", "w/a", "",
+        ],
+        "{lines:?}"
+    );
+
+    // A watch below the compacted revision is cancelled with the compaction.
+    let now = etcdctl_json(&follower, &["get", "w/a"])["header"]["revision"]
+        .as_i64()
+        .unwrap();
+    etcdctl(&follower, &["compaction", &now.to_string()]);
+    let (ok, out, err) = etcdctl_with(&follower, &["watch", "w/a", &format!("--rev={first}")], "");
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("etcdserver: mvcc: required revision has been compacted")
+            || out.contains("etcdserver: mvcc: required revision has been compacted"),
+        "{out}{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_leases_grant_attach_keep_alive_list_and_revoke() {
+    let root = tempfile::tempdir().unwrap();
+    let (_nodes, endpoints, leader) = cluster(root.path()).await;
+    let follower = &endpoints[(leader + 1) % 3];
+    let granted = etcdctl_json(follower, &["lease", "grant", "60"]);
+    assert_eq!(granted["TTL"], 60, "{granted}");
+    let id = granted["ID"].as_i64().unwrap();
+    let hex = format!("{id:x}");
+    etcdctl(follower, &["put", "leased", "v", &format!("--lease={hex}")]);
+    let attached = etcdctl_json(follower, &["get", "leased"]);
+    assert_eq!(attached["kvs"][0]["lease"], id);
+    let ttl = etcdctl_json(follower, &["lease", "timetolive", &hex, "--keys"]);
+    assert_eq!(ttl["granted-ttl"], 60, "{ttl}");
+    assert!((1..=60).contains(&ttl["ttl"].as_i64().unwrap()), "{ttl}");
+    assert_eq!(ttl["id"], id);
+    assert_eq!(ttl["revision"], attached["header"]["revision"]);
+    assert_eq!(ttl["keys"], serde_json::json!([b64("leased")]));
+    let kept = etcdctl(follower, &["lease", "keep-alive", "--once", &hex]);
+    assert!(
+        kept.contains(&format!("lease {hex:0>16} keepalived with TTL(60)")),
+        "{kept}"
+    );
+    let list = etcdctl(follower, &["lease", "list"]);
+    assert!(
+        list.contains("found 1 leases") && list.contains(&format!("{hex:0>16}")),
+        "{list}"
+    );
+    assert!(
+        etcdctl(follower, &["lease", "revoke", &hex]).contains("revoked"),
+        "revoke answers"
+    );
+    let gone = etcdctl_json(follower, &["get", "leased"]);
+    assert!(gone.get("kvs").is_none(), "{gone}");
+    assert!(
+        etcdctl(follower, &["lease", "timetolive", &hex]).contains("already expired"),
+        "an unknown lease answers TTL -1"
+    );
+    let (ok, _, err) = etcdctl_with(follower, &["lease", "revoke", &hex], "");
+    assert!(
+        !ok && err.contains("etcdserver: requested lease not found"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_member_list_and_endpoint_status_health_and_hashkv() {
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, endpoints, leader) = cluster(root.path()).await;
+    let all = endpoints.join(",");
+    let list = etcdctl_json(&endpoints[0], &["member", "list"]);
+    let mut members: Vec<(String, String, String)> = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_string(),
+                m["peerURLs"][0].as_str().unwrap().to_string(),
+                m["clientURLs"][0].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    members.sort();
+    let expected: Vec<(String, String, String)> = nodes
+        .iter()
+        .map(|n| (n.name.clone(), format!("http://{}", n.peer), n.url()))
+        .collect();
+    assert_eq!(members, expected);
+
+    etcdctl(&endpoints[leader], &["put", "h", "1"]);
+    let statuses = etcdctl_json(&all, &["endpoint", "status"]);
+    let statuses = statuses.as_array().unwrap();
+    assert_eq!(statuses.len(), 3);
+    let leader_id = statuses[leader]["Status"]["header"]["member_id"].clone();
+    for s in statuses {
+        assert_eq!(s["Status"]["leader"], leader_id, "{s}");
+        assert_eq!(s["Status"]["version"], "3.5.0");
+        assert!(s["Status"]["raftIndex"].as_u64().unwrap() > 0);
+    }
+    // etcdctl prints the health lines on stderr.
+    let (ok, _, health) = etcdctl_with(&all, &["endpoint", "health"], "");
+    assert!(ok, "{health}");
+    assert_eq!(health.matches("is healthy").count(), 3, "{health}");
+    let hashes = eventually("every member to hash the same state", || async {
+        let hashes = etcdctl_json(&all, &["endpoint", "hashkv"]);
+        let values: Vec<Value> = hashes
+            .as_array()?
+            .iter()
+            .map(|h| h["HashKV"]["hash"].clone())
+            .collect();
+        values.windows(2).all(|w| w[0] == w[1]).then_some(values)
+    })
+    .await;
+    assert_eq!(hashes.len(), 3);
+}
