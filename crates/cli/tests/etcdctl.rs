@@ -76,18 +76,7 @@ fn b64(s: &str) -> String {
 async fn cluster(root: &std::path::Path) -> (Vec<Node>, Vec<String>, usize) {
     let (nodes, urls) = started_cluster(root, &["e1", "e2", "e3"]);
     let leader = wait_for_leader(&urls).await;
-    // Every member has published its client URL (member list shows them).
-    for url in &urls {
-        eventually("the member's client URL to be published", || async {
-            let s = status(url).await?;
-            let members = s["members"].as_array()?;
-            members
-                .iter()
-                .all(|m| m["client_url"].as_str().is_some_and(|u| !u.is_empty()))
-                .then_some(())
-        })
-        .await;
-    }
+    wait_for_client_urls(&urls).await;
     let endpoints = nodes.iter().map(|n| n.client.clone()).collect();
     (nodes, endpoints, leader)
 }
@@ -398,4 +387,143 @@ async fn etcdctl_member_list_and_endpoint_status_health_and_hashkv() {
     })
     .await;
     assert_eq!(hashes.len(), 3);
+}
+
+/// A running `etcdctl` (killed on drop).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `etcdctl --endpoints=<endpoints> args` with its stdout in `out` (and its stderr in
+/// `out` + `.err`).
+fn spawn_etcdctl(endpoints: &str, args: &[&str], out: &std::path::Path) -> Running {
+    let err = std::fs::File::create(out.with_extension("err")).unwrap();
+    let out = std::fs::File::create(out).unwrap();
+    Running(
+        Command::new(etcdctl_path())
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoints}"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The lines of `path` so far.
+fn lines_of(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_lock_has_one_holder_at_a_time_and_hands_over_when_the_lease_ends() {
+    let root = tempfile::tempdir().unwrap();
+    let (_nodes, endpoints, _leader) = cluster(root.path()).await;
+    let all = endpoints.join(",");
+    let (first_out, second_out) = (root.path().join("first"), root.path().join("second"));
+    // The first holder keeps the lock while its command runs; the second waits for it.
+    let first = spawn_etcdctl(
+        &all,
+        &[
+            "lock",
+            "the-lock",
+            "--",
+            "sh",
+            "-c",
+            "echo first in; sleep 2; echo first out",
+        ],
+        &first_out,
+    );
+    eventually("the first contender to hold the lock", || async {
+        lines_of(&first_out)
+            .contains(&"first in".to_string())
+            .then_some(())
+    })
+    .await;
+    let second = spawn_etcdctl(
+        &all,
+        &["lock", "the-lock", "--", "sh", "-c", "echo second in"],
+        &second_out,
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        lines_of(&second_out).is_empty(),
+        "the second waits while the first holds it"
+    );
+    eventually("the second contender to get the lock", || async {
+        lines_of(&second_out)
+            .contains(&"second in".to_string())
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        lines_of(&first_out),
+        ["first in", "first out"],
+        "the first let go first"
+    );
+    drop((first, second));
+
+    // A holder that dies without unlocking loses the lock when its session's lease ends.
+    let third_out = root.path().join("third");
+    let third = spawn_etcdctl(
+        &all,
+        &[
+            "lock",
+            "--ttl=2",
+            "other-lock",
+            "--",
+            "sh",
+            "-c",
+            "echo third in; sleep 60",
+        ],
+        &third_out,
+    );
+    eventually("the third contender to hold the lock", || async {
+        lines_of(&third_out)
+            .contains(&"third in".to_string())
+            .then_some(())
+    })
+    .await;
+    let mut third = third;
+    let _ = third.0.kill(); // SIGKILL: no revoke, the lease must expire
+    let fourth_out = root.path().join("fourth");
+    let _fourth = spawn_etcdctl(
+        &all,
+        &["lock", "other-lock", "--", "sh", "-c", "echo fourth in"],
+        &fourth_out,
+    );
+    eventually(
+        "the lock to pass on once the dead holder's lease expired",
+        || async {
+            lines_of(&fourth_out)
+                .contains(&"fourth in".to_string())
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_move_leader_hands_leadership_to_the_member_named() {
+    let root = tempfile::tempdir().unwrap();
+    let (_nodes, endpoints, leader) = cluster(root.path()).await;
+    let all = endpoints.join(",");
+    let target = (leader + 1) % 3;
+    let status = etcdctl_json(&endpoints[target], &["endpoint", "status"]);
+    let target_id = status[0]["Status"]["header"]["member_id"].as_u64().unwrap();
+    let moved = etcdctl(&all, &["move-leader", &format!("{target_id:x}")]);
+    assert!(moved.contains(&format!("to {target_id:x}")), "{moved}");
+    let after = etcdctl_json(&endpoints[leader], &["endpoint", "status"]);
+    assert_eq!(after[0]["Status"]["leader"].as_u64(), Some(target_id));
 }

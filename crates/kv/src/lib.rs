@@ -83,7 +83,8 @@ pub use command::{
     LeaseExpireResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest,
     LeaseRevokeResponse, NoopResponse, Op, PutRequest, PutResponse, RangeRequest, RangeResponse,
     Reply, Request, RequestOp, Response, ResponseOp, SessionExpireRequest, SessionExpireResponse,
-    SessionOpenRequest, SessionOpenResponse, TxnOp, TxnOpResponse, TxnRequest, TxnResponse,
+    SessionOpenRequest, SessionOpenResponse, SortOrder, SortTarget, TxnOp, TxnOpResponse,
+    TxnRequest, TxnResponse,
 };
 pub use error::{KvError, Result};
 pub use key_range::prefix_end;

@@ -399,3 +399,48 @@ fn cas_is_a_transaction() {
         "v2"
     );
 }
+
+/// etcd's sorted ranges: revision filters drop keys (but not from `count`), sorting sees every
+/// remaining key, and the limit applies last (`more` says keys were left out); a sort target
+/// without an order sorts ascending.
+#[test]
+fn a_sorted_range_filters_then_sorts_then_limits() {
+    let mut store = KvStore::new(Limits::default());
+    for (index, (key, value)) in [("l/a", "3"), ("l/b", "1"), ("l/c", "2"), ("l/b", "4")]
+        .into_iter()
+        .enumerate()
+    {
+        store.apply(index as u64 + 1, &Request::put(key, value).encode_to_vec());
+    }
+    let keys = |r: &RangeResponse| -> Vec<String> {
+        r.kvs
+            .iter()
+            .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+            .collect()
+    };
+    let by_create = RangeRequest::prefix("l/")
+        .sorted(SortTarget::Create, SortOrder::Descend)
+        .with_limit(2);
+    let r = store.range(&by_create).unwrap();
+    assert_eq!(
+        (keys(&r), r.more, r.count),
+        (vec!["l/c".into(), "l/b".into()], true, 3)
+    );
+    let by_value = RangeRequest::prefix("l/").sorted(SortTarget::Value, SortOrder::None);
+    assert_eq!(
+        keys(&store.range(&by_value).unwrap()),
+        ["l/c", "l/a", "l/b"]
+    );
+    let oldest = RangeRequest {
+        max_create_revision: 2,
+        ..RangeRequest::prefix("l/").sorted(SortTarget::Create, SortOrder::Ascend)
+    }
+    .with_limit(1);
+    let r = store.range(&oldest).unwrap();
+    assert_eq!((keys(&r), r.more, r.count), (vec!["l/a".into()], true, 3));
+    let recent = RangeRequest {
+        min_mod_revision: 3,
+        ..RangeRequest::prefix("l/")
+    };
+    assert_eq!(keys(&store.range(&recent).unwrap()), ["l/b", "l/c"]);
+}

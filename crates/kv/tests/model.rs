@@ -481,6 +481,7 @@ fn range() -> impl Strategy<Value = (RangeRequest, i64)> {
                         revision: 0,
                         keys_only,
                         count_only,
+                        ..RangeRequest::default()
                     },
                     rev_back,
                 )

@@ -224,8 +224,9 @@ impl Server {
             idle_timeout: config.client_idle_timeout,
         };
         let (http_stop, stopped) = oneshot::channel::<()>();
-        let grpc = etcd::Etcd::new(service.clone(), api.watch_pump_handle()).router();
-        let router = api.router();
+        let etcd = etcd::Etcd::new(service.clone(), api.watch_pump_handle());
+        let grpc = etcd.clone().router();
+        let router = api.router().merge(etcd.gateway());
         let http = tokio::spawn(async move {
             http_serve::serve(client_listener, router, grpc, limits, stopped).await;
         });

@@ -88,6 +88,13 @@ pub enum Input {
         /// Gets the index of the configuration entry.
         reply: Reply<Index>,
     },
+    /// Hand leadership to a voter (leader only); answered once the transfer has started.
+    TransferLeader {
+        /// The voter to hand leadership to.
+        target: NodeId,
+        /// Gets `Ok` once the transfer started, or why it cannot.
+        reply: Reply<()>,
+    },
     /// Hand leadership to an up-to-date voter (if leader), then stop.
     Shutdown {
         /// Signalled once the driver has stopped.
@@ -375,6 +382,9 @@ impl Driver {
             Input::LeaseKeepAlive { id: lease, reply } => {
                 let id = self.wait(Waiter::KeepAlive(reply));
                 self.engine.keep_alive(now_ms, id, lease);
+            }
+            Input::TransferLeader { target, reply } => {
+                let _ = reply.send(self.engine.transfer_leader(target));
             }
             Input::Shutdown { done } => {
                 tracing::info!("shutting down: handing leadership over if leader");

@@ -23,6 +23,8 @@ use crate::members::Member;
 use crate::node::{CLIENT_INPUTS_MAX, Input, NodeStatus, Reply, Shared};
 use crate::state::{Applied, Command, State};
 
+/// Election timeouts a leadership transfer may take before it is reported as failed.
+const TRANSFER_WAIT_ELECTIONS: u32 = 3;
 /// How long a join waits to reach the joining node's peer URL.
 pub const JOIN_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -185,6 +187,25 @@ impl Service {
             }
         })?;
         self.ask(|reply| Input::Join { member, reply }).await
+    }
+
+    /// Hands leadership to voter `target` (this node must be the leader) and waits, at most
+    /// `TRANSFER_WAIT_ELECTIONS` election timeouts, for it to take over.
+    pub async fn transfer_leader(&self, target: NodeId) -> Result<(), RequestError> {
+        self.ask(|reply| Input::TransferLeader { target, reply })
+            .await?;
+        let config = &self.inner.config;
+        let wait = config.tick * config.election_ticks * TRANSFER_WAIT_ELECTIONS;
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            if self.status().leader == Some(target) {
+                return Ok(());
+            }
+            tokio::time::sleep(config.tick).await;
+        }
+        Err(RequestError::Unavailable(format!(
+            "leadership did not move to {target:x} within {wait:?}"
+        )))
     }
 
     /// Removes a member; the configuration entry's index.

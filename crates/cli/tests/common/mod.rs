@@ -341,3 +341,19 @@ pub async fn get_settled(url: &str, key: &str, consistency: &str) -> Option<Stri
     })
     .await
 }
+
+/// Waits until every node of `urls` knows every member's client URL (members publish theirs
+/// after they start; a follower forwards to the leader's).
+pub async fn wait_for_client_urls(urls: &[String]) {
+    for url in urls {
+        eventually("the members' client URLs to be published", || async {
+            let s = status(url).await?;
+            let members = s["members"].as_array()?;
+            members
+                .iter()
+                .all(|m| m["client_url"].as_str().is_some_and(|u| !u.is_empty()))
+                .then_some(())
+        })
+        .await;
+    }
+}

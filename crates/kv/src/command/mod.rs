@@ -27,7 +27,7 @@ use prost::Message;
 pub use ops::{
     CompactRequest, Compare, CompareOp, CompareTarget, DeleteRangeRequest, LEASE_EXPIRE_IDS_MAX,
     LeaseExpireRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp,
-    SessionExpireRequest, SessionOpenRequest, TxnOp, TxnRequest,
+    SessionExpireRequest, SessionOpenRequest, SortOrder, SortTarget, TxnOp, TxnRequest,
 };
 pub use reply::{
     CompactResponse, DeleteRangeResponse, KeyValue, LeaseExpireResponse, LeaseGrantResponse,

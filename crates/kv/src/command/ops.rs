@@ -29,6 +29,53 @@ pub struct RangeRequest {
     /// Return only the count of matching keys.
     #[prost(bool, tag = "6")]
     pub count_only: bool,
+    /// Order of the keys returned ([`SortOrder`] as `i32`; none: key order).
+    #[prost(enumeration = "SortOrder", tag = "7")]
+    pub sort_order: i32,
+    /// What the keys are sorted by ([`SortTarget`] as `i32`); a target other than the key
+    /// without an order sorts ascending, as etcd does.
+    #[prost(enumeration = "SortTarget", tag = "8")]
+    pub sort_target: i32,
+    /// Only keys last modified at or after this revision (0: no bound).
+    #[prost(int64, tag = "9")]
+    pub min_mod_revision: Revision,
+    /// Only keys last modified at or before this revision (0: no bound).
+    #[prost(int64, tag = "10")]
+    pub max_mod_revision: Revision,
+    /// Only keys created at or after this revision (0: no bound).
+    #[prost(int64, tag = "11")]
+    pub min_create_revision: Revision,
+    /// Only keys created at or before this revision (0: no bound).
+    #[prost(int64, tag = "12")]
+    pub max_create_revision: Revision,
+}
+
+/// The order of a sorted range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum SortOrder {
+    /// Key order, unsorted otherwise.
+    None = 0,
+    /// Smallest first.
+    Ascend = 1,
+    /// Largest first.
+    Descend = 2,
+}
+
+/// What a sorted range is sorted by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum SortTarget {
+    /// The key.
+    Key = 0,
+    /// The key's version.
+    Version = 1,
+    /// The key's create revision.
+    Create = 2,
+    /// The key's mod revision.
+    Mod = 3,
+    /// The value.
+    Value = 4,
 }
 
 impl RangeRequest {
@@ -82,6 +129,32 @@ impl RangeRequest {
     pub fn count_only(mut self) -> Self {
         self.count_only = true;
         self
+    }
+
+    /// Sorts the answer by `target` in `order`.
+    pub fn sorted(mut self, target: SortTarget, order: SortOrder) -> Self {
+        self.sort_target = target as i32;
+        self.sort_order = order as i32;
+        self
+    }
+
+    /// The order the answer is sorted in, if any (etcd's rule: a target other than the key
+    /// without an order sorts ascending).
+    pub(crate) fn effective_order(&self) -> Option<(SortTarget, SortOrder)> {
+        let target = SortTarget::try_from(self.sort_target).unwrap_or(SortTarget::Key);
+        match SortOrder::try_from(self.sort_order).unwrap_or(SortOrder::None) {
+            SortOrder::None if target == SortTarget::Key => None,
+            SortOrder::None => Some((target, SortOrder::Ascend)),
+            order => Some((target, order)),
+        }
+    }
+
+    /// Whether `kv` passes the revision filters.
+    pub(crate) fn keeps(&self, kv: &crate::KeyValue) -> bool {
+        (self.min_mod_revision == 0 || kv.mod_revision >= self.min_mod_revision)
+            && (self.max_mod_revision == 0 || kv.mod_revision <= self.max_mod_revision)
+            && (self.min_create_revision == 0 || kv.create_revision >= self.min_create_revision)
+            && (self.max_create_revision == 0 || kv.create_revision <= self.max_create_revision)
     }
 }
 

@@ -46,7 +46,7 @@ use bytes::Bytes;
 pub(crate) use history::{KeyEntry, KeyHistory};
 pub(crate) use index::KeyIndex;
 
-use crate::command::{RangeRequest, RangeResponse};
+use crate::command::{RangeRequest, RangeResponse, SortOrder, SortTarget};
 use crate::key_range::KeyRange;
 use crate::{KvError, LeaseId, Result, Revision};
 
@@ -180,6 +180,8 @@ impl Mvcc {
         };
         let range = KeyRange::new(&req.key, &req.range_end);
         let limit = if req.limit == 0 { u64::MAX } else { req.limit };
+        // A sorted answer needs every key first; the limit applies after sorting.
+        let order = req.effective_order();
         let mut response = RangeResponse {
             revision: self.revision,
             ..Default::default()
@@ -189,17 +191,32 @@ impl Mvcc {
             if req.count_only {
                 continue;
             }
-            if response.kvs.len() as u64 >= limit {
+            let kv = entry.to_kv(key, req.keys_only);
+            if !req.keeps(&kv) {
+                continue;
+            }
+            if order.is_none() && response.kvs.len() as u64 >= limit {
                 response.more = true;
                 continue;
             }
-            let value_bytes = if req.keys_only {
-                0
-            } else {
-                entry.value.len() as u64
-            };
-            budget.spend(key.len() as u64 + value_bytes + KV_OVERHEAD_BYTES)?;
-            response.kvs.push(entry.to_kv(key, req.keys_only));
+            budget.spend(key.len() as u64 + kv.value.len() as u64 + KV_OVERHEAD_BYTES)?;
+            response.kvs.push(kv);
+        }
+        if let Some((target, order)) = order {
+            match target {
+                SortTarget::Key => response.kvs.sort_by(|a, b| a.key.cmp(&b.key)),
+                SortTarget::Version => response.kvs.sort_by_key(|kv| kv.version),
+                SortTarget::Create => response.kvs.sort_by_key(|kv| kv.create_revision),
+                SortTarget::Mod => response.kvs.sort_by_key(|kv| kv.mod_revision),
+                SortTarget::Value => response.kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+            }
+            if order == SortOrder::Descend {
+                response.kvs.reverse();
+            }
+            if response.kvs.len() as u64 > limit {
+                response.kvs.truncate(limit as usize);
+                response.more = true;
+            }
         }
         Ok(response)
     }

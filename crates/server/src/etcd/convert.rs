@@ -19,7 +19,7 @@ pub fn key_value(kv: kv::KeyValue) -> mvccpb::KeyValue {
     }
 }
 
-/// etcd's range as the store's (sorting and revision filters are applied by the caller).
+/// etcd's range as the store's (the enums have etcd's numbers).
 pub fn range(request: &pb::RangeRequest) -> Result<kv::RangeRequest, Status> {
     let limit = u64::try_from(request.limit)
         .map_err(|_| Status::invalid_argument("etcdserver: limit must not be negative"))?;
@@ -30,6 +30,12 @@ pub fn range(request: &pb::RangeRequest) -> Result<kv::RangeRequest, Status> {
         revision: request.revision,
         keys_only: request.keys_only,
         count_only: request.count_only,
+        sort_order: request.sort_order,
+        sort_target: request.sort_target,
+        min_mod_revision: request.min_mod_revision,
+        max_mod_revision: request.max_mod_revision,
+        min_create_revision: request.min_create_revision,
+        max_create_revision: request.max_create_revision,
     })
 }
 
@@ -128,19 +134,7 @@ fn compare(c: pb::Compare) -> Result<kv::Compare, Status> {
 
 fn request_op(op: pb::RequestOp) -> Result<kv::RequestOp, Status> {
     let op = match op.request {
-        Some(request_op::Request::RequestRange(r)) => {
-            if r.sort_order != 0
-                || r.min_mod_revision != 0
-                || r.max_mod_revision != 0
-                || r.min_create_revision != 0
-                || r.max_create_revision != 0
-            {
-                return Err(Status::unimplemented(
-                    "raftkv does not sort or filter ranges inside a transaction yet",
-                ));
-            }
-            kv::TxnOp::Range(range(&r)?)
-        }
+        Some(request_op::Request::RequestRange(r)) => kv::TxnOp::Range(range(&r)?),
         Some(request_op::Request::RequestPut(p)) => kv::TxnOp::Put(put(p)?),
         Some(request_op::Request::RequestDeleteRange(d)) => kv::TxnOp::DeleteRange(delete(d)),
         Some(request_op::Request::RequestTxn(_)) => {

@@ -1,11 +1,9 @@
 //! etcd's KV service: Range (linearizable after a ReadIndex round, or `serializable` from this
-//! member's state, with etcd's sorting and revision filters), Put, DeleteRange, Txn and Compact
-//! through the log.
+//! member's state; the store sorts and filters), Put, DeleteRange, Txn and Compact through the
+//! log.
 
 use raftkv_etcdpb::etcdserverpb::kv_server::Kv;
-use raftkv_etcdpb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use raftkv_etcdpb::etcdserverpb::{self as pb};
-use raftkv_etcdpb::mvccpb;
 use raftkv_kv::{self as kv, Op, Reply, Revision};
 use raftkv_raft::NodeId;
 use raftkv_replica::Applied;
@@ -62,50 +60,6 @@ fn unexpected() -> Status {
     Status::internal("the store answered with another kind of reply")
 }
 
-/// Whether a range needs every key of the range before answering (etcd's sorting and revision
-/// filters apply before the limit).
-fn reads_everything(r: &pb::RangeRequest) -> bool {
-    r.sort_order != SortOrder::None as i32
-        || r.sort_target != SortTarget::Key as i32
-        || r.min_mod_revision != 0
-        || r.max_mod_revision != 0
-        || r.min_create_revision != 0
-        || r.max_create_revision != 0
-}
-
-/// Applies etcd's revision filters, sort and limit to a range answer read without a limit.
-fn sort_and_filter(r: &pb::RangeRequest, response: &mut pb::RangeResponse) {
-    let keep = |kv: &mvccpb::KeyValue| {
-        (r.min_mod_revision == 0 || kv.mod_revision >= r.min_mod_revision)
-            && (r.max_mod_revision == 0 || kv.mod_revision <= r.max_mod_revision)
-            && (r.min_create_revision == 0 || kv.create_revision >= r.min_create_revision)
-            && (r.max_create_revision == 0 || kv.create_revision <= r.max_create_revision)
-    };
-    response.kvs.retain(keep);
-    let mut order = SortOrder::try_from(r.sort_order).unwrap_or(SortOrder::None);
-    let target = SortTarget::try_from(r.sort_target).unwrap_or(SortTarget::Key);
-    if order == SortOrder::None && target != SortTarget::Key {
-        order = SortOrder::Ascend; // etcd: a sort target without an order sorts ascending
-    }
-    if order != SortOrder::None {
-        match target {
-            SortTarget::Key => response.kvs.sort_by(|a, b| a.key.cmp(&b.key)),
-            SortTarget::Version => response.kvs.sort_by_key(|kv| kv.version),
-            SortTarget::Create => response.kvs.sort_by_key(|kv| kv.create_revision),
-            SortTarget::Mod => response.kvs.sort_by_key(|kv| kv.mod_revision),
-            SortTarget::Value => response.kvs.sort_by(|a, b| a.value.cmp(&b.value)),
-        }
-        if order == SortOrder::Descend {
-            response.kvs.reverse();
-        }
-    }
-    let limit = usize::try_from(r.limit).unwrap_or(0);
-    if limit > 0 && response.kvs.len() > limit {
-        response.kvs.truncate(limit);
-        response.more = true;
-    }
-}
-
 #[tonic::async_trait]
 impl Kv for Etcd {
     async fn range(
@@ -117,19 +71,11 @@ impl Kv for Etcd {
             return Err(status::kv(kv::KvError::EmptyKey));
         }
         self.read_barrier(r.serializable).await?;
-        let everything = reads_everything(&r);
-        let mut range = convert::range(&r)?;
-        if everything {
-            range.limit = 0;
-        }
+        let range = convert::range(&r)?;
         let (revision, answer) = self
             .service
             .read(|state| (state.kv.revision(), state.kv.range(&range)));
-        let answer = answer.map_err(status::kv)?;
-        let mut response = convert::range_response(answer);
-        if everything {
-            sort_and_filter(&r, &mut response);
-        }
+        let mut response = convert::range_response(answer.map_err(status::kv)?);
         response.header = self.header(revision);
         Ok(Response::new(response))
     }

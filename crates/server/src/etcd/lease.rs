@@ -29,7 +29,7 @@ fn unexpected() -> Status {
 
 impl Etcd {
     /// One keep-alive: the lease's TTL in seconds (0 if it does not exist).
-    async fn keep_alive_once(
+    pub(super) async fn keep_alive_once(
         &self,
         id: i64,
         forwarded: bool,

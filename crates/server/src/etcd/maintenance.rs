@@ -1,6 +1,7 @@
 //! etcd's Maintenance service: Status, Hash and HashKV (from the store's state hash), Alarm (no
 //! alarms yet), Defragment (nothing to do: the store is in memory, so it succeeds at once);
-//! Snapshot, MoveLeader and Downgrade answer `Unimplemented`.
+//! MoveLeader (asked of the leader, to a voter; answered once the transferee leads); Snapshot
+//! and Downgrade answer `Unimplemented`.
 
 use std::pin::Pin;
 
@@ -101,11 +102,25 @@ impl Maintenance for Etcd {
 
     async fn move_leader(
         &self,
-        _request: Request<pb::MoveLeaderRequest>,
+        request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented(
-            "raftkv does not move leadership on request yet",
-        ))
+        let target = request.into_inner().target_id;
+        let status = self.service.status();
+        if status.leader != Some(status.id) {
+            return Err(Status::failed_precondition("etcdserver: not leader"));
+        }
+        if !status.voters.contains(&target) {
+            return Err(Status::failed_precondition(
+                "etcdserver: bad leader transferee",
+            ));
+        }
+        self.service
+            .transfer_leader(target)
+            .await
+            .map_err(super::status::request)?;
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: self.header_now(),
+        }))
     }
 
     async fn downgrade(

@@ -11,6 +11,7 @@
 mod cluster;
 mod convert;
 mod forward;
+mod gateway;
 mod kv;
 mod lease;
 mod maintenance;

@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 
 use axum::extract::ConnectInfo;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use prost::Message;
 use raftkv_etcdpb::etcdserverpb::watch_create_request::FilterType;
 use raftkv_etcdpb::etcdserverpb::watch_request::RequestUnion;
@@ -293,6 +293,53 @@ fn receiver_stream(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
+impl Etcd {
+    /// Serves one watch stream: the client's `requests`, answered on the returned channel (the
+    /// gRPC service and the JSON gateway both use it). It ends when the requests end, the
+    /// answers' receiver is dropped, or the node stops; then its watches are cancelled.
+    pub(super) fn watch_session(
+        &self,
+        client: Option<IpAddr>,
+        mut requests: Pin<Box<dyn Stream<Item = pb::WatchRequest> + Send>>,
+    ) -> mpsc::Receiver<Result<pb::WatchResponse, Status>> {
+        let (out, responses) = mpsc::channel(RESPONSES_QUEUED_MAX);
+        let (lines, mut lines_in) = WatchPump::channel();
+        let mut session = Session {
+            etcd: self.clone(),
+            client: client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            lines,
+            by_store: BTreeMap::new(),
+            by_etcd: BTreeMap::new(),
+            next_etcd_id: 0,
+        };
+        let mut stopping = self.service.shared().stopping.subscribe();
+        tokio::spawn(async move {
+            'stream: loop {
+                let answers = tokio::select! {
+                    request = requests.next() => match request {
+                        Some(request) => session.handle(request),
+                        None => break 'stream,
+                    },
+                    Some((id, line)) = lines_in.recv() => session.render(id, line),
+                    () = out.closed() => break 'stream,
+                    _ = stopping.changed() => {
+                        let stopped = Status::unavailable("etcdserver: server stopped");
+                        let _ = out.send(Err(stopped)).await;
+                        break 'stream;
+                    }
+                };
+                for answer in answers {
+                    if out.send(Ok(answer)).await.is_err() {
+                        break 'stream;
+                    }
+                }
+            }
+            session.close();
+        });
+        responses
+    }
+}
+
 #[tonic::async_trait]
 impl Watch for Etcd {
     type WatchStream =
@@ -305,40 +352,14 @@ impl Watch for Etcd {
         let client = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        let mut requests = request.into_inner();
-        let (out, responses) = mpsc::channel(RESPONSES_QUEUED_MAX);
-        let (lines, mut lines_in) = WatchPump::channel();
-        let mut session = Session {
-            etcd: self.clone(),
-            client,
-            lines,
-            by_store: BTreeMap::new(),
-            by_etcd: BTreeMap::new(),
-            next_etcd_id: 0,
-        };
-        let mut stopping = self.service.shared().stopping.subscribe();
-        tokio::spawn(async move {
-            'stream: loop {
-                let answers = tokio::select! {
-                    request = requests.message() => match request {
-                        Ok(Some(request)) => session.handle(request),
-                        _ => break 'stream,
-                    },
-                    Some((id, line)) = lines_in.recv() => session.render(id, line),
-                    _ = stopping.changed() => {
-                        let _ = out.send(Err(Status::unavailable("etcdserver: server stopped"))).await;
-                        break 'stream;
-                    }
-                };
-                for answer in answers {
-                    if out.send(Ok(answer)).await.is_err() {
-                        break 'stream;
-                    }
-                }
+            .map(|c| c.0.ip());
+        let requests = futures::stream::unfold(request.into_inner(), |mut stream| async move {
+            match stream.message().await {
+                Ok(Some(message)) => Some((message, stream)),
+                _ => None,
             }
-            session.close();
         });
+        let responses = self.watch_session(client, Box::pin(requests));
         Ok(Response::new(Box::pin(receiver_stream(responses))))
     }
 }
