@@ -118,7 +118,7 @@ impl Session {
             Err(KvError::Compacted {
                 compacted_revision, ..
             }) => {
-                self.next_etcd_id = self.next_etcd_id.max(etcd_id + 1);
+                self.next_etcd_id = self.next_etcd_id.max(etcd_id.saturating_add(1));
                 return vec![
                     pb::WatchResponse {
                         header,
@@ -139,7 +139,7 @@ impl Session {
             }
             Err(e) => return refused(e.to_string()),
         };
-        self.next_etcd_id = self.next_etcd_id.max(etcd_id + 1);
+        self.next_etcd_id = self.next_etcd_id.max(etcd_id.saturating_add(1));
         let filters = |f: FilterType| create.filters.contains(&(f as i32));
         self.by_store.insert(
             id,
