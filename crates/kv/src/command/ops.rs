@@ -149,12 +149,13 @@ impl RangeRequest {
         }
     }
 
-    /// Whether `kv` passes the revision filters.
-    pub(crate) fn keeps(&self, kv: &crate::KeyValue) -> bool {
-        (self.min_mod_revision == 0 || kv.mod_revision >= self.min_mod_revision)
-            && (self.max_mod_revision == 0 || kv.mod_revision <= self.max_mod_revision)
-            && (self.min_create_revision == 0 || kv.create_revision >= self.min_create_revision)
-            && (self.max_create_revision == 0 || kv.create_revision <= self.max_create_revision)
+    /// Whether a key last modified at `mod_revision` and created at `create_revision` passes the
+    /// revision filters.
+    pub(crate) fn keeps(&self, mod_revision: Revision, create_revision: Revision) -> bool {
+        (self.min_mod_revision == 0 || mod_revision >= self.min_mod_revision)
+            && (self.max_mod_revision == 0 || mod_revision <= self.max_mod_revision)
+            && (self.min_create_revision == 0 || create_revision >= self.min_create_revision)
+            && (self.max_create_revision == 0 || create_revision <= self.max_create_revision)
     }
 }
 

@@ -191,14 +191,14 @@ impl Mvcc {
             if req.count_only {
                 continue;
             }
-            let kv = entry.to_kv(key, req.keys_only);
-            if !req.keeps(&kv) {
+            if !req.keeps(entry.mod_revision, entry.create_revision) {
                 continue;
             }
             if order.is_none() && response.kvs.len() as u64 >= limit {
                 response.more = true;
                 continue;
             }
+            let kv = entry.to_kv(key, req.keys_only);
             budget.spend(key.len() as u64 + kv.value.len() as u64 + KV_OVERHEAD_BYTES)?;
             response.kvs.push(kv);
         }
