@@ -527,3 +527,56 @@ async fn etcdctl_move_leader_hands_leadership_to_the_member_named() {
     let after = etcdctl_json(&endpoints[leader], &["endpoint", "status"]);
     assert_eq!(after[0]["Status"]["leader"].as_u64(), Some(target_id));
 }
+
+/// etcd's election recipe as the store's very first writes: one leader at a time, an observer
+/// sees the current leader's proposal, and a leader that stops (SIGTERM: etcdctl resigns by
+/// revoking its session's lease) hands over to the next candidate.
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_elect_has_one_leader_at_a_time_and_hands_over_when_it_resigns() {
+    let root = tempfile::tempdir().unwrap();
+    let (_nodes, endpoints, _leader) = cluster(root.path()).await;
+    let all = endpoints.join(",");
+    let (alice_out, bob_out, observer_out) = (
+        root.path().join("alice"),
+        root.path().join("bob"),
+        root.path().join("observer"),
+    );
+    let alice = spawn_etcdctl(&all, &["elect", "the-election", "alice"], &alice_out);
+    let alice_key = eventually("alice to be elected", || async {
+        match lines_of(&alice_out).as_slice() {
+            [key, proposal] if proposal == "alice" => Some(key.clone()),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(alice_key.starts_with("the-election/"), "{alice_key}");
+    let _bob = spawn_etcdctl(&all, &["elect", "the-election", "bob"], &bob_out);
+    let _observer = spawn_etcdctl(&all, &["elect", "--listen", "the-election"], &observer_out);
+    eventually("the observer to see alice", || async {
+        lines_of(&observer_out)
+            .contains(&"alice".to_string())
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(lines_of(&bob_out).is_empty(), "bob waits while alice leads");
+    let stopped = Command::new("kill")
+        .args(["-TERM", &alice.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    eventually("bob to be elected once alice resigned", || async {
+        match lines_of(&bob_out).as_slice() {
+            [key, proposal] if proposal == "bob" => Some(key.clone()),
+            _ => None,
+        }
+    })
+    .await;
+    eventually("the observer to see bob", || async {
+        lines_of(&observer_out)
+            .contains(&"bob".to_string())
+            .then_some(())
+    })
+    .await;
+    drop(alice);
+}

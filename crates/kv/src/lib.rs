@@ -17,16 +17,16 @@
 //! put.validate(store.limits()).unwrap();
 //! let response = store.apply(1, &put.encode_to_vec());
 //! assert!(matches!(response.result, Ok(Reply::Put(_))));
-//! assert_eq!(response.revision, 1);
+//! assert_eq!(response.revision, 2);
 //!
 //! // Compare-and-swap is a transaction.
-//! let cas = Request::cas("greeting", "hi", 1);
+//! let cas = Request::cas("greeting", "hi", 2);
 //! let Ok(Reply::Txn(txn)) = store.apply(2, &cas.encode_to_vec()).result else { panic!() };
 //! assert!(txn.succeeded);
 //!
 //! let read = store.range(&RangeRequest::prefix("greet")).unwrap();
 //! assert_eq!(read.kvs[0].value, "hi");
-//! assert_eq!(store.range(&RangeRequest::key("greeting").at_revision(1)).unwrap().kvs[0].value, "hello");
+//! assert_eq!(store.range(&RangeRequest::key("greeting").at_revision(2)).unwrap().kvs[0].value, "hello");
 //! ```
 //!
 //! ## The server's side
@@ -96,9 +96,13 @@ pub use snapshot::{
 pub use store::KvStore;
 pub use watch::{Event, EventKind, WatchDelivery, WatchId, WatchRequest, WatchResponse};
 
-/// A store revision: 0 before the first write, then increased by one by every command that
-/// changes at least one key.
+/// A store revision: [`INITIAL_REVISION`] before the first write, then increased by one by every
+/// command that changes at least one key.
 pub type Revision = i64;
+/// The revision of an empty store. It is 1, as in etcd: etcd's clients treat revision 1 as "the
+/// store before anything was written" (its election recipe waits for keys below a revision, and
+/// a first write at 1 would leave nothing below it).
+pub const INITIAL_REVISION: Revision = 1;
 /// A lease id (positive; 0 means "no lease").
 pub type LeaseId = i64;
 /// A client session id: the log index of the command that opened it (0 means "no session").

@@ -35,7 +35,7 @@ pub struct KvStore {
 }
 
 impl KvStore {
-    /// An empty store (revision 0, nothing applied).
+    /// An empty store ([`crate::INITIAL_REVISION`], nothing applied).
     pub fn new(limits: Limits) -> Self {
         KvStore {
             limits,
@@ -58,7 +58,8 @@ impl KvStore {
         self.applied_index
     }
 
-    /// The current revision: the number of write transactions that changed something (0: none).
+    /// The current revision: [`crate::INITIAL_REVISION`] plus the number of write transactions that
+    /// changed something.
     pub fn revision(&self) -> Revision {
         self.mvcc.revision()
     }

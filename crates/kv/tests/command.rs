@@ -172,7 +172,7 @@ fn malformed_commands_are_errors() {
     let mut store = KvStore::new(Limits::default());
     let response = store.apply(5, &bytes[..bytes.len() - 1]);
     assert!(matches!(response.result, Err(KvError::Malformed(_))));
-    assert_eq!((store.applied_index(), store.revision()), (5, 0));
+    assert_eq!((store.applied_index(), store.revision()), (5, 1));
 }
 
 #[test]
@@ -248,7 +248,7 @@ fn limits_are_enforced_before_proposing_and_at_apply() {
         dup.validate(&limits),
         Err(KvError::InvalidRequest(_))
     ));
-    assert_eq!(store.revision(), 0, "nothing over a limit was applied");
+    assert_eq!(store.revision(), 1, "nothing over a limit was applied");
 }
 
 #[test]
@@ -290,7 +290,7 @@ fn range_results_are_bounded() {
         response.result,
         Err(KvError::RangeTooLarge { .. })
     ));
-    assert_eq!(response.revision, 20);
+    assert_eq!(response.revision, 21);
     assert!(
         store
             .range(&RangeRequest::key("new"))
@@ -391,9 +391,9 @@ fn cas_is_a_transaction() {
     let Some(TxnOpResponse::Range(current)) = &txn.responses[0].op else {
         panic!()
     };
-    assert_eq!(current.kvs[0].mod_revision, 1);
-    let swap = store.apply(3, &Request::cas("k", "v2", 1).encode_to_vec());
-    assert_eq!(swap.revision, 2);
+    assert_eq!(current.kvs[0].mod_revision, 2);
+    let swap = store.apply(3, &Request::cas("k", "v2", 2).encode_to_vec());
+    assert_eq!(swap.revision, 3);
     assert_eq!(
         store.range(&RangeRequest::key("k")).unwrap().kvs[0].value,
         "v2"
@@ -432,15 +432,49 @@ fn a_sorted_range_filters_then_sorts_then_limits() {
         ["l/c", "l/a", "l/b"]
     );
     let oldest = RangeRequest {
-        max_create_revision: 2,
+        max_create_revision: 3,
         ..RangeRequest::prefix("l/").sorted(SortTarget::Create, SortOrder::Ascend)
     }
     .with_limit(1);
     let r = store.range(&oldest).unwrap();
     assert_eq!((keys(&r), r.more, r.count), (vec!["l/a".into()], true, 3));
     let recent = RangeRequest {
-        min_mod_revision: 3,
+        min_mod_revision: 4,
         ..RangeRequest::prefix("l/")
     };
     assert_eq!(keys(&store.range(&recent).unwrap()), ["l/b", "l/c"]);
+}
+
+/// As in etcd: an empty store is at revision 1, readable there and compactable to it; the first
+/// write makes revision 2 (etcd's election recipe relies on nothing being below the first key).
+#[test]
+fn an_empty_store_is_at_revision_one_and_the_first_write_makes_two() {
+    let mut store = KvStore::new(Limits::default());
+    assert_eq!(store.revision(), INITIAL_REVISION);
+    assert_eq!(INITIAL_REVISION, 1);
+    let empty = store
+        .range(&RangeRequest::prefix("").at_revision(1))
+        .unwrap();
+    assert_eq!((empty.count, empty.revision), (0, 1));
+    let put = store.apply(1, &Request::put("k", "v").encode_to_vec());
+    assert_eq!(put.revision, 2);
+    let kv = &store.range(&RangeRequest::key("k")).unwrap().kvs[0];
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 2, 1));
+    assert!(
+        store
+            .apply(2, &Request::compact(1).encode_to_vec())
+            .result
+            .is_ok()
+    );
+    assert_eq!(store.compacted_revision(), 1);
+    let mut buf = Vec::new();
+    store.write_snapshot(&mut buf).unwrap();
+    let restored = KvStore::restore(&mut buf.as_slice(), Limits::default()).unwrap();
+    assert_eq!(restored.state_hash(), store.state_hash());
+    let mut empty = Vec::new();
+    KvStore::new(Limits::default())
+        .write_snapshot(&mut empty)
+        .unwrap();
+    let restored = KvStore::restore(&mut empty.as_slice(), Limits::default()).unwrap();
+    assert_eq!(restored.revision(), INITIAL_REVISION);
 }

@@ -58,7 +58,7 @@ fn expiry_is_a_revoke_that_deletes_all_keys_in_one_revision_everywhere() {
         on_leader.result,
         Ok(Reply::LeaseRevoke(LeaseRevokeResponse { deleted: 3 }))
     );
-    assert_eq!(on_leader.revision, 5, "one revision for all three deletes");
+    assert_eq!(on_leader.revision, 6, "one revision for all three deletes");
     assert_eq!(leader.store.state_hash(), follower.store.state_hash());
     assert_eq!(
         leader
@@ -80,7 +80,7 @@ fn expiry_is_a_revoke_that_deletes_all_keys_in_one_revision_everywhere() {
         .filter(|e| e.kind == EventKind::Delete)
         .collect();
     assert_eq!(deletes.len(), 3);
-    assert!(deletes.iter().all(|e| e.revision() == 5));
+    assert!(deletes.iter().all(|e| e.revision() == 6));
     // A second revoke (e.g. proposed twice) fails harmlessly.
     assert_eq!(
         leader.apply(&revoke).result,

@@ -592,7 +592,10 @@ fn check_all_reads(store: &KvStore, model: &Model) {
 
 fn run(steps: &[Step]) {
     let mut store = KvStore::new(limits());
-    let mut model = Model::default();
+    let mut model = Model {
+        revision: raftkv_kv::INITIAL_REVISION,
+        ..Model::default()
+    };
     let mut log: Vec<Vec<u8>> = Vec::new();
     for step in steps {
         let revision = model.revision;

@@ -106,7 +106,7 @@ fn large_histories_span_several_chunks() {
     assert!(buf.len() > 3 * SNAPSHOT_CHUNK_BYTES);
     let restored = KvStore::restore(&mut buf.as_slice(), limits).unwrap();
     assert_eq!(restored.state_hash(), store.state_hash());
-    let at_5 = RangeRequest::key("big").at_revision(5);
+    let at_5 = RangeRequest::key("big").at_revision(6);
     assert_eq!(restored.range(&at_5).unwrap().kvs[0].version, 5);
 }
 

@@ -82,9 +82,9 @@ fn events_come_in_revision_order_exactly_once() {
     assert_eq!(
         summary(&events),
         [
-            (1, EventKind::Put, "k1".into()),
-            (3, EventKind::Put, "k2".into()),
-            (4, EventKind::Delete, "k1".into())
+            (2, EventKind::Put, "k1".into()),
+            (4, EventKind::Put, "k2".into()),
+            (5, EventKind::Delete, "k1".into())
         ]
     );
     assert_eq!(
@@ -92,15 +92,15 @@ fn events_come_in_revision_order_exactly_once() {
             responses[0].from_revision,
             responses.last().unwrap().to_revision
         ),
-        (1, 4)
+        (2, 5)
     );
     // Nothing is delivered twice.
     assert_eq!(node.store.watch_poll(id, 100).unwrap(), None);
     node.put("k3", "c");
     let (responses, events) = node.drain(id, 100);
-    assert_eq!(summary(&events), [(5, EventKind::Put, "k3".into())]);
+    assert_eq!(summary(&events), [(6, EventKind::Put, "k3".into())]);
     assert_eq!(
-        responses[0].from_revision, 5,
+        responses[0].from_revision, 6,
         "the next response starts after the last one"
     );
 }
@@ -121,15 +121,15 @@ fn a_revision_is_never_split() {
         failure: vec![],
     }));
     node.put("after", "v");
-    // max_events 2 < 5 events of revision 1: the response still holds all of revision 1, and only it.
+    // max_events 2 < 5 events of revision 2: the response still holds all of revision 2, and only it.
     let first = node.store.watch_poll(id, 2).unwrap().unwrap();
     assert_eq!(first.events.len(), 5);
-    assert!(first.events.iter().all(|e| e.revision() == 1));
-    assert_eq!((first.from_revision, first.to_revision), (1, 1));
+    assert!(first.events.iter().all(|e| e.revision() == 2));
+    assert_eq!((first.from_revision, first.to_revision), (2, 2));
     let second = node.store.watch_poll(id, 2).unwrap().unwrap();
     assert_eq!(
         summary(&second.events),
-        [(2, EventKind::Put, "after".into())]
+        [(3, EventKind::Put, "after".into())]
     );
 }
 
@@ -164,13 +164,13 @@ fn resumable_from_any_revision_after_a_disconnect() {
     let (_, all) = node.drain(id, 3);
     assert_eq!(all.len(), 20);
     // A client that saw up to revision r re-creates the watch from r + 1 and sees the rest.
-    for r in 0..20 {
+    for r in 1..21 {
         let resumed = node
             .store
             .watch_create(&WatchRequest::prefix("k").from_revision(r + 1))
             .unwrap();
         let (_, rest) = node.drain(resumed, 7);
-        assert_eq!(rest, all[r as usize..], "resumed from {}", r + 1);
+        assert_eq!(rest, all[r as usize - 1..], "resumed from {}", r + 1);
     }
     // Also on another node (same log): a restored one.
     let mut buf = Vec::new();
@@ -182,7 +182,7 @@ fn resumable_from_any_revision_after_a_disconnect() {
     };
     let resumed = other
         .store
-        .watch_create(&WatchRequest::prefix("k").from_revision(11))
+        .watch_create(&WatchRequest::prefix("k").from_revision(12))
         .unwrap();
     assert_eq!(other.drain(resumed, 100).1, all[10..]);
 }
@@ -193,13 +193,13 @@ fn a_watch_in_the_future_waits_for_its_revision() {
     node.put("k", "1");
     let id = node
         .store
-        .watch_create(&WatchRequest::key("k").from_revision(3))
+        .watch_create(&WatchRequest::key("k").from_revision(4))
         .unwrap();
     node.put("k", "2");
     assert_eq!(node.store.watch_poll(id, 10).unwrap(), None);
     node.put("k", "3");
     let r = node.store.watch_poll(id, 10).unwrap().unwrap();
-    assert_eq!((r.from_revision, r.to_revision, r.events.len()), (3, 3, 1));
+    assert_eq!((r.from_revision, r.to_revision, r.events.len()), (4, 4, 1));
 }
 
 #[test]
@@ -246,12 +246,12 @@ fn compaction_is_reported() {
         .watch_create(&WatchRequest::key("k").from_revision(1))
         .unwrap();
     let r = node.store.watch_poll(id, 1).unwrap().unwrap();
-    assert_eq!(r.to_revision, 1);
+    assert_eq!(r.to_revision, 2);
     node.apply(Request::compact(8));
     assert_eq!(
         node.store.watch_poll(id, 1).unwrap_err(),
         KvError::Compacted {
-            revision: 2,
+            revision: 3,
             compacted_revision: 8
         }
     );
@@ -286,7 +286,7 @@ fn a_slow_watcher_reads_on_from_history_instead_of_being_cancelled() {
     }
     let (responses, events) = node.drain(slow, 1_000);
     assert_eq!(events.len(), 20_000, "nothing lost, nothing cancelled");
-    assert_eq!(responses.last().unwrap().to_revision, 20_000);
+    assert_eq!(responses.last().unwrap().to_revision, 20_001);
 }
 
 #[test]
@@ -297,13 +297,13 @@ fn a_compaction_reads_out_what_a_watch_behind_it_still_needs() {
         node.put("k", &i.to_string());
         node.put("other", &i.to_string());
     }
-    node.apply(Request::compact(10));
+    node.apply(Request::compact(11));
     let (responses, events) = node.drain(behind, 2);
     assert_eq!(
         summary(&events).iter().map(|e| e.0).collect::<Vec<_>>(),
-        [1, 3, 5, 7, 9]
+        [2, 4, 6, 8, 10]
     );
-    assert_eq!(responses.last().unwrap().to_revision, 10);
+    assert_eq!(responses.last().unwrap().to_revision, 11);
 }
 
 #[test]
@@ -318,12 +318,12 @@ fn a_watch_too_far_behind_a_compaction_ends_with_the_compacted_revision() {
     node.put("k", &"x".repeat(200));
     assert_eq!(node.drain(ahead, 10).1.len(), 1);
     node.put("k", "small");
-    node.apply(Request::compact(2));
+    node.apply(Request::compact(3));
     assert_eq!(
         node.store.watch_poll(behind, 10).unwrap_err(),
         KvError::Compacted {
-            revision: 1,
-            compacted_revision: 2
+            revision: 2,
+            compacted_revision: 3
         },
         "200 bytes behind, more than watch_pending_bytes_max"
     );
@@ -382,8 +382,8 @@ fn catching_up_reports_progress_without_events() {
     assert_eq!(
         summary(&events),
         [
-            (1, EventKind::Put, "watched".into()),
-            (12, EventKind::Put, "watched".into())
+            (2, EventKind::Put, "watched".into()),
+            (13, EventKind::Put, "watched".into())
         ]
     );
     assert!(
@@ -395,7 +395,7 @@ fn catching_up_reports_progress_without_events() {
             responses[0].from_revision,
             responses.last().unwrap().to_revision
         ),
-        (1, 12)
+        (1, 13)
     );
     assert!(node.store.watch_poll_ready(|_| true, 100).is_empty());
 }
@@ -423,7 +423,7 @@ fn watches_carry_over_a_snapshot_restore() {
     let (_, events) = node.drain(id, 100);
     assert_eq!(
         summary(&events).iter().map(|e| e.0).collect::<Vec<_>>(),
-        [1, 2, 3, 4]
+        [2, 3, 4, 5]
     );
 }
 
@@ -567,7 +567,7 @@ proptest! {
             .map(|r| node.store.watch_create(r).unwrap())
             .collect();
         let mut delivered: Vec<Vec<Event>> = vec![Vec::new(); ids.len()];
-        let mut next: Vec<Revision> = vec![1; ids.len()];
+        let mut next: Vec<Revision> = vec![INITIAL_REVISION + 1; ids.len()];
         let mut record = |deliveries: Vec<WatchDelivery>| -> Result<(), TestCaseError> {
             let mut seen = std::collections::BTreeSet::new();
             for d in deliveries {

@@ -14,7 +14,9 @@
 //!   (`create_revision == mod_revision`, version 1), which is all etcd's explicit generations
 //!   record.
 //! - `changelog[i]` lists (sorted) the keys changed at revision `compacted + 1 + i`. Revisions
-//!   are dense (a revision exists only if something changed), so this is a deque indexed by
+//!   are dense (a revision exists only if something changed, except [`INITIAL_REVISION`], the
+//!   empty store's, as in etcd, whose clients expect a first write at revision 2), so this is a
+//!   deque indexed by
 //!   revision. It makes watch catch-up cost proportional to the changes read, not to the key
 //!   space, and compaction visit only the keys changed since the last compaction.
 //!
@@ -29,7 +31,8 @@
 //!
 //! ## Invariants
 //!
-//! - `changelog.len() == revision - compacted`, every element non-empty and sorted, and a key is
+//! - `changelog.len() == revision - compacted`, every element but [`INITIAL_REVISION`]'s
+//!   non-empty, every element sorted, and a key is
 //!   in `changelog` at revision `r` iff its history has an entry with `mod_revision == r`.
 //! - Every history entry has `mod_revision <= revision`; only a history's first entry may have
 //!   `mod_revision <= compacted`, and then it is live (reads at `compacted` need it).
@@ -48,14 +51,14 @@ pub(crate) use index::KeyIndex;
 
 use crate::command::{RangeRequest, RangeResponse, SortOrder, SortTarget};
 use crate::key_range::KeyRange;
-use crate::{KvError, LeaseId, Result, Revision};
+use crate::{INITIAL_REVISION, KvError, LeaseId, Result, Revision};
 
 /// Bytes a key-value adds to a range result besides its key and value (for
 /// [`crate::Limits::range_bytes_max`]).
 pub(crate) const KV_OVERHEAD_BYTES: u64 = 32;
 
 /// The index (module docs).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Mvcc {
     keys: KeyIndex,
     changelog: VecDeque<Box<[Bytes]>>,
@@ -89,8 +92,21 @@ impl RangeBudget {
     }
 }
 
+impl Default for Mvcc {
+    /// An empty index at [`INITIAL_REVISION`], which changed no key.
+    fn default() -> Self {
+        Mvcc {
+            keys: KeyIndex::default(),
+            changelog: VecDeque::from([Box::default()]),
+            revision: INITIAL_REVISION,
+            compacted: 0,
+            live: 0,
+        }
+    }
+}
+
 impl Mvcc {
-    /// The current revision (0 before the first write).
+    /// The current revision ([`INITIAL_REVISION`] before the first write).
     pub(crate) fn revision(&self) -> Revision {
         self.revision
     }
@@ -277,7 +293,9 @@ impl Mvcc {
             ));
         }
         let revisions = usize::try_from(revision - compacted).map_err(|e| e.to_string())?;
-        if revisions > keys.values().map(KeyHistory::len).sum::<usize>() {
+        // Every revision but the initial one changed a key.
+        let empty_revisions = usize::from(compacted < INITIAL_REVISION);
+        if revisions > keys.values().map(KeyHistory::len).sum::<usize>() + empty_revisions {
             return Err(format!("{revisions} revisions but fewer changes"));
         }
         let mut changelog: Vec<Vec<Bytes>> = vec![Vec::new(); revisions];
@@ -304,7 +322,11 @@ impl Mvcc {
             }
             live += u64::from(history.live().is_some());
         }
-        if let Some(i) = changelog.iter().position(Vec::is_empty) {
+        if let Some(i) = changelog
+            .iter()
+            .enumerate()
+            .position(|(i, keys)| keys.is_empty() && compacted + 1 + i as i64 != INITIAL_REVISION)
+        {
             return Err(format!(
                 "revision {} changed no key",
                 compacted + 1 + i as i64
