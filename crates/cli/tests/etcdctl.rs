@@ -5,54 +5,17 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
+use common::etcd::*;
 use common::*;
 use serde_json::Value;
 
-/// The `etcdctl` the tests run: `$RAFTKV_ETCDCTL`, else the one on the PATH.
-fn etcdctl_path() -> String {
-    let path = std::env::var("RAFTKV_ETCDCTL").unwrap_or_else(|_| "etcdctl".to_string());
-    let found = Command::new(&path)
-        .arg("version")
-        .env("ETCDCTL_API", "3")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "etcdctl not found (tried `{path}`): run scripts/test, which installs it (Debian's \
-         etcd-client), or set RAFTKV_ETCDCTL"
-    );
-    path
-}
-
 /// Runs `etcdctl --endpoints=<endpoint> args` with `stdin`; (success, stdout, stderr).
 fn etcdctl_with(endpoint: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
-    let mut child = Command::new(etcdctl_path())
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .arg("--command-timeout=10s")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start etcdctl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write etcdctl's input");
-    let out = child.wait_with_output().expect("etcdctl ran");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    Etcdctl::from_env().run(endpoint, args, stdin)
 }
 
 /// `etcdctl args` that must succeed; its stdout.
@@ -66,6 +29,10 @@ fn etcdctl(endpoint: &str, args: &[&str]) -> String {
 fn etcdctl_json(endpoint: &str, args: &[&str]) -> Value {
     let out = etcdctl(endpoint, &[&["-w", "json"], args].concat());
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+fn spawn_etcdctl(endpoints: &str, args: &[&str], out: &std::path::Path) -> Running {
+    Etcdctl::from_env().spawn(endpoints, args, out)
 }
 
 fn b64(s: &str) -> String {
@@ -206,10 +173,14 @@ async fn etcdctl_txn_reads_its_input_and_applies_one_branch() {
     let responses = txn["responses"].as_array().unwrap();
     assert_eq!(responses.len(), 2);
     let put_revision = txn["header"]["revision"].as_i64().unwrap();
-    assert_eq!(
-        responses[1]["Response"]["ResponseRange"]["kvs"][0]["value"],
-        b64("on")
-    );
+    // etcdctl 3.4 names the oneof variant `ResponseRange`, 3.5 `response_range`.
+    let range = &responses[1]["Response"];
+    let range = if range["ResponseRange"].is_null() {
+        &range["response_range"]
+    } else {
+        &range["ResponseRange"]
+    };
+    assert_eq!(range["kvs"][0]["value"], b64("on"), "{txn}");
     assert_eq!(
         etcdctl(follower, &["get", "result", "--print-value-only"]),
         "yes\n"
@@ -236,38 +207,28 @@ async fn etcdctl_watch_streams_history_and_live_changes_and_reports_compaction()
     let first: i64 = etcdctl_json(&follower, &["get", "w/a"])["header"]["revision"]
         .as_i64()
         .unwrap();
-    let mut watch = Command::new(etcdctl_path())
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={follower}"))
-        .args([
+    let watch_out = root.path().join("watch");
+    let watch = spawn_etcdctl(
+        &follower,
+        &[
             "watch",
             "w/",
             "--prefix",
             "--prev-kv",
             &format!("--rev={first}"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = watch.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .take(13)
-            .collect::<Vec<String>>()
-    });
+        ],
+        &watch_out,
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     etcdctl(&endpoints[leader], &["put", "w/a", "2"]);
     etcdctl(&follower, &["put", "other", "x"]);
     etcdctl(&follower, &["del", "w/a"]);
-    let lines = tokio::task::spawn_blocking(move || reader.join().unwrap())
-        .await
-        .unwrap();
-    let _ = watch.kill();
-    let _ = watch.wait();
+    let lines = eventually("the watch to print three events", || async {
+        let lines = lines_of(&watch_out);
+        (lines.len() >= 13).then_some(lines)
+    })
+    .await;
+    drop(watch);
     assert_eq!(
         lines,
         [
@@ -372,8 +333,9 @@ async fn etcdctl_member_list_and_endpoint_status_health_and_hashkv() {
         assert_eq!(s["Status"]["version"], "3.5.0");
         assert!(s["Status"]["raftIndex"].as_u64().unwrap() > 0);
     }
-    // etcdctl prints the health lines on stderr.
-    let (ok, _, health) = etcdctl_with(&all, &["endpoint", "health"], "");
+    // etcdctl 3.4 prints the health lines on stderr, 3.5 on stdout.
+    let (ok, out, err) = etcdctl_with(&all, &["endpoint", "health"], "");
+    let health = out + &err;
     assert!(ok, "{health}");
     assert_eq!(health.matches("is healthy").count(), 3, "{health}");
     let hashes = eventually("every member to hash the same state", || async {
@@ -387,43 +349,6 @@ async fn etcdctl_member_list_and_endpoint_status_health_and_hashkv() {
     })
     .await;
     assert_eq!(hashes.len(), 3);
-}
-
-/// A running `etcdctl` (killed on drop).
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `etcdctl --endpoints=<endpoints> args` with its stdout in `out` (and its stderr in
-/// `out` + `.err`).
-fn spawn_etcdctl(endpoints: &str, args: &[&str], out: &std::path::Path) -> Running {
-    let err = std::fs::File::create(out.with_extension("err")).unwrap();
-    let out = std::fs::File::create(out).unwrap();
-    Running(
-        Command::new(etcdctl_path())
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={endpoints}"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap(),
-    )
-}
-
-/// The lines of `path` so far.
-fn lines_of(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

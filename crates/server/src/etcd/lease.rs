@@ -23,6 +23,12 @@ fn seconds(ms: u64) -> i64 {
     i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX)
 }
 
+/// Whole seconds left of `ms` milliseconds, rounded down as etcd's TimeToLive reports them (a
+/// lease granted 600 s reads 599 a moment later).
+fn whole_seconds_left(ms: u64) -> i64 {
+    i64::try_from(ms / 1000).unwrap_or(i64::MAX)
+}
+
 fn unexpected() -> Status {
     Status::internal("the store answered with another kind of reply")
 }
@@ -173,7 +179,7 @@ impl Lease for Etcd {
             Ok(lease) => pb::LeaseTimeToLiveResponse {
                 header: self.header(revision),
                 id: query.id,
-                ttl: lease.remaining_ms.map_or(-1, seconds),
+                ttl: lease.remaining_ms.map_or(-1, whole_seconds_left),
                 granted_ttl: seconds(lease.ttl_ms),
                 keys: if query.keys { lease.keys } else { Vec::new() },
             },
