@@ -21,6 +21,7 @@
 //! locks are held briefly and never across an `.await`.
 
 pub mod api;
+pub mod backup;
 pub mod codec;
 pub mod config;
 pub mod error;

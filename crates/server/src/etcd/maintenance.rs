@@ -1,7 +1,8 @@
 //! etcd's Maintenance service: Status, Hash and HashKV (from the store's state hash), Alarm (no
 //! alarms yet), Defragment (nothing to do: the store is in memory, so it succeeds at once);
 //! MoveLeader (asked of the leader, to a voter; answered once the transferee leads); Snapshot
-//! and Downgrade answer `Unimplemented`.
+//! (the member's applied state as a backup file, see `backup.rs`, in chunks); Downgrade answers
+//! `Unimplemented`.
 
 use std::pin::Pin;
 
@@ -11,6 +12,10 @@ use raftkv_etcdpb::etcdserverpb::{self as pb};
 use tonic::{Request, Response, Status};
 
 use super::{ETCD_API_VERSION, Etcd};
+use crate::backup;
+
+/// Bytes of a backup file per `SnapshotResponse` (etcd sends 32 KiB).
+const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
 
 /// etcd's 32-bit hash of the store's 64-bit state hash.
 fn hash32(hash: u64) -> u32 {
@@ -95,9 +100,27 @@ impl Maintenance for Etcd {
         &self,
         _request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(Status::unimplemented(
-            "raftkv does not stream snapshots to clients yet",
-        ))
+        let (revision, view) = self
+            .service
+            .read(|state| (state.kv.revision(), state.view()));
+        let file =
+            tokio::task::spawn_blocking(move || backup::encode(view.applied(), &view.encode()))
+                .await
+                .map_err(|e| Status::internal(format!("encoding the snapshot failed: {e}")))?;
+        let header = self.header(revision);
+        let chunks: Vec<_> = (0..file.len())
+            .step_by(SNAPSHOT_CHUNK_BYTES)
+            .map(|start| {
+                let end = (start + SNAPSHOT_CHUNK_BYTES).min(file.len());
+                Ok(pb::SnapshotResponse {
+                    header,
+                    remaining_bytes: (file.len() - end) as u64,
+                    blob: file.slice(start..end),
+                    version: ETCD_API_VERSION.to_string(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
     async fn move_leader(
