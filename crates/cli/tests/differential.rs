@@ -219,7 +219,8 @@ fn replace_word(text: &str, word: &str, with: &str) -> String {
 }
 
 /// Drops from a JSON value what differs by nature: ids and terms of the answering cluster, the
-/// remaining TTL beside a granted one, and the client's own log fields (time, connection target).
+/// remaining TTL beside a granted one, and the client's own log fields (time, connection target);
+/// puts a lease's keys in order.
 fn scrub(json: &mut Value) {
     match json {
         Value::Object(map) => {
@@ -228,6 +229,12 @@ fn scrub(json: &mut Value) {
             }
             if map.contains_key("grantedTTL") {
                 map.remove("TTL");
+            }
+            // etcd lists a lease's keys in no particular order (raftkv sorts them).
+            if map.contains_key("granted-ttl")
+                && let Some(Value::Array(keys)) = map.get_mut("keys")
+            {
+                keys.sort_by_key(Value::to_string);
             }
             map.values_mut().for_each(scrub);
         }

@@ -13,24 +13,6 @@ use common::etcd::*;
 use common::*;
 use serde_json::Value;
 
-/// Runs `etcdctl --endpoints=<endpoint> args` with `stdin`; (success, stdout, stderr).
-fn etcdctl_with(endpoint: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
-    Etcdctl::from_env().run(endpoint, args, stdin)
-}
-
-/// `etcdctl args` that must succeed; its stdout.
-fn etcdctl(endpoint: &str, args: &[&str]) -> String {
-    let (ok, out, err) = etcdctl_with(endpoint, args, "");
-    assert!(ok, "etcdctl {args:?} failed: {out}{err}");
-    out
-}
-
-/// `etcdctl -w json args`, parsed.
-fn etcdctl_json(endpoint: &str, args: &[&str]) -> Value {
-    let out = etcdctl(endpoint, &[&["-w", "json"], args].concat());
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
-}
-
 fn spawn_etcdctl(endpoints: &str, args: &[&str], out: &std::path::Path) -> Running {
     Etcdctl::from_env().spawn(endpoints, args, out)
 }
@@ -39,19 +21,10 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-/// A started 3-node cluster: its nodes, client addresses (`host:port`) and the leader's index.
-async fn cluster(root: &std::path::Path) -> (Vec<Node>, Vec<String>, usize) {
-    let (nodes, urls) = started_cluster(root, &["e1", "e2", "e3"]);
-    let leader = wait_for_leader(&urls).await;
-    wait_for_client_urls(&urls).await;
-    let endpoints = nodes.iter().map(|n| n.client.clone()).collect();
-    (nodes, endpoints, leader)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn etcdctl_put_get_del_field_by_field_through_any_member() {
     let root = tempfile::tempdir().unwrap();
-    let (_nodes, endpoints, leader) = cluster(root.path()).await;
+    let (_nodes, endpoints, leader) = etcd_cluster(root.path()).await;
     let follower = &endpoints[(leader + 1) % 3];
     let leader_ep = &endpoints[leader];
 
@@ -162,7 +135,7 @@ async fn etcdctl_put_get_del_field_by_field_through_any_member() {
 #[tokio::test(flavor = "multi_thread")]
 async fn etcdctl_txn_reads_its_input_and_applies_one_branch() {
     let root = tempfile::tempdir().unwrap();
-    let (_nodes, endpoints, leader) = cluster(root.path()).await;
+    let (_nodes, endpoints, leader) = etcd_cluster(root.path()).await;
     let follower = &endpoints[(leader + 1) % 3];
     etcdctl(follower, &["put", "flag", "on"]);
     let script = "value(\"flag\") = \"on\"\n\nput result yes\nget flag\n\nput result no\n\n";
@@ -201,7 +174,7 @@ async fn etcdctl_txn_reads_its_input_and_applies_one_branch() {
 #[tokio::test(flavor = "multi_thread")]
 async fn etcdctl_watch_streams_history_and_live_changes_and_reports_compaction() {
     let root = tempfile::tempdir().unwrap();
-    let (_nodes, endpoints, leader) = cluster(root.path()).await;
+    let (_nodes, endpoints, leader) = etcd_cluster(root.path()).await;
     let follower = endpoints[(leader + 1) % 3].clone();
     etcdctl(&follower, &["put", "w/a", "1"]);
     let first: i64 = etcdctl_json(&follower, &["get", "w/a"])["header"]["revision"]
@@ -256,7 +229,7 @@ async fn etcdctl_watch_streams_history_and_live_changes_and_reports_compaction()
 #[tokio::test(flavor = "multi_thread")]
 async fn etcdctl_leases_grant_attach_keep_alive_list_and_revoke() {
     let root = tempfile::tempdir().unwrap();
-    let (_nodes, endpoints, leader) = cluster(root.path()).await;
+    let (_nodes, endpoints, leader) = etcd_cluster(root.path()).await;
     let follower = &endpoints[(leader + 1) % 3];
     let granted = etcdctl_json(follower, &["lease", "grant", "60"]);
     assert_eq!(granted["TTL"], 60, "{granted}");
@@ -301,7 +274,7 @@ async fn etcdctl_leases_grant_attach_keep_alive_list_and_revoke() {
 #[tokio::test(flavor = "multi_thread")]
 async fn etcdctl_member_list_and_endpoint_status_health_and_hashkv() {
     let root = tempfile::tempdir().unwrap();
-    let (nodes, endpoints, leader) = cluster(root.path()).await;
+    let (nodes, endpoints, leader) = etcd_cluster(root.path()).await;
     let all = endpoints.join(",");
     let list = etcdctl_json(&endpoints[0], &["member", "list"]);
     let mut members: Vec<(String, String, String)> = list["members"]
@@ -354,7 +327,7 @@ async fn etcdctl_member_list_and_endpoint_status_health_and_hashkv() {
 #[tokio::test(flavor = "multi_thread")]
 async fn etcdctl_lock_has_one_holder_at_a_time_and_hands_over_when_the_lease_ends() {
     let root = tempfile::tempdir().unwrap();
-    let (_nodes, endpoints, _leader) = cluster(root.path()).await;
+    let (_nodes, endpoints, _leader) = etcd_cluster(root.path()).await;
     let all = endpoints.join(",");
     let (first_out, second_out) = (root.path().join("first"), root.path().join("second"));
     // The first holder keeps the lock while its command runs; the second waits for it.
@@ -442,7 +415,7 @@ async fn etcdctl_lock_has_one_holder_at_a_time_and_hands_over_when_the_lease_end
 #[tokio::test(flavor = "multi_thread")]
 async fn etcdctl_move_leader_hands_leadership_to_the_member_named() {
     let root = tempfile::tempdir().unwrap();
-    let (_nodes, endpoints, leader) = cluster(root.path()).await;
+    let (_nodes, endpoints, leader) = etcd_cluster(root.path()).await;
     let all = endpoints.join(",");
     let target = (leader + 1) % 3;
     let status = etcdctl_json(&endpoints[target], &["endpoint", "status"]);
@@ -459,7 +432,7 @@ async fn etcdctl_move_leader_hands_leadership_to_the_member_named() {
 #[tokio::test(flavor = "multi_thread")]
 async fn etcdctl_elect_has_one_leader_at_a_time_and_hands_over_when_it_resigns() {
     let root = tempfile::tempdir().unwrap();
-    let (_nodes, endpoints, _leader) = cluster(root.path()).await;
+    let (_nodes, endpoints, _leader) = etcd_cluster(root.path()).await;
     let all = endpoints.join(",");
     let (alice_out, bob_out, observer_out) = (
         root.path().join("alice"),
@@ -509,7 +482,7 @@ async fn etcdctl_elect_has_one_leader_at_a_time_and_hands_over_when_it_resigns()
 #[tokio::test(flavor = "multi_thread")]
 async fn etcdctl_snapshot_save_writes_a_checksummed_backup_of_the_members_state() {
     let root = tempfile::tempdir().unwrap();
-    let (_nodes, endpoints, leader) = cluster(root.path()).await;
+    let (_nodes, endpoints, leader) = etcd_cluster(root.path()).await;
     let follower = &endpoints[(leader + 1) % 3];
     etcdctl(&endpoints[leader], &["put", "snap-key", "snap-value"]);
     // A follower's applied state includes the put once a linearizable read there sees it.

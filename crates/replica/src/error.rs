@@ -31,6 +31,12 @@ pub enum RequestError {
     /// already in progress or would remove the last voter): it will not succeed by retrying.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A promotion of a node that is not a learner.
+    #[error("node {0:x} is not a learner: only a learner can be promoted")]
+    NotALearner(NodeId),
+    /// A promotion of a learner whose log has not caught up with the leader's yet.
+    #[error("learner {0:x} has not caught up with the leader's log yet; promote it once it has")]
+    LearnerBehind(NodeId),
 }
 
 impl From<raftkv_raft::Error> for RequestError {

@@ -1,5 +1,6 @@
 //! Who is in the cluster and where they listen: node ids derived from names, the member registry
-//! (name, peer URL, client URL per node id), and the ids of removed nodes.
+//! (name, peer URL, client URL per node id), the ids of removed nodes, and the learners held
+//! back from promotion (added as learners on purpose, promoted only when asked).
 //!
 //! The registry is replicated state: it changes only by applying log entries (a member publishing
 //! its addresses, a configuration change removing a member) and travels in snapshots, so every
@@ -14,10 +15,12 @@ use serde::{Deserialize, Serialize};
 /// A member's addresses.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, prost::Message)]
 pub struct Member {
-    /// Raft node id (derived from the name, see [`node_id`]).
+    /// Raft node id (derived from the name, see [`node_id`], or assigned when an operator added
+    /// the member before it started).
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    /// Human name, unique in the cluster.
+    /// Human name, unique in the cluster. Empty while the member is unstarted: added by an
+    /// operator, not yet started (its node publishes its name when it joins).
     #[prost(string, tag = "2")]
     pub name: String,
     /// URL peers connect to (`http://host:port`; only host and port are used).
@@ -34,13 +37,29 @@ pub const MEMBER_NAME_BYTES_MAX: usize = 63;
 pub const MEMBER_URL_BYTES_MAX: usize = 256;
 
 impl Member {
+    /// An unstarted member: added by an operator at `peer_url` under `id`, not yet started.
+    pub fn unstarted(id: NodeId, peer_url: String) -> Self {
+        Member {
+            id,
+            name: String::new(),
+            peer_url,
+            client_url: String::new(),
+        }
+    }
+
+    /// Whether the member was added but has not started yet (no name, no client URL).
+    pub fn is_unstarted(&self) -> bool {
+        self.name.is_empty() && self.client_url.is_empty()
+    }
+
     /// Why this record cannot join or be published, if it cannot: a name of 1 to
-    /// `MEMBER_NAME_BYTES_MAX` letters, digits, `-`, `_` or `.`; URLs of the form
-    /// `http(s)://host:port` within `MEMBER_URL_BYTES_MAX` (the client URL may be empty until
-    /// published). (The server also derives the id from the name: see [`node_id`].)
+    /// `MEMBER_NAME_BYTES_MAX` letters, digits, `-`, `_` or `.` (none for an unstarted member);
+    /// URLs of the form `http(s)://host:port` within `MEMBER_URL_BYTES_MAX` (the client URL may
+    /// be empty until published). (The server also derives the id from the name: see
+    /// [`node_id`].)
     pub fn invalid(&self) -> Option<String> {
         let name = &self.name;
-        if name.is_empty() || name.len() > MEMBER_NAME_BYTES_MAX {
+        if (name.is_empty() && !self.is_unstarted()) || name.len() > MEMBER_NAME_BYTES_MAX {
             return Some(format!(
                 "a member name has 1 to {MEMBER_NAME_BYTES_MAX} characters, not {}",
                 name.len()
@@ -96,6 +115,10 @@ pub struct Registry {
     removed: BTreeSet<NodeId>,
     /// Members of the latest configuration applied, so a change can tell who left.
     conf_members: BTreeSet<NodeId>,
+    /// Learners added as learners on purpose (etcd's `member add --learner`): the leader does
+    /// not promote them when they catch up; only an explicit promotion does. A hold lasts while
+    /// its id is a learner: the first configuration applied in which it is not drops it.
+    held: BTreeSet<NodeId>,
 }
 
 impl Registry {
@@ -105,6 +128,7 @@ impl Registry {
             members: members.into_iter().map(|m| (m.id, m)).collect(),
             removed: BTreeSet::new(),
             conf_members: BTreeSet::new(),
+            held: BTreeSet::new(),
         }
     }
 
@@ -126,11 +150,37 @@ impl Registry {
             self.removed.remove(id);
         }
         self.conf_members = now;
+        self.held.retain(|id| conf.learners.contains(id));
+    }
+
+    /// Holds learner `id` back from promotion until promoted explicitly.
+    pub fn hold(&mut self, id: NodeId) {
+        self.held.insert(id);
+    }
+
+    /// Whether learner `id` is held back from promotion.
+    pub fn is_held(&self, id: NodeId) -> bool {
+        self.held.contains(&id)
+    }
+
+    /// The held learners.
+    pub fn held(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.held.iter().copied()
+    }
+
+    /// The member listening on `peer_url`, if any.
+    pub fn by_peer_url(&self, peer_url: &str) -> Option<&Member> {
+        self.members.values().find(|m| m.peer_url == peer_url)
     }
 
     /// The members of the latest configuration applied.
     pub fn conf_members(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.conf_members.iter().copied()
+    }
+
+    /// Whether `id` is a member of the latest configuration applied.
+    pub fn is_conf_member(&self, id: NodeId) -> bool {
+        self.conf_members.contains(&id)
     }
 
     /// Restores the latest configuration's members (from a snapshot).
@@ -259,5 +309,41 @@ mod tests {
         assert!(registry.get(c).is_some());
         registry.apply_conf(&ConfState::from_voters([a, b]));
         assert!(!registry.is_removed(b));
+    }
+
+    #[test]
+    fn a_hold_lasts_while_its_id_is_a_learner() {
+        let (a, b) = (node_id("a"), node_id("b"));
+        let mut registry = Registry::new([member("a"), Member::unstarted(b, "http://h:1".into())]);
+        let with_learner = ConfState {
+            learners: [b].into(),
+            ..ConfState::from_voters([a])
+        };
+        registry.hold(b);
+        registry.apply_conf(&with_learner);
+        assert!(registry.is_held(b));
+        registry.apply_conf(&with_learner);
+        assert!(
+            registry.is_held(b),
+            "another change that keeps it a learner"
+        );
+        registry.apply_conf(&ConfState::from_voters([a, b]));
+        assert!(!registry.is_held(b), "promoted");
+        // A hold whose learner never made it into a configuration ends at the next one.
+        registry.hold(node_id("c"));
+        registry.apply_conf(&ConfState::from_voters([a, b]));
+        assert!(!registry.is_held(node_id("c")));
+    }
+
+    #[test]
+    fn an_unstarted_member_has_no_name_until_it_publishes_one() {
+        let added = Member::unstarted(7, "http://h:1".into());
+        assert!(added.is_unstarted());
+        assert_eq!(added.invalid(), None);
+        let nameless_but_reachable = Member {
+            client_url: "http://h:2".into(),
+            ..added
+        };
+        assert!(nameless_but_reachable.invalid().is_some());
     }
 }

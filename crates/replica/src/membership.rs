@@ -1,10 +1,12 @@
-//! Membership on the leader: joins (a learner first, promoted once caught up), removals, raw
+//! Membership on the leader: joins and operator additions (a learner first, promoted once caught
+//! up, unless added as a learner on purpose: then held until promoted explicitly), removals, raw
 //! configuration changes, members publishing their addresses, and handing leadership over on
 //! shutdown.
 //!
 //! Invariants: a voter is never re-added under the same id (with an empty log it could vote a
 //! leader in that lacks committed entries); a learner becomes a voter only once its log is within
-//! `PROMOTE_LAG_ENTRIES` of the commit index; one change at a time (the core's rule).
+//! `PROMOTE_LAG_ENTRIES` of the commit index, by the leader's own promotion or an explicit one;
+//! a held learner is promoted only explicitly; one change at a time (the core's rule).
 
 use raftkv_raft::{Index, MemberChange, NodeId, Role, Storage};
 
@@ -18,6 +20,18 @@ impl<S: Storage> Replica<S> {
     /// Adds a member as a learner and records its addresses; answered once the configuration
     /// entry is applied. Returns the entry's index, or the refusal (which is also the reply).
     pub fn join(&mut self, id: RequestId, member: Member) -> Result<Index, RequestError> {
+        self.add_member(id, member, false)
+    }
+
+    /// As [`Replica::join`]; a `held` learner is not promoted when it catches up, only by
+    /// [`Replica::promote_member`] (etcd's `member add --learner`). The hold is proposed before
+    /// the configuration change, so no leader ever sees the learner unheld.
+    pub fn add_member(
+        &mut self,
+        id: RequestId,
+        member: Member,
+        held: bool,
+    ) -> Result<Index, RequestError> {
         let raft = self.raft();
         let conf = raft.tracker().conf_state();
         let refused = if let Some(reason) = member.invalid() {
@@ -45,6 +59,15 @@ impl<S: Storage> Replica<S> {
             return Err(error);
         }
         let node = member.id;
+        if held
+            && self
+                .propose_own(Own::Hold(node), Command::hold_learner(node))
+                .is_none()
+        {
+            let error = RequestError::Unavailable("the hold on its promotion was refused".into());
+            self.reply(id, Err(error.clone()));
+            return Err(error);
+        }
         let index = self.change_membership(id, vec![MemberChange::AddLearner(node)])?;
         // Its addresses; if this proposal is refused, the node publishes them itself.
         self.propose_own(Own::Publish(node), Command::publish(member));
@@ -67,6 +90,40 @@ impl<S: Storage> Replica<S> {
         let _ = self.change_membership(id, vec![MemberChange::Remove(node)]);
     }
 
+    /// Makes learner `node` a voter (etcd's `member promote`), if its log has caught up; answered
+    /// once the configuration entry is applied. Returns the entry's index, or the refusal (which
+    /// is also the reply).
+    pub fn promote_member(&mut self, id: RequestId, node: NodeId) -> Result<Index, RequestError> {
+        let raft = self.raft();
+        let tracker = raft.tracker();
+        let refused = if raft.role() != Role::Leader {
+            Some(RequestError::NotLeader {
+                leader: raft.leader(),
+            })
+        } else if !tracker.conf_state().learners.contains(&node) {
+            Some(RequestError::NotALearner(node))
+        } else if !self.caught_up(node) {
+            Some(RequestError::LearnerBehind(node))
+        } else {
+            None
+        };
+        if let Some(error) = refused {
+            self.reply(id, Err(error.clone()));
+            return Err(error);
+        }
+        self.change_membership(id, vec![MemberChange::AddVoter(node)])
+    }
+
+    /// Leader: whether learner `node`'s log is recent and within `PROMOTE_LAG_ENTRIES` of the
+    /// commit index.
+    fn caught_up(&self, node: NodeId) -> bool {
+        let raft = self.raft();
+        let committed = raft.raft_log().committed();
+        raft.tracker().get(node).is_some_and(|p| {
+            p.recent_active && p.match_index > 0 && p.match_index + PROMOTE_LAG_ENTRIES >= committed
+        })
+    }
+
     /// Proposes a configuration change as given; answered once applied. Returns the index of
     /// its entry, or why it was refused (which is also the reply).
     pub fn change_membership(
@@ -87,7 +144,8 @@ impl<S: Storage> Replica<S> {
         }
     }
 
-    /// Leader: proposes promoting a learner whose log has caught up.
+    /// Leader: proposes promoting a learner whose log has caught up (unless it is held), once
+    /// its addition is applied here.
     pub(crate) fn promote_caught_up_learners(&mut self) {
         let raft = self.raft();
         let tracker = raft.tracker();
@@ -95,14 +153,16 @@ impl<S: Storage> Replica<S> {
         if conf.is_joint() {
             return;
         }
-        let committed = raft.raft_log().committed();
+        // Only a learner whose configuration entry this node has applied: the registry then
+        // also holds everything proposed before it, the learner's hold included (the core's
+        // configuration moves at commit, the applied state may lag behind).
+        let state = self.state();
         let ready = conf.learners.iter().copied().find(|&id| {
-            tracker.get(id).is_some_and(|p| {
-                p.recent_active
-                    && p.match_index > 0
-                    && p.match_index + PROMOTE_LAG_ENTRIES >= committed
-            })
+            state.registry.is_conf_member(id)
+                && (!state.registry.is_held(id) || self.ignore_hold())
+                && self.caught_up(id)
         });
+        drop(state);
         if let Some(node) = ready {
             let refused = self
                 .node
@@ -150,5 +210,15 @@ impl<S: Storage> Replica<S> {
             .filter_map(|&id| tracker.get(id).map(|p| (p.match_index, id)))
             .max()
             .map(|(_, id)| id)
+    }
+
+    #[cfg(feature = "mutations")]
+    fn ignore_hold(&self) -> bool {
+        self.settings.mutation == Some(crate::replica::Mutation::IgnoreHold)
+    }
+
+    #[cfg(not(feature = "mutations"))]
+    fn ignore_hold(&self) -> bool {
+        false
     }
 }

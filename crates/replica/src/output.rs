@@ -201,6 +201,8 @@ pub enum Own {
     Promotion(NodeId),
     /// A member's addresses (this node's, or a joining node's).
     Publish(NodeId),
+    /// Holding a learner added as a learner back from promotion.
+    Hold(NodeId),
     /// Handing leadership to a voter on shutdown.
     Transfer(NodeId),
 }
@@ -214,6 +216,7 @@ impl std::fmt::Display for Own {
             }
             Own::Promotion(node) => write!(f, "promotion of caught-up learner {node}"),
             Own::Publish(node) => write!(f, "addresses of member {node}"),
+            Own::Hold(node) => write!(f, "hold on promoting learner {node}"),
             Own::Transfer(node) => write!(f, "leadership transfer to {node} on shutdown"),
         }
     }

@@ -43,7 +43,8 @@ pub const SNAPSHOT_ENTRIES: u64 = 10_000;
 /// lost ReadIndex round; its client has timed out by then).
 pub const READ_TIMEOUT_TICKS: u64 = 100;
 
-/// A lease rule of the engine, broken on purpose so tests can prove the simulator notices.
+/// A rule of the engine (leases, learner holds), broken on purpose so tests can prove the
+/// simulator notices.
 #[cfg(feature = "mutations")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mutation {
@@ -53,6 +54,9 @@ pub enum Mutation {
     /// A leader serves keep-alives before it has applied an entry of its own term, so a revoke an
     /// earlier leader proposed may still commit after it renewed the lease.
     EarlyKeepAlive,
+    /// The leader promotes a caught-up learner even when it is held (added as a learner on
+    /// purpose, to be promoted only when asked).
+    IgnoreHold,
 }
 
 /// How the replica runs, beyond its Raft settings.

@@ -2,7 +2,7 @@
 //! registry, and the entry payload format that addresses them.
 //!
 //! An entry's payload is a [`Command`]: a key-value request (encoded by `raftkv-kv`, passed through
-//! untouched) or a member publishing its addresses. Empty payloads are the leaders' no-op entries.
+//! untouched), a member publishing its addresses, or a learner held back from promotion. Empty payloads are the leaders' no-op entries.
 //! Configuration entries update the registry (removed members are forgotten and refused).
 //!
 //! Snapshots are taken in two steps so the node loop never waits for one: [`State::view`] takes a
@@ -17,7 +17,7 @@
 use bytes::Bytes;
 use prost::Message as _;
 use raftkv_kv::{KvStore, Limits, Response, SnapshotView};
-use raftkv_raft::{ConfState, Entry, EntryKind, Index};
+use raftkv_raft::{ConfState, Entry, EntryKind, Index, NodeId};
 
 use crate::error::ReplicaError;
 use crate::members::{Member, Registry};
@@ -39,7 +39,7 @@ pub const SNAPSHOT_VERSION: u32 = 1;
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Command {
     /// What to do.
-    #[prost(oneof = "CommandOp", tags = "1, 2")]
+    #[prost(oneof = "CommandOp", tags = "1, 2, 3")]
     pub op: Option<CommandOp>,
 }
 
@@ -52,6 +52,9 @@ pub enum CommandOp {
     /// A member's name and addresses (on join, and when a member starts with new addresses).
     #[prost(message, tag = "2")]
     Publish(Member),
+    /// A learner to hold back from promotion (added as a learner on purpose), by node id.
+    #[prost(uint64, tag = "3")]
+    HoldLearner(u64),
 }
 
 impl Command {
@@ -82,6 +85,15 @@ impl Command {
         .encode_to_vec()
         .into()
     }
+
+    /// The payload holding learner `id` back from promotion.
+    pub fn hold_learner(id: NodeId) -> Bytes {
+        Command {
+            op: Some(CommandOp::HoldLearner(id)),
+        }
+        .encode_to_vec()
+        .into()
+    }
 }
 
 /// The whole state in a snapshot.
@@ -102,6 +114,9 @@ struct StateSnapshot {
     /// Members of the configuration at the snapshot's index.
     #[prost(uint64, repeated, tag = "5")]
     conf_members: Vec<u64>,
+    /// The registry's held learners.
+    #[prost(uint64, repeated, tag = "6")]
+    held: Vec<u64>,
 }
 
 /// What applying one entry produced.
@@ -109,7 +124,7 @@ struct StateSnapshot {
 pub enum Applied {
     /// A key-value request's response.
     Kv(Response),
-    /// A member's addresses were recorded.
+    /// A member's record changed (its addresses, or a hold on its promotion).
     Published,
     /// A configuration took effect in the registry.
     Conf,
@@ -177,6 +192,12 @@ impl State {
                 op: Some(CommandOp::Publish(member)),
             }) => {
                 self.registry.upsert(member);
+                Applied::Published
+            }
+            Ok(Command {
+                op: Some(CommandOp::HoldLearner(id)),
+            }) => {
+                self.registry.hold(id);
                 Applied::Published
             }
             Ok(Command { op: None }) | Err(_) => Applied::Undecodable,
@@ -247,6 +268,7 @@ impl StateView {
             removed: self.registry.removed().collect(),
             kv: kv.into(),
             conf_members: self.registry.conf_members().collect(),
+            held: self.registry.held().collect(),
         }
         .encode_to_vec()
         .into()
@@ -271,6 +293,9 @@ pub fn decode(index: Index, data: &Bytes, limits: Limits) -> Result<State, Repli
         registry.mark_removed(id);
     }
     registry.set_conf_members(snapshot.conf_members);
+    for id in snapshot.held {
+        registry.hold(id);
+    }
     Ok(State {
         kv,
         registry,
@@ -279,7 +304,8 @@ pub fn decode(index: Index, data: &Bytes, limits: Limits) -> Result<State, Repli
     })
 }
 
-/// A hash of the registry (FNV-1a over its members, removed ids and configuration members).
+/// A hash of the registry (FNV-1a over its members, removed ids, configuration members and held
+/// learners).
 fn registry_hash(registry: &Registry) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut mix = |bytes: &[u8]| {
@@ -297,6 +323,10 @@ fn registry_hash(registry: &Registry) -> u64 {
     }
     for id in registry.conf_members() {
         mix(b"c");
+        mix(&id.to_le_bytes());
+    }
+    for id in registry.held() {
+        mix(b"h");
         mix(&id.to_le_bytes());
     }
     hash

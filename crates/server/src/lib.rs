@@ -377,11 +377,11 @@ async fn identity(config: &ServerConfig) -> Result<NodeMeta> {
                 client_url: config.advertise_client.clone(),
             };
             let joined = api::join(url, &me).await?;
-            tracing::info!(via = %url, id = me.id, "joined the cluster as a learner");
+            tracing::info!(via = %url, id = joined.id, "joined the cluster as a learner");
             NodeMeta {
                 version: META_VERSION,
                 name: config.name.clone(),
-                id: me.id,
+                id: joined.id,
                 cluster_id: joined.cluster_id,
                 initial_voters: Vec::new(),
                 members: joined.members,

@@ -81,10 +81,20 @@ pub enum Input {
         /// Gets the lease's TTL in milliseconds, or why it cannot be renewed.
         reply: Reply<Result<u64, raftkv_kv::KvError>>,
     },
-    /// Add a member as a learner (it is promoted once caught up); answered once applied.
+    /// Add a member as a learner (promoted once caught up, unless `held`); answered once
+    /// applied.
     Join {
         /// The new member.
         member: Member,
+        /// Whether it stays a learner until promoted explicitly.
+        held: bool,
+        /// Gets the index of the configuration entry.
+        reply: Reply<Index>,
+    },
+    /// Make a caught-up learner a voter; answered once applied.
+    Promote {
+        /// The learner's node id.
+        id: NodeId,
         /// Gets the index of the configuration entry.
         reply: Reply<Index>,
     },
@@ -370,10 +380,19 @@ impl Driver {
                 let id = self.wait(Waiter::Read(reply));
                 self.engine.read(id, mode);
             }
-            Input::Join { member, reply } => {
+            Input::Join {
+                member,
+                held,
+                reply,
+            } => {
                 let id = self.wait(Waiter::Membership(reply));
                 // A refusal is also the reply.
-                let _ = self.engine.join(id, member);
+                let _ = self.engine.add_member(id, member, held);
+            }
+            Input::Promote { id: node, reply } => {
+                let id = self.wait(Waiter::Membership(reply));
+                // A refusal is also the reply.
+                let _ = self.engine.promote_member(id, node);
             }
             Input::RemoveMember { id: node, reply } => {
                 let id = self.wait(Waiter::Membership(reply));

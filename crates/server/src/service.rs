@@ -146,10 +146,12 @@ impl Service {
         self.ask(|reply| Input::LeaseKeepAlive { id, reply }).await
     }
 
-    /// Adds `member` as a learner (promoted once caught up); the configuration entry's index.
+    /// Adds `member` as a learner (promoted once caught up).
     /// A name that was removed, or is taken by another peer URL, is refused, and so is a peer URL
-    /// nothing listens on (a member nobody can reach would stay a learner for ever).
-    pub async fn join(&self, member: Member) -> Result<Index, RequestError> {
+    /// nothing listens on (a member nobody can reach would stay a learner for ever). A node
+    /// joining at the peer URL of a member an operator added ([`Service::add_member`]) takes that
+    /// member's id. Returns the configuration entry's index and the id the node has.
+    pub async fn join(&self, mut member: Member) -> Result<(Index, NodeId), RequestError> {
         let address = crate::config::host_port(&member.peer_url)
             .map_err(|e| RequestError::Invalid(e.to_string()))?;
         match tokio::time::timeout(JOIN_PROBE_TIMEOUT, tokio::net::TcpStream::connect(&address))
@@ -169,6 +171,16 @@ impl Service {
                 )));
             }
         }
+        let added = self.read(|state| {
+            state
+                .registry
+                .by_peer_url(&member.peer_url)
+                .filter(|m| m.is_unstarted())
+                .map(|m| m.id)
+        });
+        if let Some(id) = added {
+            member.id = id;
+        }
         self.read(|state| {
             if state.registry.is_removed(member.id) {
                 return Err(RequestError::Conflict(format!(
@@ -186,7 +198,42 @@ impl Service {
                 _ => Ok(()),
             }
         })?;
-        self.ask(|reply| Input::Join { member, reply }).await
+        let id = member.id;
+        let index = self
+            .ask(|reply| Input::Join {
+                member,
+                held: false,
+                reply,
+            })
+            .await?;
+        Ok((index, id))
+    }
+
+    /// Adds an unstarted member at `peer_url` under `id` (etcd's `MemberAdd`): a learner,
+    /// promoted once caught up unless `held` (etcd's `--learner`: then only by
+    /// [`Service::promote_member`]). The node joins later, at that peer URL. A peer URL already
+    /// in use is refused.
+    pub async fn add_member(
+        &self,
+        id: NodeId,
+        peer_url: String,
+        held: bool,
+    ) -> Result<Index, RequestError> {
+        let member = Member::unstarted(id, peer_url);
+        if let Some(reason) = member.invalid() {
+            return Err(RequestError::Invalid(reason));
+        }
+        self.ask(|reply| Input::Join {
+            member,
+            held,
+            reply,
+        })
+        .await
+    }
+
+    /// Makes learner `id` a voter, if it has caught up; the configuration entry's index.
+    pub async fn promote_member(&self, id: NodeId) -> Result<Index, RequestError> {
+        self.ask(|reply| Input::Promote { id, reply }).await
     }
 
     /// Hands leadership to voter `target` (this node must be the leader) and waits, at most

@@ -98,8 +98,11 @@ pub enum Fault {
     /// The leader (first) is asked to hand leadership to the voter (second).
     Transfer(NodeId, NodeId),
     /// The leader (first) is asked to add a node (second) that is not a member, as a learner
-    /// (the engine promotes it once it caught up).
-    Join(NodeId, NodeId),
+    /// (the engine promotes it once it caught up, unless the third says it is held: then only
+    /// when asked, as etcd's `member add --learner`).
+    Join(NodeId, NodeId, bool),
+    /// The leader (first) is asked to promote a held learner (second).
+    Promote(NodeId, NodeId),
 }
 
 impl fmt::Display for Fault {
@@ -123,7 +126,18 @@ impl fmt::Display for Fault {
                     "leader {leader} asked to transfer leadership to {target}"
                 )
             }
-            Fault::Join(leader, node) => write!(f, "node {node} asks leader {leader} to join"),
+            Fault::Join(leader, node, false) => {
+                write!(f, "node {node} asks leader {leader} to join")
+            }
+            Fault::Join(leader, node, true) => {
+                write!(
+                    f,
+                    "node {node} asks leader {leader} to join as a held learner"
+                )
+            }
+            Fault::Promote(leader, node) => {
+                write!(f, "leader {leader} asked to promote held learner {node}")
+            }
         }
     }
 }

@@ -210,8 +210,8 @@ fn summary(ran: u64, clean: u64, started: Instant, totals: &Stats, inconclusive:
         "totals: {} ops answered ({} reads outside the log), {} crashes, {} failed syncs, {} \
          recoveries ({} exact, {} torn tails), {} partitions, {} snapshots taken, {} restored, \
          {} membership changes, {} transfers, {} leases granted ({} revoked on expiry, {} \
-         keep-alives), {} retried writes answered from their session, {} joins, {} learners \
-         promoted, {} addresses published, {} history compactions, {} keys inconclusive",
+         keep-alives), {} retried writes answered from their session, {} joins ({} held), {} \
+         learners promoted ({} held ones when asked), {} addresses published, {} history compactions, {} keys inconclusive",
         totals.ops_ok,
         totals.reads_ok,
         totals.crashes,
@@ -229,7 +229,9 @@ fn summary(ran: u64, clean: u64, started: Instant, totals: &Stats, inconclusive:
         totals.keep_alives,
         totals.session_retries,
         totals.joins,
+        totals.held_joins,
         totals.promotions,
+        totals.explicit_promotions,
         totals.publishes,
         totals.history_compactions,
         inconclusive

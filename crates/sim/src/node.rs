@@ -25,8 +25,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use raftkv_raft::{
-    ConfState, Config, Entry, Error, Index, MemStorage, MemberChange, Message, NodeId, Raft,
-    ReadMode, Role, Storage, Term,
+    ConfState, Config, Entry, Error, Index, MemStorage, Message, NodeId, Raft, ReadMode, Role,
+    Storage, Term,
 };
 use raftkv_replica::{
     Answer, Event, Member, Output, Own, Persist, Replica, RequestError, SnapshotTask,
@@ -40,8 +40,10 @@ pub use crate::disk::{NodeDisk, NodeStorage, OpenError, StorageKind};
 use crate::kv::{self, Command, LeaseId, Op, OpResult, ms};
 use crate::network::{TICK, Time};
 
+mod membership;
+
 /// A lease rule of the engine broken on purpose (tests of the lease checker).
-pub use raftkv_replica::Mutation as LeaseMutation;
+pub use raftkv_replica::Mutation as EngineMutation;
 
 /// Milliseconds per tick (the core's default 100 ms tick).
 const TICK_MS: u64 = TICK * crate::kv::MS_PER_TIME;
@@ -127,8 +129,8 @@ pub struct NodeSettings {
     pub snapshot_every: u64,
     /// The stable storage.
     pub storage: StorageKind,
-    /// A lease rule of the engine broken on purpose (tests of the lease checker).
-    pub lease_mutation: Option<LeaseMutation>,
+    /// A rule of the engine broken on purpose (tests of the lease and hold checkers).
+    pub engine_mutation: Option<EngineMutation>,
 }
 
 impl NodeSettings {
@@ -138,7 +140,7 @@ impl NodeSettings {
             disk_latency,
             snapshot_every: 0,
             storage: StorageKind::Mem,
-            lease_mutation: None,
+            engine_mutation: None,
         }
     }
 }
@@ -240,7 +242,7 @@ impl SimNode {
             history_compact_interval_ticks: HISTORY_COMPACT_INTERVAL_TICKS,
             me: Some(member(self.id)),
             record_applies: true,
-            mutation: self.settings.lease_mutation,
+            mutation: self.settings.engine_mutation,
             ..raftkv_replica::Settings::default()
         }
     }
@@ -444,54 +446,6 @@ impl SimNode {
             Some(_) => ProposeOutcome::Overloaded,
             None => ProposeOutcome::Accepted(0),
         }
-    }
-
-    /// The leader is asked to change the membership.
-    pub fn propose_conf_change(
-        &mut self,
-        changes: Vec<MemberChange>,
-        now: Time,
-        out: &mut NodeOutput,
-    ) -> Result<Index, RequestError> {
-        let (_, result) = self
-            .submit(Waiting::Membership, |engine, id| {
-                engine.change_membership(id, changes)
-            })
-            .ok_or(RequestError::NotLeader { leader: None })?;
-        self.drain(now, out);
-        result
-    }
-
-    /// The leader is asked to add `node` as a learner (promoted once caught up). Returns the
-    /// index of its configuration entry, or the refusal.
-    pub fn join(
-        &mut self,
-        node: NodeId,
-        now: Time,
-        out: &mut NodeOutput,
-    ) -> Result<Index, RequestError> {
-        let (_, result) = self
-            .submit(Waiting::Membership, |engine, id| {
-                engine.join(id, member(node))
-            })
-            .ok_or(RequestError::NotLeader { leader: None })?;
-        self.drain(now, out);
-        result
-    }
-
-    /// The leader is asked to hand leadership to `target`.
-    pub fn transfer_leader(
-        &mut self,
-        target: NodeId,
-        now: Time,
-        out: &mut NodeOutput,
-    ) -> Result<(), RequestError> {
-        let engine = self
-            .running()
-            .ok_or(RequestError::NotLeader { leader: None })?;
-        let result = engine.transfer_leader(target);
-        self.drain(now, out);
-        result
     }
 
     /// Disk writes and snapshots due by `now` complete (a scheduled completion event).

@@ -39,12 +39,14 @@ use crate::client::{Client, ClientAction, ReadPath};
 use crate::faults::Fault;
 use crate::history::History;
 use crate::kv::{Op, OpResult, ms};
-use crate::network::{Network, NetworkConfig, PartitionShape, TICK, Time, describe};
+use crate::network::{Network, NetworkConfig, TICK, Time, describe};
 use crate::node::{HeldLog, KeepAliveOutcome, NodeOutput, NodeSettings, Reply, SimNode};
 use crate::rng::SimRng;
 use crate::swarm::SimConfig;
 use crate::trace::Trace;
 use raftkv_replica::Own;
+
+mod draw;
 
 /// A hook that adjusts each node's Raft `Config` (e.g. to set a mutation).
 pub type ConfigHook = Rc<dyn Fn(&mut Config)>;
@@ -120,6 +122,10 @@ pub struct Stats {
     pub joins: u64,
     /// Learners the engine proposed to promote once caught up.
     pub promotions: u64,
+    /// Joins that held their learner (proposed holds).
+    pub held_joins: u64,
+    /// Held learners promoted when asked.
+    pub explicit_promotions: u64,
     /// Addresses the engine published for its node.
     pub publishes: u64,
     /// History compactions the engine proposed.
@@ -153,6 +159,8 @@ impl Stats {
         self.session_retries += other.session_retries;
         self.joins += other.joins;
         self.promotions += other.promotions;
+        self.held_joins += other.held_joins;
+        self.explicit_promotions += other.explicit_promotions;
         self.publishes += other.publishes;
         self.history_compactions += other.history_compactions;
     }
@@ -251,6 +259,8 @@ struct Simulation {
     setup_error: Option<Violation>,
     /// Nodes that ever were members: the ones faults and partitions pick from.
     involved: BTreeSet<NodeId>,
+    /// Learners added held: until a change names them, the engine must not promote them.
+    held: BTreeSet<NodeId>,
     /// When the latest partition forms (one forms at a time).
     partition_at: Option<Time>,
     /// Lease safety and expiry.
@@ -278,7 +288,7 @@ impl Simulation {
             disk_latency: config.disk_latency,
             snapshot_every: config.snapshot_every,
             storage: config.storage,
-            lease_mutation: config.lease_mutation,
+            engine_mutation: config.engine_mutation,
         };
         let mut nodes = Vec::new();
         let mut setup_error = None;
@@ -328,6 +338,7 @@ impl Simulation {
             linearizability: None,
             setup_error,
             involved: voters.into_iter().collect(),
+            held: BTreeSet::new(),
             partition_at: None,
             leases: LeaseSafety::new(),
             exactly_once: ExactlyOnce::new(),
@@ -433,7 +444,17 @@ impl Simulation {
         }
         for own in &out.proposed {
             match own {
+                Own::Promotion(node) if self.held.contains(node) => {
+                    return Err(Violation {
+                        property: Property::LearnerHold,
+                        detail: format!(
+                            "leader {id} promoted learner {node} on its own, though it was added \
+                             held (to be promoted only when asked)"
+                        ),
+                    });
+                }
                 Own::Promotion(_) => self.stats.promotions += 1,
+                Own::Hold(_) => self.stats.held_joins += 1,
                 Own::Publish(_) => self.stats.publishes += 1,
                 Own::HistoryCompaction(_) => self.stats.history_compactions += 1,
                 Own::LeaseExpiry { .. } | Own::Transfer(_) => {}
@@ -946,10 +967,18 @@ impl Simulation {
         if self.rng.chance(mix.membership)
             && let Some(leader) = self.current_leader()
         {
-            // Half the changes are joins (as `--join` makes them), when a node is outside.
+            // Half the changes are joins (as `--join` makes them), when a node is outside; a third
+            // of those hold the learner (etcd's `member add --learner`); a held learner is
+            // promoted half the times a change comes up.
+            let held = self
+                .draw_held_learner(leader)
+                .filter(|_| self.rng.chance(0.5));
             let joiner = self.draw_joiner(leader).filter(|_| self.rng.chance(0.5));
-            if let Some(node) = joiner {
-                self.apply_fault(Fault::Join(leader, node))?;
+            if let Some(node) = held {
+                self.apply_fault(Fault::Promote(leader, node))?;
+            } else if let Some(node) = joiner {
+                let held = self.rng.chance(1.0 / 3.0);
+                self.apply_fault(Fault::Join(leader, node, held))?;
             } else if let Some(changes) = self.draw_membership_change(leader) {
                 self.apply_fault(Fault::Membership(leader, changes))?;
             }
@@ -963,96 +992,6 @@ impl Simulation {
         Ok(())
     }
 
-    /// A membership change for `leader`'s configuration: add a spare or a removed node (as learner
-    /// or voter), promote a learner, demote or remove a voter (the leader too), remove a learner;
-    /// sometimes two of these at once. Keeps at least one and at most `VOTERS_MAX` voters.
-    fn draw_membership_change(&mut self, leader: NodeId) -> Option<Vec<MemberChange>> {
-        let conf = self.nodes[leader as usize - 1].conf_state()?.clone();
-        let members = conf.members();
-        let mut options = Vec::new();
-        for id in 1..=self.nodes.len() as NodeId {
-            if conf.voters.contains(&id) {
-                options.push(MemberChange::Remove(id));
-                options.push(MemberChange::AddLearner(id));
-            } else if conf.learners.contains(&id) {
-                options.push(MemberChange::AddVoter(id));
-                options.push(MemberChange::Remove(id));
-            } else if !members.contains(&id) {
-                options.push(MemberChange::AddLearner(id));
-                options.push(MemberChange::AddVoter(id));
-            }
-        }
-        let count = if self.rng.chance(self.config.faults.multi_member) {
-            2
-        } else {
-            1
-        };
-        let mut changes: Vec<MemberChange> = Vec::new();
-        for _ in 0..count {
-            let change = self.rng.pick(&options)?;
-            options.retain(|c| c.node() != change.node());
-            changes.push(change);
-        }
-        let voters = conf.enter_joint(&changes).ok()?.voters.len();
-        (1..=VOTERS_MAX).contains(&voters).then_some(changes)
-    }
-
-    /// A node outside `leader`'s configuration that may join.
-    fn draw_joiner(&mut self, leader: NodeId) -> Option<NodeId> {
-        let members = self.nodes[leader as usize - 1].conf_state()?.members();
-        let outside: Vec<NodeId> = (1..=self.nodes.len() as NodeId)
-            .filter(|id| !members.contains(id))
-            .collect();
-        self.rng.pick(&outside)
-    }
-
-    /// A voter of `leader`'s configuration, other than itself, to hand leadership to.
-    fn draw_transfer_target(&mut self, leader: NodeId) -> Option<NodeId> {
-        let conf = self.nodes[leader as usize - 1].conf_state()?;
-        let voters: Vec<NodeId> = conf
-            .voters
-            .iter()
-            .copied()
-            .filter(|&v| v != leader)
-            .collect();
-        self.rng.pick(&voters)
-    }
-
-    /// A partition shape: the leader cut off with probability `leader_bias`, else a random shape
-    /// over the nodes that ever were members (there are at least two).
-    fn draw_partition(&mut self) -> PartitionShape {
-        if let Some(leader) = self.current_leader()
-            && self.rng.chance(self.config.faults.leader_bias)
-        {
-            return PartitionShape::Isolate(leader);
-        }
-        let mut ids: Vec<NodeId> = self.involved.iter().copied().collect();
-        for i in (1..ids.len()).rev() {
-            let j = self.rng.below(i + 1);
-            ids.swap(i, j);
-        }
-        let n = ids.len();
-        match self.rng.below(5) {
-            0 => PartitionShape::Isolate(ids[0]),
-            1 => PartitionShape::Isolate(self.current_leader().unwrap_or(ids[0])),
-            2 => {
-                let minority = self.rng.range(1, (n as u64 - 1).div_ceil(2).max(1)) as usize;
-                let (a, b) = ids.split_at(minority.min(n - 1));
-                PartitionShape::Split(a.to_vec(), b.to_vec())
-            }
-            3 => PartitionShape::OneWay(ids[0], ids[1]),
-            _ if n >= 3 => {
-                let left = self.rng.range(1, n as u64 - 2) as usize;
-                PartitionShape::Bridge {
-                    bridge: ids[0],
-                    left: ids[1..=left].to_vec(),
-                    right: ids[left + 1..].to_vec(),
-                }
-            }
-            _ => PartitionShape::OneWay(ids[1], ids[0]),
-        }
-    }
-
     fn apply_fault(&mut self, fault: Fault) -> Result<(), Violation> {
         let index = match &fault {
             Fault::Crash(id)
@@ -1064,7 +1003,8 @@ impl Simulation {
             | Fault::FastDisk(id)
             | Fault::Membership(id, _)
             | Fault::Transfer(id, _)
-            | Fault::Join(id, _) => *id as usize - 1,
+            | Fault::Join(id, ..)
+            | Fault::Promote(id, _) => *id as usize - 1,
             Fault::Partition(_) | Fault::Heal => 0,
         };
         let up = self.nodes[index].is_up();
@@ -1121,6 +1061,10 @@ impl Simulation {
                 match result {
                     Ok(index) => {
                         self.stats.membership_changes += 1;
+                        for node in &added {
+                            // Named by a change: no longer held, as far as the checker goes.
+                            self.held.remove(node);
+                        }
                         self.involved.extend(added);
                         let conf = self.nodes[index_of(id)].conf_state().cloned();
                         self.log(format!(
@@ -1136,14 +1080,29 @@ impl Simulation {
                     Err(e) => self.log(format!("node {id} refused: {e}")),
                 }
             }
-            Fault::Join(id, node) => {
-                match self.on_node(id, |n, now, out| n.join(node, now, out))? {
+            Fault::Join(id, node, held) => {
+                match self.on_node(id, |n, now, out| n.join(node, held, now, out))? {
                     Ok(index) => {
                         self.stats.joins += 1;
                         self.involved.insert(node);
+                        if held {
+                            self.held.insert(node);
+                        } else {
+                            self.held.remove(&node);
+                        }
                         self.log(format!("node {id} added learner {node} at {index}"));
                     }
                     Err(e) => self.log(format!("node {id} refused the join: {e}")),
+                }
+            }
+            Fault::Promote(id, node) => {
+                match self.on_node(id, |n, now, out| n.promote(node, now, out))? {
+                    Ok(index) => {
+                        self.stats.explicit_promotions += 1;
+                        self.held.remove(&node);
+                        self.log(format!("node {id} promotes learner {node} at {index}"));
+                    }
+                    Err(e) => self.log(format!("node {id} refused the promotion: {e}")),
                 }
             }
         }

@@ -13,7 +13,7 @@ use crate::client::{ClientConfig, LeaseWorkload};
 use crate::disk::StorageKind;
 use crate::faults::FaultMix;
 use crate::network::{NetworkConfig, TICK, Time};
-use crate::node::LeaseMutation;
+use crate::node::EngineMutation;
 use crate::rng::SimRng;
 
 /// Raft settings a seed varies (the rest are the core's defaults).
@@ -73,8 +73,8 @@ pub struct SimConfig {
     pub snapshot_every: u64,
     /// The nodes' stable storage.
     pub storage: StorageKind,
-    /// A lease rule of the driver broken on purpose (never drawn; set by tests).
-    pub lease_mutation: Option<LeaseMutation>,
+    /// A rule of the engine broken on purpose (never drawn; set by tests).
+    pub engine_mutation: Option<EngineMutation>,
 }
 
 /// Default length of the fault period, in ticks.
@@ -145,7 +145,7 @@ impl SimConfig {
             } else {
                 StorageKind::Mem
             },
-            lease_mutation: None,
+            engine_mutation: None,
         };
         // Drawn last, so the draws above stay what they were before the workload had them.
         let clients = &mut config.clients;

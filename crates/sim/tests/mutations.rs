@@ -8,9 +8,8 @@
 //! that setting catch it (`catch_rates_of_the_focused_settings`, ignored by default); each
 //! budget is such that missing within it by chance would be a one-in-a-million event.
 //!
-//! Besides the core's rules, two lease rules of the driver (the simulator's node, as the server
-//! should keep them) are broken the same way (`LeaseMutation`), to prove the lease checker
-//! notices.
+//! Besides the core's rules, two lease rules and the learner hold of the engine are broken the
+//! same way (`EngineMutation`), to prove the lease and hold checkers notice.
 
 use std::rc::Rc;
 
@@ -18,7 +17,7 @@ use raftkv_raft::{Config, Mutation};
 use raftkv_sim::client::{LeaseWorkload, ReadPath};
 use raftkv_sim::faults::FaultMix;
 use raftkv_sim::network::TICK;
-use raftkv_sim::node::LeaseMutation;
+use raftkv_sim::node::EngineMutation;
 use raftkv_sim::{Property, SimConfig, SimOptions, Violation, run};
 
 /// Runs seeds `0..budget` with `mutation` in every node (and `configure` applied to each node's
@@ -250,13 +249,13 @@ fn lease_mix(config: &mut SimConfig) {
 
 /// Runs seeds `0..budget` of `lease_mix` with the driver's lease rule `mutation` broken; returns
 /// the first seed whose run broke lease safety, and the violation.
-fn first_lease_violation(mutation: LeaseMutation, budget: u64) -> Option<(u64, Violation)> {
+fn first_lease_violation(mutation: EngineMutation, budget: u64) -> Option<(u64, Violation)> {
     (0..budget).find_map(|seed| {
         let options = SimOptions {
             seed,
             adjust: Some(Rc::new(move |c: &mut SimConfig| {
                 lease_mix(c);
-                c.lease_mutation = Some(mutation);
+                c.engine_mutation = Some(mutation);
             })),
             ..SimOptions::default()
         };
@@ -271,7 +270,7 @@ fn first_lease_violation(mutation: LeaseMutation, budget: u64) -> Option<(u64, V
 /// seeds catch it.
 #[test]
 fn lease_without_promotion_is_caught() {
-    let found = first_lease_violation(LeaseMutation::NoPromote, 20);
+    let found = first_lease_violation(EngineMutation::NoPromote, 20);
     let (seed, violation) = found.expect("NoPromote went unnoticed");
     println!("NoPromote caught by seed {seed}: {violation}");
 }
@@ -280,7 +279,7 @@ fn lease_without_promotion_is_caught() {
 /// revoke from an earlier term may still commit): caught by seed 7; 61 of 200 seeds catch it.
 #[test]
 fn keep_alive_before_the_leader_caught_up_is_caught() {
-    let found = first_lease_violation(LeaseMutation::EarlyKeepAlive, 40);
+    let found = first_lease_violation(EngineMutation::EarlyKeepAlive, 40);
     let (seed, violation) = found.expect("EarlyKeepAlive went unnoticed");
     println!("EarlyKeepAlive caught by seed {seed}: {violation}");
 }
@@ -378,14 +377,14 @@ fn catch_rates_of_the_focused_settings() {
             caught.first()
         );
     }
-    for mutation in [LeaseMutation::NoPromote, LeaseMutation::EarlyKeepAlive] {
+    for mutation in [EngineMutation::NoPromote, EngineMutation::EarlyKeepAlive] {
         let caught: Vec<u64> = (0..200)
             .filter(|&seed| {
                 let report = run(&SimOptions {
                     seed,
                     adjust: Some(Rc::new(move |c: &mut SimConfig| {
                         lease_mix(c);
-                        c.lease_mutation = Some(mutation);
+                        c.engine_mutation = Some(mutation);
                     })),
                     ..SimOptions::default()
                 });
@@ -400,4 +399,31 @@ fn catch_rates_of_the_focused_settings() {
             caught.first()
         );
     }
+}
+
+/// Runs seeds `0..budget` of the plain swarm with the engine's learner hold ignored; returns the
+/// first seed whose run broke it, and the violation.
+fn first_hold_violation(budget: u64) -> Option<(u64, Violation)> {
+    (0..budget).find_map(|seed| {
+        let options = SimOptions {
+            seed,
+            adjust: Some(Rc::new(|c: &mut SimConfig| {
+                c.engine_mutation = Some(EngineMutation::IgnoreHold);
+            })),
+            ..SimOptions::default()
+        };
+        run(&options)
+            .violation
+            .filter(|v| v.property == Property::LearnerHold)
+            .map(|v| (seed, v))
+    })
+}
+
+/// IgnoreHold (the leader promotes a caught-up learner that was added held): in the plain
+/// swarm, caught by seed 5; 26 of 200 seeds catch it.
+#[test]
+fn a_held_learner_promoted_without_being_asked_is_caught() {
+    let found = first_hold_violation(120);
+    let (seed, violation) = found.expect("IgnoreHold went unnoticed");
+    println!("IgnoreHold caught by seed {seed}: {violation}");
 }

@@ -20,7 +20,7 @@ fn lone_voter() -> SimNode {
             segment_bytes_max: 1 << 16,
             snapshots_kept: 1,
         },
-        lease_mutation: None,
+        engine_mutation: None,
     };
     SimNode::new(Config::new(1, vec![1]), settings).unwrap()
 }

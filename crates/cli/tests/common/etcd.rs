@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{KillOnDrop, PATIENCE, free_port};
+use serde_json::Value;
+
+use super::{
+    KillOnDrop, Node, PATIENCE, free_port, started_cluster, wait_for_client_urls, wait_for_leader,
+};
 
 /// Where etcd 3.5's `etcd` and `etcdctl` are: `$RAFTKV_ETCD_35_DIR`, else the workspace's
 /// `target/test-tools/etcd-3.5` (where `scripts/install-test-tools` puts them).
@@ -169,4 +173,31 @@ impl EtcdServer {
         }
         server
     }
+}
+
+/// Runs `etcdctl --endpoints=<endpoint> args` with `stdin`; (success, stdout, stderr).
+pub fn etcdctl_with(endpoint: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
+    Etcdctl::from_env().run(endpoint, args, stdin)
+}
+
+/// `etcdctl args` that must succeed; its stdout.
+pub fn etcdctl(endpoint: &str, args: &[&str]) -> String {
+    let (ok, out, err) = etcdctl_with(endpoint, args, "");
+    assert!(ok, "etcdctl {args:?} failed: {out}{err}");
+    out
+}
+
+/// `etcdctl -w json args`, parsed.
+pub fn etcdctl_json(endpoint: &str, args: &[&str]) -> Value {
+    let out = etcdctl(endpoint, &[&["-w", "json"], args].concat());
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+/// A started 3-node cluster: its nodes, client addresses (`host:port`) and the leader's index.
+pub async fn etcd_cluster(root: &Path) -> (Vec<Node>, Vec<String>, usize) {
+    let (nodes, urls) = started_cluster(root, &["e1", "e2", "e3"]);
+    let leader = wait_for_leader(&urls).await;
+    wait_for_client_urls(&urls).await;
+    let endpoints = nodes.iter().map(|n| n.client.clone()).collect();
+    (nodes, endpoints, leader)
 }

@@ -75,7 +75,11 @@ impl From<RequestError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
             }
             RequestError::Invalid(_) => ApiError::bad_request(message),
-            RequestError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            RequestError::Conflict(_)
+            | RequestError::NotALearner(_)
+            | RequestError::LearnerBehind(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
         }
     }
 }
@@ -174,6 +178,8 @@ mod tests {
             (RequestError::TooLarge("x".into()), 413, "too_large"),
             (RequestError::Invalid("x".into()), 400, "bad_request"),
             (RequestError::Conflict("x".into()), 409, "conflict"),
+            (RequestError::NotALearner(1), 409, "conflict"),
+            (RequestError::LearnerBehind(1), 409, "conflict"),
         ];
         for (error, status, code) in table {
             let shown = error.to_string();

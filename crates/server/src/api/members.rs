@@ -78,6 +78,9 @@ pub async fn join(State(api): State<Api>, request: Forward) -> Response {
         Ok(r) => r,
         Err(e) => return ApiError::bad_request(format!("bad join request: {e}")).into_response(),
     };
+    if join.name.is_empty() {
+        return ApiError::bad_request("a joining node needs a name").into_response();
+    }
     let member = Member {
         id: node_id(&join.name),
         name: join.name,
@@ -87,13 +90,12 @@ pub async fn join(State(api): State<Api>, request: Forward) -> Response {
     if let Some(reason) = member.invalid() {
         return ApiError::bad_request(reason).into_response();
     }
-    let id = member.id;
     let result = api.service.join(member).await;
     let cluster_id = cluster_id_of(&api);
     let members: Vec<Member> = api
         .service
         .read(|state| state.registry.members().cloned().collect());
-    api.answer_or_forward(result, request, |_| {
+    api.answer_or_forward(result, request, |(_, id)| {
         serde_json::to_value(JoinResponse {
             cluster_id,
             id,
@@ -137,7 +139,15 @@ pub async fn publish(State(api): State<Api>, request: Forward) -> Response {
     if let Some(reason) = member.invalid() {
         return ApiError::bad_request(reason).into_response();
     }
-    if !is_member || member.id != node_id(&member.name) {
+    // A member publishes under its own id: the one its name gives, or the one it took over
+    // from an operator's addition (then the registry's record had no name).
+    let recorded = api.service.read(|state| {
+        state
+            .registry
+            .get(member.id)
+            .is_some_and(|m| m.name == member.name || m.is_unstarted())
+    });
+    if !is_member || (member.id != node_id(&member.name) && !recorded) {
         return ApiError::bad_request("only a current member can publish its addresses")
             .into_response();
     }

@@ -1,5 +1,5 @@
 //! Forwarding to the leader: etcd's clients never follow a redirect and retry only reads on
-//! `Unavailable`, so a write or lease operation that reaches a follower is sent on to the
+//! `Unavailable`, so a write, lease or membership operation that reaches a follower is sent on to the
 //! leader's client port as the same gRPC call, and its answer relayed.
 //!
 //! Invariant: a forwarded call carries `FORWARDED_METADATA` and is never forwarded again (a node
@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use raftkv_etcdpb::etcdserverpb::cluster_client::ClusterClient;
 use raftkv_etcdpb::etcdserverpb::kv_client::KvClient;
 use raftkv_etcdpb::etcdserverpb::lease_client::LeaseClient;
 use raftkv_raft::NodeId;
@@ -70,6 +71,15 @@ impl Forwarder {
     /// A KV client to the leader.
     pub fn kv(&self, leader: Option<NodeId>, forwarded: bool) -> Result<KvClient<Channel>, Status> {
         Ok(KvClient::new(self.channel(leader, forwarded)?))
+    }
+
+    /// A Cluster client to the leader.
+    pub fn cluster(
+        &self,
+        leader: Option<NodeId>,
+        forwarded: bool,
+    ) -> Result<ClusterClient<Channel>, Status> {
+        Ok(ClusterClient::new(self.channel(leader, forwarded)?))
     }
 
     /// A Lease client to the leader.

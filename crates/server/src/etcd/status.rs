@@ -63,6 +63,14 @@ pub fn request(error: RequestError) -> Status {
         }
         RequestError::Invalid(_) => Status::new(Code::InvalidArgument, message),
         RequestError::Conflict(_) => Status::new(Code::FailedPrecondition, message),
+        RequestError::NotALearner(_) => Status::new(
+            Code::FailedPrecondition,
+            "etcdserver: can only promote a learner member",
+        ),
+        RequestError::LearnerBehind(_) => Status::new(
+            Code::FailedPrecondition,
+            "etcdserver: can only promote a learner member which is in sync with leader",
+        ),
     }
 }
 
@@ -104,6 +112,16 @@ mod tests {
                 request(RequestError::NotLeader { leader: None }),
                 Code::Unavailable,
                 "etcdserver: no leader",
+            ),
+            (
+                request(RequestError::NotALearner(1)),
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member",
+            ),
+            (
+                request(RequestError::LearnerBehind(1)),
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member which is in sync with leader",
             ),
         ];
         for (status, code, message) in cases {

@@ -54,6 +54,8 @@ pub enum Property {
     ExactlyOnce,
     /// A lease is never revoked on expiry before its TTL passed since its last renewal.
     LeaseSafety,
+    /// A learner added held is promoted only when asked, never by the leader on its own.
+    LearnerHold,
     /// Once faults stop, a leader is elected, every pending operation completes and every lease
     /// nobody keeps alive is revoked, in time.
     Liveness,
