@@ -125,6 +125,14 @@ fn script() -> Vec<Step> {
             stdin: "",
             stop_after: Some(WATCH_FOR),
         },
+        step(&["lease", "grant", "600"]),
+        step(&["put", "a", "leased", "--lease={lease}"]),
+        step(&["put", "a", "kept-lease", "--ignore-lease", "-w", "json"]),
+        step(&["get", "a", "-w", "json"]),
+        step(&["put", "a", "--ignore-value", "--prev-kv", "-w", "json"]),
+        step(&["get", "a", "-w", "json"]),
+        step(&["put", "nothing", "--ignore-value"]),
+        step(&["put", "nothing", "v", "--ignore-lease"]),
     ]
 }
 

@@ -18,7 +18,7 @@ use crate::command::{
     TxnOp, TxnOpResponse, TxnRequest, TxnResponse,
 };
 use crate::key_range::KeyRange;
-use crate::mvcc::{Committed, LeaseMove, RangeBudget, WriteBatch};
+use crate::mvcc::{Committed, KeyHistory, LeaseMove, RangeBudget, WriteBatch};
 use crate::session::SessionCheck;
 use crate::txn::compare_holds;
 use crate::{KvError, KvStore, LeaseId, Result};
@@ -112,8 +112,23 @@ impl KvStore {
         Ok(())
     }
 
+    /// Checks a put against the store before it applies: its lease exists, and a key whose value
+    /// or lease it keeps exists.
+    fn check_put(&self, put: &PutRequest) -> Result<()> {
+        if (put.ignore_value || put.ignore_lease)
+            && self
+                .mvcc
+                .history(&put.key)
+                .and_then(KeyHistory::live)
+                .is_none()
+        {
+            return Err(KvError::KeyNotFound);
+        }
+        self.check_lease(put.lease)
+    }
+
     fn execute_put(&mut self, put: PutRequest) -> Result<PutResponse> {
-        self.check_lease(put.lease)?;
+        self.check_put(&put)?;
         let mut batch = self.mvcc.begin();
         let response = put_in(&mut batch, &put);
         let committed = batch.commit();
@@ -151,7 +166,7 @@ impl KvStore {
             .collect();
         for op in &ops {
             match op {
-                TxnOp::Put(put) => self.check_lease(put.lease)?,
+                TxnOp::Put(put) => self.check_put(put)?,
                 TxnOp::Range(range) if range.revision != 0 => {
                     self.mvcc.read_revision(range.revision)?;
                 }
@@ -277,8 +292,20 @@ impl KvStore {
     }
 }
 
+/// Applies `put` (checked by `check_put`: a key whose value or lease it keeps exists).
 fn put_in(batch: &mut WriteBatch<'_>, put: &PutRequest) -> PutResponse {
-    let prev = batch.put(&put.key, put.value.clone(), put.lease);
+    let (mut value, mut lease) = (put.value.clone(), put.lease);
+    if put.ignore_value || put.ignore_lease {
+        let current = batch.mvcc().history(&put.key).and_then(KeyHistory::live);
+        let current = current.expect("checked: the key exists");
+        if put.ignore_value {
+            value = current.value.clone();
+        }
+        if put.ignore_lease {
+            lease = current.lease;
+        }
+    }
+    let prev = batch.put(&put.key, value, lease);
     PutResponse {
         prev_kv: prev
             .filter(|_| put.prev_kv)

@@ -36,6 +36,16 @@ pub enum KvError {
         /// The store's current revision.
         current_revision: Revision,
     },
+    /// A put that keeps the key's value or lease (`ignore_value`, `ignore_lease`) names a key that
+    /// does not exist.
+    #[error("key not found: a put that keeps the current value or lease needs an existing key")]
+    KeyNotFound,
+    /// A put keeps the key's value (`ignore_value`) and gives one too.
+    #[error("a put that keeps the current value (ignore_value) must not give a value")]
+    ValueProvided,
+    /// A put keeps the key's lease (`ignore_lease`) and gives one too.
+    #[error("a put that keeps the current lease (ignore_lease) must not give a lease")]
+    LeaseProvided,
     /// A key was empty where one is required (puts, single-key reads).
     #[error(
         "the key is empty; keys must be 1 or more bytes (an empty key is allowed only as the start of a range with a range end)"

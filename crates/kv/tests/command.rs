@@ -351,6 +351,9 @@ fn responses_and_errors_round_trip() {
         KvError::SnapshotIo("io".into()),
         KvError::WatchNotFound { id: 1 },
         KvError::WatchLimit { max: 1 },
+        KvError::KeyNotFound,
+        KvError::ValueProvided,
+        KvError::LeaseProvided,
     ];
     for error in errors {
         let response = Response::error(7, error);

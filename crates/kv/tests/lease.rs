@@ -285,3 +285,55 @@ fn many_expired_leases_are_revoked_by_one_entry_in_one_revision() {
         );
     }
 }
+
+#[test]
+fn a_put_that_ignores_value_or_lease_keeps_the_current_one() {
+    let mut node = Node::new();
+    node.apply(&Request::lease_grant(1, 1_000));
+    node.apply(&Request::new(Op::Put(
+        PutRequest::new("k", "first").with_lease(1),
+    )));
+    let keep_value = PutRequest {
+        ignore_value: true,
+        ..PutRequest::new("k", "")
+    };
+    // Without ignore_lease, a put without a lease detaches the key, as any put does.
+    let keep_lease = PutRequest {
+        ignore_lease: true,
+        ..PutRequest::new("k", "second")
+    };
+    node.apply(&Request::new(Op::Put(keep_lease)));
+    let kv = &node.store.range(&RangeRequest::key("k")).unwrap().kvs[0];
+    assert_eq!((kv.value.as_ref(), kv.lease), (&b"second"[..], 1));
+    node.apply(&Request::new(Op::Put(keep_value)));
+    let kv = &node.store.range(&RangeRequest::key("k")).unwrap().kvs[0];
+    assert_eq!(
+        (kv.value.as_ref(), kv.lease, kv.version),
+        (&b"second"[..], 0, 3)
+    );
+
+    let missing = PutRequest {
+        ignore_value: true,
+        ..PutRequest::new("missing", "")
+    };
+    assert_eq!(
+        node.apply(&Request::new(Op::Put(missing))).result,
+        Err(KvError::KeyNotFound)
+    );
+    let both = PutRequest {
+        ignore_value: true,
+        ..PutRequest::new("k", "given")
+    };
+    assert_eq!(
+        Request::new(Op::Put(both)).validate(&Limits::default()),
+        Err(KvError::ValueProvided)
+    );
+    let both = PutRequest {
+        ignore_lease: true,
+        ..PutRequest::new("k", "v").with_lease(1)
+    };
+    assert_eq!(
+        Request::new(Op::Put(both)).validate(&Limits::default()),
+        Err(KvError::LeaseProvided)
+    );
+}

@@ -175,6 +175,12 @@ pub struct PutRequest {
     /// Return the previous key-value, if the key existed.
     #[prost(bool, tag = "4")]
     pub prev_kv: bool,
+    /// Keep the key's current value (`value` must be empty; the key must exist).
+    #[prost(bool, tag = "5")]
+    pub ignore_value: bool,
+    /// Keep the key's current lease (`lease` must be 0; the key must exist).
+    #[prost(bool, tag = "6")]
+    pub ignore_lease: bool,
 }
 
 impl PutRequest {

@@ -144,6 +144,12 @@ impl PutRequest {
         if self.lease < 0 {
             return Err(invalid(format!("lease id {} is negative", self.lease)));
         }
+        if self.ignore_value && !self.value.is_empty() {
+            return Err(KvError::ValueProvided);
+        }
+        if self.ignore_lease && self.lease != 0 {
+            return Err(KvError::LeaseProvided);
+        }
         Ok(())
     }
 }

@@ -81,6 +81,9 @@ impl KvError {
             SnapshotIo(text) => wire(19, &[], text),
             WatchNotFound { id } => wire(20, &[u(*id)], ""),
             WatchLimit { max } => wire(21, &[u(*max)], ""),
+            KeyNotFound => wire(22, &[], ""),
+            ValueProvided => wire(23, &[], ""),
+            LeaseProvided => wire(24, &[], ""),
         }
     }
 
@@ -156,6 +159,9 @@ impl KvError {
             19 => want(0).map(|()| SnapshotIo(w.text.clone()))?,
             20 => want(1).map(|()| WatchNotFound { id: u(0) })?,
             21 => want(1).map(|()| WatchLimit { max: u(0) })?,
+            22 => want(0).map(|()| KeyNotFound)?,
+            23 => want(0).map(|()| ValueProvided)?,
+            24 => want(0).map(|()| LeaseProvided)?,
             code => return Err(Malformed(format!("unknown error code {code}"))),
         })
     }

@@ -51,16 +51,13 @@ pub fn range_response(response: kv::RangeResponse) -> pb::RangeResponse {
 
 /// etcd's put as the store's.
 pub fn put(request: pb::PutRequest) -> Result<kv::PutRequest, Status> {
-    if request.ignore_value || request.ignore_lease {
-        return Err(Status::unimplemented(
-            "raftkv does not support ignore_value or ignore_lease yet",
-        ));
-    }
     Ok(kv::PutRequest {
         key: request.key,
         value: request.value,
         lease: request.lease,
         prev_kv: request.prev_kv,
+        ignore_value: request.ignore_value,
+        ignore_lease: request.ignore_lease,
     })
 }
 

@@ -37,6 +37,13 @@ pub fn kv(error: KvError) -> Status {
         KvError::LeaseNotFound { .. } => {
             Status::new(Code::NotFound, "etcdserver: requested lease not found")
         }
+        KvError::KeyNotFound => Status::new(Code::InvalidArgument, "etcdserver: key not found"),
+        KvError::ValueProvided => {
+            Status::new(Code::InvalidArgument, "etcdserver: value is provided")
+        }
+        KvError::LeaseProvided => {
+            Status::new(Code::InvalidArgument, "etcdserver: lease is provided")
+        }
         KvError::LeaseExists { .. } => {
             Status::new(Code::FailedPrecondition, "etcdserver: lease already exists")
         }
@@ -107,6 +114,21 @@ mod tests {
                 kv(KvError::EmptyKey),
                 Code::InvalidArgument,
                 "etcdserver: key is not provided",
+            ),
+            (
+                kv(KvError::KeyNotFound),
+                Code::InvalidArgument,
+                "etcdserver: key not found",
+            ),
+            (
+                kv(KvError::ValueProvided),
+                Code::InvalidArgument,
+                "etcdserver: value is provided",
+            ),
+            (
+                kv(KvError::LeaseProvided),
+                Code::InvalidArgument,
+                "etcdserver: lease is provided",
             ),
             (
                 request(RequestError::NotLeader { leader: None }),
