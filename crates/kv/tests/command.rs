@@ -18,6 +18,7 @@ fn request() -> impl Strategy<Value = Request> {
                 value,
                 lease,
                 prev_kv,
+                ..PutRequest::default()
             },
         )
     };

@@ -451,6 +451,7 @@ fn put() -> impl Strategy<Value = PutRequest> {
         value: v,
         lease,
         prev_kv: prev,
+        ..PutRequest::default()
     })
 }
 

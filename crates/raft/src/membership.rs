@@ -33,6 +33,12 @@ impl<S: Storage> Raft<S> {
         &self.current_conf().conf_state
     }
 
+    /// The index of the entry (or snapshot) the membership in effect comes from: a node whose
+    /// state machine has applied this far has seen every entry proposed before it.
+    pub fn conf_index(&self) -> Index {
+        self.current_conf().index
+    }
+
     fn current_conf(&self) -> &ConfPoint {
         self.conf_history
             .last()

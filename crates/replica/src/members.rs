@@ -178,11 +178,6 @@ impl Registry {
         self.conf_members.iter().copied()
     }
 
-    /// Whether `id` is a member of the latest configuration applied.
-    pub fn is_conf_member(&self, id: NodeId) -> bool {
-        self.conf_members.contains(&id)
-    }
-
     /// Restores the latest configuration's members (from a snapshot).
     pub fn set_conf_members(&mut self, ids: impl IntoIterator<Item = NodeId>) {
         self.conf_members = ids.into_iter().collect();

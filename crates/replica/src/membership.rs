@@ -153,15 +153,17 @@ impl<S: Storage> Replica<S> {
         if conf.is_joint() {
             return;
         }
-        // Only a learner whose configuration entry this node has applied: the registry then
-        // also holds everything proposed before it, the learner's hold included (the core's
-        // configuration moves at commit, the applied state may lag behind).
+        // Only once this node has applied the configuration in effect: the registry then also
+        // holds everything proposed before it, a learner's hold included (the core's
+        // configuration moves when its entry is appended; the applied state lags behind).
         let state = self.state();
-        let ready = conf.learners.iter().copied().find(|&id| {
-            state.registry.is_conf_member(id)
-                && (!state.registry.is_held(id) || self.ignore_hold())
-                && self.caught_up(id)
-        });
+        if state.applied() < raft.conf_index() {
+            return;
+        }
+        let ready =
+            conf.learners.iter().copied().find(|&id| {
+                (!state.registry.is_held(id) || self.ignore_hold()) && self.caught_up(id)
+            });
         drop(state);
         if let Some(node) = ready {
             let refused = self

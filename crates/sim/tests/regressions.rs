@@ -164,3 +164,19 @@ fn regression_higher_term_in_an_answer_keeps_the_election_clock_seed_54464() {
 fn regression_vote_requests_from_hopeless_candidates_still_carry_the_term_seed_62934() {
     assert_clean(62934);
 }
+
+/// Fixed (replica membership.rs, `promote_caught_up_learners`): a leader whose applied state lagged
+/// (a slow disk) promoted a learner added held: the core's configuration already named the
+/// learner, but the hold entry before it was not applied yet. LearnerHold.
+#[test]
+fn regression_a_lagging_leader_does_not_promote_a_held_learner_seed_103() {
+    assert_clean(103);
+}
+
+/// Fixed (same place): a node removed and added again, held, was promoted by a leader that had
+/// applied only a configuration from before the removal, in which the node was a member: the
+/// leader now promotes only once it has applied the configuration in effect. LearnerHold.
+#[test]
+fn regression_a_held_learner_that_was_a_member_before_is_not_promoted_seed_4359() {
+    assert_clean(4359);
+}
