@@ -503,3 +503,64 @@ async fn etcdctl_snapshot_save_writes_a_checksummed_backup_of_the_members_state(
         assert!(state.windows(needle.len()).any(|w| w == needle));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_watch_sees_every_event_once_across_a_leader_kill() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut nodes, endpoints, leader) = etcd_cluster(root.path()).await;
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    // The watch's client may stream from the leader or a follower: either way the watch must
+    // go on, through its reconnection or through the new leader's commits.
+    let all = [leader, survivors[0], survivors[1]]
+        .map(|i| endpoints[i].clone())
+        .join(",");
+    let watch_out = root.path().join("watch");
+    let watch = spawn_etcdctl(&all, &["watch", "k/", "--prefix"], &watch_out);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writer = endpoints[survivors[0]].clone();
+    for i in 1..=3 {
+        etcdctl(&writer, &["put", &format!("k/{i}"), &format!("v{i}")]);
+    }
+    nodes[leader].kill();
+    let urls: Vec<String> = survivors.iter().map(|&i| nodes[i].url()).collect();
+    wait_for_leader(&urls).await;
+    for i in 4..=6 {
+        let (key, value) = (format!("k/{i}"), format!("v{i}"));
+        eventually("a put after the leader's death", || async {
+            etcdctl_with(&writer, &["put", &key, &value], "")
+                .0
+                .then_some(())
+        })
+        .await;
+    }
+    // A put retried after an unknown outcome may have applied twice: the store's versions say
+    // how many events each key made.
+    let stored = etcdctl_json(&writer, &["get", "k/", "--prefix"]);
+    let expected: Vec<String> = stored["kvs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .flat_map(|(i, kv)| {
+            let event = [
+                "PUT".to_string(),
+                format!("k/{}", i + 1),
+                format!("v{}", i + 1),
+            ];
+            let times = kv["version"].as_u64().unwrap() as usize;
+            std::iter::repeat_n(event, times).flatten()
+        })
+        .collect();
+    assert!(expected.len() >= 18, "{stored}");
+    eventually("the watch to print every event", || async {
+        (lines_of(&watch_out).len() >= expected.len()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lines = lines_of(&watch_out);
+    drop(watch);
+    assert_eq!(
+        lines, expected,
+        "every event once, in order, and nothing more"
+    );
+}
