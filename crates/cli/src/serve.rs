@@ -78,6 +78,10 @@ pub struct ServeArgs {
     /// Watches one client address may hold at once; more are refused with a 429 [default: 1024].
     #[arg(long, env = "RAFTKV_WATCHES_PER_CLIENT_MAX")]
     watches_per_client_max: Option<usize>,
+    /// Milliseconds between the progress notices of an etcd watch created with
+    /// `progress_notify` [default: 600000, as etcd].
+    #[arg(long, env = "RAFTKV_WATCH_PROGRESS_NOTIFY_MS")]
+    watch_progress_notify_ms: Option<u64>,
     /// Seconds a client request waits for its commit [default: 5].
     #[arg(long, env = "RAFTKV_REQUEST_TIMEOUT_SECS")]
     request_timeout_secs: Option<u64>,
@@ -121,6 +125,7 @@ struct FileConfig {
     client_header_timeout_ms: Option<u64>,
     client_idle_timeout_ms: Option<u64>,
     watches_per_client_max: Option<usize>,
+    watch_progress_notify_ms: Option<u64>,
     client_request_timeout_ms: Option<u64>,
     peer_sources: Option<String>,
     log_level: Option<String>,
@@ -208,6 +213,12 @@ fn resolve(args: ServeArgs) -> Result<(ServerConfig, Option<String>)> {
     }
     if let Some(n) = args.watches_per_client_max.or(file.watches_per_client_max) {
         config.watches_per_client_max = n;
+    }
+    if let Some(ms) = args
+        .watch_progress_notify_ms
+        .or(file.watch_progress_notify_ms)
+    {
+        config.watch_progress_notify_interval = Duration::from_millis(ms);
     }
     if let Some(sources) = args.peer_sources.as_ref().or(file.peer_sources.as_ref()) {
         config.peer_sources = sources.parse().map_err(anyhow::Error::msg)?;

@@ -94,7 +94,9 @@ pub use snapshot::{
     SNAPSHOT_CHUNK_BYTES, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_RECORD_BYTES_MAX, SnapshotView,
 };
 pub use store::KvStore;
-pub use watch::{Event, EventKind, WatchDelivery, WatchId, WatchRequest, WatchResponse};
+pub use watch::{
+    Event, EventKind, WatchDelivery, WatchId, WatchProgress, WatchRequest, WatchResponse,
+};
 
 /// A store revision: [`INITIAL_REVISION`] before the first write, then increased by one by every
 /// command that changes at least one key.

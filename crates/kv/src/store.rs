@@ -13,7 +13,7 @@ use crate::command::{RangeRequest, RangeResponse};
 use crate::lease::{LeaseStatus, Leases};
 use crate::mvcc::{Mvcc, RangeBudget};
 use crate::session::Sessions;
-use crate::watch::{WatchDelivery, WatchId, WatchRequest, WatchResponse, Watches};
+use crate::watch::{WatchDelivery, WatchId, WatchProgress, WatchRequest, WatchResponse, Watches};
 use crate::{ClientId, KvError, LeaseId, Limits, Result, Revision};
 
 /// The replicated key-value state machine (crate docs).
@@ -186,6 +186,13 @@ impl KvStore {
     ) -> Vec<WatchDelivery> {
         self.watches
             .poll_ready(wanted, max_events, &self.mvcc, &self.limits)
+    }
+
+    /// Where live watch `id` stands (`None`: no such live watch). A watch that is caught up
+    /// and whose polls through `delivered_through` were all handed to its client has seen every
+    /// event through the current revision: a progress notice at that revision is true.
+    pub fn watch_progress(&self, id: WatchId) -> Option<WatchProgress> {
+        self.watches.progress(id, self.mvcc.revision())
     }
 
     /// Number of watches on this node.

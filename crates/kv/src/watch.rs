@@ -40,6 +40,10 @@
 //! `next_revision..scan_revision`, in order; a watch with nothing pending has
 //! `scan_revision > compacted` (so its history is there to read).
 
+mod progress;
+
+pub use progress::WatchProgress;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;

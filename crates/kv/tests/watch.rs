@@ -622,3 +622,45 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_watch_is_caught_up_only_once_its_polls_cover_the_current_revision() {
+    let mut node = Node::new(Limits::default());
+    let start = node.put("other", "0");
+    let id = node
+        .store
+        .watch_create(&WatchRequest::key("k".to_owned()))
+        .unwrap();
+    let progress = |node: &Node| node.store.watch_progress(id).unwrap();
+    assert_eq!(
+        progress(&node),
+        WatchProgress {
+            delivered_through: start,
+            caught_up: true
+        }
+    );
+    let put = node.put("k", "1");
+    assert!(!progress(&node).caught_up, "an event waits for a poll");
+    node.drain(id, 100);
+    assert_eq!(
+        progress(&node),
+        WatchProgress {
+            delivered_through: put,
+            caught_up: true
+        }
+    );
+    node.put("other", "1");
+    assert!(!progress(&node).caught_up, "a new revision not read yet");
+    let (responses, _) = node.drain(id, 100);
+    assert!(responses.is_empty(), "nothing to say");
+    assert_eq!(
+        progress(&node),
+        WatchProgress {
+            delivered_through: put,
+            caught_up: true
+        },
+        "read through the current revision, nothing more to hand on"
+    );
+    node.store.watch_cancel(id).unwrap();
+    assert_eq!(node.store.watch_progress(id), None);
+}

@@ -36,6 +36,8 @@ pub const CLIENT_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 pub const CLIENT_REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// Default watches per client address.
 pub const WATCHES_PER_CLIENT_MAX_DEFAULT: usize = 1024;
+/// Default [`ServerConfig::watch_progress_notify_interval`]: 10 minutes, as etcd.
+pub const WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT: Duration = Duration::from_secs(600);
 /// File descriptors kept out of the client connection bound: the WAL's segments and snapshot
 /// files, peer connections, the process's own.
 pub const DESCRIPTORS_RESERVED: usize = 256;
@@ -96,6 +98,9 @@ pub struct ServerConfig {
     pub client_request_timeout: Duration,
     /// Which addresses may open peer connections.
     pub peer_sources: crate::peer_sources::PeerSources,
+    /// How often an etcd watch created with `progress_notify` gets a progress notice (etcd's
+    /// `--experimental-watch-progress-notify-interval`).
+    pub watch_progress_notify_interval: Duration,
     /// Watches one client address may hold at once (the node holds at most the store's
     /// `watches_max`).
     pub watches_per_client_max: usize,
@@ -138,6 +143,7 @@ impl ServerConfig {
             client_idle_timeout: CLIENT_IDLE_TIMEOUT_DEFAULT,
             client_request_timeout: CLIENT_REQUEST_TIMEOUT_DEFAULT,
             watches_per_client_max: WATCHES_PER_CLIENT_MAX_DEFAULT,
+            watch_progress_notify_interval: WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT,
             peer_sources: crate::peer_sources::PeerSources::default(),
             debug_stall_file: None,
             debug_snapshot_delay: None,
@@ -156,10 +162,11 @@ impl ServerConfig {
             || self.client_idle_timeout.is_zero()
             || self.client_request_timeout.is_zero()
             || self.watches_per_client_max == 0
+            || self.watch_progress_notify_interval.is_zero()
         {
             return bad("--client-connections-max, --client-header-timeout-ms, \
-                 --client-idle-timeout-ms, --client-request-timeout-ms and \
-                 --watches-per-client-max must be above 0"
+                 --client-idle-timeout-ms, --client-request-timeout-ms, \
+                 --watches-per-client-max and --watch-progress-notify-ms must be above 0"
                 .into());
         }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{
-    KillOnDrop, Node, PATIENCE, free_port, started_cluster, wait_for_client_urls, wait_for_leader,
+    KillOnDrop, Node, PATIENCE, free_port, started_cluster_with, wait_for_client_urls,
+    wait_for_leader,
 };
 
 /// Where etcd 3.5's `etcd` and `etcdctl` are: `$RAFTKV_ETCD_35_DIR`, else the workspace's
@@ -193,9 +194,17 @@ pub fn etcdctl_json(endpoint: &str, args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
 }
 
+/// Milliseconds between the progress notices of a `progress_notify` watch in [`etcd_cluster`].
+pub const PROGRESS_NOTIFY_MS: u64 = 300;
+
 /// A started 3-node cluster: its nodes, client addresses (`host:port`) and the leader's index.
 pub async fn etcd_cluster(root: &Path) -> (Vec<Node>, Vec<String>, usize) {
-    let (nodes, urls) = started_cluster(root, &["e1", "e2", "e3"]);
+    let (nodes, urls) = started_cluster_with(root, &["e1", "e2", "e3"], |_| {
+        vec![
+            "--watch-progress-notify-ms".to_string(),
+            PROGRESS_NOTIFY_MS.to_string(),
+        ]
+    });
     let leader = wait_for_leader(&urls).await;
     wait_for_client_urls(&urls).await;
     let endpoints = nodes.iter().map(|n| n.client.clone()).collect();

@@ -3,13 +3,17 @@
 //! Creates are answered in the order sent (`created`, with the stream's watch id, assigned from 0
 //! as etcd does, or the one asked for); a start below the compacted revision is created and then
 //! cancelled with `compact_revision`; cancels are answered `canceled`; a progress request is
-//! answered with watch id -1 and the store's revision; `NOPUT`/`NODELETE` filters and `prev_kv`
+//! answered with watch id -1 and the store's revision once every watch of the stream is synced;
+//! a `progress_notify` watch gets an empty response at the store's revision every
+//! `watch_progress_notify_interval` while it is synced; `NOPUT`/`NODELETE` filters and `prev_kv`
 //! apply per watch; a revision's events are never split across responses, except by `fragment`
 //! when a response would exceed `FRAGMENT_BYTES`.
 //!
 //! Invariants: each stream owns its store watches and cancels them all when it ends; the
 //! stream's outgoing queue is bounded (a slow reader stops the pump polling its watches, which
-//! then read on from history).
+//! then read on from history); a progress revision is sent only for watches that have been sent
+//! every event through it (synced: caught up in the store, and every poll of theirs rendered
+//! here), so no event ever follows a progress notice it predates.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -23,7 +27,7 @@ use raftkv_etcdpb::etcdserverpb::watch_request::RequestUnion;
 use raftkv_etcdpb::etcdserverpb::watch_server::Watch;
 use raftkv_etcdpb::etcdserverpb::{self as pb};
 use raftkv_etcdpb::mvccpb;
-use raftkv_kv::{EventKind, KvError, WatchId, WatchRequest};
+use raftkv_kv::{EventKind, KvError, Revision, WatchId, WatchRequest};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -43,6 +47,10 @@ struct Watched {
     no_put: bool,
     no_delete: bool,
     fragment: bool,
+    /// Gets periodic progress notices.
+    progress_notify: bool,
+    /// The last revision whose events (if any) were rendered for the client.
+    rendered_through: Revision,
     _slot: ClientSlot,
 }
 
@@ -54,6 +62,8 @@ struct Session {
     by_store: BTreeMap<WatchId, Watched>,
     by_etcd: BTreeMap<i64, WatchId>,
     next_etcd_id: i64,
+    /// A progress request waits for every watch of the stream to be synced.
+    progress_wanted: bool,
 }
 
 impl Session {
@@ -66,13 +76,58 @@ impl Session {
         match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => self.create(create),
             Some(RequestUnion::CancelRequest(cancel)) => self.cancel(cancel.watch_id),
-            Some(RequestUnion::ProgressRequest(_)) => vec![pb::WatchResponse {
-                header: self.etcd.header_now(),
-                watch_id: NO_WATCH,
-                ..Default::default()
-            }],
+            Some(RequestUnion::ProgressRequest(_)) => {
+                self.progress_wanted = true;
+                Vec::new()
+            }
             None => Vec::new(),
         }
+    }
+
+    /// The store's revision if every watch in `watches` has been sent every event through it.
+    fn synced<'a>(
+        &self,
+        mut watches: impl Iterator<Item = (&'a WatchId, &'a Watched)>,
+    ) -> Option<Revision> {
+        self.etcd.service.read(|state| {
+            watches
+                .all(|(id, watched)| {
+                    state.kv.watch_progress(*id).is_some_and(|p| {
+                        p.caught_up && p.delivered_through <= watched.rendered_through
+                    })
+                })
+                .then(|| state.kv.revision())
+        })
+    }
+
+    /// The answer to a waiting progress request, once every watch is synced.
+    fn progress(&mut self) -> Option<pb::WatchResponse> {
+        if !self.progress_wanted {
+            return None;
+        }
+        let revision = self.synced(self.by_store.iter())?;
+        self.progress_wanted = false;
+        Some(pb::WatchResponse {
+            header: self.etcd.header(revision),
+            watch_id: NO_WATCH,
+            ..Default::default()
+        })
+    }
+
+    /// Periodic progress notices: one per synced `progress_notify` watch.
+    fn notify_progress(&self) -> Vec<pb::WatchResponse> {
+        self.by_store
+            .iter()
+            .filter(|(_, watched)| watched.progress_notify)
+            .filter_map(|(id, watched)| {
+                let revision = self.synced(std::iter::once((id, watched)))?;
+                Some(pb::WatchResponse {
+                    header: self.etcd.header(revision),
+                    watch_id: watched.etcd_id,
+                    ..Default::default()
+                })
+            })
+            .collect()
     }
 
     fn create(&mut self, create: pb::WatchCreateRequest) -> Vec<pb::WatchResponse> {
@@ -109,12 +164,13 @@ impl Session {
             start_revision: create.start_revision,
             prev_kv: create.prev_kv,
         };
-        let created = self
-            .etcd
-            .service
-            .read(|state| state.kv.watch_create(&request));
-        let id = match created {
-            Ok(id) => id,
+        let created = self.etcd.service.read(|state| {
+            let id = state.kv.watch_create(&request)?;
+            let progress = state.kv.watch_progress(id);
+            Ok((id, progress.map_or(0, |p| p.delivered_through)))
+        });
+        let (id, rendered_through) = match created {
+            Ok(created) => created,
             Err(KvError::Compacted {
                 compacted_revision, ..
             }) => {
@@ -148,6 +204,8 @@ impl Session {
                 no_put: filters(FilterType::Noput),
                 no_delete: filters(FilterType::Nodelete),
                 fragment: create.fragment,
+                progress_notify: create.progress_notify,
+                rendered_through,
                 _slot: slot,
             },
         );
@@ -185,12 +243,13 @@ impl Session {
 
     /// The responses carrying a pump line of store watch `id`.
     fn render(&mut self, id: WatchId, line: Line) -> Vec<pb::WatchResponse> {
-        let Some(watched) = self.by_store.get(&id) else {
+        let Some(watched) = self.by_store.get_mut(&id) else {
             return Vec::new(); // cancelled meanwhile
         };
         let etcd_id = watched.etcd_id;
         match line {
             Line::Events(batch) => {
+                watched.rendered_through = batch.response.to_revision;
                 let events: Vec<mvccpb::Event> = batch
                     .response
                     .events
@@ -311,16 +370,20 @@ impl Etcd {
             by_store: BTreeMap::new(),
             by_etcd: BTreeMap::new(),
             next_etcd_id: 0,
+            progress_wanted: false,
         };
         let mut stopping = self.service.shared().stopping.subscribe();
+        let every = self.service.config().watch_progress_notify_interval;
+        let mut notify = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tokio::spawn(async move {
             'stream: loop {
-                let answers = tokio::select! {
+                let mut answers = tokio::select! {
                     request = requests.next() => match request {
                         Some(request) => session.handle(request),
                         None => break 'stream,
                     },
                     Some((id, line)) = lines_in.recv() => session.render(id, line),
+                    _ = notify.tick() => session.notify_progress(),
                     () = out.closed() => break 'stream,
                     _ = stopping.changed() => {
                         let stopped = Status::unavailable("etcdserver: server stopped");
@@ -328,6 +391,7 @@ impl Etcd {
                         break 'stream;
                     }
                 };
+                answers.extend(session.progress());
                 for answer in answers {
                     if out.send(Ok(answer)).await.is_err() {
                         break 'stream;
