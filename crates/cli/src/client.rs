@@ -1,5 +1,6 @@
-//! The client subcommands: `put`, `get`, `del`, `ls`, `status` over the HTTP API. Endpoints are
-//! tried in order until one answers; output is for people unless `--json` is given.
+//! The client subcommands: `put`, `get`, `del`, `watch`, `ls`, `status` over the HTTP API, or
+//! (`--etcd`) `put`, `get`, `del` and `watch` over etcd's gRPC API (`etcd_client.rs`). Endpoints
+//! are tried in order until one answers; output is for people unless `--json` is given.
 
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
@@ -17,10 +18,72 @@ pub struct Common {
         default_value = "http://127.0.0.1:4001",
         value_delimiter = ','
     )]
-    endpoints: Vec<String>,
+    pub(crate) endpoints: Vec<String>,
     /// Print the server's JSON instead of a human summary.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+    /// Speak etcd's v3 gRPC API (put, get, del, watch): to an etcd cluster, or to raftkv's
+    /// client port, which speaks it too.
+    #[arg(long, env = "RAFTKV_ETCD")]
+    pub(crate) etcd: bool,
+}
+
+impl Common {
+    /// Refuses `--etcd` for a command that speaks only raftkv's HTTP API.
+    fn http_only(&self, command: &str) -> Result<()> {
+        if self.etcd {
+            bail!("`raftkv {command}` speaks raftkv's HTTP API only; drop --etcd");
+        }
+        Ok(())
+    }
+}
+
+/// `raftkv watch`.
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// The key (or prefix with --prefix).
+    key: String,
+    /// Watch every key starting with KEY.
+    #[arg(long)]
+    prefix: bool,
+    /// Start at this revision (past events first); 0: from now.
+    #[arg(long, default_value_t = 0)]
+    rev: i64,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// One change a watch prints, the same over either API.
+pub struct WatchEvent {
+    /// A put (else a delete).
+    pub put: bool,
+    pub key: String,
+    pub value: String,
+    /// The revision of the change.
+    pub revision: i64,
+}
+
+impl WatchEvent {
+    /// One line: `PUT key = value (revision N)`, `DELETE key (revision N)`, or JSON.
+    pub fn print(&self, json: bool) {
+        let kind = if self.put { "PUT" } else { "DELETE" };
+        if json {
+            let line = serde_json::json!({
+                "type": kind,
+                "key": self.key,
+                "value": self.value,
+                "revision": self.revision,
+            });
+            println!("{line}");
+        } else if self.put {
+            println!(
+                "{kind} {} = {} (revision {})",
+                self.key, self.value, self.revision
+            );
+        } else {
+            println!("{kind} {} (revision {})", self.key, self.revision);
+        }
+    }
 }
 
 /// `raftkv put`.
@@ -103,7 +166,7 @@ fn kv_url(endpoint: &str, key: &str, query: &[(&str, &str)]) -> Result<reqwest::
     Ok(url)
 }
 
-fn normalize(endpoint: &str) -> String {
+pub(crate) fn normalize(endpoint: &str) -> String {
     if endpoint.contains("://") {
         endpoint.to_string()
     } else {
@@ -320,6 +383,11 @@ fn decode_value(kv: &Value) -> String {
 
 /// `raftkv put K V`.
 pub async fn put(args: PutArgs) -> Result<()> {
+    if args.common.etcd {
+        let lease = args.lease.unwrap_or(0);
+        return crate::etcd_client::put(&args.common, &args.key, &args.value, args.cas, lease)
+            .await;
+    }
     let cas = args.cas.map(|n| n.to_string());
     let lease = args.lease.map(|n| n.to_string());
     let query: Vec<(&str, &str)> = cas
@@ -350,6 +418,10 @@ pub async fn put(args: PutArgs) -> Result<()> {
 
 /// `raftkv get K`.
 pub async fn get(args: GetArgs) -> Result<()> {
+    if args.common.etcd {
+        let stale = args.consistency == "stale";
+        return crate::etcd_client::get(&args.common, &args.key, stale).await;
+    }
     let consistency = args.consistency.as_str();
     let (status, body) = send(
         &args.common,
@@ -371,6 +443,9 @@ pub async fn get(args: GetArgs) -> Result<()> {
 
 /// `raftkv del K`.
 pub async fn del(args: DelArgs) -> Result<()> {
+    if args.common.etcd {
+        return crate::etcd_client::del(&args.common, &args.key, args.prefix).await;
+    }
     let query: &[(&str, &str)] = if args.prefix { &[("prefix", "")] } else { &[] };
     let (status, body) = send_write(
         &args.common,
@@ -395,6 +470,7 @@ const LS_PAGE_KEYS: &str = "1000";
 /// `raftkv ls PREFIX`: every key under the prefix, page by page, all at the first page's
 /// revision.
 pub async fn ls(args: LsArgs) -> Result<()> {
+    args.common.http_only("ls")?;
     let mut start: Option<String> = None;
     let mut revision: Option<String> = None;
     loop {
@@ -434,8 +510,92 @@ pub async fn ls(args: LsArgs) -> Result<()> {
     }
 }
 
+/// `raftkv watch K`: prints each change until the stream ends.
+pub async fn watch(args: WatchArgs) -> Result<()> {
+    if args.common.etcd {
+        let common = &args.common;
+        return crate::etcd_client::watch(common, &args.key, args.prefix, args.rev).await;
+    }
+    let mut query = Vec::new();
+    if args.prefix {
+        query.push(("prefix".to_string(), String::new()));
+    }
+    if args.rev != 0 {
+        query.push(("rev".to_string(), args.rev.to_string()));
+    }
+    let mut failures = Vec::new();
+    for endpoint in &args.common.endpoints {
+        let mut url = reqwest::Url::parse(&normalize(endpoint))
+            .with_context(|| format!("endpoint `{endpoint}` is not a URL"))?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow!("endpoint `{endpoint}` cannot take a path"))?
+            .clear()
+            .extend(["v1", "watch", &args.key]);
+        let mut query_text = String::new();
+        for (k, v) in &query {
+            if !query_text.is_empty() {
+                query_text.push('&');
+            }
+            query_text.push_str(k);
+            if !v.is_empty() {
+                query_text.push('=');
+                query_text.push_str(v);
+            }
+        }
+        url.set_query((!query_text.is_empty()).then_some(query_text.as_str()));
+        let response = match reqwest::get(url).await {
+            Ok(response) => response,
+            Err(e) if e.is_connect() => {
+                failures.push(format!("{endpoint}: {e}"));
+                continue;
+            }
+            Err(e) => bail!("{endpoint}: {e}"),
+        };
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            check(status, &body)?;
+            bail!("{endpoint} refused the watch: HTTP {status}");
+        }
+        return print_watch_lines(response, args.common.json).await;
+    }
+    bail!("no endpoint answered ({})", failures.join("; "))
+}
+
+/// Prints the events of an HTTP watch stream (JSON lines) until it ends.
+async fn print_watch_lines(mut response: reqwest::Response, json: bool) -> Result<()> {
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let value: Value = serde_json::from_slice(&line).with_context(|| {
+                format!(
+                    "a watch line is not JSON: {:?}",
+                    String::from_utf8_lossy(&line)
+                )
+            })?;
+            if let Some(error) = value["error"].as_str() {
+                bail!("the watch ended: {error}");
+            }
+            for event in value["events"].as_array().into_iter().flatten() {
+                let kv = &event["kv"];
+                WatchEvent {
+                    put: event["type"] == "put",
+                    key: kv["key"].as_str().unwrap_or_default().to_string(),
+                    value: decode_value(kv),
+                    revision: kv["mod_revision"].as_i64().unwrap_or_default(),
+                }
+                .print(json);
+            }
+        }
+    }
+    bail!("the watch stream ended")
+}
+
 /// `raftkv status`.
 pub async fn status(args: StatusArgs) -> Result<()> {
+    args.common.http_only("status")?;
     let (status, body) = send(
         &args.common,
         Method::GET,
@@ -504,6 +664,7 @@ pub struct RemoveMemberArgs {
 
 /// `raftkv remove-member NAME`.
 pub async fn remove_member(args: RemoveMemberArgs) -> Result<()> {
+    args.common.http_only("remove-member")?;
     let path = format!("/v1/members/{}", args.name);
     let (status, body) = send(
         &args.common,
@@ -556,6 +717,10 @@ fn api_url(endpoint: &str, path: &str, query: Option<&str>) -> Result<reqwest::U
 
 /// `raftkv lease`.
 pub async fn lease(command: LeaseCommand) -> Result<()> {
+    let (LeaseCommand::Grant { common, .. }
+    | LeaseCommand::Keepalive { common, .. }
+    | LeaseCommand::Revoke { common, .. }) = &command;
+    common.http_only("lease")?;
     match command {
         LeaseCommand::Grant { ttl, common } => {
             let query = format!("ttl={ttl}");

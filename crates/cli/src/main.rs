@@ -1,9 +1,10 @@
 //! The `raftkv` binary: `raftkv serve` runs a node, `raftkv dev` a local cluster, and the other
-//! subcommands are a client of the HTTP API.
+//! subcommands are a client of the HTTP API (or, with `--etcd`, of etcd's gRPC API).
 
 mod bench;
 mod client;
 mod dev;
+mod etcd_client;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ enum Command {
     Get(client::GetArgs),
     /// Delete a key (or every key under a prefix with --prefix).
     Del(client::DelArgs),
+    /// Print each change to a key (or every key under a prefix with --prefix) as it happens.
+    Watch(client::WatchArgs),
     /// List the keys under a prefix.
     Ls(client::LsArgs),
     /// Show a node's view of the cluster.
@@ -63,6 +66,7 @@ fn main() -> std::process::ExitCode {
             Command::Put(args) => client::put(args).await,
             Command::Get(args) => client::get(args).await,
             Command::Del(args) => client::del(args).await,
+            Command::Watch(args) => client::watch(args).await,
             Command::Ls(args) => client::ls(args).await,
             Command::Status(args) => client::status(args).await,
             Command::Lease(command) => client::lease(command).await,
