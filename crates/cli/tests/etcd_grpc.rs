@@ -493,3 +493,61 @@ async fn a_progress_notify_watch_gets_periodic_notices_at_the_current_revision()
     assert!(notice.header.unwrap().revision >= put_at);
     assert!(started.elapsed() < Duration::from_millis(PROGRESS_NOTIFY_MS * 5));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nested_txn_runs_the_branch_its_compare_chose_and_answers_nested() {
+    let root = tempfile::tempdir().unwrap();
+    let (_nodes, endpoints, leader) = etcd_cluster(root.path()).await;
+    let mut kv = KvClient::new(channel(&endpoints[(leader + 1) % 3]).await);
+    put(&mut kv, "k", b"1").await;
+    let op = |request| RequestOp {
+        request: Some(request),
+    };
+    let put_op = |key: &str, value: &str| {
+        op(request_op::Request::RequestPut(PutRequest {
+            key: key.as_bytes().to_vec().into(),
+            value: value.as_bytes().to_vec().into(),
+            ..Default::default()
+        }))
+    };
+    let nested = TxnRequest {
+        compare: vec![Compare {
+            result: compare::CompareResult::Equal as i32,
+            target: compare::CompareTarget::Value as i32,
+            key: "k".into(),
+            target_union: Some(compare::TargetUnion::Value("1".into())),
+            ..Default::default()
+        }],
+        success: vec![put_op("j", "yes")],
+        failure: vec![put_op("j", "no")],
+    };
+    let answer = kv
+        .txn(TxnRequest {
+            success: vec![
+                put_op("k", "2"),
+                op(request_op::Request::RequestTxn(nested)),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.succeeded);
+    let Some(response_op::Response::ResponseTxn(inner)) = &answer.responses[1].response else {
+        panic!("{answer:?}")
+    };
+    assert!(
+        inner.succeeded,
+        "its compare saw the state before the transaction"
+    );
+    assert_eq!(inner.header, answer.header);
+    let j = kv
+        .range(RangeRequest {
+            key: "j".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(j.kvs[0].value, "yes");
+}

@@ -14,8 +14,8 @@ use crate::Revision;
 use crate::command::{
     CompactResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseExpireResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse, NoopResponse, Op, PutRequest,
-    PutResponse, Reply, Request, Response, ResponseOp, SessionExpireResponse, SessionOpenResponse,
-    TxnOp, TxnOpResponse, TxnRequest, TxnResponse,
+    PutResponse, Reply, Request, RequestOp, Response, ResponseOp, SessionExpireResponse,
+    SessionOpenResponse, TxnOp, TxnOpResponse, TxnRequest, TxnResponse,
 };
 use crate::key_range::KeyRange;
 use crate::mvcc::{Committed, KeyHistory, LeaseMove, RangeBudget, WriteBatch};
@@ -154,57 +154,60 @@ impl KvStore {
     }
 
     fn execute_txn(&mut self, txn: &TxnRequest) -> Result<TxnResponse> {
+        let path = self.txn_path(txn);
+        self.check_txn(txn, &path)?;
+        let mut budget = RangeBudget::new(self.limits.range_bytes_max);
+        let mut batch = self.mvcc.begin();
+        let mut response = match run_txn(&mut batch, txn, &path, &mut budget) {
+            Ok(response) => response,
+            Err(error) => {
+                batch.rollback();
+                return Err(error);
+            }
+        };
+        let committed = batch.commit();
+        // Ranges answered before the commit report the revision the transaction created.
+        set_range_revisions(&mut response.responses, self.revision());
+        self.after_commit(committed);
+        Ok(response)
+    }
+
+    /// The branch `txn` and each transaction nested in it take, decided before anything is
+    /// written: every compare, nested ones included, sees the state before the transaction
+    /// (as etcd evaluates them).
+    fn txn_path(&self, txn: &TxnRequest) -> TxnPath {
         let succeeded = txn.compare.iter().all(|c| compare_holds(&self.mvcc, c));
         let branch = if succeeded {
             &txn.success
         } else {
             &txn.failure
         };
-        let ops: Vec<&TxnOp> = branch
+        let nested = branch
             .iter()
-            .map(|op| op.op.as_ref().expect("validated"))
+            .filter_map(|op| match &op.op {
+                Some(TxnOp::Txn(nested)) => Some(self.txn_path(nested)),
+                _ => None,
+            })
             .collect();
-        for op in &ops {
-            match op {
+        TxnPath { succeeded, nested }
+    }
+
+    /// The state-dependent checks of the operations on `path`, before anything is written.
+    fn check_txn(&self, txn: &TxnRequest, path: &TxnPath) -> Result<()> {
+        let mut nested = path.nested.iter();
+        for op in path.branch(txn) {
+            match op.op.as_ref().expect("validated") {
                 TxnOp::Put(put) => self.check_put(put)?,
                 TxnOp::Range(range) if range.revision != 0 => {
                     self.mvcc.read_revision(range.revision)?;
                 }
+                TxnOp::Txn(txn) => {
+                    self.check_txn(txn, nested.next().expect("a path per nested txn"))?;
+                }
                 TxnOp::Range(_) | TxnOp::DeleteRange(_) => {}
             }
         }
-        let mut budget = RangeBudget::new(self.limits.range_bytes_max);
-        let mut batch = self.mvcc.begin();
-        let mut responses = Vec::with_capacity(ops.len());
-        for op in ops {
-            let response = match op {
-                TxnOp::Put(put) => TxnOpResponse::Put(put_in(&mut batch, put)),
-                TxnOp::DeleteRange(delete) => {
-                    TxnOpResponse::DeleteRange(delete_in(&mut batch, delete))
-                }
-                TxnOp::Range(range) => match batch.mvcc().range(range, &mut budget) {
-                    Ok(response) => TxnOpResponse::Range(response),
-                    Err(error) => {
-                        batch.rollback();
-                        return Err(error);
-                    }
-                },
-            };
-            responses.push(ResponseOp { op: Some(response) });
-        }
-        let committed = batch.commit();
-        // Ranges answered before the commit report the revision the transaction created.
-        let header = self.revision();
-        for response in &mut responses {
-            if let Some(TxnOpResponse::Range(range)) = &mut response.op {
-                range.revision = header;
-            }
-        }
-        self.after_commit(committed);
-        Ok(TxnResponse {
-            succeeded,
-            responses,
-        })
+        Ok(())
     }
 
     fn execute_lease_grant(
@@ -288,6 +291,63 @@ impl KvStore {
             if to != 0 {
                 self.leases.attach(to, key);
             }
+        }
+    }
+}
+
+/// Which branch a transaction takes, and the paths of the transactions nested in that branch,
+/// in order.
+struct TxnPath {
+    succeeded: bool,
+    nested: Vec<TxnPath>,
+}
+
+impl TxnPath {
+    /// The operations `txn` runs on this path.
+    fn branch<'a>(&self, txn: &'a TxnRequest) -> &'a [RequestOp] {
+        if self.succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        }
+    }
+}
+
+/// Runs the branch of `txn` that `path` takes, nested transactions included, in `batch`.
+fn run_txn(
+    batch: &mut WriteBatch<'_>,
+    txn: &TxnRequest,
+    path: &TxnPath,
+    budget: &mut RangeBudget,
+) -> Result<TxnResponse> {
+    let branch = path.branch(txn);
+    let mut nested = path.nested.iter();
+    let mut responses = Vec::with_capacity(branch.len());
+    for op in branch {
+        let response = match op.op.as_ref().expect("validated") {
+            TxnOp::Put(put) => TxnOpResponse::Put(put_in(batch, put)),
+            TxnOp::DeleteRange(delete) => TxnOpResponse::DeleteRange(delete_in(batch, delete)),
+            TxnOp::Range(range) => TxnOpResponse::Range(batch.mvcc().range(range, budget)?),
+            TxnOp::Txn(txn) => {
+                let path = nested.next().expect("a path per nested txn");
+                TxnOpResponse::Txn(run_txn(batch, txn, path, budget)?)
+            }
+        };
+        responses.push(ResponseOp { op: Some(response) });
+    }
+    Ok(TxnResponse {
+        succeeded: path.succeeded,
+        responses,
+    })
+}
+
+/// Sets the revision of every range answer in `responses`, nested ones included.
+fn set_range_revisions(responses: &mut [ResponseOp], revision: Revision) {
+    for response in responses {
+        match &mut response.op {
+            Some(TxnOpResponse::Range(range)) => range.revision = revision,
+            Some(TxnOpResponse::Txn(txn)) => set_range_revisions(&mut txn.responses, revision),
+            _ => {}
         }
     }
 }

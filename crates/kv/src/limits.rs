@@ -14,6 +14,9 @@ pub const VALUE_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
 pub const REQUEST_BYTES_MAX_DEFAULT: u64 = 3 * 512 * 1024;
 /// Default [`Limits::txn_ops_max`]: 128 (etcd's `--max-txn-ops`).
 pub const TXN_OPS_MAX_DEFAULT: u64 = 128;
+/// Most levels of transactions nested in one another (a bound on the recursion of validating
+/// and applying one; far beyond what etcd's recipes use).
+pub const TXN_NESTING_MAX: usize = 32;
 /// Default [`Limits::range_bytes_max`]: 4 MiB.
 pub const RANGE_BYTES_MAX_DEFAULT: u64 = 4 * 1024 * 1024;
 /// Default [`Limits::leases_max`]: one million.

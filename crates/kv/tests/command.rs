@@ -482,3 +482,93 @@ fn an_empty_store_is_at_revision_one_and_the_first_write_makes_two() {
     let restored = KvStore::restore(&mut empty.as_slice(), Limits::default()).unwrap();
     assert_eq!(restored.revision(), INITIAL_REVISION);
 }
+
+/// etcd's nested transactions: every compare, nested ones included, sees the state before the
+/// transaction; operations see earlier writes of the same transaction; answers nest.
+#[test]
+fn a_nested_transaction_decides_on_the_state_before_and_answers_nested() {
+    let mut store = KvStore::new(Limits::default());
+    store.apply(1, &Request::put("k", "1").encode_to_vec());
+    let value_is = |value: &str| {
+        Compare::new(
+            "k",
+            CompareOp::Equal,
+            CompareTarget::Value(value.as_bytes().to_vec().into()),
+        )
+    };
+    let nested = TxnRequest {
+        compare: vec![value_is("1")],
+        success: vec![
+            PutRequest::new("j", "before").into(),
+            RangeRequest::key("k").into(),
+        ],
+        failure: vec![PutRequest::new("j", "after").into()],
+    };
+    let outer = TxnRequest {
+        compare: vec![],
+        success: vec![PutRequest::new("k", "2").into(), nested.into()],
+        failure: vec![],
+    };
+    let applied = store.apply(2, &Request::new(Op::Txn(outer)).encode_to_vec());
+    let Ok(Reply::Txn(txn)) = applied.result else {
+        panic!("{applied:?}")
+    };
+    let Some(TxnOpResponse::Txn(inner)) = &txn.responses[1].op else {
+        panic!("{txn:?}")
+    };
+    assert!(
+        inner.succeeded,
+        "the nested compare saw k = 1, before the outer put"
+    );
+    let Some(TxnOpResponse::Range(read)) = &inner.responses[1].op else {
+        panic!("{inner:?}")
+    };
+    assert_eq!(read.kvs[0].value, "2", "a nested read sees the outer put");
+    assert_eq!(read.revision, applied.revision);
+    assert_eq!(
+        store.range(&RangeRequest::key("j")).unwrap().kvs[0].value,
+        "before"
+    );
+}
+
+#[test]
+fn a_key_written_by_a_transaction_and_its_nested_one_is_refused() {
+    let limits = Limits::default();
+    let nested = |success: Vec<RequestOp>, failure: Vec<RequestOp>| TxnRequest {
+        compare: vec![],
+        success,
+        failure,
+    };
+    let put = |key: &str| RequestOp::from(PutRequest::new(key.to_owned(), "v"));
+    let outer = |ops: Vec<RequestOp>| Request::new(Op::Txn(nested(ops, vec![])));
+    let twice = outer(vec![put("k"), nested(vec![put("k")], vec![]).into()]);
+    assert!(matches!(
+        twice.validate(&limits),
+        Err(KvError::InvalidRequest(_))
+    ));
+    let deleted = outer(vec![
+        RequestOp::from(DeleteRangeRequest::prefix("k")),
+        nested(vec![], vec![put("k/1")]).into(),
+    ]);
+    assert!(matches!(
+        deleted.validate(&limits),
+        Err(KvError::InvalidRequest(_))
+    ));
+    // Only one of a nested transaction's branches runs: each may write the same key.
+    let either = outer(vec![nested(vec![put("k")], vec![put("k")]).into()]);
+    assert_eq!(either.validate(&limits), Ok(()));
+
+    let mut deep = nested(vec![], vec![]);
+    for _ in 0..TXN_NESTING_MAX {
+        deep = nested(vec![deep.into()], vec![]);
+    }
+    assert_eq!(
+        Request::new(Op::Txn(deep.clone())).validate(&limits),
+        Ok(())
+    );
+    let deeper = nested(vec![deep.into()], vec![]);
+    assert!(matches!(
+        Request::new(Op::Txn(deeper)).validate(&limits),
+        Err(KvError::Malformed(_))
+    ));
+}

@@ -309,6 +309,7 @@ impl Model {
                         return Err(e);
                     }
                 },
+                TxnOp::Txn(_) => unreachable!("the model's transactions are flat (`txn_op`)"),
             };
             responses.push(ResponseOp { op: Some(r) });
         }

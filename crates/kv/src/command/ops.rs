@@ -338,13 +338,17 @@ pub enum TxnOp {
     /// Delete keys.
     #[prost(message, tag = "3")]
     DeleteRange(DeleteRangeRequest),
+    /// A nested transaction (at most [`crate::TXN_NESTING_MAX`] deep): its compares are
+    /// evaluated, with every other compare, before the outer transaction writes anything.
+    #[prost(message, tag = "4")]
+    Txn(TxnRequest),
 }
 
 /// A [`TxnOp`] in a message (a repeated field cannot hold a oneof directly).
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct RequestOp {
     /// The operation (required).
-    #[prost(oneof = "TxnOp", tags = "1, 2, 3")]
+    #[prost(oneof = "TxnOp", tags = "1, 2, 3, 4")]
     pub op: Option<TxnOp>,
 }
 
@@ -369,6 +373,12 @@ impl From<RangeRequest> for RequestOp {
 impl From<DeleteRangeRequest> for RequestOp {
     fn from(delete: DeleteRangeRequest) -> Self {
         TxnOp::DeleteRange(delete).into()
+    }
+}
+
+impl From<TxnRequest> for RequestOp {
+    fn from(txn: TxnRequest) -> Self {
+        TxnOp::Txn(txn).into()
     }
 }
 

@@ -77,13 +77,16 @@ pub enum TxnOpResponse {
     /// Answer to a delete.
     #[prost(message, tag = "3")]
     DeleteRange(DeleteRangeResponse),
+    /// Answer to a nested transaction.
+    #[prost(message, tag = "4")]
+    Txn(TxnResponse),
 }
 
 /// A [`TxnOpResponse`] in a message.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct ResponseOp {
     /// The answer (always present in answers made by the store).
-    #[prost(oneof = "TxnOpResponse", tags = "1, 2, 3")]
+    #[prost(oneof = "TxnOpResponse", tags = "1, 2, 3, 4")]
     pub op: Option<TxnOpResponse>,
 }
 

@@ -10,7 +10,7 @@ use super::{
     RequestOp, TxnOp, TxnRequest,
 };
 use crate::key_range::KeyRange;
-use crate::{KvError, LEASE_EXPIRE_IDS_MAX, Limits, Result};
+use crate::{KvError, LEASE_EXPIRE_IDS_MAX, Limits, Result, TXN_NESTING_MAX};
 
 fn malformed(what: &str) -> KvError {
     KvError::Malformed(what.to_owned())
@@ -172,6 +172,15 @@ impl Compare {
 
 impl TxnRequest {
     fn check_well_formed(&self) -> Result<()> {
+        self.check_well_formed_at(0)
+    }
+
+    fn check_well_formed_at(&self, depth: usize) -> Result<()> {
+        if depth > TXN_NESTING_MAX {
+            return Err(malformed(&format!(
+                "transactions nested more than {TXN_NESTING_MAX} deep"
+            )));
+        }
         for compare in &self.compare {
             if compare.target.is_none() {
                 return Err(malformed("compare without a target"));
@@ -183,18 +192,22 @@ impl TxnRequest {
                 )));
             }
         }
-        if self
-            .success
-            .iter()
-            .chain(&self.failure)
-            .any(|op| op.op.is_none())
-        {
-            return Err(malformed("transaction operation without an operation"));
+        for op in self.success.iter().chain(&self.failure) {
+            match &op.op {
+                None => return Err(malformed("transaction operation without an operation")),
+                Some(TxnOp::Txn(nested)) => nested.check_well_formed_at(depth + 1)?,
+                Some(_) => {}
+            }
         }
         Ok(())
     }
 
     fn validate(&self, limits: &Limits) -> Result<()> {
+        self.writes(limits).map(|_| ())
+    }
+
+    /// Checks the transaction; what either of its branches may write.
+    fn writes(&self, limits: &Limits) -> Result<Writes> {
         let lists = [
             ("compares", self.compare.len()),
             ("success operations", self.success.len()),
@@ -212,29 +225,47 @@ impl TxnRequest {
         for compare in &self.compare {
             compare.validate(limits)?;
         }
-        for branch in [&self.success, &self.failure] {
-            validate_branch(branch, limits)?;
-        }
-        Ok(())
+        let mut writes = validate_branch(&self.success, limits)?;
+        let failure = validate_branch(&self.failure, limits)?;
+        // Only one branch runs: a key written by both is written once.
+        writes.puts.extend(failure.puts);
+        writes.puts.sort_unstable();
+        writes.puts.dedup();
+        writes.deletes.extend(failure.deletes);
+        Ok(writes)
     }
 }
 
+/// What a transaction branch writes, nested transactions included.
+struct Writes {
+    /// Keys put.
+    puts: Vec<Bytes>,
+    /// Ranges deleted.
+    deletes: Vec<KeyRange>,
+}
+
 /// Checks each operation, and that no key is written twice (two puts, or a put inside a deleted
-/// range): every key changes at most once per revision, which the MVCC index relies on. Deletes
-/// may overlap each other (a key already deleted is not deleted again).
-fn validate_branch(branch: &[RequestOp], limits: &Limits) -> Result<()> {
-    let mut puts: Vec<&Bytes> = Vec::new();
+/// range), counting what a nested transaction may write: every key changes at most once per
+/// revision, which the MVCC index relies on. Deletes may overlap each other (a key already
+/// deleted is not deleted again).
+fn validate_branch(branch: &[RequestOp], limits: &Limits) -> Result<Writes> {
+    let mut puts: Vec<Bytes> = Vec::new();
     let mut deletes: Vec<KeyRange> = Vec::new();
     for op in branch {
         match op.op.as_ref().expect("checked by check_well_formed") {
             TxnOp::Range(range) => range.validate(limits)?,
             TxnOp::Put(put) => {
                 put.validate(limits)?;
-                puts.push(&put.key);
+                puts.push(put.key.clone());
             }
             TxnOp::DeleteRange(delete) => {
                 delete.validate(limits)?;
                 deletes.push(KeyRange::new(&delete.key, &delete.range_end));
+            }
+            TxnOp::Txn(nested) => {
+                let writes = nested.writes(limits)?;
+                puts.extend(writes.puts);
+                deletes.extend(writes.deletes);
             }
         }
     }
@@ -243,12 +274,12 @@ fn validate_branch(branch: &[RequestOp], limits: &Limits) -> Result<()> {
     if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
         return Err(invalid(format!("transaction puts key {:?} twice", pair[0])));
     }
-    for key in puts {
+    for key in &puts {
         if deletes.iter().any(|range| range.contains(key)) {
             return Err(invalid(format!(
                 "transaction both puts and deletes key {key:?}"
             )));
         }
     }
-    Ok(())
+    Ok(Writes { puts, deletes })
 }

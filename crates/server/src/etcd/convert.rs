@@ -134,11 +134,7 @@ fn request_op(op: pb::RequestOp) -> Result<kv::RequestOp, Status> {
         Some(request_op::Request::RequestRange(r)) => kv::TxnOp::Range(range(&r)?),
         Some(request_op::Request::RequestPut(p)) => kv::TxnOp::Put(put(p)?),
         Some(request_op::Request::RequestDeleteRange(d)) => kv::TxnOp::DeleteRange(delete(d)),
-        Some(request_op::Request::RequestTxn(_)) => {
-            return Err(Status::unimplemented(
-                "raftkv does not support nested transactions yet",
-            ));
-        }
+        Some(request_op::Request::RequestTxn(t)) => kv::TxnOp::Txn(txn(t)?),
         None => {
             return Err(Status::invalid_argument(
                 "etcdserver: empty request operation",
@@ -196,6 +192,9 @@ pub fn txn_response(
                         header,
                         ..delete_response(d)
                     })
+                }
+                kv::TxnOpResponse::Txn(t) => {
+                    response_op::Response::ResponseTxn(txn_response(t, header))
                 }
             };
             pb::ResponseOp {
