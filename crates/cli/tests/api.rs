@@ -171,7 +171,7 @@ async fn a_watch_streams_every_change_in_revision_order_from_the_past_and_live()
     wait_for_leader(std::slice::from_ref(&url)).await;
     let first = put_ok(&url, "w/a", "1").await["revision"].as_i64().unwrap();
     // A watch from the first write's revision sees the history, then live changes.
-    let mut stream = http()
+    let stream = http()
         .get(format!("{url}/v1/watch/w/?prefix&rev={first}"))
         .send()
         .await
@@ -187,31 +187,22 @@ async fn a_watch_streams_every_change_in_revision_order_from_the_past_and_live()
     assert_eq!(response.status().as_u16(), 200);
     let mut events = Vec::new();
     let mut next_revision = first;
-    let mut buffer = String::new();
+    let mut lines = JsonLines::new(stream);
     while events.len() < 3 {
-        let chunk = tokio::time::timeout(PATIENCE, stream.chunk())
-            .await
-            .expect("watch stream stalled")
-            .unwrap()
-            .expect("watch stream ended");
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find('\n') {
-            let line: serde_json::Value = serde_json::from_str(&buffer[..end]).unwrap();
-            buffer.drain(..=end);
-            // Responses cover contiguous revision ranges: no gap.
-            assert_eq!(
-                line["from_revision"].as_i64(),
-                Some(next_revision),
-                "{line}"
-            );
-            next_revision = line["to_revision"].as_i64().unwrap() + 1;
-            for event in line["events"].as_array().unwrap() {
-                events.push((
-                    event["type"].as_str().unwrap().to_string(),
-                    event["kv"]["key"].as_str().unwrap().to_string(),
-                    event["kv"]["mod_revision"].as_i64().unwrap(),
-                ));
-            }
+        let line = lines.next().await;
+        // Responses cover contiguous revision ranges: no gap.
+        assert_eq!(
+            line["from_revision"].as_i64(),
+            Some(next_revision),
+            "{line}"
+        );
+        next_revision = line["to_revision"].as_i64().unwrap() + 1;
+        for event in line["events"].as_array().unwrap() {
+            events.push((
+                event["type"].as_str().unwrap().to_string(),
+                event["kv"]["key"].as_str().unwrap().to_string(),
+                event["kv"]["mod_revision"].as_i64().unwrap(),
+            ));
         }
     }
     let kinds: Vec<(&str, &str)> = events
@@ -422,22 +413,13 @@ async fn every_watcher_of_a_busy_prefix_gets_every_event() {
             .unwrap();
         assert_eq!(response.status().as_u16(), 200);
         watchers.push(tokio::spawn(async move {
-            let mut response = response;
-            let (mut seen, mut buffer) = (Vec::new(), Vec::new());
+            let mut lines = JsonLines::new(response);
+            let mut seen = Vec::new();
             while (seen.len() as u64) < PUTS {
-                let chunk = tokio::time::timeout(PATIENCE, response.chunk())
-                    .await
-                    .expect("events keep coming")
-                    .unwrap()
-                    .expect("the stream stays open");
-                buffer.extend_from_slice(&chunk);
-                while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
-                    let line: serde_json::Value = serde_json::from_slice(&buffer[..end]).unwrap();
-                    buffer.drain(..=end);
-                    assert!(line.get("error").is_none(), "{line}");
-                    for event in line["events"].as_array().into_iter().flatten() {
-                        seen.push(event["kv"]["mod_revision"].as_i64().unwrap());
-                    }
+                let line = lines.next().await;
+                assert!(line.get("error").is_none(), "{line}");
+                for event in line["events"].as_array().into_iter().flatten() {
+                    seen.push(event["kv"]["mod_revision"].as_i64().unwrap());
                 }
             }
             seen
@@ -499,7 +481,7 @@ async fn a_slow_watcher_reads_on_from_history() {
     node.start(&[]);
     let url = node.url();
     wait_for_leader(std::slice::from_ref(&url)).await;
-    let mut response = reqwest::Client::new() // no overall timeout: the stream is long
+    let response = reqwest::Client::new() // no overall timeout: the stream is long
         .get(format!("{url}/v1/watch/slow/?prefix"))
         .send()
         .await
@@ -510,24 +492,16 @@ async fn a_slow_watcher_reads_on_from_history() {
     for n in 0..PUTS {
         put_ok(&url, &format!("slow/{n}"), &value).await;
     }
-    let (mut seen, mut buffer, mut next) = (0, Vec::new(), None);
+    let (mut seen, mut next) = (0, None);
+    let mut lines = JsonLines::new(response);
     while seen < PUTS {
-        let chunk = tokio::time::timeout(PATIENCE, response.chunk())
-            .await
-            .expect("events keep coming")
-            .unwrap()
-            .expect("the stream stays open");
-        buffer.extend_from_slice(&chunk);
-        while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
-            let line: serde_json::Value = serde_json::from_slice(&buffer[..end]).unwrap();
-            buffer.drain(..=end);
-            assert!(line.get("error").is_none(), "not cancelled: {line}");
-            if let Some(from) = next {
-                assert_eq!(line["from_revision"].as_i64(), Some(from), "no gap");
-            }
-            next = line["to_revision"].as_i64().map(|to| to + 1);
-            seen += line["events"].as_array().map_or(0, Vec::len);
+        let line = lines.next().await;
+        assert!(line.get("error").is_none(), "not cancelled: {line}");
+        if let Some(from) = next {
+            assert_eq!(line["from_revision"].as_i64(), Some(from), "no gap");
         }
+        next = line["to_revision"].as_i64().map(|to| to + 1);
+        seen += line["events"].as_array().map_or(0, Vec::len);
     }
     assert_eq!(seen, PUTS);
 }

@@ -551,3 +551,43 @@ async fn a_nested_txn_runs_the_branch_its_compare_chose_and_answers_nested() {
         .into_inner();
     assert_eq!(j.kvs[0].value, "yes");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_without_a_quorum_answers_no_leader() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut nodes, endpoints, leader) = etcd_cluster(root.path()).await;
+    let survivor = (leader + 1) % 3;
+    for (i, node) in nodes.iter_mut().enumerate() {
+        if i != survivor {
+            node.kill();
+        }
+    }
+    let mut kv = KvClient::new(channel(&endpoints[survivor]).await);
+    let refused = common::eventually("the survivor to know it has no leader", || {
+        let mut kv = kv.clone();
+        async move {
+            let put = kv
+                .put(PutRequest {
+                    key: "k".into(),
+                    ..Default::default()
+                })
+                .await;
+            match put {
+                Err(status) if status.message() == "etcdserver: no leader" => Some(status),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert_eq!(refused.code(), Code::Unavailable);
+    let read = kv
+        .range(RangeRequest {
+            key: "k".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        refusal(read),
+        (Code::Unavailable, "etcdserver: no leader".to_string())
+    );
+}

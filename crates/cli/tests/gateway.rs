@@ -154,7 +154,7 @@ async fn the_gateway_watch_streams_result_lines() {
         json!({ "key": b64("w/1"), "value": b64("a") }),
     )
     .await;
-    let mut stream = reqwest::Client::new()
+    let stream = reqwest::Client::new()
         .post(format!("{url}/v3/watch"))
         .json(&json!({ "create_request": { "key": b64("w/"), "range_end": b64("w0"), "start_revision": "1" } }))
         .send()
@@ -167,24 +167,16 @@ async fn the_gateway_watch_streams_result_lines() {
         json!({ "key": b64("w/2"), "value": b64("b") }),
     )
     .await;
-    let (mut lines, mut buffer) = (Vec::new(), Vec::new());
+    let mut lines: Vec<Value> = Vec::new();
+    let mut stream = JsonLines::new(stream);
     while lines.len() < 2
         || lines
             .iter()
-            .map(|l: &Value| l["result"]["events"].as_array().map_or(0, Vec::len))
+            .map(|l| l["result"]["events"].as_array().map_or(0, Vec::len))
             .sum::<usize>()
             < 2
     {
-        let chunk = tokio::time::timeout(PATIENCE, stream.chunk())
-            .await
-            .expect("the watch answers")
-            .unwrap()
-            .expect("the stream stays open");
-        buffer.extend_from_slice(&chunk);
-        while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
-            lines.push(serde_json::from_slice(&buffer[..end]).unwrap());
-            buffer.drain(..=end);
-        }
+        lines.push(stream.next().await);
     }
     assert_eq!(lines[0]["result"]["created"], true, "{lines:?}");
     let events: Vec<Value> = lines

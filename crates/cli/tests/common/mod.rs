@@ -58,6 +58,38 @@ pub fn free_port_run(n: u16) -> u16 {
     }
 }
 
+/// A stream of JSON lines (a watch), read a line at a time.
+pub struct JsonLines {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl JsonLines {
+    pub fn new(response: reqwest::Response) -> JsonLines {
+        JsonLines {
+            response,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next line; panics if the stream stalls for `PATIENCE` or ends.
+    pub async fn next(&mut self) -> Value {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+                let line = serde_json::from_slice(&self.buffer[..end]).expect("a JSON line");
+                self.buffer.drain(..=end);
+                return line;
+            }
+            let chunk = tokio::time::timeout(PATIENCE, self.response.chunk())
+                .await
+                .expect("the stream stalled")
+                .expect("the stream reads")
+                .expect("the stream stays open");
+            self.buffer.extend_from_slice(&chunk);
+        }
+    }
+}
+
 /// One node process.
 pub struct Node {
     pub name: String,
