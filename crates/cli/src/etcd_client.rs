@@ -65,6 +65,16 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0] // every key
 }
 
+/// The key and range end of `key`, or of every key starting with it.
+fn key_range(key: &str, prefix: bool) -> (bytes::Bytes, bytes::Bytes) {
+    let end = if prefix {
+        prefix_end(key.as_bytes())
+    } else {
+        Vec::new()
+    };
+    (key.as_bytes().to_vec().into(), end.into())
+}
+
 /// `raftkv --etcd put K V [--cas N] [--lease ID]`.
 pub async fn put(
     common: &Common,
@@ -162,14 +172,10 @@ pub async fn get(common: &Common, key: &str, stale: bool) -> Result<()> {
 /// `raftkv --etcd del K [--prefix]`.
 pub async fn del(common: &Common, key: &str, prefix: bool) -> Result<()> {
     let mut kv = KvClient::new(connect(common).await?);
+    let (key, range_end) = key_range(key, prefix);
     let delete = DeleteRangeRequest {
-        key: key.as_bytes().to_vec().into(),
-        range_end: if prefix {
-            prefix_end(key.as_bytes())
-        } else {
-            Vec::new()
-        }
-        .into(),
+        key,
+        range_end,
         ..Default::default()
     };
     let answer = kv.delete_range(delete).await.map_err(refused)?.into_inner();
@@ -185,14 +191,10 @@ pub async fn del(common: &Common, key: &str, prefix: bool) -> Result<()> {
 /// `raftkv --etcd watch K [--prefix] [--rev N]`: prints events until the stream ends.
 pub async fn watch(common: &Common, key: &str, prefix: bool, rev: i64) -> Result<()> {
     let mut client = WatchClient::new(connect(common).await?);
+    let (key, range_end) = key_range(key, prefix);
     let create = WatchCreateRequest {
-        key: key.as_bytes().to_vec().into(),
-        range_end: if prefix {
-            prefix_end(key.as_bytes())
-        } else {
-            Vec::new()
-        }
-        .into(),
+        key,
+        range_end,
         start_revision: rev,
         ..Default::default()
     };
