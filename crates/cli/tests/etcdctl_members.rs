@@ -38,8 +38,10 @@ async fn etcdctl_member_add_learner_join_promote_and_remove() {
     let added = etcdctl(&follower, &["member", "add", "d", &peer_flag, "--learner"]);
     let hex = added.split_whitespace().nth(1).unwrap().to_string();
     let id = u64::from_str_radix(&hex, 16).unwrap();
+    // etcdctl prints ids with Go's `%16x`: padded with spaces to 16 characters.
+    let printed = format!("{id:16x}");
     assert!(
-        added.starts_with(&format!("Member {hex} added to cluster ")),
+        added.starts_with(&format!("Member {printed} added to cluster ")),
         "{added}"
     );
     assert!(added.contains("ETCD_NAME=\"d\""), "{added}");
@@ -86,7 +88,7 @@ async fn etcdctl_member_add_learner_join_promote_and_remove() {
 
     let promoted = etcdctl(&follower, &["member", "promote", &hex]);
     assert!(
-        promoted.starts_with(&format!("Member {hex} promoted in cluster ")),
+        promoted.starts_with(&format!("Member {printed} promoted in cluster ")),
         "{promoted}"
     );
     let voter = listed(&follower, id).unwrap();
@@ -99,7 +101,7 @@ async fn etcdctl_member_add_learner_join_promote_and_remove() {
 
     let removed = etcdctl(&follower, &["member", "remove", &hex]);
     assert!(
-        removed.starts_with(&format!("Member {hex} removed from cluster ")),
+        removed.starts_with(&format!("Member {printed} removed from cluster ")),
         "{removed}"
     );
     assert!(listed(&follower, id).is_none());
