@@ -151,3 +151,59 @@ async fn raftkv_watch_prints_the_same_over_http_and_over_etcds_api() {
     let (_, over_http) = script(&follower, false, root.path()).await;
     assert_eq!(over_http, WATCHED);
 }
+
+/// `raftkv bench --protocol etcd`: the same load against a real etcd and against raftkv, each
+/// request answered, one JSON summary line at the end; `raftkv bench floor` measures the floor.
+#[tokio::test(flavor = "multi_thread")]
+async fn raftkv_bench_loads_etcd_and_raftkv_through_etcds_api() {
+    const REQUESTS: u64 = 300;
+    let root = tempfile::tempdir().unwrap();
+    let etcd = EtcdServer::start(root.path());
+    let (_nodes, endpoints, _) = etcd_cluster(root.path()).await;
+    let bench = |endpoints: &str, extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_raftkv"))
+            .args(["bench", "--protocol", "etcd", "--op", "mixed"])
+            .args(["--clients", "8", "--connections", "2", "--keys", "50"])
+            .args([
+                "--requests",
+                &REQUESTS.to_string(),
+                "--endpoints",
+                endpoints,
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        summary
+    };
+    for (target, summary) in [
+        ("etcd", bench(&etcd.endpoint, &[])),
+        ("raftkv", bench(&endpoints.join(","), &[])),
+        (
+            "raftkv, serializable, open loop",
+            bench(
+                &endpoints.join(","),
+                &["--consistency", "serializable", "--rate", "2000"],
+            ),
+        ),
+    ] {
+        assert_eq!(summary["protocol"], "etcd", "{target}: {summary}");
+        assert_eq!(summary["requests"], REQUESTS, "{target}: {summary}");
+        assert_eq!(summary["errors"], 0, "{target}: {summary}");
+        assert!(
+            summary["latency_ms"]["p99"].as_f64().unwrap() > 0.0,
+            "{target}: {summary}"
+        );
+    }
+
+    let floor = Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(["bench", "floor", "--samples", "5", "--dir"])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    assert!(floor.status.success(), "{floor:?}");
+    let floor: serde_json::Value = serde_json::from_slice(&floor.stdout).unwrap();
+    assert!(floor["fdatasync_p50_ms"].as_f64().unwrap() > 0.0, "{floor}");
+    assert!(floor["loopback_rtt_p50_ms"].as_f64().is_some(), "{floor}");
+}
