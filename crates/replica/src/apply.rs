@@ -69,7 +69,7 @@ impl<S: Storage> Replica<S> {
         }
     }
 
-    fn apply(&mut self, entries: Vec<Entry>, now_ms: u64) {
+    pub(crate) fn apply(&mut self, entries: Vec<Entry>, now_ms: u64) {
         let record = self.settings.record_applies;
         let mut results = Vec::with_capacity(entries.len());
         {

@@ -48,6 +48,12 @@ pub struct SnapshotTask {
 }
 
 impl SnapshotTask {
+    /// The [`State::digest`](crate::State::digest) of the state the snapshot shows (proportional
+    /// to the store's size: off the node loop).
+    pub fn digest(&self) -> u64 {
+        self.view.digest()
+    }
+
     /// The snapshot, encoded (proportional to the store's size).
     pub fn encode(&self) -> Snapshot {
         Snapshot {
@@ -155,12 +161,21 @@ pub enum Event {
         /// `State::digest` after it.
         digest: u64,
     },
-    /// A snapshot of this node's state was asked for.
+    /// The engine started: its state machine is the snapshot in storage (index 0: empty), before
+    /// any entry of the log is applied.
+    Recovered {
+        /// The snapshot's index.
+        index: Index,
+        /// Its term.
+        term: Term,
+        /// `State::digest` of the state restored from it.
+        digest: u64,
+    },
+    /// A snapshot of this node's state was asked for (its `SnapshotTask` is in the same
+    /// output; `SnapshotTask::digest` hashes the state it shows).
     SnapshotRequested {
         /// Its index.
         index: Index,
-        /// `State::digest` at that index.
-        digest: u64,
     },
     /// A snapshot was written and the log is compacted up to it.
     SnapshotTaken {

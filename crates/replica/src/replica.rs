@@ -7,8 +7,9 @@
 //! report them with [`Replica::snapshot_written`], compact the storage as told, route the replies.
 //! Several `Persist`s may be under way at once.
 //!
-//! Invariants: a `Ready`'s persisted messages leave, its committed entries are applied and the
-//! core hears `advance` only once its `Persist` is reported, in order; a write is answered only
+//! Invariants: a `Ready`'s persisted messages leave and the core hears that its writes are durable
+//! only once its `Persist` is reported, in order; its committed entries (durable here already) are
+//! applied as it is taken, unless a leader's snapshot under way comes first (then once reported); a write is answered only
 //! once its entry is applied with the term it was proposed in; a read only once the state has
 //! applied its read index; the log is compacted only up to a snapshot whose file is durable.
 
@@ -202,6 +203,12 @@ impl<S: Storage> Replica<S> {
             replica.node.campaign();
         }
         replica.leadership = (replica.node.raft().leader(), replica.node.raft().term());
+        let digest = replica.state().digest();
+        replica.out.events.push(Event::Recovered {
+            index,
+            term: snapshot.metadata.term,
+            digest,
+        });
         replica.drain(now_ms);
         Ok(replica)
     }
@@ -312,6 +319,20 @@ impl<S: Storage> Replica<S> {
         Ok(self.node.transfer_leader(target)?)
     }
 
+    /// The driver's disk has been syncing for longer than it may (a stalled disk): a leader
+    /// hands leadership to its most up-to-date voter. It cannot apply what it cannot persist,
+    /// while its heartbeats would keep everyone else from electing a leader that can. Returns
+    /// the voter asked to take over.
+    pub fn disk_stalled(&mut self) -> Option<NodeId> {
+        let target = self.transfer_target()?;
+        let refused = self.node.transfer_leader(target).err();
+        self.out.events.push(Event::Proposed {
+            what: Own::Transfer(target),
+            refused: refused.as_ref().map(|e| e.to_string()),
+        });
+        refused.is_none().then_some(target)
+    }
+
     /// Stops: hands leadership to an up-to-date voter (if leader) and refuses new writes;
     /// `is_stopped` says when the driver may exit.
     pub fn shutdown(&mut self) {
@@ -375,15 +396,42 @@ impl<S: Storage> Replica<S> {
                 entries: ready.entries,
                 snapshot: ready.snapshot.clone(),
             });
+            let mut ack = ack;
+            let mut committed_entries = ready.committed_entries;
+            if self.may_apply_now(ready.snapshot.is_some()) && !committed_entries.is_empty() {
+                // Committed entries are durable in this node's log already (the core hands out
+                // no other): apply them while this `Ready`'s own writes are synced, so an apply
+                // never waits for the disk twice (etcd applies the same way).
+                ack.applied = None;
+                let last = committed_entries.last().map(|e| e.index);
+                self.apply(std::mem::take(&mut committed_entries), now_ms);
+                if let Some(last) = last {
+                    self.node.advance_apply(last);
+                }
+                self.maybe_snapshot();
+            }
             self.in_flight.push_back(InFlight {
                 seq,
                 snapshot: ready.snapshot,
                 persisted_messages: ready.persisted_messages,
-                committed_entries: ready.committed_entries,
+                committed_entries,
                 ack,
             });
         }
         self.release_reads();
+    }
+
+    /// Whether a `Ready`'s committed entries may be applied when it is taken rather than once
+    /// its `Persist` is reported: not if it or an earlier one under way installs a leader's
+    /// snapshot (the entries follow it), nor if an earlier one still holds entries (order).
+    /// (The core already hands out no entry past a snapshot that is not durable; this keeps the
+    /// engine right on its own.)
+    fn may_apply_now(&self, installs_snapshot: bool) -> bool {
+        !installs_snapshot
+            && self
+                .in_flight
+                .iter()
+                .all(|f| f.snapshot.is_none() && f.committed_entries.is_empty())
     }
 
     fn on_role_change(&mut self, role: Role, leader: Option<NodeId>, now_ms: u64) {

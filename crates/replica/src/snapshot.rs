@@ -33,10 +33,9 @@ impl<S: Storage> Replica<S> {
         match self.node.create_snapshot(applied, bytes::Bytes::new()) {
             Ok(snapshot) => {
                 self.snapshot_pending = Some(applied);
-                self.out.events.push(Event::SnapshotRequested {
-                    index: applied,
-                    digest: view.digest(),
-                });
+                self.out
+                    .events
+                    .push(Event::SnapshotRequested { index: applied });
                 self.out.snapshot_tasks.push(SnapshotTask {
                     metadata: snapshot.metadata,
                     view,

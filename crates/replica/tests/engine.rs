@@ -239,3 +239,112 @@ fn a_stopping_replica_refuses_writes() {
         "a lone voter has no one to hand over to"
     );
 }
+
+#[test]
+fn committed_entries_are_applied_before_the_persist_that_carries_them_is_reported() {
+    let mut one = One::new(settings());
+    let request = Request::put(Bytes::from_static(b"k"), Bytes::from_static(b"v"));
+    one.engine
+        .propose(9, Command::kv(request.encode_to_vec().into()));
+    // The entry's own write: durable once reported, and then committed (one voter).
+    let output = one.engine.take_output(0);
+    assert_eq!(output.persist.len(), 1);
+    let write = &output.persist[0];
+    one.engine.storage_mut().append(&write.entries);
+    one.engine
+        .persisted(0, write.seq, None)
+        .expect("nothing to restore");
+    // The next Ready carries the new commit index to persist and the entry to apply: it is
+    // applied and answered now, while that Persist is still under way.
+    let output = one.engine.take_output(0);
+    assert!(
+        output.persist.iter().any(|p| p.hard_state.is_some()),
+        "the commit index is still to be persisted"
+    );
+    assert!(
+        output
+            .replies
+            .iter()
+            .any(|(id, r)| *id == 9 && matches!(r, Ok(Answer::Applied { .. }))),
+        "{:?}",
+        output.replies
+    );
+    assert_eq!(one.engine.persists_in_flight(), output.persist.len());
+}
+
+/// Three replicas over `MemStorage` whose writes are durable at once and whose messages arrive
+/// at once.
+struct Three {
+    nodes: Vec<Replica<MemStorage>>,
+}
+
+impl Three {
+    fn new() -> Three {
+        let nodes = (1..=3)
+            .map(|id| {
+                Replica::new(
+                    &Config::new(id, vec![1, 2, 3]),
+                    MemStorage::new(),
+                    settings(),
+                    0,
+                )
+                .expect("a fresh replica starts")
+            })
+            .collect();
+        Three { nodes }
+    }
+
+    fn run(&mut self) {
+        loop {
+            let mut messages = Vec::new();
+            let mut produced = false;
+            for node in &mut self.nodes {
+                let output = node.take_output(0);
+                produced |= !output.is_empty();
+                messages.extend(output.messages);
+                for write in output.persist {
+                    let storage = node.storage_mut();
+                    if let Some(hs) = write.hard_state {
+                        storage.set_hard_state(hs);
+                    }
+                    storage.append(&write.entries);
+                    node.persisted(0, write.seq, None)
+                        .expect("nothing to restore");
+                }
+            }
+            if !produced {
+                return;
+            }
+            for message in messages {
+                let to = (message.to - 1) as usize;
+                let _ = self.nodes[to].step(vec![message]);
+            }
+        }
+    }
+
+    fn leader(&self) -> Option<u64> {
+        self.nodes
+            .iter()
+            .find(|n| n.raft().role() == raftkv_raft::Role::Leader)
+            .map(|n| n.raft().id())
+    }
+}
+
+#[test]
+fn a_leader_whose_disk_stalls_hands_leadership_to_an_up_to_date_voter() {
+    let mut three = Three::new();
+    three.nodes[0].campaign();
+    three.run();
+    assert_eq!(three.leader(), Some(1));
+    let target = three.nodes[0]
+        .disk_stalled()
+        .expect("a leader with up-to-date voters hands over");
+    three.run();
+    assert_eq!(three.leader(), Some(target));
+    assert_ne!(target, 1);
+    assert_eq!(
+        three.nodes[0].disk_stalled(),
+        None,
+        "a follower has nothing to hand over"
+    );
+}

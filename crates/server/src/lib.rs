@@ -12,12 +12,13 @@
 //! | `codec.rs` | the peer wire format |
 //! | `transport.rs` | peer connections: handshake, batching, bounded queues, reconnect |
 //! | `snapshots.rs` | the snapshot worker: taking and installing snapshots off the driver |
+//! | `syncer.rs` | the WAL syncer: `fdatasync` off the driver, one sync for every write meanwhile |
 //! | `service.rs` | the node's operations, for every protocol front end |
 //! | `api/` | the HTTP API, one file per concept, and forwarding to the leader |
 //! | `metrics.rs` | counters and the `/metrics` scrape |
 //!
-//! Threads: one driver thread owns the core and the WAL (syncs block only it); tokio runs the
-//! transport and the HTTP API. They meet in a bounded input queue and in `node::Shared`, whose
+//! Threads: one driver thread owns the engine and the WAL's writes; the syncer runs its
+//! `fdatasync`s and the snapshot worker its snapshots; tokio runs the transport and the APIs. They meet in a bounded input queue and in `node::Shared`, whose
 //! locks are held briefly and never across an `.await`.
 
 pub mod api;
@@ -34,6 +35,7 @@ pub mod node;
 pub mod peer_sources;
 pub mod service;
 pub mod snapshots;
+pub mod syncer;
 pub mod transport;
 
 pub use raftkv_replica::{members, state};

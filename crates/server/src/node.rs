@@ -3,10 +3,13 @@
 //! transport, storage writes on the WAL, snapshots to a worker thread, replies to the waiting
 //! clients. Everything the node decides is decided by the engine; this loop only does the I/O.
 //!
-//! Each turn of the loop takes every queued input at once, so all proposals that arrived during
-//! the previous sync share the next one (group commit through batching): the engine's `Persist`
-//! carries them all, the WAL writes them in one append and one `fdatasync`. A leader's appends go
-//! out before its own sync (pipelining); votes and acknowledgements only after it.
+//! Each turn of the loop takes every queued input at once, so all proposals that arrived meanwhile
+//! share one `Persist` (batching). The driver appends each `Persist` to the WAL and leaves the
+//! `fdatasync` to the syncer thread (`syncer.rs`), so it keeps taking input while the disk works;
+//! the `Persist`s written during one sync share the next (group commit), and each is reported to
+//! the engine, in order, once a sync that began after its write has succeeded. A leader's appends
+//! go out before its own sync (pipelining); votes and acknowledgements only after it. A leader
+//! whose sync runs past the stall bound hands leadership over (`Replica::disk_stalled`).
 //!
 //! Snapshots never block the loop: the engine hands over a copy-on-write view, the snapshot
 //! worker encodes it, writes and syncs the file, and reports back; the loop then only records a
@@ -35,6 +38,7 @@ use crate::members::Member;
 use crate::metrics::Metrics;
 use crate::snapshots::{self, Done, Installed, Job};
 use crate::state::{Applied, State};
+use crate::syncer;
 use crate::transport::{PeerAddrs, Transport};
 
 /// Inputs queued for the driver before senders are refused (clients get 503, peers' messages
@@ -112,6 +116,8 @@ pub enum Input {
     },
     /// The snapshot worker finished a job.
     SnapshotDone(Done),
+    /// The syncer made every `Persist` through this number durable, or failed (fatal).
+    Synced(Result<u64, String>),
 }
 
 /// What `/v1/status` shows; refreshed by the driver after every turn.
@@ -248,6 +254,15 @@ pub struct Driver {
     installing: Option<u64>,
     /// The worker's report on that install, to finish in the next flush.
     installed: Option<Box<Installed>>,
+    /// Hands syncs to the syncer.
+    syncer: SyncSender<syncer::Job>,
+    /// `Persist`s written but not yet reported, in order, with whether they wait for a sync
+    /// (one with nothing to write only waits for those before it).
+    awaiting_sync: VecDeque<(u64, bool)>,
+    /// The syncer's latest report: every `Persist` through this number is durable.
+    synced_through: u64,
+    /// When leadership was last handed over for a stalled sync.
+    stall_handover: Option<Instant>,
     /// A failure reported outside a flush (a snapshot that could not be written): the node stops.
     failure: Option<String>,
     /// Signalled once the driver stops after a shutdown.
@@ -266,6 +281,15 @@ impl Driver {
         inputs: SyncSender<Input>,
     ) -> std::io::Result<Self> {
         let writer = engine.storage().snapshot_writer();
+        let syncer = syncer::spawn(
+            shared.clone(),
+            inputs.clone(),
+            syncer::Settings {
+                dir: engine.storage().dir().to_path_buf(),
+                stall_file: config.debug_stall_file.clone(),
+                fail_file: config.debug_fail_sync_file.clone(),
+            },
+        )?;
         let snapshots = snapshots::spawn(writer, inputs, config.debug_snapshot_delay)?;
         let mut driver = Driver {
             engine,
@@ -279,6 +303,10 @@ impl Driver {
             persists: VecDeque::new(),
             installing: None,
             installed: None,
+            syncer,
+            awaiting_sync: VecDeque::new(),
+            synced_through: 0,
+            stall_handover: None,
             failure: None,
             done: None,
         };
@@ -307,6 +335,7 @@ impl Driver {
                 self.engine.tick(now_ms);
                 next_tick += tick;
             }
+            self.check_stall();
             if let Some(input) = first {
                 self.handle(input);
                 for input in inputs.try_iter().take(INPUT_BATCH_MAX) {
@@ -360,7 +389,7 @@ impl Driver {
     fn handle(&mut self, input: Input) {
         if !matches!(
             input,
-            Input::Peer(_) | Input::Shutdown { .. } | Input::SnapshotDone(_)
+            Input::Peer(_) | Input::Shutdown { .. } | Input::SnapshotDone(_) | Input::Synced(_)
         ) {
             self.shared.client_inputs.fetch_sub(1, Ordering::Relaxed);
         }
@@ -420,6 +449,8 @@ impl Driver {
                 ));
             }
             Input::SnapshotDone(Done::Installed(installed)) => self.installed = Some(installed),
+            Input::Synced(Ok(through)) => self.synced_through = self.synced_through.max(through),
+            Input::Synced(Err(failure)) => self.failure = Some(failure),
         }
     }
 
@@ -484,15 +515,20 @@ impl Driver {
         }
     }
 
-    /// Writes the queued `Persist`s in order and reports each, up to one that installs a
-    /// leader's snapshot: that one goes to the snapshot worker, and the rest wait for it.
-    /// Returns whether any was reported.
+    /// Writes the queued `Persist`s in order (without syncing), hands one sync for them to the
+    /// syncer, and reports those already durable; stops at one that installs a leader's
+    /// snapshot: that one goes to the snapshot worker once every earlier one is reported, and
+    /// the rest wait for it. Returns whether any was reported.
     fn write_persists(&mut self) -> Result<bool, String> {
-        let mut wrote = false;
+        let reported = self.report_synced()?;
+        let mut written = None;
         while self.installing.is_none()
             && let Some(write) = self.persists.front()
         {
             if let Some(snapshot) = &write.snapshot {
+                if !self.awaiting_sync.is_empty() {
+                    break;
+                }
                 let job = Job::Install {
                     seq: write.seq,
                     snapshot: snapshot.clone(),
@@ -507,15 +543,70 @@ impl Driver {
             let Some(write) = self.persists.pop_front() else {
                 break;
             };
-            if !write.is_empty() {
-                self.save(write.hard_state, &write.entries)?;
+            if write.is_empty() {
+                self.awaiting_sync.push_back((write.seq, false));
+                continue;
             }
-            self.engine
-                .persisted(self.now_ms(), write.seq, None)
-                .map_err(|e| e.to_string())?;
-            wrote = true;
+            let wal = self.engine.storage_mut();
+            wal.append(&write.entries).map_err(|e| e.to_string())?;
+            if let Some(hard_state) = write.hard_state {
+                wal.set_hard_state(hard_state).map_err(|e| e.to_string())?;
+            }
+            self.awaiting_sync.push_back((write.seq, true));
+            written = Some(write.seq);
         }
-        Ok(wrote)
+        if let Some(through) = written {
+            let file = self
+                .engine
+                .storage_mut()
+                .write_for_sync()
+                .map_err(|e| e.to_string())?;
+            self.syncer
+                .send(syncer::Job { file, through })
+                .map_err(|_| "the write-ahead log syncer is gone".to_string())?;
+        }
+        Ok(self.report_synced()? || reported)
+    }
+
+    /// Reports to the engine, in order, every written `Persist` the syncer made durable (and
+    /// those with nothing to write right behind them).
+    fn report_synced(&mut self) -> Result<bool, String> {
+        let mut reported = false;
+        while let Some(&(seq, needs_sync)) = self.awaiting_sync.front() {
+            if needs_sync && seq > self.synced_through {
+                break;
+            }
+            self.awaiting_sync.pop_front();
+            self.engine
+                .persisted(self.now_ms(), seq, None)
+                .map_err(|e| e.to_string())?;
+            reported = true;
+        }
+        Ok(reported)
+    }
+
+    /// A leader whose sync has run past the stall bound hands leadership over, again after
+    /// every further bound while the stall lasts.
+    fn check_stall(&mut self) {
+        let bound = self.config.tick * self.config.disk_stall_ticks;
+        if self
+            .shared
+            .sync_running_for()
+            .is_none_or(|running| running <= bound)
+        {
+            self.stall_handover = None;
+            return;
+        }
+        if self.stall_handover.is_some_and(|at| at.elapsed() <= bound) {
+            return;
+        }
+        self.stall_handover = Some(Instant::now());
+        if let Some(target) = self.engine.disk_stalled() {
+            tracing::warn!(
+                target,
+                "the disk has not finished a sync for over {bound:?}: handing leadership over"
+            );
+        }
     }
 
     /// The worker wrote and decoded the leader's snapshot: record it in the WAL, write the rest
@@ -608,6 +699,9 @@ impl Driver {
                 Metrics::bump(&self.shared.metrics.snapshots_installed);
                 self.shared.applied.notify_waiters();
                 tracing::info!(index, term, "installed snapshot from the leader");
+            }
+            Event::Recovered { index, term, .. } => {
+                tracing::info!(index, term, "started from the snapshot in storage");
             }
             Event::SnapshotRequested { index, .. } => {
                 tracing::debug!(index, "snapshot requested");

@@ -528,6 +528,8 @@ impl SimNode {
             self.writes.push_back(PendingWrite { persist, done_at });
         }
         for task in snapshot_tasks {
+            self.snapshot_digests
+                .insert(task.metadata.index, task.digest());
             self.snapshots.push_back((now + self.disk_latency, task));
         }
         for snapshot in compact {
@@ -616,6 +618,15 @@ impl SimNode {
                     effect,
                 });
             }
+            Event::Recovered {
+                index,
+                term,
+                digest,
+            } => out.state_machine.push(StateMachineEvent::Restored {
+                index,
+                term,
+                digest,
+            }),
             Event::SnapshotInstalled {
                 index,
                 term,
@@ -630,10 +641,8 @@ impl SimNode {
                     digest,
                 });
             }
-            Event::SnapshotRequested { index, digest } => {
-                self.snapshot_digests.insert(index, digest);
-                out.persisted
-                    .push(format!("snapshot at {index} requested (digest {digest:x})"));
+            Event::SnapshotRequested { index } => {
+                out.persisted.push(format!("snapshot at {index} requested"));
             }
             Event::SnapshotTaken { index, term, bytes } => {
                 out.persisted.push(format!(
@@ -767,15 +776,6 @@ impl SimNode {
         config.seed = self.config.seed ^ self.incarnation.wrapping_mul(0x9E37_79B9);
         let engine = Replica::new(&config, storage, self.engine_settings(), ms(now))
             .map_err(OpenError::Engine)?;
-        let (index, term) = {
-            let snapshot = engine.storage().snapshot();
-            (snapshot.metadata.index, snapshot.metadata.term)
-        };
-        out.state_machine.push(StateMachineEvent::Restored {
-            index,
-            term,
-            digest: engine.state().digest(),
-        });
         self.engine = Some(engine);
         self.drain(now, out);
         Ok(())

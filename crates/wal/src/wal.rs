@@ -232,6 +232,23 @@ impl<D: Disk> Wal<D> {
         self.write_pending()
     }
 
+    /// Writes everything appended so far (no sync) and returns a second handle on the tail file,
+    /// for a sync on another thread: once that handle's `sync` succeeds, everything appended
+    /// before this call is durable (a segment rollover syncs the segments before the tail). Lets
+    /// the caller keep appending while the sync runs. The caller must treat a failed sync as
+    /// the WAL's failure (stop, acknowledge nothing more).
+    pub fn write_for_sync(&mut self) -> Result<D::File> {
+        self.check()?;
+        self.write_pending()?;
+        match self.tail.try_clone() {
+            Ok(file) => Ok(file),
+            Err(e) => {
+                let path = self.tail_path();
+                Err(self.fail(WalError::io("open for sync", path, e)))
+            }
+        }
+    }
+
     /// Writes and syncs everything appended so far. Only once this returns `Ok` is it durable. A
     /// failure stops the WAL for good (see `WalError::Failed`).
     pub fn sync(&mut self) -> Result<()> {

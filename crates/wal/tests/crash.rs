@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use raftkv_raft::{ConfState, Entry, HardState, MemStorage, Snapshot, SnapshotMetadata, Storage};
-use raftkv_wal::{Crash, Disk, MemDisk, Tear, Wal, WalError, WalOptions};
+use raftkv_wal::{Crash, Disk, DiskFile, MemDisk, Tear, Wal, WalError, WalOptions};
 
 const DIR: &str = "/data";
 
@@ -321,6 +321,43 @@ fn sync_failure_is_fatal_and_names_the_directory() {
     disk.crash(Crash::clean());
     let (wal, _) = Wal::open(disk, DIR, options()).unwrap();
     assert_eq!(wal.last_index(), 1);
+}
+
+/// `write_for_sync`: what was appended before it is durable once the handle it returns is synced
+/// (from another thread), and not before; appends after it wait for the next sync; a segment
+/// rollover between the two leaves the earlier segments synced.
+#[test]
+fn a_sync_on_another_thread_makes_durable_what_was_written_before_it() {
+    let disk = MemDisk::new();
+    let (mut wal, _) = Wal::open(disk.clone(), DIR, options()).unwrap();
+    wal.append(&[entry(1, 1), entry(2, 1)]).unwrap();
+    let mut handle = wal.write_for_sync().unwrap();
+    wal.append(&[entry(3, 1)]).unwrap();
+    std::thread::spawn(move || handle.sync().unwrap())
+        .join()
+        .unwrap();
+    disk.crash(Crash::clean());
+    let (mut wal, _) = Wal::open(disk.clone(), DIR, options()).unwrap();
+    assert_eq!(
+        wal.last_index(),
+        2,
+        "synced through the other handle, and only that"
+    );
+
+    // Enough entries to roll over to new segments before the handle is taken.
+    let more: Vec<Entry> = (3..60).map(|i| entry(i, 1)).collect();
+    wal.append(&more).unwrap();
+    let segments = wal.segment_count();
+    assert!(
+        segments > 1,
+        "the appends must roll over ({segments} segment)"
+    );
+    let mut handle = wal.write_for_sync().unwrap();
+    handle.sync().unwrap();
+    drop(wal);
+    disk.crash(Crash::clean());
+    let (wal, _) = Wal::open(disk, DIR, options()).unwrap();
+    assert_eq!(wal.last_index(), 59);
 }
 
 #[test]

@@ -106,4 +106,10 @@ impl DiskFile for FsFile {
     fn allocate(&mut self, len_bytes: u64) -> io::Result<()> {
         fs4::fs_std::FileExt::allocate(&self.file, len_bytes)
     }
+
+    fn try_clone(&self) -> io::Result<FsFile> {
+        Ok(FsFile {
+            file: self.file.try_clone()?,
+        })
+    }
 }

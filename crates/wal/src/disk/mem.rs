@@ -481,4 +481,12 @@ impl DiskFile for MemFile {
             Ok(())
         })
     }
+
+    fn try_clone(&self) -> io::Result<MemFile> {
+        Ok(MemFile {
+            state: self.state.clone(),
+            inode: self.inode,
+            generation: self.generation,
+        })
+    }
 }

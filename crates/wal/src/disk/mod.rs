@@ -52,6 +52,11 @@ pub trait DiskFile: Send + 'static {
     fn sync(&mut self) -> io::Result<()>;
     /// Grows the file to at least `len_bytes` of reserved, zero-filled space.
     fn allocate(&mut self, len_bytes: u64) -> io::Result<()>;
+    /// A second handle on the same file: its `sync` makes durable what was written through
+    /// either (so another thread can sync while this one writes on).
+    fn try_clone(&self) -> io::Result<Self>
+    where
+        Self: Sized;
 }
 
 /// An `InvalidData` error for a file longer than a reader accepts.
