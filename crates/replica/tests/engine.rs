@@ -1,7 +1,10 @@
 //! The engine's node-loop rules on a one-node replica over `MemStorage`, driven the way both
 //! drivers drive it: input, take the output, carry out every `Persist` in order, report it.
 
+mod common;
+
 use bytes::Bytes;
+use common::Cluster;
 use raftkv_kv::Request;
 use raftkv_raft::{Config, MemStorage, ReadMode, Snapshot, SnapshotMetadata, Storage};
 use raftkv_replica::{
@@ -272,67 +275,9 @@ fn committed_entries_are_applied_before_the_persist_that_carries_them_is_reporte
     assert_eq!(one.engine.persists_in_flight(), output.persist.len());
 }
 
-/// Three replicas over `MemStorage` whose writes are durable at once and whose messages arrive
-/// at once.
-struct Three {
-    nodes: Vec<Replica<MemStorage>>,
-}
-
-impl Three {
-    fn new() -> Three {
-        let nodes = (1..=3)
-            .map(|id| {
-                Replica::new(
-                    &Config::new(id, vec![1, 2, 3]),
-                    MemStorage::new(),
-                    settings(),
-                    0,
-                )
-                .expect("a fresh replica starts")
-            })
-            .collect();
-        Three { nodes }
-    }
-
-    fn run(&mut self) {
-        loop {
-            let mut messages = Vec::new();
-            let mut produced = false;
-            for node in &mut self.nodes {
-                let output = node.take_output(0);
-                produced |= !output.is_empty();
-                messages.extend(output.messages);
-                for write in output.persist {
-                    let storage = node.storage_mut();
-                    if let Some(hs) = write.hard_state {
-                        storage.set_hard_state(hs);
-                    }
-                    storage.append(&write.entries);
-                    node.persisted(0, write.seq, None)
-                        .expect("nothing to restore");
-                }
-            }
-            if !produced {
-                return;
-            }
-            for message in messages {
-                let to = (message.to - 1) as usize;
-                let _ = self.nodes[to].step(vec![message]);
-            }
-        }
-    }
-
-    fn leader(&self) -> Option<u64> {
-        self.nodes
-            .iter()
-            .find(|n| n.raft().role() == raftkv_raft::Role::Leader)
-            .map(|n| n.raft().id())
-    }
-}
-
 #[test]
 fn a_leader_whose_disk_stalls_hands_leadership_to_an_up_to_date_voter() {
-    let mut three = Three::new();
+    let mut three = Cluster::new(3, settings());
     three.nodes[0].campaign();
     three.run();
     assert_eq!(three.leader(), Some(1));

@@ -357,7 +357,7 @@ pub async fn serve_peers(
                 ));
                 return;
             };
-            if let Err(e) = serve_peer(&mut stream, id, from, inputs).await {
+            if let Err(e) = serve_peer(&mut stream, id, from, inputs, &removed).await {
                 tracing::warn!(%remote, error = %e, "peer connection closed");
             }
         });
@@ -426,12 +426,17 @@ async fn accept_handshake(
         )));
     }
     if removed(from) {
-        return Err(ServerError::Handshake(format!(
-            "node {from} was removed from the cluster; wipe its data dir and --join again to \
-             bring it back"
-        )));
+        return Err(ServerError::Handshake(removed_message(from)));
     }
     Ok((stream, from))
+}
+
+/// Why a removed member's connection is refused.
+fn removed_message(from: NodeId) -> String {
+    format!(
+        "node {from} was removed from the cluster; wipe its data dir and --join again to bring \
+         it back"
+    )
 }
 
 async fn serve_peer(
@@ -439,10 +444,15 @@ async fn serve_peer(
     id: NodeId,
     from: NodeId,
     inputs: SyncSender<Input>,
+    removed: &RemovedCheck,
 ) -> Result<()> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         while let Some(messages) = decode_frame(&mut buf)? {
+            // A member removed while connected is cut off as it would be refused at a handshake.
+            if removed(from) {
+                return Err(ServerError::Handshake(removed_message(from)));
+            }
             if let Some(bad) = messages.iter().find(|m| m.from != from || m.to != id) {
                 return Err(ServerError::Malformed(format!(
                     "message from {} to {} on the connection from {from} to {id}",
