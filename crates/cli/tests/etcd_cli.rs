@@ -197,6 +197,39 @@ async fn raftkv_bench_loads_etcd_and_raftkv_through_etcds_api() {
         );
     }
 
+    // Watchers over etcd's API: each sees every put once, in order, and times its delivery.
+    let output = Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args([
+            "bench",
+            "--protocol",
+            "etcd",
+            "--op",
+            "put",
+            "--watchers",
+            "3",
+        ])
+        .args([
+            "--clients",
+            "4",
+            "--requests",
+            "200",
+            "--endpoints",
+            &endpoints[0],
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let watch = &summary["watch"];
+    assert_eq!(watch["watchers"], 3, "{summary}");
+    assert_eq!(watch["received_min"], 200, "{summary}");
+    assert_eq!(watch["received_max"], 200, "{summary}");
+    assert_eq!(watch["disordered"], 0, "{summary}");
+    assert!(
+        watch["latency_ms"]["p99"].as_f64().unwrap() > 0.0,
+        "{summary}"
+    );
+
     let floor = Command::new(env!("CARGO_BIN_EXE_raftkv"))
         .args(["bench", "floor", "--samples", "5", "--dir"])
         .arg(root.path())

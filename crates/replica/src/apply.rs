@@ -34,7 +34,12 @@ impl<S: Storage> Replica<S> {
                 Some(restored) => restored?,
                 None => state::decode(index, &snapshot.data, self.state().limits().clone())?,
             };
-            self.install(restored, index, snapshot.metadata.term);
+            self.install(
+                restored,
+                index,
+                snapshot.metadata.term,
+                snapshot.data.len() as u64,
+            );
         }
         self.out.messages.extend(flight.persisted_messages);
         if !flight.committed_entries.is_empty() {
@@ -46,13 +51,15 @@ impl<S: Storage> Replica<S> {
         Ok(())
     }
 
-    fn install(&mut self, restored: State, index: u64, term: u64) {
+    fn install(&mut self, restored: State, index: u64, term: u64, restored_bytes: u64) {
         let digest = {
             let mut state = self.state();
             state.install(restored);
             state.digest()
         };
         self.snapshot_index = self.snapshot_index.max(index);
+        self.snapshot_bytes = restored_bytes;
+        self.log_bytes_since_snapshot = 0;
         self.out.events.push(Event::SnapshotInstalled {
             index,
             term,
@@ -70,6 +77,7 @@ impl<S: Storage> Replica<S> {
     }
 
     pub(crate) fn apply(&mut self, entries: Vec<Entry>, now_ms: u64) {
+        self.log_bytes_since_snapshot += entries.iter().map(|e| e.data.len() as u64).sum::<u64>();
         let record = self.settings.record_applies;
         let mut results = Vec::with_capacity(entries.len());
         {

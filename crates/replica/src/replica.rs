@@ -67,6 +67,11 @@ pub struct Settings {
     pub tick_ms: u64,
     /// Applied entries between snapshots (0: never).
     pub snapshot_entries: u64,
+    /// A snapshot also waits until the entries applied since the last one hold at least
+    /// 1/`snapshot_log_fraction` of that snapshot's bytes (0: `snapshot_entries` alone decides).
+    /// A snapshot costs in proportion to the whole store, so this keeps its cost per entry
+    /// bounded however large the store grows, for a log of at most that fraction of it.
+    pub snapshot_log_fraction: u64,
     /// Ticks a read may wait for its read index.
     pub read_timeout_ticks: u64,
     /// Revisions of history automatic compaction keeps.
@@ -87,6 +92,7 @@ impl Default for Settings {
         Settings {
             tick_ms: 100,
             snapshot_entries: SNAPSHOT_ENTRIES,
+            snapshot_log_fraction: 0,
             read_timeout_ticks: READ_TIMEOUT_TICKS,
             history_retained_revisions: HISTORY_RETAINED_REVISIONS,
             history_compact_interval_ticks: HISTORY_COMPACT_INTERVAL_TICKS,
@@ -147,6 +153,10 @@ pub struct Replica<S: Storage> {
     pub(crate) next_read: u64,
     /// Index of the latest snapshot in storage (taken or installed).
     pub(crate) snapshot_index: Index,
+    /// Bytes of the latest snapshot's data (taken, installed or found at start).
+    pub(crate) snapshot_bytes: u64,
+    /// Bytes of the entries applied since the latest snapshot was asked for or installed.
+    pub(crate) log_bytes_since_snapshot: u64,
     /// The index of the snapshot being produced by the driver.
     pub(crate) snapshot_pending: Option<Index>,
     /// Ticks since start.
@@ -192,6 +202,8 @@ impl<S: Storage> Replica<S> {
             reads_ready: Vec::new(),
             next_read: 1,
             snapshot_index: index,
+            snapshot_bytes: snapshot.data.len() as u64,
+            log_bytes_since_snapshot: 0,
             snapshot_pending: None,
             ticks: 0,
             published_at: None,

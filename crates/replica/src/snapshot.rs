@@ -1,5 +1,6 @@
 //! Snapshots off the node loop (§7): once `Settings::snapshot_entries` entries were applied since
-//! the last snapshot, the engine takes a copy-on-write view of the state in one short step and
+//! the last snapshot (and, with `Settings::snapshot_log_fraction`, enough of their bytes to pay
+//! for the next one), the engine takes a copy-on-write view of the state in one short step and
 //! asks the driver to encode and write it (`SnapshotTask`); once the driver reports the file
 //! durable, the engine tells it to compact the log up to it.
 //!
@@ -23,6 +24,12 @@ impl<S: Storage> Replica<S> {
         if applied < self.snapshot_index + every {
             return;
         }
+        let fraction = self.settings.snapshot_log_fraction;
+        if fraction > 0
+            && self.log_bytes_since_snapshot.saturating_mul(fraction) < self.snapshot_bytes
+        {
+            return;
+        }
         let view = {
             let state = self.state();
             if state.applied() != applied {
@@ -33,6 +40,7 @@ impl<S: Storage> Replica<S> {
         match self.node.create_snapshot(applied, bytes::Bytes::new()) {
             Ok(snapshot) => {
                 self.snapshot_pending = Some(applied);
+                self.log_bytes_since_snapshot = 0;
                 self.out
                     .events
                     .push(Event::SnapshotRequested { index: applied });
@@ -61,6 +69,7 @@ impl<S: Storage> Replica<S> {
             );
         } else {
             self.snapshot_index = index;
+            self.snapshot_bytes = snapshot.data.len() as u64;
             self.out.events.push(Event::SnapshotTaken {
                 index,
                 term: snapshot.metadata.term,

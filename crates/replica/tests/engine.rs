@@ -293,3 +293,40 @@ fn a_leader_whose_disk_stalls_hands_leadership_to_an_up_to_date_voter() {
         "a follower has nothing to hand over"
     );
 }
+
+#[test]
+fn a_snapshot_waits_until_the_log_since_the_last_one_pays_for_it() {
+    let mut one = One::new(Settings {
+        snapshot_entries: 5,
+        snapshot_log_fraction: 1,
+        ..settings()
+    });
+    // A store of 40 keys of 1 KiB, then the first snapshot (nothing to compare it with).
+    let big = |id: u64| {
+        let value = Bytes::from(vec![b'v'; 1024]);
+        Request::put(Bytes::from(format!("big{id}")), value)
+    };
+    for id in 0..40 {
+        one.engine
+            .propose(id, Command::kv(big(id).encode_to_vec().into()));
+    }
+    one.run();
+    assert_eq!(one.tasks.len(), 1);
+    let task = one.tasks.remove(0);
+    let snapshot_bytes = task.encode().data.len();
+    assert!(snapshot_bytes > 40 * 1024, "{snapshot_bytes}");
+    one.engine.snapshot_written(task.encode());
+    one.run();
+    // Twenty small puts are well past `snapshot_entries` but far from the snapshot's size.
+    for id in 100..120 {
+        one.put(id, &format!("k{id}"));
+    }
+    assert!(one.tasks.is_empty(), "a snapshot asked for too early");
+    // Rewriting the big keys applies as many bytes as the snapshot holds: now it is due.
+    for id in 0..40 {
+        one.engine
+            .propose(200 + id, Command::kv(big(id).encode_to_vec().into()));
+    }
+    one.run();
+    assert_eq!(one.tasks.len(), 1, "the snapshot is due");
+}

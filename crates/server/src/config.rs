@@ -24,6 +24,10 @@ pub const HEARTBEAT_TICKS_DEFAULT: u32 = 1;
 /// snapshot costs in proportion to the whole store, the log it replaces only in proportion to the
 /// entries kept: at 10,000 a busy node wrote a snapshot of its whole store every second.
 pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 100_000;
+/// A snapshot waits until the log applied since the last one holds a quarter of its bytes
+/// (`raftkv_replica::Settings::snapshot_log_fraction`): a snapshot's cost per entry stays bounded
+/// as the store grows, for a log of at most a quarter of the store's size kept in memory.
+pub const SNAPSHOT_LOG_FRACTION: u64 = 4;
 /// Default time a client request waits for its commit (then 504, outcome unknown).
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 /// Default bound on client connections open at once (lowered to fit the descriptor limit).

@@ -148,6 +148,7 @@ impl Server {
         let settings = Settings {
             tick_ms,
             snapshot_entries: config.snapshot_entries,
+            snapshot_log_fraction: crate::config::SNAPSHOT_LOG_FRACTION,
             read_timeout_ticks: (config.request_timeout.as_millis() as u64 / tick_ms) + 1,
             me: Some(me.clone()),
             ..Settings::default()

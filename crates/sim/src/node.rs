@@ -45,6 +45,12 @@ mod membership;
 /// A lease rule of the engine broken on purpose (tests of the lease checker).
 pub use raftkv_replica::Mutation as EngineMutation;
 
+/// Seeds drawn to snapshot every this many entries or more also apply the server's log-size
+/// rule for snapshots, with this fraction.
+const SNAPSHOT_LOG_FRACTION_FROM: u64 = 40;
+/// See `SNAPSHOT_LOG_FRACTION_FROM`.
+const SNAPSHOT_LOG_FRACTION: u64 = 4;
+
 /// Milliseconds per tick (the core's default 100 ms tick).
 const TICK_MS: u64 = TICK * crate::kv::MS_PER_TIME;
 /// Revisions of key-value history the simulated nodes keep (small, so runs compact often).
@@ -238,6 +244,13 @@ impl SimNode {
         raftkv_replica::Settings {
             tick_ms: TICK_MS,
             snapshot_entries: self.settings.snapshot_every,
+            // The server's rule (a snapshot waits for the log to pay for it) on the seeds that
+            // snapshot least often; the others snapshot by entry count alone, as often as drawn.
+            snapshot_log_fraction: if self.settings.snapshot_every >= SNAPSHOT_LOG_FRACTION_FROM {
+                SNAPSHOT_LOG_FRACTION
+            } else {
+                0
+            },
             history_retained_revisions: HISTORY_RETAINED_REVISIONS,
             history_compact_interval_ticks: HISTORY_COMPACT_INTERVAL_TICKS,
             me: Some(member(self.id)),

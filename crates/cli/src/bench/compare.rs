@@ -318,6 +318,7 @@ async fn run_workload(
         first_key,
         value: bytes::Bytes::from(vec![b'v'; VALUE_BYTES]),
         progress: false,
+        stamp: None,
     });
     let cpu_before = cluster.cpu();
     let summary = load::run(target, Protocol::Etcd, plan).await;

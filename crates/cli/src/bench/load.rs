@@ -58,6 +58,8 @@ pub struct Plan {
     pub value: Bytes,
     /// Print a progress line each second (to stderr).
     pub progress: bool,
+    /// Stamp each put's value with its send time since this origin (for watchers).
+    pub stamp: Option<std::time::Instant>,
 }
 
 impl Plan {
@@ -92,7 +94,8 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(histogram: &Histogram<u64>) -> Latency {
+    /// The percentiles of a histogram of microseconds.
+    pub fn of(histogram: &Histogram<u64>) -> Latency {
         let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
         Latency {
             p50: ms(0.5),
@@ -127,6 +130,9 @@ pub struct Summary {
     pub ops_per_sec: f64,
     /// Request latencies.
     pub latency_ms: Latency,
+    /// What the watchers saw, if any watched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<super::watchers::WatchSummary>,
 }
 
 /// A histogram of microseconds.
@@ -209,7 +215,11 @@ pub async fn run(target: Arc<Target>, protocol: Protocol, plan: Arc<Plan>) -> Su
                 let ok = if plan.is_read(n) {
                     target.get(client, key, plan.consistency).await
                 } else {
-                    target.put(client, key, plan.value.clone()).await
+                    let value = match plan.stamp {
+                        Some(origin) => super::watchers::stamped(origin, plan.value.len()),
+                        None => plan.value.clone(),
+                    };
+                    target.put(client, key, value).await
                 };
                 if !ok {
                     shared.errors.fetch_add(1, Ordering::Relaxed);
@@ -245,5 +255,6 @@ pub async fn run(target: Arc<Target>, protocol: Protocol, plan: Arc<Plan>) -> Su
         seconds,
         ops_per_sec: requests as f64 / seconds,
         latency_ms: Latency::of(&all),
+        watch: None,
     }
 }

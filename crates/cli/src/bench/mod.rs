@@ -8,6 +8,7 @@ mod compare;
 mod floor;
 mod load;
 mod target;
+mod watchers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -143,8 +144,11 @@ async fn run_load(args: LoadArgs) -> Result<()> {
     if args.protocol == Protocol::Etcd && args.consistency == Consistency::Lease {
         bail!("etcd's API has no lease reads: use linearizable or serializable");
     }
-    if args.watchers > 0 && (args.protocol != Protocol::Http || args.op == Op::Get) {
-        bail!("--watchers needs puts over raftkv's HTTP API");
+    if args.watchers > 0 && args.op != Op::Put {
+        bail!("--watchers needs --op put");
+    }
+    if args.watchers > 0 && args.protocol == Protocol::Etcd && args.watch != "all" {
+        bail!("over etcd's API every watcher watches the whole bench prefix (--watch all)");
     }
     let plan = Arc::new(Plan {
         op: args.op,
@@ -158,6 +162,7 @@ async fn run_load(args: LoadArgs) -> Result<()> {
         first_key: args.first_key,
         value: bytes::Bytes::from(vec![b'v'; args.value_size]),
         progress: true,
+        stamp: (args.watchers > 0 && args.protocol == Protocol::Etcd).then(Instant::now),
     });
     let target = Arc::new(
         Target::connect(
@@ -169,7 +174,12 @@ async fn run_load(args: LoadArgs) -> Result<()> {
         .await?,
     );
     let watched = Arc::new(AtomicU64::new(0));
-    if args.watchers > 0 {
+    let mut etcd_watchers = None;
+    if let (Some(origin), Target::Etcd { connections }) = (plan.stamp, &*target) {
+        let watchers =
+            watchers::Watchers::open(connections, args.watchers, b"bench/", origin).await?;
+        etcd_watchers = Some(watchers);
+    } else if args.watchers > 0 {
         let paths = (0..args.watchers as u64).map(|n| match args.watch.as_str() {
             "all" => Ok("bench/?prefix".to_string()),
             "each" => Ok(plan.key(n)),
@@ -180,7 +190,24 @@ async fn run_load(args: LoadArgs) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await; // let every watch start
     }
     let started = Instant::now();
-    let summary = load::run(target, args.protocol, plan.clone()).await;
+    let mut summary = load::run(target, args.protocol, plan.clone()).await;
+    if let Some(watchers) = etcd_watchers {
+        let written = summary.requests - summary.errors;
+        let seen = watchers.finish(written, WATCHERS_DRAIN_TIMEOUT).await;
+        eprintln!(
+            "watchers: {} streams received {}..{} of {} events each ({} out of order or \
+             repeated); put to delivery ms: p50 {:.2}  p99 {:.2}  max {:.2}",
+            seen.watchers,
+            seen.received_min,
+            seen.received_max,
+            seen.expected_each,
+            seen.disordered,
+            seen.latency_ms.p50,
+            seen.latency_ms.p99,
+            seen.latency_ms.max
+        );
+        summary.watch = Some(seen);
+    }
     eprintln!(
         "{:?} x{} ({} clients, {}-byte values, {} keys) in {:.2}s: {:.0} requests/s",
         summary.op,
@@ -196,7 +223,7 @@ async fn run_load(args: LoadArgs) -> Result<()> {
         "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}; errors {}",
         l.p50, l.p90, l.p99, l.p999, l.max, summary.errors
     );
-    if args.watchers > 0 {
+    if args.watchers > 0 && args.protocol == Protocol::Http {
         let written = summary.requests - summary.errors;
         let expected = match args.watch.as_str() {
             "all" => written * args.watchers as u64,

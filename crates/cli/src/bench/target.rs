@@ -53,8 +53,8 @@ pub enum Target {
     },
     /// etcd's gRPC API: HTTP/2 connections, many requests multiplexed on each.
     Etcd {
-        /// One KV client per connection.
-        connections: Vec<KvClient<Channel>>,
+        /// The connections (a client per call is a cheap handle on one).
+        connections: Vec<Channel>,
     },
 }
 
@@ -85,8 +85,7 @@ impl Target {
             Protocol::Etcd => {
                 let mut out = Vec::with_capacity(connections.max(1));
                 for i in 0..connections.max(1) {
-                    let channel = channel(&urls[i % urls.len()]).await?;
-                    out.push(KvClient::new(channel));
+                    out.push(channel(&urls[i % urls.len()]).await?);
                 }
                 Ok(Target::Etcd { connections: out })
             }
@@ -116,7 +115,7 @@ impl Target {
                 }
             }
             Target::Etcd { connections } => {
-                let mut kv = connections[client % connections.len()].clone();
+                let mut kv = KvClient::new(connections[client % connections.len()].clone());
                 let request = PutRequest {
                     key: key.into_bytes().into(),
                     value,
@@ -155,7 +154,7 @@ impl Target {
                 }
             }
             Target::Etcd { connections } => {
-                let mut kv = connections[client % connections.len()].clone();
+                let mut kv = KvClient::new(connections[client % connections.len()].clone());
                 let request = RangeRequest {
                     key: key.into_bytes().into(),
                     serializable: consistency == Consistency::Serializable,
