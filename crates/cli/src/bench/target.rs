@@ -100,19 +100,8 @@ impl Target {
                 endpoints,
             } => {
                 let endpoint = &endpoints[client % endpoints.len()];
-                match http
-                    .put(format!("{endpoint}/v1/kv/{key}"))
-                    .body(value)
-                    .send()
-                    .await
-                {
-                    Ok(response) => {
-                        let ok = response.status().is_success();
-                        let _ = response.bytes().await;
-                        ok
-                    }
-                    Err(_) => false,
-                }
+                let request = http.put(format!("{endpoint}/v1/kv/{key}")).body(value);
+                answered(request, |status| status == 200).await
             }
             Target::Etcd { connections } => {
                 let mut kv = KvClient::new(connections[client % connections.len()].clone());
@@ -140,18 +129,8 @@ impl Target {
                     Consistency::Lease => "lease",
                     Consistency::Serializable => "stale",
                 };
-                match http
-                    .get(format!("{endpoint}/v1/kv/{key}?consistency={mode}"))
-                    .send()
-                    .await
-                {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        let _ = response.bytes().await;
-                        status == 200 || status == 404
-                    }
-                    Err(_) => false,
-                }
+                let request = http.get(format!("{endpoint}/v1/kv/{key}?consistency={mode}"));
+                answered(request, |status| status == 200 || status == 404).await
             }
             Target::Etcd { connections } => {
                 let mut kv = KvClient::new(connections[client % connections.len()].clone());
@@ -163,6 +142,18 @@ impl Target {
                 kv.range(request).await.is_ok()
             }
         }
+    }
+}
+
+/// Sends an HTTP request and reads its answer; whether its status is one `ok` accepts.
+async fn answered(request: reqwest::RequestBuilder, ok: impl Fn(u16) -> bool) -> bool {
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let _ = response.bytes().await;
+            ok(status)
+        }
+        Err(_) => false,
     }
 }
 
