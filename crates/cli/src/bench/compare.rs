@@ -224,14 +224,17 @@ impl Cluster {
     }
 }
 
-/// Clock ticks per second of `/proc`'s CPU times.
+/// Clock ticks per second of `/proc`'s CPU times (asked of `getconf` once).
 fn clock_ticks() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100)
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100)
+    })
 }
 
 /// A process's CPU time so far (user + system), from `/proc/PID/stat`; zero if unreadable.
