@@ -83,6 +83,14 @@ pub enum StorageError {
         /// The last index in the log.
         last_index: Index,
     },
+    /// The stored snapshot could not be read back (its file is damaged or gone).
+    #[error("the snapshot at index {index} cannot be read: {reason}")]
+    SnapshotUnreadable {
+        /// The snapshot's index.
+        index: Index,
+        /// What is wrong, and where.
+        reason: String,
+    },
 }
 
 /// Result alias for the core.

@@ -267,7 +267,7 @@ impl<S: Storage> Raft<S> {
         pr.probe_sent = false;
         match pr.state {
             // A chunk or the final acknowledgement may have been lost: resume from the last offset.
-            ProgressState::Snapshot => self.send_snapshot_chunk(from),
+            ProgressState::Snapshot => self.resume_snapshot(from),
             ProgressState::Replicate | ProgressState::Probe => {
                 if pr.state == ProgressState::Replicate && pr.inflights.full() {
                     pr.inflights.free_first_one();

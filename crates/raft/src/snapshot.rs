@@ -77,9 +77,12 @@ impl<S: Storage> Raft<S> {
         })
     }
 
-    /// Starts sending the latest stored snapshot to `to`, whose next entry is compacted.
+    /// Starts sending the latest stored snapshot to `to`, whose next entry is compacted. A
+    /// snapshot storage cannot read back now is not sent: the next probe of `to` tries again.
     pub(crate) fn send_snapshot(&mut self, to: NodeId) -> bool {
-        let snapshot = self.raft_log.storage().snapshot();
+        let Ok(snapshot) = self.raft_log.storage().snapshot() else {
+            return false;
+        };
         if snapshot.metadata.index == 0 {
             return false; // storage compacted nothing it can send yet
         }
@@ -126,10 +129,32 @@ impl<S: Storage> Raft<S> {
             return;
         }
         let total = transfer.snapshot.data.len() as u64;
-        transfer.acked_offset = r.next_offset.min(total);
-        if r.next_offset < total {
+        let next_offset = r.next_offset.min(total);
+        if next_offset == transfer.acked_offset {
+            return; // the answer to a duplicate: the chunk after it is on its way already
+        }
+        transfer.acked_offset = next_offset;
+        transfer.acked_since_heartbeat = true;
+        if next_offset < total {
             self.send_snapshot_chunk(from);
         }
+    }
+
+    /// Leader, on a heartbeat answer from `to` in the snapshot state: sends the chunk at the
+    /// acknowledged offset again unless the transfer moved since the previous heartbeat answer
+    /// (a chunk or its answer may be lost; a live transfer is left alone).
+    pub(crate) fn resume_snapshot(&mut self, to: NodeId) {
+        let Some(transfer) = self
+            .tracker
+            .get_mut(to)
+            .and_then(|pr| pr.snapshot_transfer.as_mut())
+        else {
+            return;
+        };
+        if std::mem::take(&mut transfer.acked_since_heartbeat) {
+            return;
+        }
+        self.send_snapshot_chunk(to);
     }
 
     /// Follower: one chunk of a snapshot from the leader.

@@ -34,8 +34,9 @@ pub trait Storage {
     fn first_index(&self) -> Index;
     /// Last index held; `first_index() - 1` when the log is empty.
     fn last_index(&self) -> Index;
-    /// The latest snapshot (index 0 and no data when none was taken).
-    fn snapshot(&self) -> Snapshot;
+    /// The latest snapshot (index 0 and no data when none was taken). Storage may keep the data
+    /// outside memory and read it back here, so this can fail.
+    fn snapshot(&self) -> Result<Snapshot, StorageError>;
 }
 
 /// An in-memory `Storage`: what tests and the simulator "persist" to.
@@ -194,8 +195,8 @@ impl Storage for MemStorage {
         self.snapshot_index() + self.entries.len() as u64
     }
 
-    fn snapshot(&self) -> Snapshot {
-        self.snapshot.clone()
+    fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        Ok(self.snapshot.clone())
     }
 }
 

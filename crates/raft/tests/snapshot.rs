@@ -101,6 +101,76 @@ fn follower_gets_no_appends_while_in_snapshot_state() {
     );
 }
 
+/// Node 3 lags behind leader 1's compaction; the leader has just started sending it the
+/// snapshot (the first chunk is in the leader's outbox), in chunks of 16 bytes.
+fn snapshot_transfer_started() -> Cluster {
+    let mut c = lagging_follower_behind_compaction(|cfg| cfg.snapshot_chunk_bytes_max = 16);
+    c.heal();
+    c.node_mut(1).tick(); // heartbeat
+    deliver(&mut c, 1, 3);
+    deliver(&mut c, 3, 1); // "I am behind": the leader sends an empty append
+    deliver(&mut c, 1, 3);
+    deliver(&mut c, 3, 1); // rejected: the leader starts the snapshot
+    c
+}
+
+/// Offsets of the chunks leader 1 has ready for node 3 (drained).
+fn chunk_offsets_to_3(c: &mut Cluster) -> Vec<u64> {
+    drain(c.node_mut(1))
+        .msgs
+        .iter()
+        .filter(|m| m.to == 3)
+        .filter_map(|m| match &m.body {
+            MessageBody::InstallSnapshot(s) => Some(s.offset),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_duplicated_chunk_does_not_multiply_the_chunks_in_flight() {
+    let mut c = snapshot_transfer_started();
+    // A heartbeat goes out while the first chunk is in flight; both are answered.
+    c.node_mut(1).tick();
+    deliver(&mut c, 1, 3);
+    deliver(&mut c, 3, 1);
+    assert_eq!(
+        chunk_offsets_to_3(&mut c),
+        [16],
+        "the ack sends the next chunk; the heartbeat answer of a moving transfer sends nothing"
+    );
+    // The same answer twice (as a resent chunk's would be): only the first moves the transfer.
+    let answer = |next_offset| Message {
+        from: 3,
+        to: 1,
+        term: c.term(1),
+        body: MessageBody::InstallSnapshotResponse(raftkv_raft::InstallSnapshotResponse {
+            index: c.node(1).raft().raft_log().first_index() - 1,
+            next_offset,
+        }),
+    };
+    let (first, second) = (answer(32), answer(32));
+    c.node_mut(1).step(first).unwrap();
+    c.node_mut(1).step(second).unwrap();
+    assert_eq!(chunk_offsets_to_3(&mut c), [32]);
+}
+
+#[test]
+fn a_lost_chunk_is_sent_again_after_a_heartbeat_without_progress() {
+    let mut c = snapshot_transfer_started();
+    assert_eq!(chunk_offsets_to_3(&mut c), [0], "lost");
+    c.node_mut(1).tick();
+    deliver(&mut c, 1, 3);
+    deliver(&mut c, 3, 1);
+    assert_eq!(chunk_offsets_to_3(&mut c), [0], "sent again");
+    c.tick_all(4);
+    assert_eq!(
+        c.applied[&3].len(),
+        c.applied[&1].len(),
+        "and the follower caught up"
+    );
+}
+
 fn chunk(index: u64, data: &'static [u8], offset: u64, total: u64) -> Message {
     Message {
         from: 2,
@@ -250,7 +320,7 @@ fn node_4_joins_and_snapshots_every_4_entries() -> Cluster {
     c.node_mut(1).tick(); // a heartbeat: node 4 answers, and the leader starts probing it
     while c.round() {
         let applied = c.node(4).raft().raft_log().applied();
-        let snapshot_index = c.node(4).storage().snapshot().metadata.index;
+        let snapshot_index = c.node(4).storage().snapshot().unwrap().metadata.index;
         if applied >= snapshot_index + 4 {
             match c.try_compact(4, applied) {
                 Ok(()) | Err(Error::SnapshotIndex { .. }) => {}
@@ -268,7 +338,7 @@ fn node_4_joins_and_snapshots_every_4_entries() -> Cluster {
 #[test]
 fn a_snapshot_is_described_only_where_the_node_knows_the_membership() {
     let mut c = node_4_joins_and_snapshots_every_4_entries();
-    let stored = c.node(4).storage().snapshot().metadata;
+    let stored = c.node(4).storage().snapshot().unwrap().metadata;
     assert!(
         stored.index >= 5,
         "snapshot at {} below its join",

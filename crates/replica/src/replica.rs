@@ -178,7 +178,9 @@ impl<S: Storage> Replica<S> {
         settings: Settings,
         now_ms: u64,
     ) -> Result<Self, ReplicaError> {
-        let snapshot = storage.snapshot();
+        let snapshot = storage
+            .snapshot()
+            .map_err(|e| ReplicaError::Start(e.into()))?;
         let index = snapshot.metadata.index;
         let state = match index {
             0 => State::new(state::limits()),

@@ -89,7 +89,7 @@ impl Storage for NodeStorage {
         }
     }
 
-    fn snapshot(&self) -> Snapshot {
+    fn snapshot(&self) -> Result<Snapshot, StorageError> {
         match self {
             NodeStorage::Mem(s) => s.snapshot(),
             NodeStorage::Wal(s) => s.snapshot(),
@@ -319,7 +319,9 @@ impl NodeDisk {
         };
         let (wal, report) = Wal::open(disk.disk.clone(), DATA_DIR, disk.options.clone())
             .map_err(|e| OpenError::Recovery(format!("the WAL refused to open: {e}")))?;
-        let recovered = image_of(&wal);
+        let recovered = image_of(&wal).map_err(|e| {
+            OpenError::Recovery(format!("the recovered snapshot cannot be read: {e}"))
+        })?;
         recovery::check(&disk.durable, &disk.written, &recovered, disk.clean_crash).map_err(
             |reason| OpenError::Recovery(format!("{reason} (recovery report: {report:?})")),
         )?;
@@ -377,9 +379,9 @@ impl WalDisk {
 }
 
 /// What a WAL holds, as a `MemStorage`.
-fn image_of(wal: &Wal<MemDisk>) -> MemStorage {
+fn image_of(wal: &Wal<MemDisk>) -> Result<MemStorage, StorageError> {
     let mut image = MemStorage::new();
-    let snapshot = wal.snapshot();
+    let snapshot = wal.snapshot()?;
     if snapshot.metadata.index > 0 {
         image.apply_snapshot(snapshot);
     }
@@ -388,7 +390,7 @@ fn image_of(wal: &Wal<MemDisk>) -> MemStorage {
         .unwrap_or_default();
     image.append(&entries);
     image.set_hard_state(wal.hard_state());
-    image
+    Ok(image)
 }
 
 /// The hard state a disk image holds.

@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use raftkv_raft::{Entry, HardState, Index, Snapshot, Term};
+use raftkv_raft::{Entry, HardState, Index, Snapshot, SnapshotMetadata, Term};
 
 use crate::disk::{Disk, DiskFile};
 use crate::error::{Result, WalError};
@@ -199,11 +199,11 @@ impl<D: Disk> Wal<D> {
 /// the hard state reached the disk lower it; reported).
 fn settle_hard_state(
     mut hard_state: HardState,
-    snapshot: &Snapshot,
+    snapshot: &SnapshotMetadata,
     entries: &[Entry],
     report: &mut RecoveryReport,
 ) -> HardState {
-    let snapshot_index = snapshot.metadata.index;
+    let snapshot_index = snapshot.index;
     let last_index = snapshot_index + entries.len() as u64;
     let commit = hard_state.commit;
     if commit > last_index {
@@ -310,7 +310,7 @@ fn choose_snapshot<D: Disk>(
     replay: &mut Replay,
     options: &WalOptions,
     report: &mut RecoveryReport,
-) -> Result<Snapshot> {
+) -> Result<SnapshotMetadata> {
     let mark_index = replay.mark.map_or(0, |m| m.index);
     let mut chosen: Option<Snapshot> = None;
     let mut newest_path = None;
@@ -339,7 +339,7 @@ fn choose_snapshot<D: Disk>(
     }
     let snapshot = match chosen {
         Some(snapshot) => snapshot,
-        None if mark_index == 0 => Snapshot::default(),
+        None if mark_index == 0 => return Ok(SnapshotMetadata::default()),
         None => {
             let file = newest_path.unwrap_or_else(|| dir.to_path_buf());
             let reason = format!(
@@ -356,7 +356,7 @@ fn choose_snapshot<D: Disk>(
         let reason = format!("the log starts at {first} but the snapshot ends at {index}");
         return Err(corrupt(dir, dir, 0, reason));
     }
-    Ok(snapshot)
+    Ok(snapshot.metadata)
 }
 
 /// Whether the replayed log continues `snapshot`: it is the marked snapshot, or an older one whose

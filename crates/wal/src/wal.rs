@@ -17,8 +17,8 @@
 use std::path::{Path, PathBuf};
 
 use raftkv_raft::{
-    ConfState, Entry, EntryKind, HardState, Index, RaftState, Snapshot, Storage, StorageError,
-    Term, limit_size,
+    ConfState, Entry, EntryKind, HardState, Index, RaftState, Snapshot, SnapshotMetadata, Storage,
+    StorageError, Term, limit_size,
 };
 
 use crate::disk::{Disk, DiskFile};
@@ -27,7 +27,7 @@ use crate::record::{
     self, FORMAT_VERSION, MarkKind, RECORD_BYTES_MAX, SegmentHeader, SnapshotMark, framed_bytes,
 };
 use crate::segment::{TEMP_SUFFIX, segment_name};
-use crate::snapshot::{list_snapshots, write_snapshot};
+use crate::snapshot::{list_snapshots, load_snapshot, snapshot_name, write_snapshot};
 
 /// Default `WalOptions::segment_bytes_max`.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
@@ -117,8 +117,9 @@ pub struct Wal<D: Disk> {
     pub(crate) unsynced: bool,
     /// The hard state (as of the last record encoded).
     pub(crate) hard_state: HardState,
-    /// The latest snapshot: the log starts after it.
-    pub(crate) snapshot: Snapshot,
+    /// What the latest snapshot covers: the log starts after it. Its data stays in its file
+    /// (read back only when a follower needs it), so a large state is not held twice in memory.
+    pub(crate) snapshot: SnapshotMetadata,
     /// The live log, contiguous from the snapshot's index + 1.
     pub(crate) entries: Vec<Entry>,
     /// Why the WAL stopped, once a write or sync failed.
@@ -129,6 +130,11 @@ impl<D: Disk> Wal<D> {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// What the latest snapshot covers (its data is read back by [`Storage::snapshot`]).
+    pub fn snapshot_metadata(&self) -> &SnapshotMetadata {
+        &self.snapshot
     }
 
     /// The hard state (including changes not synced yet).
@@ -181,7 +187,7 @@ impl<D: Disk> Wal<D> {
             record::encode_entry(&mut self.pending, entry)?;
             self.tail_segment().max_index = self.tail_segment().max_index.max(entry.index);
         }
-        let keep = (first.index - self.snapshot.metadata.index - 1) as usize;
+        let keep = (first.index - self.snapshot.index - 1) as usize;
         self.entries.truncate(keep);
         self.entries.extend_from_slice(entries);
         self.maybe_write()
@@ -195,7 +201,7 @@ impl<D: Disk> Wal<D> {
             last_index: self.last_index(),
         };
         let first = entries[0].index;
-        if first <= self.snapshot.metadata.index || first > self.last_index() + 1 {
+        if first <= self.snapshot.index || first > self.last_index() + 1 {
             return Err(gap(first));
         }
         for (offset, entry) in entries.iter().enumerate() {
@@ -300,7 +306,7 @@ impl<D: Disk> Wal<D> {
     fn install(&mut self, snapshot: Snapshot, file_written: bool) -> Result<bool> {
         self.check()?;
         let index = snapshot.metadata.index;
-        if index <= self.snapshot.metadata.index {
+        if index <= self.snapshot.index {
             return Ok(false);
         }
         self.save_snapshot(&snapshot, MarkKind::Install, file_written)?;
@@ -309,7 +315,7 @@ impl<D: Disk> Wal<D> {
         for segment in &mut self.segments {
             segment.max_index = 0;
         }
-        self.snapshot = snapshot;
+        self.snapshot = snapshot.metadata;
         self.sync()?;
         self.remove_obsolete()?;
         Ok(true)
@@ -343,7 +349,7 @@ impl<D: Disk> Wal<D> {
     fn compact_to(&mut self, snapshot: Snapshot, file_written: bool) -> Result<bool> {
         self.check()?;
         let index = snapshot.metadata.index;
-        if index <= self.snapshot.metadata.index {
+        if index <= self.snapshot.index {
             return Ok(false);
         }
         if index > self.last_index() {
@@ -359,9 +365,9 @@ impl<D: Disk> Wal<D> {
             });
         }
         self.save_snapshot(&snapshot, MarkKind::Compact, file_written)?;
-        let drop = (index - self.snapshot.metadata.index) as usize;
+        let drop = (index - self.snapshot.index) as usize;
         self.entries.drain(..drop);
-        self.snapshot = snapshot;
+        self.snapshot = snapshot.metadata;
         self.sync()?;
         self.remove_obsolete()?;
         Ok(true)
@@ -390,7 +396,7 @@ impl<D: Disk> Wal<D> {
     /// Removes segments all of whose entries the snapshot covers (never the tail) and snapshot
     /// files beyond the newest `snapshots_kept`, then syncs the directory.
     fn remove_obsolete(&mut self) -> Result<()> {
-        let index = self.snapshot.metadata.index;
+        let index = self.snapshot.index;
         let removable = self.segments[..self.segments.len() - 1]
             .iter()
             .take_while(|s| s.max_index <= index)
@@ -512,7 +518,7 @@ impl<D: Disk> Wal<D> {
     }
 
     fn offset(&self, index: Index) -> usize {
-        (index - self.snapshot.metadata.index - 1) as usize
+        (index - self.snapshot.index - 1) as usize
     }
 }
 
@@ -524,7 +530,7 @@ pub(crate) fn create_segment_file<D: Disk>(
     options: &WalOptions,
     header: SegmentHeader,
     hard_state: &HardState,
-    snapshot: &Snapshot,
+    snapshot: &SnapshotMetadata,
 ) -> Result<(D::File, Segment)> {
     let name = segment_name(header.seq, header.first_index);
     let path = dir.join(&name);
@@ -534,8 +540,8 @@ pub(crate) fn create_segment_file<D: Disk>(
     record::encode_hard_state(&mut preamble, hard_state)?;
     let mark = SnapshotMark {
         kind: MarkKind::Compact,
-        index: snapshot.metadata.index,
-        term: snapshot.metadata.term,
+        index: snapshot.index,
+        term: snapshot.term,
     };
     record::encode_snapshot_mark(&mut preamble, &mark)?;
     assert_eq!(preamble.len() as u64, preamble_bytes(), "preamble size");
@@ -575,8 +581,8 @@ fn entry_payload_bytes(entry: &Entry) -> usize {
 
 impl<D: Disk> Storage for Wal<D> {
     fn initial_state(&self) -> RaftState {
-        let conf_state = if self.snapshot.metadata.index > 0 {
-            self.snapshot.metadata.conf_state.clone()
+        let conf_state = if self.snapshot.index > 0 {
+            self.snapshot.conf_state.clone()
         } else {
             ConfState::default()
         };
@@ -597,23 +603,33 @@ impl<D: Disk> Storage for Wal<D> {
     }
 
     fn term(&self, index: Index) -> Result<Term, StorageError> {
-        if index == self.snapshot.metadata.index {
-            return Ok(self.snapshot.metadata.term);
+        if index == self.snapshot.index {
+            return Ok(self.snapshot.term);
         }
         self.check_range(index)?;
         Ok(self.entries[self.offset(index)].term)
     }
 
     fn first_index(&self) -> Index {
-        self.snapshot.metadata.index + 1
+        self.snapshot.index + 1
     }
 
     fn last_index(&self) -> Index {
-        self.snapshot.metadata.index + self.entries.len() as u64
+        self.snapshot.index + self.entries.len() as u64
     }
 
-    fn snapshot(&self) -> Snapshot {
-        self.snapshot.clone()
+    fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        let meta = &self.snapshot;
+        if meta.index == 0 {
+            return Ok(Snapshot::default());
+        }
+        let path = self.dir.join(snapshot_name(meta.index, meta.term));
+        load_snapshot(&self.disk, &path, self.options.snapshot_bytes_max).map_err(|reason| {
+            StorageError::SnapshotUnreadable {
+                index: meta.index,
+                reason: format!("{}: {reason}", path.display()),
+            }
+        })
     }
 }
 

@@ -83,7 +83,7 @@ impl<D: Disk + Clone> Storage for Reopening<D> {
     fn last_index(&self) -> u64 {
         self.wal().last_index()
     }
-    fn snapshot(&self) -> Snapshot {
+    fn snapshot(&self) -> Result<Snapshot, StorageError> {
         self.wal().snapshot()
     }
 }
@@ -125,7 +125,7 @@ fn state_of<S: Storage>(s: &S) -> State {
         s.first_index(),
         s.last_index(),
         entries,
-        s.snapshot(),
+        s.snapshot().unwrap(),
     )
 }
 
@@ -151,7 +151,7 @@ fn conformance<S: Subject>(s: &mut S) {
     assert_eq!(s.term(0), Ok(0));
     assert_eq!(s.entries(1, 1, u64::MAX), Ok(vec![]));
     assert!(matches!(s.term(1), Err(StorageError::Unavailable { .. })));
-    assert_eq!(s.snapshot().metadata.index, 0);
+    assert_eq!(s.snapshot().unwrap().metadata.index, 0);
 
     // Appends; terms; byte limits.
     let log: Vec<Entry> = (1..=10)
@@ -204,7 +204,7 @@ fn conformance<S: Subject>(s: &mut S) {
         Err(StorageError::Compacted { .. })
     ));
     assert_eq!(s.entries(6, 8, u64::MAX).unwrap(), log[5..7]);
-    assert_eq!(s.snapshot(), snapshot(5, 1, &[1, 2, 3]));
+    assert_eq!(s.snapshot(), Ok(snapshot(5, 1, &[1, 2, 3])));
     let voters: BTreeSet<u64> = [1, 2, 3].into();
     assert_eq!(s.initial_state().conf_state.voters, voters);
     assert!(
@@ -222,7 +222,7 @@ fn conformance<S: Subject>(s: &mut S) {
         s.entries(21, 22, u64::MAX),
         Err(StorageError::Unavailable { .. })
     ));
-    assert_eq!(s.snapshot(), snapshot(20, 4, &[1, 2]));
+    assert_eq!(s.snapshot(), Ok(snapshot(20, 4, &[1, 2])));
     assert!(s.initial_state().hard_state.commit >= 20);
     assert!(!s.apply_snapshot(snapshot(20, 4, &[1, 2])));
 

@@ -98,7 +98,10 @@ fn expect_of<S: Storage>(s: &S) -> Expect {
             .entries(s.first_index(), s.last_index() + 1, u64::MAX)
             .unwrap(),
         hard_state,
-        snapshot: (s.snapshot().metadata.index, s.snapshot().metadata.term),
+        snapshot: s
+            .snapshot()
+            .map(|x| (x.metadata.index, x.metadata.term))
+            .unwrap(),
     }
 }
 
@@ -399,7 +402,7 @@ fn a_snapshot_written_off_the_loop_counts_only_once_recorded() {
     }
     disk.crash(Crash::clean());
     let (wal, _) = Wal::open(disk, DIR, options()).unwrap();
-    assert_eq!(wal.snapshot().metadata.index, 7);
+    assert_eq!(wal.snapshot_metadata().index, 7);
     assert_eq!((wal.first_index(), wal.last_index()), (8, 10));
-    assert_eq!(wal.snapshot().data, Bytes::from("snapshot 7"));
+    assert_eq!(wal.snapshot().unwrap().data, Bytes::from("snapshot 7"));
 }

@@ -1,10 +1,11 @@
 //! The WAL on the real file system in a temporary directory: state survives close and reopen,
-//! the data-directory lock refuses a second opener, group commit makes many appenders durable.
+//! the data-directory lock refuses a second opener, group commit makes many appenders durable,
+//! a snapshot's data is read back from its file (and a damaged file is an error, not a panic).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use raftkv_raft::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata, Storage};
+use raftkv_raft::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata, Storage, StorageError};
 use raftkv_wal::{FsDisk, GroupCommit, MemDisk, Wal, WalError, WalOptions};
 
 fn options() -> WalOptions {
@@ -66,7 +67,7 @@ fn write_close_reopen_gives_the_same_state() {
         before
     );
     assert_eq!(wal.entries(301, 1002, u64::MAX).unwrap(), all);
-    assert_eq!(wal.snapshot(), snapshot);
+    assert_eq!(wal.snapshot(), Ok(snapshot));
 }
 
 #[test]
@@ -159,4 +160,43 @@ fn a_dropped_completion_still_writes_and_never_stalls_the_queue() {
     assert_eq!(waited.wait().unwrap(), 2);
     assert_eq!(group.append(1, Bytes::new()).wait().unwrap(), 4);
     assert_eq!(group.with_wal(|wal| wal.last_index()).unwrap(), 4);
+}
+
+#[test]
+fn the_snapshot_data_is_read_back_from_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(FsDisk, dir.path(), options()).unwrap();
+    let entries: Vec<Entry> = (1..=10)
+        .map(|i| Entry::new(i, 1, Bytes::from_static(b"x")))
+        .collect();
+    wal.append(&entries).unwrap();
+    wal.sync().unwrap();
+    let snapshot = Snapshot {
+        metadata: SnapshotMetadata {
+            index: 8,
+            term: 1,
+            conf_state: ConfState::from_voters([1]),
+        },
+        data: Bytes::from_static(b"state machine at 8"),
+    };
+    assert!(wal.compact(snapshot.clone()).unwrap());
+    assert_eq!(wal.snapshot_metadata(), &snapshot.metadata);
+    assert_eq!(wal.snapshot(), Ok(snapshot));
+
+    let file = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "snap"))
+        .unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    match wal.snapshot() {
+        Err(StorageError::SnapshotUnreadable { index: 8, reason }) => {
+            assert!(reason.contains("checksum mismatch"), "{reason}");
+            assert!(reason.contains(&file.display().to_string()), "{reason}");
+        }
+        other => panic!("a damaged snapshot file must be an error, got {other:?}"),
+    }
 }

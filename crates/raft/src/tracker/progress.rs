@@ -22,8 +22,13 @@ pub enum ProgressState {
 pub struct SnapshotTransfer {
     /// The snapshot (its data is shared, not copied).
     pub snapshot: Snapshot,
-    /// Bytes the follower acknowledged: the next chunk starts here.
+    /// Bytes the follower acknowledged: the next chunk starts here. One chunk is in flight at a
+    /// time: only an answer that moves this sends the next one, so a duplicated chunk (a resend
+    /// after a heartbeat) is answered but never multiplies the chunks in flight.
     pub acked_offset: u64,
+    /// Whether an answer moved `acked_offset` since the last heartbeat answer. If none did, the
+    /// chunk in flight or its answer may be lost, and the next heartbeat answer sends it again.
+    pub acked_since_heartbeat: bool,
 }
 
 /// The leader's view of one peer.
@@ -83,6 +88,7 @@ impl Progress {
         self.snapshot_transfer = Some(Box::new(SnapshotTransfer {
             snapshot,
             acked_offset: 0,
+            acked_since_heartbeat: false,
         }));
     }
 
