@@ -1,4 +1,4 @@
-//! The client subcommands: `put`, `get`, `del`, `watch`, `ls`, `status` over the HTTP API, or
+//! The client subcommands: `put`, `get`, `del`, `watch`, `ls`, `lease` over the HTTP API, or
 //! (`--etcd`) `put`, `get`, `del` and `watch` over etcd's gRPC API (`etcd_client.rs`). Endpoints
 //! are tried in order until one answers; output is for people unless `--json` is given.
 
@@ -30,7 +30,7 @@ pub struct Common {
 
 impl Common {
     /// Refuses `--etcd` for a command that speaks only raftkv's HTTP API.
-    fn http_only(&self, command: &str) -> Result<()> {
+    pub(crate) fn http_only(&self, command: &str) -> Result<()> {
         if self.etcd {
             bail!("`raftkv {command}` speaks raftkv's HTTP API only; drop --etcd");
         }
@@ -137,13 +137,6 @@ pub struct LsArgs {
     common: Common,
 }
 
-/// `raftkv status`.
-#[derive(Args, Debug)]
-pub struct StatusArgs {
-    #[command(flatten)]
-    common: Common,
-}
-
 /// Builds `endpoint/v1/kv/<key>` with the key percent-encoded as one path segment.
 fn kv_url(endpoint: &str, key: &str, query: &[(&str, &str)]) -> Result<reqwest::Url> {
     let mut url = reqwest::Url::parse(&normalize(endpoint))
@@ -195,7 +188,7 @@ enum Attempt {
 }
 
 /// Sends a request to the first endpoint that answers, retrying while the cluster answers 503.
-async fn send(
+pub(crate) async fn send(
     common: &Common,
     method: Method,
     url_for: impl Fn(&str) -> Result<reqwest::Url>,
@@ -355,7 +348,7 @@ async fn send_once(
 }
 
 /// Turns an error response into a readable error.
-fn check(status: StatusCode, body: &[u8]) -> Result<Value> {
+pub(crate) fn check(status: StatusCode, body: &[u8]) -> Result<Value> {
     let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     if status.is_success() {
         return Ok(json);
@@ -368,7 +361,7 @@ fn check(status: StatusCode, body: &[u8]) -> Result<Value> {
     bail!("{message} (HTTP {})", status.as_u16())
 }
 
-fn print_json(value: &Value) -> Result<()> {
+pub(crate) fn print_json(value: &Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -593,53 +586,6 @@ async fn print_watch_lines(mut response: reqwest::Response, json: bool) -> Resul
     bail!("the watch stream ended")
 }
 
-/// `raftkv status`.
-pub async fn status(args: StatusArgs) -> Result<()> {
-    args.common.http_only("status")?;
-    let (status, body) = send(
-        &args.common,
-        Method::GET,
-        |e| {
-            let mut url = reqwest::Url::parse(&normalize(e))?;
-            url.set_path("/v1/status");
-            Ok(url)
-        },
-        None,
-    )
-    .await?;
-    let json = check(status, &body)?;
-    if args.common.json {
-        return print_json(&json);
-    }
-    let leader = json["leader_name"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| "none".to_string());
-    println!(
-        "node {} ({}) is {} in term {}; leader: {}",
-        json["name"].as_str().unwrap_or("?"),
-        json["id"],
-        json["role"].as_str().unwrap_or("?"),
-        json["term"],
-        leader
-    );
-    println!(
-        "commit index {}, applied index {}, snapshot index {}, healthy: {}",
-        json["commit_index"], json["applied_index"], json["snapshot_index"], json["healthy"]
-    );
-    println!("members:");
-    for m in json["members"].as_array().into_iter().flatten() {
-        println!(
-            "  {:<12} {:<8} client {:<24} peer {}",
-            m["name"].as_str().unwrap_or("?"),
-            m["role"].as_str().unwrap_or("?"),
-            m["client_url"].as_str().unwrap_or(""),
-            m["peer_url"].as_str().unwrap_or("")
-        );
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,34 +597,6 @@ mod tests {
         let url = kv_url("http://h:1", "k", &[("consistency", "stale")]).unwrap();
         assert_eq!(url.as_str(), "http://h:1/v1/kv/k?consistency=stale");
     }
-}
-
-/// `raftkv remove-member`.
-#[derive(Args, Debug)]
-pub struct RemoveMemberArgs {
-    /// The member's name.
-    name: String,
-    #[command(flatten)]
-    common: Common,
-}
-
-/// `raftkv remove-member NAME`.
-pub async fn remove_member(args: RemoveMemberArgs) -> Result<()> {
-    args.common.http_only("remove-member")?;
-    let path = format!("/v1/members/{}", args.name);
-    let (status, body) = send(
-        &args.common,
-        Method::DELETE,
-        |e| api_url(e, &path, None),
-        None,
-    )
-    .await?;
-    let json = check(status, &body)?;
-    if args.common.json {
-        return print_json(&json);
-    }
-    println!("removed {} from the cluster", args.name);
-    Ok(())
 }
 
 /// `raftkv lease ...`.
@@ -707,7 +625,7 @@ pub enum LeaseCommand {
     },
 }
 
-fn api_url(endpoint: &str, path: &str, query: Option<&str>) -> Result<reqwest::Url> {
+pub(crate) fn api_url(endpoint: &str, path: &str, query: Option<&str>) -> Result<reqwest::Url> {
     let mut url = reqwest::Url::parse(&normalize(endpoint))
         .with_context(|| format!("endpoint `{endpoint}` is not a URL"))?;
     url.set_path(path);

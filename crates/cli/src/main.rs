@@ -1,10 +1,12 @@
-//! The `raftkv` binary: `raftkv serve` runs a node, `raftkv dev` a local cluster, and the other
-//! subcommands are a client of the HTTP API (or, with `--etcd`, of etcd's gRPC API).
+//! The `raftkv` binary: `raftkv serve` runs a node, `raftkv dev` a local cluster, `status`,
+//! `member` and `leader` operate a cluster, and the other subcommands are a client of the HTTP
+//! API (or, with `--etcd`, of etcd's gRPC API).
 
 mod bench;
 mod client;
 mod dev;
 mod etcd_client;
+mod members;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -40,9 +42,13 @@ enum Command {
     /// List the keys under a prefix.
     Ls(client::LsArgs),
     /// Show a node's view of the cluster.
-    Status(client::StatusArgs),
-    /// Remove a member from the cluster (it stops being contacted; its peers refuse it).
-    RemoveMember(client::RemoveMemberArgs),
+    Status(members::StatusArgs),
+    /// List, add, promote or remove members.
+    #[command(subcommand)]
+    Member(members::MemberCommand),
+    /// Hand leadership to another voter.
+    #[command(subcommand)]
+    Leader(members::LeaderCommand),
     /// Load a running cluster with concurrent puts or gets; prints requests/s and latencies.
     Bench(bench::BenchArgs),
     /// Grant, renew or revoke a lease (keys attached to a lease vanish when it ends).
@@ -50,11 +56,24 @@ enum Command {
     Lease(client::LeaseCommand),
 }
 
+impl Command {
+    /// Whether an operator command runs under `--json` (then its errors are JSON too).
+    fn json(&self) -> bool {
+        match self {
+            Command::Status(args) => args.json(),
+            Command::Member(command) => command.common().json,
+            Command::Leader(command) => command.common().json,
+            _ => false,
+        }
+    }
+}
+
 /// How long the process waits for the async runtime's tasks when it exits.
 const RUNTIME_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let json = cli.command.json();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -74,10 +93,11 @@ fn main() -> std::process::ExitCode {
             Command::Del(args) => client::del(args).await,
             Command::Watch(args) => client::watch(args).await,
             Command::Ls(args) => client::ls(args).await,
-            Command::Status(args) => client::status(args).await,
+            Command::Status(args) => members::status(args).await,
+            Command::Member(command) => members::member(command).await,
+            Command::Leader(command) => members::leader(command).await,
             Command::Lease(command) => client::lease(command).await,
             Command::Bench(args) => bench::run(args).await,
-            Command::RemoveMember(args) => client::remove_member(args).await,
         }
     });
     // A blocking task may still wait on stdin (`serve --stop-with-stdin`): do not wait for it,
@@ -85,6 +105,10 @@ fn main() -> std::process::ExitCode {
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if json => {
+            println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -1,12 +1,15 @@
 //! Membership: `GET /v1/members` lists, `POST /v1/members` adds a node as a learner (a new node
-//! calls it with `--join`; it is promoted once caught up), `DELETE /v1/members/{name}` removes
-//! one, `POST /v1/internal/publish` records a member's addresses through the log.
+//! calls it with `--join`; it is promoted once caught up), `POST /v1/members/{name}` adds a
+//! member an operator names before the node starts (etcd's `member add`), `POST
+//! /v1/members/{name}/promote` makes a learner a voter, `DELETE /v1/members/{name}` removes one,
+//! `POST /v1/internal/publish` records a member's addresses through the log.
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use raftkv_raft::NodeId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::error::ApiError;
@@ -106,6 +109,77 @@ pub async fn join(State(api): State<Api>, request: Forward) -> Response {
     .await
 }
 
+/// The node id `name` stands for: a member's name, a node id, or the id a node of that name
+/// will have.
+fn member_id(api: &Api, name: &str) -> NodeId {
+    let by_name = api
+        .service
+        .read(|state| state.registry.by_name(name).map(|m| m.id));
+    by_name
+        .or_else(|| name.parse::<NodeId>().ok())
+        .unwrap_or_else(|| node_id(name))
+}
+
+/// The body of `POST /v1/members/{name}`.
+#[derive(Deserialize)]
+struct AddRequest {
+    /// Where the new member will listen for its peers.
+    peer_url: String,
+    /// Keep it a learner until promoted (otherwise it is promoted once caught up).
+    #[serde(default)]
+    learner: bool,
+}
+
+/// `POST /v1/members/{name}` with `{"peer_url": ..., "learner": bool}`: adds a member that will
+/// start later (with `--join`, at that peer URL) and take this name.
+pub async fn add(State(api): State<Api>, Path(name): Path<String>, request: Forward) -> Response {
+    let add: AddRequest = match serde_json::from_slice(&request.body) {
+        Ok(r) => r,
+        Err(e) => {
+            return ApiError::bad_request(format!(
+                "bad member: {e}; expected {{\"peer_url\": \"http://host:port\", \"learner\": false}}"
+            ))
+            .into_response();
+        }
+    };
+    let id = node_id(&name);
+    let conflict = api.service.read(|state| {
+        let registry = &state.registry;
+        if registry.by_name(&name).is_some() || registry.get(id).is_some() {
+            Some(format!("a member named `{name}` exists already"))
+        } else {
+            registry.by_peer_url(&add.peer_url).map(|m| {
+                format!(
+                    "member {:x} has the peer URL {} already",
+                    m.id, add.peer_url
+                )
+            })
+        }
+    });
+    if let Some(reason) = conflict {
+        return ApiError::new(StatusCode::CONFLICT, "conflict", reason).into_response();
+    }
+    let result = api.service.add_member(id, add.peer_url, add.learner).await;
+    api.answer_or_forward(result, request, |index| {
+        Ok(json!({ "added": name, "id": id, "index": index, "learner": add.learner }))
+    })
+    .await
+}
+
+/// `POST /v1/members/{name}/promote`: makes a learner that has caught up a voter.
+pub async fn promote(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    request: Forward,
+) -> Response {
+    let id = member_id(&api, &name);
+    let result = api.service.promote_member(id).await;
+    api.answer_or_forward(result, request, |index| {
+        Ok(json!({ "promoted": name, "id": id, "index": index }))
+    })
+    .await
+}
+
 /// `DELETE /v1/members/{name}`, or `DELETE /v1/members/{id}` with the member's node id (which
 /// removes a member whatever its name).
 pub async fn remove(
@@ -113,12 +187,7 @@ pub async fn remove(
     Path(name): Path<String>,
     request: Forward,
 ) -> Response {
-    let by_name = api
-        .service
-        .read(|state| state.registry.by_name(&name).map(|m| m.id));
-    let id = by_name
-        .or_else(|| name.parse::<NodeId>().ok())
-        .unwrap_or_else(|| node_id(&name));
+    let id = member_id(&api, &name);
     let result = api.service.remove_member(id).await;
     api.answer_or_forward(result, request, |index| {
         Ok(json!({ "removed": name, "id": id, "index": index }))

@@ -10,9 +10,13 @@
 //! | `POST /v1/lease?ttl=S` | grant a lease of S seconds; `PUT /v1/kv/{key}?lease=ID` attaches keys |
 //! | `POST /v1/lease/{id}/keepalive`, `DELETE /v1/lease/{id}` | renew (on the leader), revoke |
 //! | `GET /v1/watch/{key}` | a stream of JSON lines of changes; `?prefix`, `&rev=N` to start in the past, `&prev` |
-//! | `GET /v1/status` | this node's view: role, term, leader, indexes, members |
+//! | `GET /v1/status` | this node's view: role, term, leader, indexes, members, version |
+//! | `GET /health`, `GET /ready` | liveness (the process serves); readiness (leader known, applied up to commit, disk healthy) or 503 with the reason |
 //! | `GET /v1/members`, `POST /v1/members` | list members; join (a new node calls it) |
+//! | `POST /v1/members/{name}` | add a member that starts later (`{"peer_url": ..., "learner": bool}`) |
+//! | `POST /v1/members/{name}/promote` | make a caught-up learner a voter |
 //! | `DELETE /v1/members/{name}` | remove a member (voter or learner) |
+//! | `POST /v1/leader/transfer` | hand leadership to a voter (`{"to": NAME}`) |
 //! | `POST /v1/internal/publish` | a member records its addresses through the leader |
 //! | `GET /metrics` | Prometheus text: term, indexes, role, counters |
 //!
@@ -33,14 +37,16 @@
 //! | `watch.rs` | watch streams |
 //! | `watch_pump.rs` | one poller feeding every watch stream |
 //! | `lease.rs` | lease grant, revoke, keep-alive |
-//! | `members.rs` | listing, joining, removing members; publishing addresses |
-//! | `status.rs` | `/v1/status` and `/metrics` |
+//! | `members.rs` | listing, joining, adding, promoting, removing members; publishing addresses |
+//! | `leader.rs` | leadership transfer |
+//! | `status.rs` | `/v1/status`, `/health`, `/ready` and `/metrics` |
 //! | `bootstrap.rs` | a new node joining; a follower publishing its addresses |
 
 mod bootstrap;
 mod error;
 mod forward;
 mod kv;
+mod leader;
 mod lease;
 mod members;
 mod render;
@@ -147,7 +153,14 @@ impl Api {
             .route("/v1/status", get(status::status))
             .route("/metrics", get(status::metrics))
             .route("/v1/members", get(members::list).post(members::join))
-            .route("/v1/members/{name}", delete(members::remove))
+            .route(
+                "/v1/members/{name}",
+                post(members::add).delete(members::remove),
+            )
+            .route("/v1/members/{name}/promote", post(members::promote))
+            .route("/v1/leader/transfer", post(leader::transfer))
+            .route("/health", get(status::health))
+            .route("/ready", get(status::ready))
             .route("/v1/internal/publish", post(members::publish))
             .fallback(|| async {
                 ApiError::not_found("no such route; the API lives under /v1/ (see the README)")
