@@ -96,6 +96,11 @@ impl Command {
     }
 }
 
+/// `StateSnapshot::kv`'s field number.
+const KV_FIELD_TAG: u32 = 4;
+/// The most bytes of a field key of `KV_FIELD_TAG` and a length.
+const KV_FIELD_PREFIX_BYTES_MAX: usize = 1 + 10;
+
 /// The whole state in a snapshot.
 #[derive(Clone, PartialEq, prost::Message)]
 struct StateSnapshot {
@@ -108,7 +113,7 @@ struct StateSnapshot {
     /// The registry's removed ids.
     #[prost(uint64, repeated, tag = "3")]
     removed: Vec<u64>,
-    /// The key-value store's own snapshot stream.
+    /// The key-value store's own snapshot stream (field number `KV_FIELD_TAG`).
     #[prost(bytes = "bytes", tag = "4")]
     kv: Bytes,
     /// Members of the configuration at the snapshot's index.
@@ -256,22 +261,38 @@ impl StateView {
     }
 
     /// The view as snapshot data (proportional to the store's size: call it off the node loop).
+    ///
+    /// The store's stream, nearly all of it, is written once into the buffer that is returned:
+    /// the other fields are encoded first (they are small), room for them and for the store
+    /// field's key and length is left at the front, and they are put there once the store's
+    /// length is known (protobuf fields may come in any order). So a snapshot of any size takes
+    /// its own size in memory, not twice that.
     pub fn encode(&self) -> Bytes {
-        let mut kv = Vec::new();
-        // Writing into a Vec cannot fail.
-        self.kv
-            .write_to(&mut kv)
-            .expect("writing a snapshot into memory");
-        StateSnapshot {
+        let head = StateSnapshot {
             version: SNAPSHOT_VERSION,
             members: self.registry.members().cloned().collect(),
             removed: self.registry.removed().collect(),
-            kv: kv.into(),
+            kv: Bytes::new(),
             conf_members: self.registry.conf_members().collect(),
             held: self.registry.held().collect(),
         }
-        .encode_to_vec()
-        .into()
+        .encode_to_vec();
+        let room = head.len() + KV_FIELD_PREFIX_BYTES_MAX;
+        let mut buf = vec![0u8; room];
+        // Writing into a Vec cannot fail.
+        self.kv
+            .write_to(&mut buf)
+            .expect("writing a snapshot into memory");
+        let mut prefix = head;
+        prost::encoding::encode_key(
+            KV_FIELD_TAG,
+            prost::encoding::WireType::LengthDelimited,
+            &mut prefix,
+        );
+        prost::encoding::encode_varint((buf.len() - room) as u64, &mut prefix);
+        let start = room - prefix.len();
+        buf[start..room].copy_from_slice(&prefix);
+        Bytes::from(buf).slice(start..)
     }
 }
 
@@ -330,4 +351,35 @@ fn registry_hash(registry: &Registry) -> u64 {
         mix(&id.to_le_bytes());
     }
     hash
+}
+
+#[cfg(test)]
+mod tests {
+    use raftkv_kv::Request;
+
+    use super::*;
+
+    #[test]
+    fn a_snapshot_decodes_to_the_state_it_was_taken_of() {
+        let mut state = State::new(limits());
+        let entries = (1..=50u64).map(|i| {
+            let request = Request::put(
+                Bytes::from(format!("key-{i}")),
+                Bytes::from(vec![i as u8; 300]),
+            );
+            Entry::new(i, 1, Command::kv(request.encode_to_vec().into()))
+        });
+        for entry in entries {
+            state.apply(&entry);
+        }
+        let member = Member::unstarted(7, "http://127.0.0.1:7007".into());
+        state.apply(&Entry::new(51, 1, Command::publish(member)));
+        let data = state.view().encode();
+        let restored = decode(51, &data, limits()).unwrap();
+        assert_eq!(restored.digest(), state.digest());
+        // Nothing but the message's fields, each once (the store's moved to the end).
+        let message = StateSnapshot::decode(data.clone()).unwrap();
+        assert_eq!(message.encoded_len(), data.len());
+        assert_eq!(message.members.len(), 1);
+    }
 }
