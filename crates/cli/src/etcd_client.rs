@@ -27,7 +27,7 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A channel to the first endpoint that accepts a connection.
-async fn connect(common: &Common) -> Result<Channel> {
+pub(crate) async fn connect(common: &Common) -> Result<Channel> {
     let mut failures = Vec::new();
     for endpoint in &common.endpoints {
         let url = crate::client::normalize(endpoint);
@@ -49,7 +49,7 @@ async fn connect(common: &Common) -> Result<Channel> {
 }
 
 /// A gRPC error as the user reads it: etcd's message (etcd's clients match on it).
-fn refused(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn refused(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{} ({:?})", status.message(), status.code())
 }
 

@@ -8,6 +8,7 @@ mod dev;
 mod etcd_client;
 mod members;
 mod serve;
+mod snapshot;
 
 use clap::{Parser, Subcommand};
 
@@ -49,6 +50,9 @@ enum Command {
     /// Hand leadership to another voter.
     #[command(subcommand)]
     Leader(members::LeaderCommand),
+    /// Save a backup of a live member, inspect one, or restore a new cluster from one.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Load a running cluster with concurrent puts or gets; prints requests/s and latencies.
     Bench(bench::BenchArgs),
     /// Grant, renew or revoke a lease (keys attached to a lease vanish when it ends).
@@ -63,6 +67,7 @@ impl Command {
             Command::Status(args) => args.json(),
             Command::Member(command) => command.common().json,
             Command::Leader(command) => command.common().json,
+            Command::Snapshot(command) => command.json(),
             _ => false,
         }
     }
@@ -96,6 +101,7 @@ fn main() -> std::process::ExitCode {
             Command::Status(args) => members::status(args).await,
             Command::Member(command) => members::member(command).await,
             Command::Leader(command) => members::leader(command).await,
+            Command::Snapshot(command) => snapshot::snapshot(command).await,
             Command::Lease(command) => client::lease(command).await,
             Command::Bench(args) => bench::run(args).await,
         }

@@ -33,6 +33,7 @@ pub mod meta;
 pub mod metrics;
 pub mod node;
 pub mod peer_sources;
+pub mod restore;
 pub mod service;
 pub mod snapshots;
 pub mod syncer;
