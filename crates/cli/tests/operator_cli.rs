@@ -177,3 +177,61 @@ async fn operators_run_membership_and_leadership_from_the_cli() {
     })
     .await;
 }
+
+/// The value of a sample, whatever its type.
+fn sample_value(value: &prometheus_parse::Value) -> f64 {
+    use prometheus_parse::Value::*;
+    match value {
+        Counter(v) | Gauge(v) | Untyped(v) => *v,
+        Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+        Summary(quantiles) => quantiles.len() as f64,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_metrics_parse_as_prometheus_text_with_latency_histograms() {
+    let root = tempfile::tempdir().unwrap();
+    let (_nodes, urls) = started_cluster(root.path(), &["a", "b", "c"]);
+    let leader = wait_for_leader(&urls).await;
+    for i in 0..5 {
+        put_ok(&urls[leader], &format!("metric-{i}"), "v").await;
+    }
+    get_raw(&urls[leader], "metric-0", "linearizable")
+        .await
+        .unwrap();
+    let response = http()
+        .get(format!("{}/metrics", urls[leader]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let text = response.text().await.unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines)
+        .unwrap_or_else(|e| panic!("the scrape does not parse: {e}\n{text}"));
+    let value = |name: &str, label: Option<(&str, &str)>| {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| sample_value(&s.value))
+            .next()
+            .unwrap_or_else(|| panic!("no sample {name} {label:?} in\n{text}"))
+    };
+    assert!(value("raftkv_wal_fsync_seconds", None) >= 1.0, "{text}");
+    assert!(value("raftkv_apply_seconds", None) >= 1.0, "{text}");
+    assert!(
+        value("raftkv_request_seconds", Some(("op", "put"))) >= 5.0,
+        "{text}"
+    );
+    assert!(
+        value("raftkv_request_seconds", Some(("op", "range_linearizable"))) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(value("raftkv_keys", None), 5.0, "{text}");
+    assert!(value("raftkv_leader_changes_total", None) >= 1.0, "{text}");
+    assert_eq!(value("raftkv_proposals_failed_total", None), 0.0, "{text}");
+    assert_eq!(value("raftkv_is_leader", None), 1.0, "{text}");
+    assert!(value("raftkv_proposals_total", None) >= 5.0, "{text}");
+}

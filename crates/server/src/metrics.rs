@@ -1,13 +1,145 @@
 //! Counters the driver and transport bump, exposed at `GET /metrics` in the Prometheus text
-//! format together with the node's gauges (term, indexes, role).
+//! format together with the node's gauges (term, indexes, role), then the latency histograms and
+//! operator gauges of [`Observed`] (kept by `prometheus-client`).
 //!
-//! Plain atomics: bumping one never blocks the hot path, and reading them for a scrape needs no
-//! lock.
+//! Plain atomics and the client's lock-free metrics: recording never blocks the hot path, and a
+//! scrape takes no lock the node loop needs.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 
 use crate::node::NodeStatus;
+
+/// Smallest latency bucket: 50 µs (a fast fsync, an in-memory read).
+const LATENCY_BUCKET_MIN_SECONDS: f64 = 0.000_05;
+/// Latency buckets, each twice the one before: 50 µs up to about 27 s.
+const LATENCY_BUCKETS: u16 = 20;
+/// An apply step longer than this counts as slow (etcd's "apply request took too long").
+pub const SLOW_APPLY: Duration = Duration::from_millis(100);
+
+/// The label set of a request's latency: its operation.
+pub type OpLabel = Vec<(&'static str, &'static str)>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(
+        LATENCY_BUCKET_MIN_SECONDS,
+        2.0,
+        LATENCY_BUCKETS,
+    ))
+}
+
+/// Latency histograms, operator gauges and event counters.
+#[derive(Debug)]
+pub struct Observed {
+    /// Where they are registered (for the scrape).
+    registry: Registry,
+    /// One WAL `fdatasync` (a group commit of every write since the last).
+    pub wal_fsync_seconds: Histogram,
+    /// One step of the node loop that applied entries (with the output it produced).
+    pub apply_seconds: Histogram,
+    /// Taking a snapshot: from the engine's request to the file being durable.
+    pub snapshot_seconds: Histogram,
+    /// A client request through the service layer, by operation (`put`, `txn`, `range`, ...).
+    pub request_seconds: Family<OpLabel, Histogram, fn() -> Histogram>,
+    /// Live keys (set at each scrape).
+    pub keys: Gauge,
+    /// Live leases (set at each scrape).
+    pub leases: Gauge,
+    /// Open watches (set at each scrape).
+    pub watchers: Gauge,
+    /// Times this node saw leadership move (another leader, or none).
+    pub leader_changes: Counter,
+    /// Client writes that failed (not leader, no quorum, refused, timed out).
+    pub proposals_failed: Counter,
+    /// Apply steps slower than [`SLOW_APPLY`].
+    pub slow_applies: Counter,
+}
+
+impl Default for Observed {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("raftkv");
+        let observed = Observed {
+            registry: Registry::default(),
+            wal_fsync_seconds: latency_histogram(),
+            apply_seconds: latency_histogram(),
+            snapshot_seconds: latency_histogram(),
+            request_seconds: Family::new_with_constructor(latency_histogram),
+            keys: Gauge::default(),
+            leases: Gauge::default(),
+            watchers: Gauge::default(),
+            leader_changes: Counter::default(),
+            proposals_failed: Counter::default(),
+            slow_applies: Counter::default(),
+        };
+        registry.register(
+            "wal_fsync_seconds",
+            "WAL fdatasync latency",
+            observed.wal_fsync_seconds.clone(),
+        );
+        registry.register(
+            "apply_seconds",
+            "Latency of a node loop step that applied entries",
+            observed.apply_seconds.clone(),
+        );
+        registry.register(
+            "snapshot_seconds",
+            "Time to take a snapshot, request to durable file",
+            observed.snapshot_seconds.clone(),
+        );
+        registry.register(
+            "request_seconds",
+            "Client request latency by operation",
+            observed.request_seconds.clone(),
+        );
+        registry.register("keys", "Live keys", observed.keys.clone());
+        registry.register("leases", "Live leases", observed.leases.clone());
+        registry.register("watchers", "Open watches", observed.watchers.clone());
+        registry.register(
+            "leader_changes",
+            "Times leadership moved, as this node saw it",
+            observed.leader_changes.clone(),
+        );
+        registry.register(
+            "proposals_failed",
+            "Client writes that failed",
+            observed.proposals_failed.clone(),
+        );
+        registry.register(
+            "slow_applies",
+            "Apply steps slower than 100 ms",
+            observed.slow_applies.clone(),
+        );
+        Observed {
+            registry,
+            ..observed
+        }
+    }
+}
+
+impl Observed {
+    /// Records one request of operation `op` that took `took`.
+    pub fn request(&self, op: &'static str, took: Duration) {
+        self.request_seconds
+            .get_or_create(&vec![("op", op)])
+            .observe(took.as_secs_f64());
+    }
+
+    /// The registered metrics in the text format (without OpenMetrics' `# EOF`, as the scrape
+    /// goes on with nothing after it but is served as Prometheus text).
+    fn render(&self, out: &mut String) {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_ok() {
+            out.push_str(text.trim_end().trim_end_matches("# EOF"));
+        }
+    }
+}
 
 /// The node's counters.
 #[derive(Debug, Default)]
@@ -30,6 +162,8 @@ pub struct Metrics {
     pub snapshots_installed: AtomicU64,
     /// Peer messages dropped because a queue was full.
     pub peer_messages_dropped: AtomicU64,
+    /// Histograms, gauges and event counters.
+    pub observed: Observed,
 }
 
 impl Metrics {
@@ -138,6 +272,7 @@ impl Metrics {
             "Peer messages dropped on a full queue.",
             get(&self.peer_messages_dropped),
         );
+        self.observed.render(&mut out);
         out
     }
 }

@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 use crate::config::{ServerConfig, host_port};
 use crate::error::RequestError;
 use crate::members::Member;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SLOW_APPLY};
 use crate::snapshots::{self, Done, Installed, Job};
 use crate::state::{Applied, State};
 use crate::syncer;
@@ -267,6 +267,10 @@ pub struct Driver {
     failure: Option<String>,
     /// Signalled once the driver stops after a shutdown.
     done: Option<oneshot::Sender<()>>,
+    /// The leader last seen (to count leadership changes).
+    last_leader: Option<NodeId>,
+    /// When the snapshot being taken was asked for (for its latency).
+    snapshot_started: Option<Instant>,
 }
 
 impl Driver {
@@ -309,6 +313,8 @@ impl Driver {
             stall_handover: None,
             failure: None,
             done: None,
+            last_leader: None,
+            snapshot_started: None,
         };
         driver.refresh_addrs();
         driver.refresh_status();
@@ -465,7 +471,11 @@ impl Driver {
         }
         loop {
             let applied_before = self.engine.raft().raft_log().applied();
+            let step_start = Instant::now();
             let output = self.engine.take_output(self.now_ms());
+            if self.engine.raft().raft_log().applied() > applied_before {
+                self.observe_apply(step_start.elapsed());
+            }
             let produced = !output.is_empty();
             let Output {
                 messages,
@@ -664,17 +674,37 @@ impl Driver {
         let saved = self.engine.storage_mut().save(hard_state, entries, None);
         self.shared.sync_started_ms.store(0, Ordering::Relaxed);
         saved.map_err(|e| e.to_string())?;
-        let took = sync_start.elapsed().as_micros() as u64;
+        let took = sync_start.elapsed();
         let metrics = &self.shared.metrics;
         Metrics::bump(&metrics.wal_syncs);
-        metrics.wal_sync_micros.fetch_add(took, Ordering::Relaxed);
+        metrics
+            .wal_sync_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        metrics
+            .observed
+            .wal_fsync_seconds
+            .observe(took.as_secs_f64());
         Ok(())
+    }
+
+    /// Records an apply step's latency; a slow one is counted and logged.
+    fn observe_apply(&self, took: Duration) {
+        let observed = &self.shared.metrics.observed;
+        observed.apply_seconds.observe(took.as_secs_f64());
+        if took > SLOW_APPLY {
+            observed.slow_applies.inc();
+            tracing::warn!(?took, "applying entries took too long");
+        }
     }
 
     fn on_event(&mut self, event: Event) {
         match event {
             Event::RoleChanged { role, term, leader } => {
                 tracing::info!(?role, term, ?leader, "role changed");
+                if leader != self.last_leader {
+                    self.last_leader = leader;
+                    self.shared.metrics.observed.leader_changes.inc();
+                }
             }
             Event::LeasesPromoted { extend_ms } => {
                 tracing::debug!(extend_ms, "new leader extended every lease");
@@ -704,10 +734,18 @@ impl Driver {
                 tracing::info!(index, term, "started from the snapshot in storage");
             }
             Event::SnapshotRequested { index, .. } => {
+                self.snapshot_started = Some(Instant::now());
                 tracing::debug!(index, "snapshot requested");
             }
             Event::SnapshotTaken { index, term, bytes } => {
                 Metrics::bump(&self.shared.metrics.snapshots_taken);
+                if let Some(started) = self.snapshot_started.take() {
+                    self.shared
+                        .metrics
+                        .observed
+                        .snapshot_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
                 tracing::info!(index, term, bytes, "took snapshot and compacted the log");
             }
             Event::SnapshotSkipped { index, reason } => {

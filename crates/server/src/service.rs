@@ -121,8 +121,20 @@ impl Service {
             None => request,
         };
         request.validate(&crate::state::limits()).map_err(invalid)?;
+        let op = request.op.as_ref().map_or("none", |op| op.name());
         let data = Command::kv(request.encode_to_vec().into());
-        self.ask(|reply| Input::Propose { data, reply }).await
+        let started = std::time::Instant::now();
+        let result = self.ask(|reply| Input::Propose { data, reply }).await;
+        let observed = &self.inner.shared.metrics.observed;
+        match &result {
+            Ok(_) => observed.request(op, started.elapsed()),
+            // Not failed: the front end forwards it to the leader.
+            Err(RequestError::NotLeader { .. }) => {}
+            Err(_) => {
+                observed.proposals_failed.inc();
+            }
+        }
+        result
     }
 
     /// Records a member's addresses through the log.
@@ -138,7 +150,20 @@ impl Service {
             Consistency::Linearizable => ReadMode::ReadIndex,
             Consistency::Lease => ReadMode::Lease,
         };
-        self.ask(|reply| Input::Read { mode, reply }).await
+        let started = std::time::Instant::now();
+        let result = self.ask(|reply| Input::Read { mode, reply }).await;
+        if result.is_ok() {
+            let op = match mode {
+                ReadMode::Lease => "range_lease",
+                _ => "range_linearizable",
+            };
+            self.inner
+                .shared
+                .metrics
+                .observed
+                .request(op, started.elapsed());
+        }
+        result
     }
 
     /// Renews a lease on the leader: its TTL in milliseconds, or the store's refusal.

@@ -94,10 +94,15 @@ fn sync(shared: &Shared, mut file: FsFile, settings: &Settings) -> Result<(), St
             settings.dir.display()
         )
     })?;
+    let took = start.elapsed();
     let metrics = &shared.metrics;
     Metrics::bump(&metrics.wal_syncs);
     metrics
         .wal_sync_micros
-        .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+        .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    metrics
+        .observed
+        .wal_fsync_seconds
+        .observe(took.as_secs_f64());
     Ok(())
 }

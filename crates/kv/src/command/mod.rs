@@ -72,6 +72,23 @@ pub enum Op {
     LeaseExpire(LeaseExpireRequest),
 }
 
+impl Op {
+    /// The operation's name (as metrics label it).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Put(_) => "put",
+            Op::DeleteRange(_) => "delete_range",
+            Op::Txn(_) => "txn",
+            Op::Compact(_) => "compact",
+            Op::LeaseGrant(_) => "lease_grant",
+            Op::LeaseRevoke(_) => "lease_revoke",
+            Op::SessionOpen(_) => "session_open",
+            Op::SessionExpire(_) => "session_expire",
+            Op::LeaseExpire(_) => "lease_expire",
+        }
+    }
+}
+
 /// A command for the log: an optional client session header and one operation.
 ///
 /// `client_id`/`seq` (both 0, or both non-zero) make a write exactly-once: the store remembers

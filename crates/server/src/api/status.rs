@@ -92,6 +92,21 @@ pub async fn status(State(api): State<Api>) -> Response {
 /// `GET /metrics`.
 pub async fn metrics(State(api): State<Api>) -> Response {
     let status = api.service.status();
+    let (keys, leases, watchers) = api.service.read(|state| {
+        (
+            state.kv.len(),
+            state.kv.lease_ids().len(),
+            state.kv.watch_count(),
+        )
+    });
+    let observed = &api.service.shared().metrics.observed;
+    observed.keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
+    observed
+        .leases
+        .set(i64::try_from(leases).unwrap_or(i64::MAX));
+    observed
+        .watchers
+        .set(i64::try_from(watchers).unwrap_or(i64::MAX));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         api.service.shared().metrics.render(&status),
