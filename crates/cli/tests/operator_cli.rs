@@ -230,6 +230,8 @@ async fn the_metrics_parse_as_prometheus_text_with_latency_histograms() {
         "{text}"
     );
     assert_eq!(value("raftkv_keys", None), 5.0, "{text}");
+    // Five keys `metric-N` (8 bytes) with the value `v`.
+    assert_eq!(value("raftkv_live_bytes", None), 45.0, "{text}");
     assert!(value("raftkv_leader_changes_total", None) >= 1.0, "{text}");
     assert_eq!(value("raftkv_proposals_failed_total", None), 0.0, "{text}");
     assert_eq!(value("raftkv_is_leader", None), 1.0, "{text}");

@@ -75,6 +75,11 @@ impl KvStore {
         self.mvcc.live_keys()
     }
 
+    /// Bytes of the keys that exist now and of their values (what a storage quota limits).
+    pub fn live_bytes(&self) -> u64 {
+        self.mvcc.live_bytes()
+    }
+
     /// Whether no key exists now.
     pub fn is_empty(&self) -> bool {
         self.mvcc.live_keys() == 0

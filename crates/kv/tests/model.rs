@@ -58,6 +58,14 @@ fn same(a: &Result<Reply, KvError>, b: &Result<Reply, KvError>) -> bool {
 }
 
 impl Model {
+    /// Bytes of the live keys and their values (what a storage quota limits).
+    fn live_bytes(&self) -> u64 {
+        self.history
+            .iter()
+            .filter_map(|(key, h)| h.last()?.1.as_ref().map(|m| key.len() + m.value.len()))
+            .sum::<usize>() as u64
+    }
+
     fn get(&self, key: &[u8], rev: i64) -> Option<&Mkv> {
         let h = self.history.get(key)?;
         h.iter()
@@ -634,6 +642,7 @@ fn run(steps: &[Step]) {
         assert_eq!(got.revision, want.revision, "{request:?}");
         assert_eq!(store.revision(), model.revision);
         assert_eq!(store.compacted_revision(), model.compacted);
+        assert_eq!(store.live_bytes(), model.live_bytes(), "{request:?}");
         assert_eq!(
             store.lease_ids(),
             model.leases.keys().copied().collect::<Vec<_>>()
@@ -654,6 +663,7 @@ fn run(steps: &[Step]) {
     store.write_snapshot(&mut buf).unwrap();
     let restored = KvStore::restore(&mut buf.as_slice(), limits()).unwrap();
     assert_eq!(restored.state_hash(), store.state_hash());
+    assert_eq!(restored.live_bytes(), model.live_bytes());
     check_all_reads(&restored, &model);
     for id in model.leases.keys() {
         let a = store.lease_time_to_live(*id, 0).unwrap();

@@ -50,6 +50,8 @@ pub struct Observed {
     pub request_seconds: Family<OpLabel, Histogram, fn() -> Histogram>,
     /// Live keys (set at each scrape).
     pub keys: Gauge,
+    /// Bytes of the live keys and values (set at each scrape; what the quota limits).
+    pub live_bytes: Gauge,
     /// Live leases (set at each scrape).
     pub leases: Gauge,
     /// Open watches (set at each scrape).
@@ -72,6 +74,7 @@ impl Default for Observed {
             snapshot_seconds: latency_histogram(),
             request_seconds: Family::new_with_constructor(latency_histogram),
             keys: Gauge::default(),
+            live_bytes: Gauge::default(),
             leases: Gauge::default(),
             watchers: Gauge::default(),
             leader_changes: Counter::default(),
@@ -99,6 +102,11 @@ impl Default for Observed {
             observed.request_seconds.clone(),
         );
         registry.register("keys", "Live keys", observed.keys.clone());
+        registry.register(
+            "live_bytes",
+            "Bytes of the live keys and values",
+            observed.live_bytes.clone(),
+        );
         registry.register("leases", "Live leases", observed.leases.clone());
         registry.register("watchers", "Open watches", observed.watchers.clone());
         registry.register(

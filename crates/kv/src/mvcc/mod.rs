@@ -65,6 +65,8 @@ pub(crate) struct Mvcc {
     revision: Revision,
     compacted: Revision,
     live: u64,
+    /// Bytes of the keys that exist now and of their values (what a storage quota limits).
+    live_bytes: u64,
 }
 
 /// What a range may still add to its answer, in bytes (one budget is shared by all the ranges
@@ -101,6 +103,7 @@ impl Default for Mvcc {
             revision: INITIAL_REVISION,
             compacted: 0,
             live: 0,
+            live_bytes: 0,
         }
     }
 }
@@ -119,6 +122,11 @@ impl Mvcc {
     /// Keys whose current entry is live.
     pub(crate) fn live_keys(&self) -> u64 {
         self.live
+    }
+
+    /// Bytes of the keys that exist now and of their values.
+    pub(crate) fn live_bytes(&self) -> u64 {
+        self.live_bytes
     }
 
     /// Keys in the index, including deleted ones whose history is still retained.
@@ -300,6 +308,7 @@ impl Mvcc {
         }
         let mut changelog: Vec<Vec<Bytes>> = vec![Vec::new(); revisions];
         let mut live = 0;
+        let mut live_bytes = 0;
         for (key, history) in &keys {
             let mut prev: Option<&KeyEntry> = None;
             for (i, entry) in history.entries().enumerate() {
@@ -321,6 +330,7 @@ impl Mvcc {
                 prev = Some(entry);
             }
             live += u64::from(history.live().is_some());
+            live_bytes += history.live().map_or(0, |e| entry_bytes(key, e));
         }
         if let Some(i) = changelog
             .iter()
@@ -339,6 +349,7 @@ impl Mvcc {
             revision,
             compacted,
             live,
+            live_bytes,
         })
     }
 }
@@ -378,6 +389,7 @@ impl WriteBatch<'_> {
     /// Puts `value` at `key` (not yet changed in this batch). Returns the previous live entry.
     pub(crate) fn put(&mut self, key: &Bytes, value: Bytes, lease: LeaseId) -> Option<KeyEntry> {
         let revision = self.revision;
+        let value_len = value.len();
         let new = |prev: Option<&KeyEntry>| KeyEntry {
             value,
             create_revision: prev.map_or(revision, |p| p.create_revision),
@@ -399,6 +411,8 @@ impl WriteBatch<'_> {
             }
         };
         self.mvcc.live += u64::from(prev.is_none());
+        self.mvcc.live_bytes += (key.len() + value_len) as u64;
+        self.mvcc.live_bytes -= prev.as_ref().map_or(0, |p| entry_bytes(key, p));
         self.changed.push(key.clone());
         let from = prev.as_ref().map_or(0, |p| p.lease);
         if from != 0 || lease != 0 {
@@ -417,6 +431,7 @@ impl WriteBatch<'_> {
         let prev = history.live()?.clone();
         history.push(KeyEntry::tombstone(self.revision));
         self.mvcc.live -= 1;
+        self.mvcc.live_bytes -= entry_bytes(key, &prev);
         self.changed.push(key.clone());
         if prev.lease != 0 {
             self.lease_moves.push(LeaseMove {
@@ -471,8 +486,15 @@ impl WriteBatch<'_> {
                 .get_mut(key.as_ref())
                 .expect("changed keys are indexed");
             let was_live = history.live().is_some();
+            let bytes_before = history.live().map_or(0, |e| entry_bytes(key, e));
             let (_, now_empty) = history.pop(self.revision);
             let is_live = !now_empty && history.live().is_some();
+            let bytes_after = if now_empty {
+                0
+            } else {
+                history.live().map_or(0, |e| entry_bytes(key, e))
+            };
+            self.mvcc.live_bytes = self.mvcc.live_bytes - bytes_before + bytes_after;
             if now_empty {
                 self.mvcc.keys.remove(key.as_ref());
             }
@@ -483,6 +505,11 @@ impl WriteBatch<'_> {
             }
         }
     }
+}
+
+/// What a live entry counts against a storage quota: its key and value.
+fn entry_bytes(key: &[u8], entry: &KeyEntry) -> u64 {
+    (key.len() + entry.value.len()) as u64
 }
 
 impl Drop for WriteBatch<'_> {

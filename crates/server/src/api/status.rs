@@ -92,15 +92,19 @@ pub async fn status(State(api): State<Api>) -> Response {
 /// `GET /metrics`.
 pub async fn metrics(State(api): State<Api>) -> Response {
     let status = api.service.status();
-    let (keys, leases, watchers) = api.service.read(|state| {
+    let (keys, live_bytes, leases, watchers) = api.service.read(|state| {
         (
             state.kv.len(),
+            state.kv.live_bytes(),
             state.kv.lease_ids().len(),
             state.kv.watch_count(),
         )
     });
     let observed = &api.service.shared().metrics.observed;
     observed.keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
+    observed
+        .live_bytes
+        .set(i64::try_from(live_bytes).unwrap_or(i64::MAX));
     observed
         .leases
         .set(i64::try_from(leases).unwrap_or(i64::MAX));
