@@ -50,6 +50,9 @@ enum Command {
     /// Hand leadership to another voter.
     #[command(subcommand)]
     Leader(members::LeaderCommand),
+    /// List or disarm alarms (NOSPACE: the storage quota is used up).
+    #[command(subcommand)]
+    Alarm(members::AlarmCommand),
     /// Save a backup of a live member, inspect one, or restore a new cluster from one.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
@@ -68,6 +71,7 @@ impl Command {
             Command::Member(command) => command.common().json,
             Command::Leader(command) => command.common().json,
             Command::Snapshot(command) => command.json(),
+            Command::Alarm(command) => command.common().json,
             _ => false,
         }
     }
@@ -102,6 +106,7 @@ fn main() -> std::process::ExitCode {
             Command::Member(command) => members::member(command).await,
             Command::Leader(command) => members::leader(command).await,
             Command::Snapshot(command) => snapshot::snapshot(command).await,
+            Command::Alarm(command) => members::alarm(command).await,
             Command::Lease(command) => client::lease(command).await,
             Command::Bench(args) => bench::run(args).await,
         }

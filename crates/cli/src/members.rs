@@ -1,6 +1,6 @@
 //! The operator commands over the HTTP API: `raftkv status` (one table of every member, each
-//! asked for its own view), `raftkv member list | add | promote | remove` and `raftkv leader
-//! transfer`. Each takes `--json`; under it, errors too are JSON (see `main.rs`).
+//! asked for its own view), `raftkv member list | add | promote | remove`, `raftkv leader
+//! transfer` and `raftkv alarm list | disarm`. Each takes `--json`; under it, errors too are JSON (see `main.rs`).
 
 use std::time::Duration;
 
@@ -98,6 +98,56 @@ impl LeaderCommand {
             LeaderCommand::Transfer { common, .. } => common,
         }
     }
+}
+
+/// `raftkv alarm ...`.
+#[derive(Subcommand, Debug)]
+pub enum AlarmCommand {
+    /// List the raised alarms (NOSPACE: the storage quota is used up).
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Clear every raised alarm (make room first: a store still over its quota raises NOSPACE
+    /// again).
+    Disarm {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+impl AlarmCommand {
+    /// The options every alarm command takes.
+    pub fn common(&self) -> &Common {
+        match self {
+            AlarmCommand::List { common } | AlarmCommand::Disarm { common } => common,
+        }
+    }
+}
+
+/// `raftkv alarm ...`.
+pub async fn alarm(command: AlarmCommand) -> Result<()> {
+    let common = command.common();
+    common.http_only("alarm")?;
+    let (answer, field) = match &command {
+        AlarmCommand::List { .. } => (get_json(common, "/v1/alarms").await?, "alarms"),
+        AlarmCommand::Disarm { .. } => (
+            call(common, Method::DELETE, "/v1/alarms", None).await?,
+            "disarmed",
+        ),
+    };
+    if common.json {
+        return print_json(&answer);
+    }
+    for a in answer[field].as_array().into_iter().flatten() {
+        let member = a["member"].as_u64().unwrap_or(0);
+        let name = a["alarm"].as_str().unwrap_or("?");
+        match command {
+            AlarmCommand::List { .. } => println!("memberID:{member:x} alarm:{name}"),
+            AlarmCommand::Disarm { .. } => println!("disarmed memberID:{member:x} alarm:{name}"),
+        }
+    }
+    Ok(())
 }
 
 /// Asks the first endpoint that answers for `GET path`.

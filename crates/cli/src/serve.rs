@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// [default: 3 election timeouts].
     #[arg(long, env = "RAFTKV_DISK_STALL_TICKS")]
     disk_stall_ticks: Option<u32>,
+    /// Live bytes (keys and values) above which writes are refused with NOSPACE until an
+    /// operator makes room and disarms the alarm (0: no quota) [default: 2 GiB].
+    #[arg(long, env = "RAFTKV_QUOTA_BYTES")]
+    quota_bytes: Option<u64>,
     /// Applied entries between snapshots [default: 10000].
     #[arg(long, env = "RAFTKV_SNAPSHOT_ENTRIES")]
     snapshot_entries: Option<u64>,
@@ -119,6 +123,7 @@ struct FileConfig {
     election_ticks: Option<u32>,
     heartbeat_ticks: Option<u32>,
     disk_stall_ticks: Option<u32>,
+    quota_bytes: Option<u64>,
     snapshot_entries: Option<u64>,
     request_timeout_secs: Option<u64>,
     client_connections_max: Option<usize>,
@@ -192,6 +197,9 @@ fn resolve(args: ServeArgs) -> Result<(ServerConfig, Option<String>)> {
     }
     if let Some(ticks) = args.disk_stall_ticks.or(file.disk_stall_ticks) {
         config.disk_stall_ticks = ticks;
+    }
+    if let Some(bytes) = args.quota_bytes.or(file.quota_bytes) {
+        config.quota_bytes = bytes;
     }
     if let Some(ticks) = args.heartbeat_ticks.or(file.heartbeat_ticks) {
         config.heartbeat_ticks = ticks;

@@ -106,7 +106,7 @@ impl<S: Storage> Replica<S> {
                             .events
                             .push(Event::Undecodable { index: entry.index });
                     }
-                    Applied::Kv(_) | Applied::Noop => {}
+                    Applied::Kv(_) | Applied::Noop | Applied::Alarm | Applied::NoSpace => {}
                 }
                 let (index, term) = (entry.index, entry.term);
                 if let Some((retry, lease_keys, revision_before)) = before {

@@ -34,6 +34,12 @@ pub enum RequestError {
     /// A promotion of a node that is not a learner.
     #[error("node {0:x} is not a learner: only a learner can be promoted")]
     NotALearner(NodeId),
+    /// A write refused while the `NOSPACE` alarm is raised (it did not happen).
+    #[error(
+        "etcdserver: mvcc: database space exceeded (the storage quota is used up: delete keys or \
+         compact, then disarm the alarm with `raftkv alarm disarm`)"
+    )]
+    NoSpace,
     /// A promotion of a learner whose log has not caught up with the leader's yet.
     #[error("learner {0:x} has not caught up with the leader's log yet; promote it once it has")]
     LearnerBehind(NodeId),

@@ -26,6 +26,7 @@
 //! | `output.rs` | what the driver carries out |
 //! | `error.rs` | request errors and fatal errors |
 
+pub mod alarms;
 mod apply;
 pub mod error;
 mod history;

@@ -19,6 +19,7 @@ use prost::Message as _;
 use raftkv_kv::{KvStore, Limits, Response, SnapshotView};
 use raftkv_raft::{ConfState, Entry, EntryKind, Index, NodeId};
 
+use crate::alarms::{Alarm, AlarmChange, Alarms};
 use crate::error::ReplicaError;
 use crate::members::{Member, Registry};
 
@@ -39,7 +40,7 @@ pub const SNAPSHOT_VERSION: u32 = 1;
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Command {
     /// What to do.
-    #[prost(oneof = "CommandOp", tags = "1, 2, 3")]
+    #[prost(oneof = "CommandOp", tags = "1, 2, 3, 4")]
     pub op: Option<CommandOp>,
 }
 
@@ -55,6 +56,9 @@ pub enum CommandOp {
     /// A learner to hold back from promotion (added as a learner on purpose), by node id.
     #[prost(uint64, tag = "3")]
     HoldLearner(u64),
+    /// An alarm raised or cleared.
+    #[prost(message, tag = "4")]
+    Alarm(AlarmChange),
 }
 
 impl Command {
@@ -81,6 +85,18 @@ impl Command {
     pub fn publish(member: Member) -> Bytes {
         Command {
             op: Some(CommandOp::Publish(member)),
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    /// The payload raising (`activate`) or clearing `alarm`.
+    pub fn alarm(activate: bool, alarm: Alarm) -> Bytes {
+        Command {
+            op: Some(CommandOp::Alarm(AlarmChange {
+                activate,
+                alarm: Some(alarm),
+            })),
         }
         .encode_to_vec()
         .into()
@@ -122,6 +138,9 @@ struct StateSnapshot {
     /// The registry's held learners.
     #[prost(uint64, repeated, tag = "6")]
     held: Vec<u64>,
+    /// The raised alarms.
+    #[prost(message, repeated, tag = "7")]
+    alarms: Vec<Alarm>,
 }
 
 /// What applying one entry produced.
@@ -137,6 +156,10 @@ pub enum Applied {
     Noop,
     /// A payload no node can decode, applied as a no-op everywhere.
     Undecodable,
+    /// An alarm was raised or cleared.
+    Alarm,
+    /// A write refused while `NOSPACE` is raised (nothing changed).
+    NoSpace,
 }
 
 /// The replicated state.
@@ -145,6 +168,8 @@ pub struct State {
     pub kv: KvStore,
     /// Who is in the cluster and where.
     pub registry: Registry,
+    /// The raised alarms.
+    pub alarms: Alarms,
     /// Key-value limits (for restores).
     limits: Limits,
     /// Last applied index.
@@ -158,6 +183,7 @@ impl State {
         State {
             kv: KvStore::new(limits.clone()),
             registry: Registry::default(),
+            alarms: Alarms::default(),
             limits,
             applied: 0,
         }
@@ -192,7 +218,16 @@ impl State {
         match Command::decode(entry.data.clone()) {
             Ok(Command {
                 op: Some(CommandOp::Kv(request)),
+            }) if self.alarms.no_space() && needs_space(&request) => Applied::NoSpace,
+            Ok(Command {
+                op: Some(CommandOp::Kv(request)),
             }) => Applied::Kv(self.kv.apply(entry.index, &request)),
+            Ok(Command {
+                op: Some(CommandOp::Alarm(change)),
+            }) => {
+                self.alarms.apply(&change);
+                Applied::Alarm
+            }
             Ok(Command {
                 op: Some(CommandOp::Publish(member)),
             }) => {
@@ -216,7 +251,7 @@ impl State {
     /// A hash of the replicated state (store and registry): equal on every node at the same
     /// applied index.
     pub fn digest(&self) -> u64 {
-        self.kv.state_hash() ^ registry_hash(&self.registry)
+        self.kv.state_hash() ^ registry_hash(&self.registry) ^ alarms_hash(&self.alarms)
     }
 
     /// A consistent view of the state at the applied index, taken in one short step (the key
@@ -226,6 +261,7 @@ impl State {
             applied: self.applied,
             kv: self.kv.snapshot_view(),
             registry: self.registry.clone(),
+            alarms: self.alarms.clone(),
         }
     }
 
@@ -247,6 +283,8 @@ pub struct StateView {
     kv: SnapshotView,
     /// The registry at the same index.
     registry: Registry,
+    /// The alarms at the same index.
+    alarms: Alarms,
 }
 
 impl StateView {
@@ -257,7 +295,7 @@ impl StateView {
 
     /// The [`State::digest`] of the state the view shows.
     pub fn digest(&self) -> u64 {
-        self.kv.state_hash() ^ registry_hash(&self.registry)
+        self.kv.state_hash() ^ registry_hash(&self.registry) ^ alarms_hash(&self.alarms)
     }
 
     /// The view as snapshot data (proportional to the store's size: call it off the node loop).
@@ -275,6 +313,7 @@ impl StateView {
             kv: Bytes::new(),
             conf_members: self.registry.conf_members().collect(),
             held: self.registry.held().collect(),
+            alarms: self.alarms.list(),
         }
         .encode_to_vec();
         let room = head.len() + KV_FIELD_PREFIX_BYTES_MAX;
@@ -320,8 +359,23 @@ pub fn decode(index: Index, data: &Bytes, limits: Limits) -> Result<State, Repli
     Ok(State {
         kv,
         registry,
+        alarms: Alarms::from_list(snapshot.alarms),
         limits,
         applied: index,
+    })
+}
+
+/// Whether the encoded key-value request may need more space (an undecodable one is left to
+/// the store, which refuses it).
+fn needs_space(request: &Bytes) -> bool {
+    raftkv_kv::Request::decode(&request[..]).is_ok_and(|r| r.needs_space())
+}
+
+/// A hash of the raised alarms (0 when none, so states without alarms hash as before).
+fn alarms_hash(alarms: &Alarms) -> u64 {
+    alarms.list().iter().fold(0, |hash, alarm| {
+        (hash ^ alarm.member ^ (alarm.kind as u64).rotate_left(32))
+            .wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 

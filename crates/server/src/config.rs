@@ -64,6 +64,9 @@ pub enum Bootstrap {
     Join(String),
 }
 
+/// Default `ServerConfig::quota_bytes`: 2 GiB of live keys and values (etcd's default quota).
+pub const QUOTA_BYTES_DEFAULT: u64 = 2 << 30;
+
 /// Everything a node needs to run.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -93,6 +96,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// A node whose WAL sync takes longer than this many ticks reports itself unhealthy.
     pub disk_stall_ticks: u32,
+    /// Live bytes (keys and values) above which the leader raises `NOSPACE` (0: no quota).
+    pub quota_bytes: u64,
     /// Client connections open at once (lowered at start to fit the descriptor limit).
     pub client_connections_max: usize,
     /// Time a client has to send a request's headers.
@@ -144,6 +149,7 @@ impl ServerConfig {
             snapshot_entries: SNAPSHOT_ENTRIES_DEFAULT,
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             disk_stall_ticks: 3 * ELECTION_TICKS_DEFAULT,
+            quota_bytes: QUOTA_BYTES_DEFAULT,
             client_connections_max: CLIENT_CONNECTIONS_MAX_DEFAULT,
             client_header_timeout: CLIENT_HEADER_TIMEOUT_DEFAULT,
             client_idle_timeout: CLIENT_IDLE_TIMEOUT_DEFAULT,

@@ -223,6 +223,7 @@ impl Server {
         let api = api::Api::new(service.clone());
         tasks.push(tokio::spawn(api.clone().publisher()));
         tasks.push(tokio::spawn(api.clone().watch_pump()));
+        tasks.push(tokio::spawn(api.clone().watch_quota()));
         let limits = http_serve::ConnectionLimits {
             connections_max: client_connections_bound(config.client_connections_max),
             header_timeout: config.client_header_timeout,

@@ -22,6 +22,7 @@ use crate::error::RequestError;
 use crate::members::Member;
 use crate::node::{CLIENT_INPUTS_MAX, Input, NodeStatus, Reply, Shared};
 use crate::state::{Applied, Command, State};
+use raftkv_replica::alarms::Alarm;
 
 /// Election timeouts a leadership transfer may take before it is reported as failed.
 const TRANSFER_WAIT_ELECTIONS: u32 = 3;
@@ -124,7 +125,10 @@ impl Service {
         let op = request.op.as_ref().map_or("none", |op| op.name());
         let data = Command::kv(request.encode_to_vec().into());
         let started = std::time::Instant::now();
-        let result = self.ask(|reply| Input::Propose { data, reply }).await;
+        let result = match self.ask(|reply| Input::Propose { data, reply }).await {
+            Ok(Applied::NoSpace) => Err(RequestError::NoSpace),
+            other => other,
+        };
         let observed = &self.inner.shared.metrics.observed;
         match &result {
             Ok(_) => observed.request(op, started.elapsed()),
@@ -135,6 +139,12 @@ impl Service {
             }
         }
         result
+    }
+
+    /// Raises (`activate`) or clears `alarm` through the log.
+    pub async fn alarm(&self, activate: bool, alarm: Alarm) -> Result<Applied, RequestError> {
+        let data = Command::alarm(activate, alarm);
+        self.ask(|reply| Input::Propose { data, reply }).await
     }
 
     /// Records a member's addresses through the log.

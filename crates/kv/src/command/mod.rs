@@ -89,6 +89,20 @@ impl Op {
     }
 }
 
+impl TxnRequest {
+    /// Whether either branch (or a nested transaction) puts a key.
+    fn puts(&self) -> bool {
+        self.success
+            .iter()
+            .chain(&self.failure)
+            .any(|op| match &op.op {
+                Some(TxnOp::Put(_)) => true,
+                Some(TxnOp::Txn(txn)) => txn.puts(),
+                _ => false,
+            })
+    }
+}
+
 /// A command for the log: an optional client session header and one operation.
 ///
 /// `client_id`/`seq` (both 0, or both non-zero) make a write exactly-once: the store remembers
@@ -118,6 +132,16 @@ impl Request {
             client_id: 0,
             seq: 0,
             op: Some(op),
+        }
+    }
+
+    /// Whether the request may need more space: a put, a transaction that puts, a lease grant
+    /// (what a storage quota refuses; deletes, compaction and revokes free space).
+    pub fn needs_space(&self) -> bool {
+        match &self.op {
+            Some(Op::Put(_) | Op::LeaseGrant(_)) => true,
+            Some(Op::Txn(txn)) => txn.puts(),
+            _ => false,
         }
     }
 

@@ -75,6 +75,9 @@ impl From<RequestError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
             }
             RequestError::Invalid(_) => ApiError::bad_request(message),
+            RequestError::NoSpace => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "no_space", message)
+            }
             RequestError::Conflict(_)
             | RequestError::NotALearner(_)
             | RequestError::LearnerBehind(_) => {

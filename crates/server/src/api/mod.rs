@@ -17,6 +17,7 @@
 //! | `POST /v1/members/{name}/promote` | make a caught-up learner a voter |
 //! | `DELETE /v1/members/{name}` | remove a member (voter or learner) |
 //! | `POST /v1/leader/transfer` | hand leadership to a voter (`{"to": NAME}`) |
+//! | `GET /v1/alarms`, `DELETE /v1/alarms` | list the raised alarms (`NOSPACE`, `CORRUPT`); disarm them |
 //! | `POST /v1/internal/publish` | a member records its addresses through the leader |
 //! | `GET /metrics` | Prometheus text: term, indexes, role, counters |
 //!
@@ -39,9 +40,11 @@
 //! | `lease.rs` | lease grant, revoke, keep-alive |
 //! | `members.rs` | listing, joining, adding, promoting, removing members; publishing addresses |
 //! | `leader.rs` | leadership transfer |
+//! | `alarms.rs` | alarms, and the leader's quota watch that raises `NOSPACE` |
 //! | `status.rs` | `/v1/status`, `/health`, `/ready` and `/metrics` |
 //! | `bootstrap.rs` | a new node joining; a follower publishing its addresses |
 
+mod alarms;
 mod bootstrap;
 mod error;
 mod forward;
@@ -159,6 +162,7 @@ impl Api {
             )
             .route("/v1/members/{name}/promote", post(members::promote))
             .route("/v1/leader/transfer", post(leader::transfer))
+            .route("/v1/alarms", get(alarms::list).delete(alarms::disarm))
             .route("/health", get(status::health))
             .route("/ready", get(status::ready))
             .route("/v1/internal/publish", post(members::publish))
@@ -172,6 +176,11 @@ impl Api {
                 request_timeout,
             ))
             .with_state(self)
+    }
+
+    /// Leader: raises `NOSPACE` once the store outgrows the quota (run as a task).
+    pub async fn watch_quota(self) {
+        alarms::watch_quota(self).await
     }
 
     /// Follower: keeps the registry's record of this node current, through the leader.

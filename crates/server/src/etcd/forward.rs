@@ -12,6 +12,7 @@ use std::time::Duration;
 use raftkv_etcdpb::etcdserverpb::cluster_client::ClusterClient;
 use raftkv_etcdpb::etcdserverpb::kv_client::KvClient;
 use raftkv_etcdpb::etcdserverpb::lease_client::LeaseClient;
+use raftkv_etcdpb::etcdserverpb::maintenance_client::MaintenanceClient;
 use raftkv_raft::NodeId;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
@@ -80,6 +81,15 @@ impl Forwarder {
         forwarded: bool,
     ) -> Result<ClusterClient<Channel>, Status> {
         Ok(ClusterClient::new(self.channel(leader, forwarded)?))
+    }
+
+    /// A Maintenance client to the leader.
+    pub fn maintenance(
+        &self,
+        leader: Option<NodeId>,
+        forwarded: bool,
+    ) -> Result<MaintenanceClient<Channel>, Status> {
+        Ok(MaintenanceClient::new(self.channel(leader, forwarded)?))
     }
 
     /// A Lease client to the leader.

@@ -11,8 +11,12 @@ use raftkv_etcdpb::etcdserverpb::maintenance_server::Maintenance;
 use raftkv_etcdpb::etcdserverpb::{self as pb};
 use tonic::{Request, Response, Status};
 
-use super::{ETCD_API_VERSION, Etcd};
+use raftkv_replica::alarms::{Alarm, CORRUPT, NOSPACE};
+
+use super::forward::{Forwarder, marked};
+use super::{ETCD_API_VERSION, Etcd, status};
 use crate::backup;
+use crate::error::RequestError;
 
 /// Bytes of a backup file per `SnapshotResponse` (etcd sends 32 KiB).
 const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
@@ -26,11 +30,47 @@ fn hash32(hash: u64) -> u32 {
 impl Maintenance for Etcd {
     async fn alarm(
         &self,
-        _request: Request<pb::AlarmRequest>,
+        request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        use pb::alarm_request::AlarmAction;
+        let forwarded = Forwarder::was_forwarded(&request);
+        let r = request.into_inner();
+        let alarm = Alarm {
+            member: r.member_id,
+            kind: r.alarm,
+        };
+        // Answers with the alarms the action concerned (etcd's shape): all for GET, the one
+        // raised or cleared otherwise.
+        let concerned = match AlarmAction::try_from(r.action) {
+            Ok(AlarmAction::Get) => self.service.read(|state| state.alarms.list()),
+            Ok(action) => {
+                let activate = action == AlarmAction::Activate;
+                if alarm.kind != NOSPACE && alarm.kind != CORRUPT {
+                    return Err(Status::invalid_argument("etcdserver: unknown alarm type"));
+                }
+                match self.service.alarm(activate, alarm).await {
+                    Ok(_) => vec![alarm],
+                    Err(RequestError::NotLeader { leader }) => {
+                        return self
+                            .forward
+                            .maintenance(leader, forwarded)?
+                            .alarm(marked(r))
+                            .await;
+                    }
+                    Err(e) => return Err(status::request(e)),
+                }
+            }
+            Err(_) => return Err(Status::invalid_argument("etcdserver: unknown alarm action")),
+        };
         Ok(Response::new(pb::AlarmResponse {
             header: self.header_now(),
-            alarms: Vec::new(),
+            alarms: concerned
+                .iter()
+                .map(|a| pb::AlarmMember {
+                    member_id: a.member,
+                    alarm: a.kind,
+                })
+                .collect(),
         }))
     }
 

@@ -74,6 +74,10 @@ pub fn request(error: RequestError) -> Status {
             Code::FailedPrecondition,
             "etcdserver: can only promote a learner member",
         ),
+        RequestError::NoSpace => Status::new(
+            Code::ResourceExhausted,
+            "etcdserver: mvcc: database space exceeded",
+        ),
         RequestError::LearnerBehind(_) => Status::new(
             Code::FailedPrecondition,
             "etcdserver: can only promote a learner member which is in sync with leader",

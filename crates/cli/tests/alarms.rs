@@ -1,0 +1,93 @@
+//! The storage quota and `NOSPACE` on a real 3-process cluster, through `etcdctl` (as etcd
+//! words it) and `raftkv alarm`: writes past the quota raise the alarm and are refused
+//! everywhere, deletes and compaction still work, and disarming once there is room restores
+//! writes.
+
+mod common;
+
+use common::etcd::*;
+use common::*;
+use serde_json::Value;
+
+/// The quota the cluster runs with: room for about 20 of the 1,000-byte values below.
+const QUOTA_BYTES: u64 = 20_000;
+
+/// `raftkv alarm ARGS --endpoints URL --json`.
+fn raftkv_alarm(url: &str, args: &[&str]) -> Value {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .arg("alarm")
+        .args(args)
+        .args(["--endpoints", url, "--json"])
+        .env_remove("RAFTKV_ENDPOINTS")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_store_raises_nospace_refuses_writes_but_not_deletes_until_disarmed() {
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, urls) = started_cluster_with(root.path(), &["q1", "q2", "q3"], |_| {
+        vec!["--quota-bytes".to_string(), QUOTA_BYTES.to_string()]
+    });
+    let leader = wait_for_leader(&urls).await;
+    wait_for_client_urls(&urls).await;
+    let follower = nodes[(leader + 1) % 3].client.clone();
+    let value = "x".repeat(1000);
+
+    // Write until the quota watch raises NOSPACE and a write is refused.
+    let refused = eventually("a write to be refused with NOSPACE", || async {
+        for i in 0..5 {
+            let key = format!("fill-{}", rand_suffix(i));
+            let (ok, _, err) = etcdctl_with(&follower, &["put", &key, &value], "");
+            if !ok {
+                return Some(err);
+            }
+        }
+        None
+    })
+    .await;
+    assert!(
+        refused.contains("etcdserver: mvcc: database space exceeded"),
+        "{refused}"
+    );
+    let listed = etcdctl(&follower, &["alarm", "list"]);
+    assert!(listed.contains("alarm:NOSPACE"), "{listed}");
+    let alarms = raftkv_alarm(&urls[(leader + 2) % 3], &["list"]);
+    assert_eq!(alarms["alarms"][0]["alarm"], "NOSPACE", "{alarms}");
+    // Refused on every member, over HTTP too (507), and a transaction that puts as well.
+    let http = put(&urls[(leader + 2) % 3], "more", "y").await;
+    assert_eq!(http.0, 507, "{http:?}");
+    assert_eq!(http.1["code"], "no_space", "{http:?}");
+    let script = "value(\"fill-0\") = \"x\"\n\nput txn-key v\n\nput txn-key w\n\n";
+    let (ok, _, err) = etcdctl_with(&follower, &["txn"], script);
+    assert!(!ok && err.contains("database space exceeded"), "{err}");
+
+    // Deletes and compaction still work; once there is room, disarming restores writes.
+    let deleted = etcdctl(&follower, &["del", "fill-", "--prefix"]);
+    assert!(deleted.trim().parse::<u64>().unwrap() > 0, "{deleted}");
+    let revision = etcdctl_json(&follower, &["get", "x"])["header"]["revision"]
+        .as_i64()
+        .unwrap();
+    etcdctl(&follower, &["compact", &revision.to_string()]);
+    let disarmed = etcdctl(&follower, &["alarm", "disarm"]);
+    assert!(disarmed.contains("alarm:NOSPACE"), "{disarmed}");
+    assert_eq!(
+        raftkv_alarm(&urls[leader], &["list"])["alarms"],
+        serde_json::json!([])
+    );
+    etcdctl(&follower, &["put", "after-disarm", "ok"]);
+    assert_eq!(
+        etcdctl(&follower, &["get", "after-disarm", "--print-value-only"]).trim(),
+        "ok"
+    );
+}
+
+/// A key suffix unique within the test run.
+fn rand_suffix(i: u32) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{}-{i}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
