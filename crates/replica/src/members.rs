@@ -227,6 +227,20 @@ pub fn node_id(name: &str) -> NodeId {
     (raftkv_raft::splitmix64(&mut state) >> 2).max(1)
 }
 
+/// The members a static bootstrap names (`name`, peer URL): each with the id its name gives;
+/// client URLs are learnt from each member's publish entry.
+pub fn initial_members(initial: &[(String, String)]) -> Vec<Member> {
+    initial
+        .iter()
+        .map(|(name, peer_url)| Member {
+            id: node_id(name),
+            name: name.clone(),
+            peer_url: peer_url.clone(),
+            client_url: String::new(),
+        })
+        .collect()
+}
+
 /// The cluster id of a static bootstrap: a hash over the sorted `name=peer-url` pairs, so every
 /// node started with the same `--initial-cluster` derives the same id.
 pub fn cluster_id(initial: &[(String, String)]) -> u64 {

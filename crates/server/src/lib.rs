@@ -56,7 +56,7 @@ use tokio::sync::oneshot;
 pub use config::{Bootstrap, ServerConfig};
 pub use error::{RequestError, Result, ServerError};
 
-use crate::members::{Member, cluster_id, node_id};
+use crate::members::{Member, cluster_id, initial_members, node_id};
 use crate::meta::{META_VERSION, NodeMeta};
 use crate::node::{Driver, INPUT_QUEUE_MAX, Input, NodeStatus, Shared};
 use crate::transport::{PeerAddrs, Transport};
@@ -354,16 +354,7 @@ async fn identity(config: &ServerConfig) -> Result<NodeMeta> {
     }
     let meta = match &config.bootstrap {
         Bootstrap::InitialCluster(initial) => {
-            let members: Vec<Member> = initial
-                .iter()
-                .map(|(name, peer_url)| Member {
-                    id: node_id(name),
-                    name: name.clone(),
-                    peer_url: peer_url.clone(),
-                    // Client URLs are learnt from each member's publish entry.
-                    client_url: String::new(),
-                })
-                .collect();
+            let members = initial_members(initial);
             tracing::info!(members = initial.len(), "bootstrapping a new cluster");
             NodeMeta {
                 version: META_VERSION,

@@ -180,6 +180,14 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records one WAL sync that took `took`: the counters and the histogram.
+    pub fn record_wal_sync(&self, took: Duration) {
+        Metrics::bump(&self.wal_syncs);
+        self.wal_sync_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.observed.wal_fsync_seconds.observe(took.as_secs_f64());
+    }
+
     /// The scrape: counters and the status gauges, Prometheus text format 0.0.4.
     pub fn render(&self, status: &NodeStatus) -> String {
         let mut out = String::new();

@@ -674,16 +674,7 @@ impl Driver {
         let saved = self.engine.storage_mut().save(hard_state, entries, None);
         self.shared.sync_started_ms.store(0, Ordering::Relaxed);
         saved.map_err(|e| e.to_string())?;
-        let took = sync_start.elapsed();
-        let metrics = &self.shared.metrics;
-        Metrics::bump(&metrics.wal_syncs);
-        metrics
-            .wal_sync_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-        metrics
-            .observed
-            .wal_fsync_seconds
-            .observe(took.as_secs_f64());
+        self.shared.metrics.record_wal_sync(sync_start.elapsed());
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use raftkv_raft::{ConfState, HardState, Snapshot, SnapshotMetadata};
-use raftkv_replica::members::{Member, Registry, cluster_id, node_id};
+use raftkv_replica::members::{Registry, cluster_id, initial_members, node_id};
 use raftkv_replica::state;
 use raftkv_wal::{FsDisk, SNAPSHOT_BYTES_DEFAULT, SNAPSHOT_OVERHEAD_BYTES_MAX, Wal, WalOptions};
 use serde::Serialize;
@@ -121,15 +121,7 @@ pub fn restore(
     }
     let (index, data) = read_backup(file)?;
     let mut restored = state::decode(index, &data, state::limits())?;
-    let members: Vec<Member> = initial
-        .iter()
-        .map(|(name, peer_url)| Member {
-            id: node_id(name),
-            name: name.clone(),
-            peer_url: peer_url.clone(),
-            client_url: String::new(),
-        })
-        .collect();
+    let members = initial_members(initial);
     let voters: Vec<u64> = members.iter().map(|m| m.id).collect();
     let mut registry = Registry::new(members.clone());
     registry.set_conf_members(voters.iter().copied());

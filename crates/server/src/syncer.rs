@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use raftkv_wal::{DiskFile, FsFile};
 
-use crate::metrics::Metrics;
 use crate::node::{Input, Shared};
 
 /// Sync jobs queued at most (the driver waits beyond; one sync covers them all anyway).
@@ -94,15 +93,6 @@ fn sync(shared: &Shared, mut file: FsFile, settings: &Settings) -> Result<(), St
             settings.dir.display()
         )
     })?;
-    let took = start.elapsed();
-    let metrics = &shared.metrics;
-    Metrics::bump(&metrics.wal_syncs);
-    metrics
-        .wal_sync_micros
-        .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-    metrics
-        .observed
-        .wal_fsync_seconds
-        .observe(took.as_secs_f64());
+    shared.metrics.record_wal_sync(start.elapsed());
     Ok(())
 }
