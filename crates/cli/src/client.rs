@@ -5,8 +5,12 @@
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
 use clap::Args;
+use std::path::PathBuf;
+
 use reqwest::{Method, StatusCode};
+use rustls::ClientConfig;
 use serde_json::Value;
+use tonic::transport::ClientTlsConfig;
 
 /// Options every client command takes.
 #[derive(Args, Debug)]
@@ -26,9 +30,37 @@ pub struct Common {
     /// client port, which speaks it too.
     #[arg(long, env = "RAFTKV_ETCD")]
     pub(crate) etcd: bool,
+    /// CA certificate that the members' client certificates chain to (for https:// endpoints).
+    #[arg(long, env = "RAFTKV_CACERT")]
+    pub(crate) cacert: Option<PathBuf>,
+    /// Client certificate to present (a cluster with --client-cert-auth asks for one).
+    #[arg(long = "cert", env = "RAFTKV_CERT", requires_all = ["client_key", "cacert"])]
+    pub(crate) client_cert: Option<PathBuf>,
+    /// Private key of --cert.
+    #[arg(long = "key", env = "RAFTKV_KEY", requires = "client_cert")]
+    pub(crate) client_key: Option<PathBuf>,
 }
 
 impl Common {
+    /// The TLS settings of --cacert, --cert and --key, for HTTP and for gRPC.
+    pub(crate) fn tls(&self) -> Result<Option<(ClientConfig, ClientTlsConfig)>> {
+        let Some(ca) = &self.cacert else {
+            return Ok(None);
+        };
+        let identity = self.client_cert.as_deref().zip(self.client_key.as_deref());
+        Ok(Some(raftkv_server::tls::client_side(ca, identity)?))
+    }
+
+    /// An HTTP client builder that speaks TLS as --cacert, --cert and --key say (without
+    /// --cacert, an https:// endpoint's certificate cannot be verified and is refused).
+    pub(crate) fn http_client(&self) -> Result<reqwest::ClientBuilder> {
+        let builder = reqwest::Client::builder();
+        Ok(match self.tls()? {
+            Some((config, _)) => builder.use_preconfigured_tls(config),
+            None => builder,
+        })
+    }
+
     /// Refuses `--etcd` for a command that speaks only raftkv's HTTP API.
     pub(crate) fn http_only(&self, command: &str) -> Result<()> {
         if self.etcd {
@@ -167,6 +199,18 @@ pub(crate) fn normalize(endpoint: &str) -> String {
     }
 }
 
+/// `error` with the chain of its causes (a refused TLS certificate is only told by a cause).
+pub(crate) fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// How long a command keeps retrying while the cluster answers 503 (no leader yet, leader
 /// changing). A 503 always means the request did not take effect, so retrying is safe.
 const UNAVAILABLE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
@@ -297,7 +341,8 @@ async fn send_once(
     body: Option<Vec<u8>>,
     headers: &[(&str, &str)],
 ) -> Result<Attempt> {
-    let client = reqwest::Client::builder()
+    let client = common
+        .http_client()?
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
     let mut failures = Vec::new();
@@ -327,8 +372,13 @@ async fn send_once(
                 return Ok(Attempt::Answered(status, bytes));
             }
             // Only a request that never reached the node is safe to send elsewhere.
-            Err(e) if e.is_connect() => failures.push(format!("{endpoint}: {e}")),
-            Err(e) => return Ok(Attempt::Unknown(format!("{endpoint} did not answer ({e})"))),
+            Err(e) if e.is_connect() => failures.push(format!("{endpoint}: {}", causes(&e))),
+            Err(e) => {
+                return Ok(Attempt::Unknown(format!(
+                    "{endpoint} did not answer ({})",
+                    causes(&e)
+                )));
+            }
         }
     }
     if let Some((status, bytes)) = unavailable {
@@ -517,6 +567,7 @@ pub async fn watch(args: WatchArgs) -> Result<()> {
         query.push(("rev".to_string(), args.rev.to_string()));
     }
     let mut failures = Vec::new();
+    let watch_client = args.common.http_client()?.build()?;
     for endpoint in &args.common.endpoints {
         let mut url = reqwest::Url::parse(&normalize(endpoint))
             .with_context(|| format!("endpoint `{endpoint}` is not a URL"))?;
@@ -536,10 +587,10 @@ pub async fn watch(args: WatchArgs) -> Result<()> {
             }
         }
         url.set_query((!query_text.is_empty()).then_some(query_text.as_str()));
-        let response = match reqwest::get(url).await {
+        let response = match watch_client.get(url).send().await {
             Ok(response) => response,
             Err(e) if e.is_connect() => {
-                failures.push(format!("{endpoint}: {e}"));
+                failures.push(format!("{endpoint}: {}", causes(&e)));
                 continue;
             }
             Err(e) => bail!("{endpoint}: {e}"),

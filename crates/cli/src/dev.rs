@@ -1,5 +1,7 @@
 //! `raftkv dev`: a local cluster of real `raftkv serve` processes on loopback, for trying raftkv
 //! out. Each node logs to a file in the dev data dir; Ctrl-C (or SIGTERM) stops them all cleanly.
+//! With `--tls`, a throwaway CA signs a certificate per node and one for the client (written to
+//! `<data-dir>/tls`, new on every start), and both ports speak TLS only.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -29,6 +31,10 @@ pub struct DevArgs {
     /// Where the nodes keep their data and logs (kept between runs: a restart resumes).
     #[arg(long, default_value = "raftkv-dev")]
     data_dir: PathBuf,
+    /// TLS on the client and peer ports, with a throwaway CA and certificates written to
+    /// <data-dir>/tls (peers must present theirs).
+    #[arg(long)]
+    tls: bool,
 }
 
 /// Starts the cluster and waits for Ctrl-C.
@@ -51,6 +57,14 @@ pub async fn run(args: DevArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let exe = std::env::current_exe().context("cannot find the raftkv binary")?;
+    let tls_dir = args.data_dir.join("tls");
+    let scheme = if args.tls { "https" } else { "http" };
+    if args.tls {
+        let names: Vec<String> = (1..=args.nodes).map(|i| format!("n{i}")).collect();
+        let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
+        names.push("client");
+        raftkv_server::tls::DevCa::new("raftkv dev CA")?.write(&tls_dir, &names)?;
+    }
     let node = |i: usize| {
         let n = i as u16;
         (
@@ -62,7 +76,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let initial: Vec<String> = (0..args.nodes)
         .map(|i| {
             let (name, _, peer) = node(i);
-            format!("{name}=http://{peer}")
+            format!("{name}={scheme}://{peer}")
         })
         .collect();
     let initial = initial.join(",");
@@ -76,8 +90,24 @@ pub async fn run(args: DevArgs) -> Result<()> {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;
-        let child = Command::new(&exe)
-            .arg("serve")
+        let mut command = Command::new(&exe);
+        command.arg("serve");
+        if args.tls {
+            let cert = tls_dir.join(format!("{name}.pem"));
+            let key = tls_dir.join(format!("{name}-key.pem"));
+            let ca = tls_dir.join("ca.pem");
+            for prefix in ["--", "--peer-"] {
+                command
+                    .arg(format!("{prefix}cert-file"))
+                    .arg(&cert)
+                    .arg(format!("{prefix}key-file"))
+                    .arg(&key)
+                    .arg(format!("{prefix}trusted-ca-file"))
+                    .arg(&ca);
+            }
+            command.arg("--peer-client-cert-auth");
+        }
+        let child = command
             .args(["--name", &name])
             .arg("--data-dir")
             .arg(&dir)
@@ -96,10 +126,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
         children.push((name, child));
     }
     let endpoints: Vec<String> = (0..args.nodes)
-        .map(|i| format!("http://{}", node(i).1))
+        .map(|i| format!("{scheme}://{}", node(i).1))
         .collect();
+    let ca = args.tls.then(|| tls_dir.join("ca.pem"));
     let ready = tokio::select! {
-        ready = wait_for_leader(&endpoints, &mut children) => Some(ready),
+        ready = wait_for_leader(&endpoints, ca.as_deref(), &mut children) => Some(ready),
         _ = interrupt.recv() => None,
         _ = term.recv() => None,
     };
@@ -115,7 +146,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             for i in 0..args.nodes {
                 let (name, client, peer) = node(i);
                 println!(
-                    "  {name}  client http://{client}  peer http://{peer}  data {}  log {}",
+                    "  {name}  client {scheme}://{client}  peer {scheme}://{peer}  data {}  log {}",
                     args.data_dir.join(&name).display(),
                     args.data_dir.join(format!("{name}.log")).display()
                 );
@@ -123,13 +154,30 @@ pub async fn run(args: DevArgs) -> Result<()> {
             let last = endpoints.last().cloned().unwrap_or_default();
             println!();
             println!("Try:");
-            println!("  curl -X PUT {}/v1/kv/hello -d world", endpoints[0]);
-            println!("  curl {last}/v1/kv/hello?raw");
-            println!("  cargo run --release -- status --endpoints {last}");
-            println!(
-                "  ETCDCTL_API=3 etcdctl --endpoints={} get hello",
-                last.trim_start_matches("http://")
-            );
+            match &ca {
+                None => {
+                    println!("  curl -X PUT {}/v1/kv/hello -d world", endpoints[0]);
+                    println!("  curl {last}/v1/kv/hello?raw");
+                    println!("  cargo run --release -- status --endpoints {last}");
+                    println!(
+                        "  ETCDCTL_API=3 etcdctl --endpoints={} get hello",
+                        last.trim_start_matches("http://")
+                    );
+                }
+                Some(ca) => {
+                    let (ca, dir) = (ca.display(), tls_dir.display());
+                    println!(
+                        "  curl --cacert {ca} -X PUT {}/v1/kv/hello -d world",
+                        endpoints[0]
+                    );
+                    println!("  curl --cacert {ca} {last}/v1/kv/hello?raw");
+                    println!(
+                        "  cargo run --release -- status --endpoints {last} --cacert {ca} \\\n      \
+                         --cert {dir}/client.pem --key {dir}/client-key.pem"
+                    );
+                    println!("  ETCDCTL_API=3 etcdctl --endpoints={last} --cacert {ca} get hello");
+                }
+            }
             println!();
             println!("Ctrl-C stops the cluster.");
         }
@@ -159,10 +207,17 @@ pub async fn run(args: DevArgs) -> Result<()> {
 }
 
 /// Waits until some node reports a leader; fails early if a node exits.
-async fn wait_for_leader(endpoints: &[String], children: &mut [(String, Child)]) -> Result<String> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
+async fn wait_for_leader(
+    endpoints: &[String],
+    ca: Option<&std::path::Path>,
+    children: &mut [(String, Child)],
+) -> Result<String> {
+    let mut client = reqwest::Client::builder().timeout(Duration::from_secs(2));
+    if let Some(ca) = ca {
+        let (tls, _) = raftkv_server::tls::client_side(ca, None)?;
+        client = client.use_preconfigured_tls(tls);
+    }
+    let client = client.build()?;
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     loop {
         for (name, child) in children.iter_mut() {

@@ -29,17 +29,28 @@ const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// A channel to the first endpoint that accepts a connection.
 pub(crate) async fn connect(common: &Common) -> Result<Channel> {
     let mut failures = Vec::new();
+    let tls = common.tls()?.map(|(_, grpc)| grpc);
     for endpoint in &common.endpoints {
         let url = crate::client::normalize(endpoint);
-        let channel = Endpoint::from_shared(url.clone())
+        let mut channel = Endpoint::from_shared(url.clone())
             .with_context(|| format!("endpoint `{endpoint}` is not a URL"))?
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .connect()
-            .await;
+            .timeout(CALL_TIMEOUT);
+        match &tls {
+            Some(tls) => channel = channel.tls_config(tls.clone())?,
+            None if url.starts_with("https://") => {
+                failures.push(format!(
+                    "{url}: an https:// endpoint needs --cacert (the CA that signed the \
+                     members' certificates)"
+                ));
+                continue;
+            }
+            None => {}
+        }
+        let channel = channel.connect().await;
         match channel {
             Ok(channel) => return Ok(channel),
-            Err(e) => failures.push(format!("{url}: {e}")),
+            Err(e) => failures.push(format!("{url}: {}", crate::client::causes(&e))),
         }
     }
     bail!(

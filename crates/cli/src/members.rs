@@ -199,7 +199,8 @@ fn member_row(member: &Value, own: Result<Value, String>, leader_commit: u64) ->
 async fn member_table(common: &Common) -> Result<Vec<Value>> {
     let view = get_json(common, "/v1/status").await?;
     let members: Vec<Value> = view["members"].as_array().cloned().unwrap_or_default();
-    let client = reqwest::Client::builder()
+    let client = common
+        .http_client()?
         .timeout(MEMBER_STATUS_TIMEOUT)
         .build()?;
     let asks = members.iter().map(|m| {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use raftkv_server::config::{normalize_url, parse_initial_cluster};
+use raftkv_server::tls::TlsFiles;
 use raftkv_server::{Bootstrap, Server, ServerConfig};
 use serde::Deserialize;
 
@@ -89,6 +90,31 @@ pub struct ServeArgs {
     /// Seconds a client request waits for its commit [default: 5].
     #[arg(long, env = "RAFTKV_REQUEST_TIMEOUT_SECS")]
     request_timeout_secs: Option<u64>,
+    /// Client port TLS: this node's certificate (PEM); clients then use https:// URLs.
+    #[arg(long, env = "RAFTKV_CERT_FILE")]
+    cert_file: Option<PathBuf>,
+    /// Client port TLS: the certificate's private key (PEM).
+    #[arg(long, env = "RAFTKV_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// Client port TLS: the CA that signed the members' client certificates (and, with
+    /// --client-cert-auth, the clients').
+    #[arg(long, env = "RAFTKV_TRUSTED_CA_FILE")]
+    trusted_ca_file: Option<PathBuf>,
+    /// Client port TLS: refuse clients without a certificate signed by --trusted-ca-file.
+    #[arg(long, env = "RAFTKV_CLIENT_CERT_AUTH")]
+    client_cert_auth: bool,
+    /// Peer TLS: this node's peer certificate (PEM).
+    #[arg(long, env = "RAFTKV_PEER_CERT_FILE")]
+    peer_cert_file: Option<PathBuf>,
+    /// Peer TLS: the peer certificate's private key (PEM).
+    #[arg(long, env = "RAFTKV_PEER_KEY_FILE")]
+    peer_key_file: Option<PathBuf>,
+    /// Peer TLS: the CA that signed every member's peer certificate.
+    #[arg(long, env = "RAFTKV_PEER_TRUSTED_CA_FILE")]
+    peer_trusted_ca_file: Option<PathBuf>,
+    /// Peer TLS: refuse peers without a certificate signed by --peer-trusted-ca-file.
+    #[arg(long, env = "RAFTKV_PEER_CLIENT_CERT_AUTH")]
+    peer_client_cert_auth: bool,
     /// Log level or filter (also RUST_LOG) [default: info].
     #[arg(long, env = "RAFTKV_LOG_LEVEL")]
     log_level: Option<String>,
@@ -133,12 +159,44 @@ struct FileConfig {
     watch_progress_notify_ms: Option<u64>,
     client_request_timeout_ms: Option<u64>,
     peer_sources: Option<String>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    trusted_ca_file: Option<PathBuf>,
+    client_cert_auth: Option<bool>,
+    peer_cert_file: Option<PathBuf>,
+    peer_key_file: Option<PathBuf>,
+    peer_trusted_ca_file: Option<PathBuf>,
+    peer_client_cert_auth: Option<bool>,
     log_level: Option<String>,
+}
+
+/// One listener's TLS flags (`prefix` is `""` or `"peer-"`), checked to be complete.
+fn tls_files(
+    prefix: &str,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    trusted_ca_file: Option<PathBuf>,
+    client_cert_auth: bool,
+) -> Result<Option<TlsFiles>> {
+    match (cert_file, key_file, trusted_ca_file) {
+        (None, None, None) if !client_cert_auth => Ok(None),
+        (Some(cert_file), Some(key_file), Some(trusted_ca_file)) => Ok(Some(TlsFiles {
+            cert_file,
+            key_file,
+            trusted_ca_file,
+            client_cert_auth,
+        })),
+        _ => bail!(
+            "{prefix}TLS needs all of --{prefix}cert-file, --{prefix}key-file and \
+             --{prefix}trusted-ca-file (the CA that signed the members' certificates)"
+        ),
+    }
 }
 
 fn socket_addr(flag: &str, value: &str) -> Result<SocketAddr> {
     let bare = value
         .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
         .unwrap_or(value)
         .trim_end_matches('/');
     bare.parse()
@@ -166,16 +224,31 @@ fn resolve(args: ServeArgs) -> Result<(ServerConfig, Option<String>)> {
     if let Some(addr) = args.listen_client.or(file.listen_client) {
         config.listen_client = socket_addr("listen-client", &addr)?;
     }
+    config.client_tls = tls_files(
+        "",
+        args.cert_file.or(file.cert_file),
+        args.key_file.or(file.key_file),
+        args.trusted_ca_file.or(file.trusted_ca_file),
+        args.client_cert_auth || file.client_cert_auth.unwrap_or(false),
+    )?;
+    config.peer_tls = tls_files(
+        "peer-",
+        args.peer_cert_file.or(file.peer_cert_file),
+        args.peer_key_file.or(file.peer_key_file),
+        args.peer_trusted_ca_file.or(file.peer_trusted_ca_file),
+        args.peer_client_cert_auth || file.peer_client_cert_auth.unwrap_or(false),
+    )?;
+    let scheme = |tls: &Option<TlsFiles>| if tls.is_some() { "https" } else { "http" };
     config.advertise_client = match args.advertise_client.or(file.advertise_client) {
         Some(url) => normalize_url(&url)?,
-        None => format!("http://{}", config.listen_client),
+        None => format!("{}://{}", scheme(&config.client_tls), config.listen_client),
     };
     if let Some(addr) = args.listen_peer.or(file.listen_peer) {
         config.listen_peer = socket_addr("listen-peer", &addr)?;
     }
     config.advertise_peer = match args.advertise_peer.or(file.advertise_peer) {
         Some(url) => normalize_url(&url)?,
-        None => format!("http://{}", config.listen_peer),
+        None => format!("{}://{}", scheme(&config.peer_tls), config.listen_peer),
     };
     config.bootstrap = match (
         args.initial_cluster.or(file.initial_cluster),
@@ -345,6 +418,49 @@ mod tests {
         assert_eq!(config.listen_client.to_string(), "127.0.0.1:5001");
         assert_eq!(config.advertise_client, "http://127.0.0.1:5001");
         assert_eq!(config.tick, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn tls_flags_must_come_together_and_make_urls_https() {
+        let args = ServeArgs {
+            cert_file: Some("n1.pem".into()),
+            key_file: Some("n1-key.pem".into()),
+            ..ServeArgs::default()
+        };
+        let error = resolve(args).unwrap_err().to_string();
+        assert!(error.contains("--trusted-ca-file"), "{error}");
+        let args = ServeArgs {
+            peer_client_cert_auth: true,
+            ..ServeArgs::default()
+        };
+        let error = resolve(args).unwrap_err().to_string();
+        assert!(error.contains("--peer-cert-file"), "{error}");
+        let args = ServeArgs {
+            cert_file: Some("n1.pem".into()),
+            key_file: Some("n1-key.pem".into()),
+            trusted_ca_file: Some("ca.pem".into()),
+            ..ServeArgs::default()
+        };
+        let (config, _) = resolve(args).unwrap();
+        assert_eq!(config.advertise_client, "https://127.0.0.1:4001");
+        assert_eq!(config.advertise_peer, "http://127.0.0.1:7001");
+    }
+
+    #[test]
+    fn an_unreadable_certificate_is_named_with_its_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = TlsFiles {
+            cert_file: dir.path().join("missing.pem"),
+            key_file: dir.path().join("missing-key.pem"),
+            trusted_ca_file: dir.path().join("ca.pem"),
+            client_cert_auth: false,
+        };
+        let error = raftkv_server::tls::Tls::load(&files, "peer-").unwrap_err();
+        assert!(error.to_string().contains("--peer-cert-file"), "{error}");
+        std::fs::write(&files.cert_file, "not a certificate").unwrap();
+        std::fs::write(&files.key_file, "not a key").unwrap();
+        let error = raftkv_server::tls::Tls::load(&files, "").unwrap_err();
+        assert!(error.to_string().contains("--cert-file"), "{error}");
     }
 
     #[test]

@@ -107,6 +107,10 @@ pub struct ServerConfig {
     /// Time a client request may take, its body read and its answer produced (a watch stream's
     /// events are not counted).
     pub client_request_timeout: Duration,
+    /// TLS on the client port (and for this node's calls to other members' client ports).
+    pub client_tls: Option<crate::tls::TlsFiles>,
+    /// TLS on the peer port and the peer transport.
+    pub peer_tls: Option<crate::tls::TlsFiles>,
     /// Which addresses may open peer connections.
     pub peer_sources: crate::peer_sources::PeerSources,
     /// How often an etcd watch created with `progress_notify` gets a progress notice (etcd's
@@ -157,6 +161,8 @@ impl ServerConfig {
             watches_per_client_max: WATCHES_PER_CLIENT_MAX_DEFAULT,
             watch_progress_notify_interval: WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT,
             peer_sources: crate::peer_sources::PeerSources::default(),
+            client_tls: None,
+            peer_tls: None,
             debug_stall_file: None,
             debug_snapshot_delay: None,
             debug_fail_sync_file: None,
@@ -238,9 +244,15 @@ pub fn host_port(url: &str) -> Result<String> {
     Ok(rest.to_string())
 }
 
-/// Normalizes a URL or bare `host:port` to `http://host:port`.
+/// Normalizes a URL or bare `host:port` to `http://host:port`, or `https://host:port` when it
+/// was given as `https://` (TLS).
 pub fn normalize_url(url: &str) -> Result<String> {
-    Ok(format!("http://{}", host_port(url)?))
+    let scheme = if url.starts_with("https://") {
+        "https"
+    } else {
+        "http"
+    };
+    Ok(format!("{scheme}://{}", host_port(url)?))
 }
 
 /// Parses `--initial-cluster name=url,name=url`.

@@ -22,9 +22,10 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::log_limit::LogLimit;
@@ -51,11 +52,13 @@ pub struct ConnectionLimits {
 }
 
 /// Serves `http` and `grpc` (requests whose content type is `application/grpc...`) on
-/// `listener` until `stop` fires, then lets open requests finish.
+/// `listener`, over TLS when `tls` is given (its handshake bounded by the header timeout), until
+/// `stop` fires, then lets open requests finish.
 pub async fn serve(
     listener: TcpListener,
     http: Router,
     grpc: Router,
+    tls: Option<TlsAcceptor>,
     limits: ConnectionLimits,
     stop: oneshot::Receiver<()>,
 ) {
@@ -94,7 +97,6 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let io = TokioIo::new(IdleStream::new(stream, limits.idle_timeout));
         let (http, grpc) = (http.clone(), grpc.clone());
         let service = TowerToHyperService::new(tower::service_fn(
             move |mut request: axum::http::Request<hyper::body::Incoming>| {
@@ -111,27 +113,44 @@ pub async fn serve(
                 router.oneshot(request)
             },
         ));
-        let connection = builder
-            .serve_connection_with_upgrades(io, service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
-            let _ = connection.await;
+            match tls {
+                None => {
+                    let io = TokioIo::new(IdleStream::new(stream, limits.idle_timeout));
+                    let connection = builder.serve_connection_with_upgrades(io, service);
+                    let _ = watcher.watch(connection.into_owned()).await;
+                }
+                Some(tls) => {
+                    let accepted = tokio::time::timeout(limits.header_timeout, tls.accept(stream));
+                    let stream = match accepted.await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%client, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let io = TokioIo::new(IdleStream::new(stream, limits.idle_timeout));
+                    let connection = builder.serve_connection_with_upgrades(io, service);
+                    let _ = watcher.watch(connection.into_owned()).await;
+                }
+            }
             drop(permit);
         });
     }
     graceful.shutdown().await;
 }
 
-/// A TCP stream that fails with `TimedOut` once no byte went either way for `idle`.
-struct IdleStream {
-    inner: TcpStream,
+/// A stream that fails with `TimedOut` once no byte went either way for `idle`.
+struct IdleStream<S> {
+    inner: S,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
 }
 
-impl IdleStream {
-    fn new(inner: TcpStream, idle: Duration) -> Self {
+impl<S> IdleStream<S> {
+    fn new(inner: S, idle: Duration) -> Self {
         IdleStream {
             inner,
             idle,
@@ -155,7 +174,7 @@ fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "client connection idle too long")
 }
 
-impl AsyncRead for IdleStream {
+impl<S: AsyncRead + Unpin> AsyncRead for IdleStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -172,7 +191,7 @@ impl AsyncRead for IdleStream {
     }
 }
 
-impl AsyncWrite for IdleStream {
+impl<S: AsyncWrite + Unpin> AsyncWrite for IdleStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -11,6 +11,7 @@
 //! | `node.rs` | the driver thread: feeds the replica engine, carries out its output |
 //! | `codec.rs` | the peer wire format |
 //! | `transport.rs` | peer connections: handshake, batching, bounded queues, reconnect |
+//! | `tls.rs` | TLS for the client and peer listeners and for calls between members |
 //! | `snapshots.rs` | the snapshot worker: taking and installing snapshots off the driver |
 //! | `syncer.rs` | the WAL syncer: `fdatasync` off the driver, one sync for every write meanwhile |
 //! | `service.rs` | the node's operations, for every protocol front end |
@@ -37,6 +38,7 @@ pub mod restore;
 pub mod service;
 pub mod snapshots;
 pub mod syncer;
+pub mod tls;
 pub mod transport;
 
 pub use raftkv_replica::{members, state};
@@ -105,7 +107,17 @@ impl Server {
         };
         let peer_listener = bind(config.listen_peer, "peer").await?;
         let client_listener = bind(config.listen_client, "client").await?;
-        let meta = identity(&config).await?;
+        let client_tls = config
+            .client_tls
+            .as_ref()
+            .map(|files| tls::Tls::load(files, ""))
+            .transpose()?;
+        let peer_tls = config
+            .peer_tls
+            .as_ref()
+            .map(|files| tls::Tls::load(files, "peer-"))
+            .transpose()?;
+        let meta = identity(&config, client_tls.as_ref()).await?;
 
         let wal_dir = config.data_dir.join("wal");
         let options = WalOptions {
@@ -187,6 +199,7 @@ impl Server {
             addrs.clone(),
             runtime,
             shared.clone(),
+            peer_tls.clone(),
         );
         let (inputs, input_rx) = std::sync::mpsc::sync_channel(INPUT_QUEUE_MAX);
         let sources = Arc::new(peer_sources::SourceFilter::new(config.peer_sources));
@@ -215,11 +228,22 @@ impl Server {
                 peer_listener,
                 meta.id,
                 meta.cluster_id,
-                transport::PeerChecks { removed, sources },
+                transport::PeerChecks {
+                    removed,
+                    sources,
+                    tls: peer_tls.as_ref().map(tls::Tls::acceptor),
+                },
                 inputs.clone(),
             )),
         ];
-        let service = service::Service::new(inputs.clone(), shared.clone(), config.clone(), me);
+        let client_acceptor = client_tls.as_ref().map(tls::Tls::acceptor);
+        let service = service::Service::new(
+            inputs.clone(),
+            shared.clone(),
+            config.clone(),
+            me,
+            client_tls,
+        );
         let api = api::Api::new(service.clone());
         tasks.push(tokio::spawn(api.clone().publisher()));
         tasks.push(tokio::spawn(api.clone().watch_pump()));
@@ -234,7 +258,15 @@ impl Server {
         let grpc = etcd.clone().router();
         let router = api.router().merge(etcd.gateway());
         let http = tokio::spawn(async move {
-            http_serve::serve(client_listener, router, grpc, limits, stopped).await;
+            http_serve::serve(
+                client_listener,
+                router,
+                grpc,
+                client_acceptor,
+                limits,
+                stopped,
+            )
+            .await;
         });
         tracing::info!(
             name = %meta.name,
@@ -335,7 +367,7 @@ fn seed(id: u64) -> u64 {
 }
 
 /// Loads the node's identity, or creates it by bootstrapping or joining.
-async fn identity(config: &ServerConfig) -> Result<NodeMeta> {
+async fn identity(config: &ServerConfig, tls: Option<&tls::Tls>) -> Result<NodeMeta> {
     if let Some(meta) = meta::load(&config.data_dir)? {
         if meta.name != config.name {
             return Err(ServerError::DataDir {
@@ -372,7 +404,7 @@ async fn identity(config: &ServerConfig) -> Result<NodeMeta> {
                 peer_url: config.advertise_peer.clone(),
                 client_url: config.advertise_client.clone(),
             };
-            let joined = api::join(url, &me).await?;
+            let joined = api::join(url, &me, tls).await?;
             tracing::info!(via = %url, id = joined.id, "joined the cluster as a learner");
             NodeMeta {
                 version: META_VERSION,

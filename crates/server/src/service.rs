@@ -65,6 +65,8 @@ struct Inner {
     config: ServerConfig,
     /// This node's registry record.
     me: Member,
+    /// With client TLS: how this node calls other members' client ports.
+    client_tls: Option<crate::tls::Tls>,
 }
 
 impl Service {
@@ -74,6 +76,7 @@ impl Service {
         shared: Arc<Shared>,
         config: ServerConfig,
         me: Member,
+        client_tls: Option<crate::tls::Tls>,
     ) -> Self {
         Service {
             inner: Arc::new(Inner {
@@ -81,8 +84,14 @@ impl Service {
                 shared,
                 config,
                 me,
+                client_tls,
             }),
         }
+    }
+
+    /// With client TLS: how this node calls other members' client ports.
+    pub fn client_tls(&self) -> Option<&crate::tls::Tls> {
+        self.inner.client_tls.as_ref()
     }
 
     /// State, status and metrics shared with the driver.

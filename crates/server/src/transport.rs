@@ -6,6 +6,10 @@
 //! own retries (heartbeats, probes, snapshot resumption from the acknowledged offset) recover.
 //! A broken connection is re-dialled with exponential backoff.
 //!
+//! With peer TLS (`--peer-cert-file` ...), every connection is TLS both ways: the dialling member
+//! verifies the listener's certificate against the peer CA and presents its own, which the
+//! listener verifies when `--peer-client-cert-auth` is on, before any byte of the handshake.
+//!
 //! Inbound, a connection starts with a handshake naming the cluster and both nodes, sent within
 //! `INBOUND_HANDSHAKE_TIMEOUT`; a node of another cluster, a removed node, or a connection meant
 //! for another node is refused. Garbage, a bad checksum or an oversized frame closes that
@@ -22,7 +26,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use raftkv_raft::{Message, MessageBody, NodeId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -32,6 +36,7 @@ use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::node::{Input, Shared};
 use crate::peer_sources::SourceFilter;
+use crate::tls::Tls;
 
 /// Messages queued for one peer before new ones are dropped.
 pub const PEER_QUEUE_MSGS_MAX: usize = 1024;
@@ -48,6 +53,8 @@ pub const PEER_HANDSHAKES_MAX: usize = 64;
 pub const PEER_CONNECTIONS_PER_MEMBER_MAX: usize = 4;
 /// Time an inbound connection has to send its handshake.
 pub const INBOUND_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time an inbound connection has to finish its TLS handshake (with peer TLS).
+pub const INBOUND_TLS_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often refused peer connections are summarized in the log.
 pub const PEER_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// First and last delay between reconnection attempts.
@@ -75,6 +82,11 @@ const HANDSHAKE_BYTES: usize = 4 + 8 + 8 + 8;
 /// member registry changes.
 pub type PeerAddrs = Arc<RwLock<HashMap<NodeId, String>>>;
 
+/// A peer connection: TCP, or TLS over TCP.
+trait PeerIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> PeerIo for T {}
+type PeerStream = Box<dyn PeerIo>;
+
 /// Whether a node id was removed from the cluster (its connections are refused).
 pub type RemovedCheck = Arc<dyn Fn(NodeId) -> bool + Send + Sync>;
 
@@ -84,6 +96,8 @@ pub struct PeerChecks {
     pub removed: RemovedCheck,
     /// Refuses non-member addresses and repeated failures at accept.
     pub sources: Arc<SourceFilter>,
+    /// With peer TLS: the listener's side (which may require a peer certificate).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// The sending half, used by the driver thread.
@@ -100,6 +114,8 @@ pub struct Transport {
     runtime: tokio::runtime::Handle,
     /// Where dropped messages are counted.
     shared: Arc<Shared>,
+    /// With peer TLS: how connections to peers are made.
+    tls: Option<Tls>,
 }
 
 impl Transport {
@@ -110,6 +126,7 @@ impl Transport {
         addrs: PeerAddrs,
         runtime: tokio::runtime::Handle,
         shared: Arc<Shared>,
+        tls: Option<Tls>,
     ) -> Self {
         Transport {
             id,
@@ -118,6 +135,7 @@ impl Transport {
             peers: Mutex::new(HashMap::new()),
             runtime,
             shared,
+            tls,
         }
     }
 
@@ -150,8 +168,9 @@ impl Transport {
     fn spawn_peer(&self, to: NodeId) -> mpsc::Sender<Message> {
         let (tx, rx) = mpsc::channel(PEER_QUEUE_MSGS_MAX);
         let handshake = encode_handshake(self.cluster_id, self.id, to);
+        let tls = self.tls.clone();
         self.runtime
-            .spawn(peer_sender(to, handshake, self.addrs.clone(), rx));
+            .spawn(peer_sender(to, handshake, self.addrs.clone(), tls, rx));
         tx
     }
 }
@@ -185,6 +204,7 @@ async fn peer_sender(
     to: NodeId,
     handshake: [u8; HANDSHAKE_BYTES],
     addrs: PeerAddrs,
+    tls: Option<Tls>,
     mut queue: mpsc::Receiver<Message>,
 ) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
@@ -196,8 +216,13 @@ async fn peer_sender(
             .cloned();
         let stream = match addr {
             Some(addr) => {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(&addr)).await {
+                let dialled = tokio::time::timeout(HANDSHAKE_TIMEOUT, dial(&addr, tls.as_ref()));
+                match dialled.await {
                     Ok(Ok(stream)) => Some((addr, stream)),
+                    Ok(Err(error)) if tls.is_some() => {
+                        tracing::debug!(peer = to, %addr, %error, "TLS connection failed");
+                        None
+                    }
                     _ => None,
                 }
             }
@@ -211,7 +236,6 @@ async fn peer_sender(
             backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
             continue;
         };
-        let _ = stream.set_nodelay(true);
         if stream.write_all(&handshake).await.is_err() {
             if drain_for(&mut queue, backoff).await.is_err() {
                 return;
@@ -289,6 +313,16 @@ async fn peer_sender(
     }
 }
 
+/// Connects to the peer at `addr`, over TLS when `tls` is given.
+async fn dial(addr: &str, tls: Option<&Tls>) -> std::io::Result<PeerStream> {
+    let stream = TcpStream::connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    Ok(match tls {
+        Some(tls) => Box::new(tls.connect(addr, stream).await?),
+        None => Box::new(stream),
+    })
+}
+
 /// Discards queued messages for `wait`; `Err` once the queue is closed.
 async fn drain_for(queue: &mut mpsc::Receiver<Message>, wait: Duration) -> Result<(), ()> {
     let deadline = tokio::time::Instant::now() + wait;
@@ -312,7 +346,11 @@ pub async fn serve_peers(
     checks: PeerChecks,
     inputs: SyncSender<Input>,
 ) {
-    let PeerChecks { removed, sources } = checks;
+    let PeerChecks {
+        removed,
+        sources,
+        tls,
+    } = checks;
     let handshakes = Arc::new(Semaphore::new(PEER_HANDSHAKES_MAX));
     let established: Arc<Mutex<BTreeMap<NodeId, usize>>> = Arc::default();
     let refused = Arc::new(Mutex::new(LogLimit::new(
@@ -338,8 +376,25 @@ pub async fn serve_peers(
         };
         let (removed, inputs) = (removed.clone(), inputs.clone());
         let (established, refused) = (established.clone(), refused.clone());
-        let sources = sources.clone();
+        let (sources, tls) = (sources.clone(), tls.clone());
         tokio::spawn(async move {
+            let stream: PeerStream = match tls {
+                None => Box::new(stream),
+                Some(tls) => {
+                    match tokio::time::timeout(INBOUND_TLS_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => Box::new(stream),
+                        outcome => {
+                            let why = match outcome {
+                                Ok(Err(e)) => format!("TLS handshake failed: {e}"),
+                                _ => "no TLS handshake in time".to_string(),
+                            };
+                            sources.failed(remote.ip(), tokio::time::Instant::now());
+                            lock(&refused).note(&format!("{remote}: {why}"));
+                            return;
+                        }
+                    }
+                }
+            };
             let from = match accept_handshake(stream, id, cluster_id, &removed).await {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -404,11 +459,11 @@ impl Drop for MemberSlot {
 
 /// Reads and checks an inbound connection's handshake; the connection and the member it is from.
 async fn accept_handshake(
-    mut stream: TcpStream,
+    mut stream: PeerStream,
     id: NodeId,
     cluster_id: u64,
     removed: &RemovedCheck,
-) -> Result<(TcpStream, NodeId)> {
+) -> Result<(PeerStream, NodeId)> {
     let mut handshake = [0u8; HANDSHAKE_BYTES];
     tokio::time::timeout(INBOUND_HANDSHAKE_TIMEOUT, stream.read_exact(&mut handshake))
         .await
@@ -440,7 +495,7 @@ fn removed_message(from: NodeId) -> String {
 }
 
 async fn serve_peer(
-    stream: &mut TcpStream,
+    stream: &mut PeerStream,
     id: NodeId,
     from: NodeId,
     inputs: SyncSender<Input>,

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use super::{Api, JoinRequest, JoinResponse};
 use crate::error::{Result, ServerError};
 use crate::members::Member;
+use crate::tls::Tls;
 
 /// How often a follower checks that the registry holds its current addresses.
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
@@ -42,8 +43,8 @@ pub async fn publisher(api: Api) {
 
 /// Asks the cluster (through the member at `url`, which forwards to the leader) to add `me`;
 /// retries while the cluster is busy (no leader, a change in flight).
-pub async fn join(url: &str, me: &Member) -> Result<JoinResponse> {
-    let http = reqwest::Client::builder()
+pub async fn join(url: &str, me: &Member, tls: Option<&Tls>) -> Result<JoinResponse> {
+    let http = crate::tls::http_client(tls)
         .timeout(Duration::from_secs(15))
         .build()
         .map_err(|e| ServerError::Join(e.to_string()))?;

@@ -114,7 +114,7 @@ pub struct JoinRequest {
 impl Api {
     /// The API over a node's operations.
     pub fn new(service: Service) -> Self {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::http_client(service.client_tls())
             .timeout(service.config().request_timeout + Duration::from_secs(1))
             .build()
             .unwrap_or_default();

@@ -60,11 +60,16 @@ impl Forwarder {
         if let Some(channel) = channels.get(&url) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(url.clone())
+        let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| Status::unavailable(format!("leader URL {url}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(self.service.config().request_timeout + CONNECT_TIMEOUT)
-            .connect_lazy();
+            .timeout(self.service.config().request_timeout + CONNECT_TIMEOUT);
+        if let Some(tls) = self.service.client_tls() {
+            endpoint = endpoint
+                .tls_config(tls.grpc_config())
+                .map_err(|e| Status::unavailable(format!("TLS to the leader {url}: {e}")))?;
+        }
+        let channel = endpoint.connect_lazy();
         channels.insert(url, channel.clone());
         Ok(channel)
     }
