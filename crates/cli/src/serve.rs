@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// operator makes room and disarms the alarm (0: no quota) [default: 2 GiB].
     #[arg(long, env = "RAFTKV_QUOTA_BYTES")]
     quota_bytes: Option<u64>,
+    /// Milliseconds between corruption checks: the members hash their state at a common index
+    /// and a member that differs gets a CORRUPT alarm, which stops writes (0: never)
+    /// [default: 60000].
+    #[arg(long, env = "RAFTKV_CORRUPT_CHECK_INTERVAL_MS")]
+    corrupt_check_interval_ms: Option<u64>,
     /// Applied entries between snapshots [default: 10000].
     #[arg(long, env = "RAFTKV_SNAPSHOT_ENTRIES")]
     snapshot_entries: Option<u64>,
@@ -131,6 +136,10 @@ pub struct ServeArgs {
     /// Fault injection: while this file exists, WAL syncs fail and the node stops.
     #[arg(long, hide = true)]
     debug_fail_sync_file: Option<PathBuf>,
+    /// Fault injection: while this file exists, this member's corruption-check hashes differ
+    /// from the others' (as if its state did).
+    #[arg(long, hide = true)]
+    debug_diverge_file: Option<PathBuf>,
 }
 
 /// The config file: the same settings as the flags.
@@ -150,6 +159,7 @@ struct FileConfig {
     heartbeat_ticks: Option<u32>,
     disk_stall_ticks: Option<u32>,
     quota_bytes: Option<u64>,
+    corrupt_check_interval_ms: Option<u64>,
     snapshot_entries: Option<u64>,
     request_timeout_secs: Option<u64>,
     client_connections_max: Option<usize>,
@@ -274,6 +284,12 @@ fn resolve(args: ServeArgs) -> Result<(ServerConfig, Option<String>)> {
     if let Some(bytes) = args.quota_bytes.or(file.quota_bytes) {
         config.quota_bytes = bytes;
     }
+    if let Some(ms) = args
+        .corrupt_check_interval_ms
+        .or(file.corrupt_check_interval_ms)
+    {
+        config.corrupt_check_interval = Duration::from_millis(ms);
+    }
     if let Some(ticks) = args.heartbeat_ticks.or(file.heartbeat_ticks) {
         config.heartbeat_ticks = ticks;
     }
@@ -338,6 +354,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let stop_with_stdin = args.stop_with_stdin;
     let debug_stall_file = args.debug_stall_file.clone();
     let debug_fail_sync_file = args.debug_fail_sync_file.clone();
+    let debug_diverge_file = args.debug_diverge_file.clone();
     let debug_snapshot_delay = args
         .debug_snapshot_delay_ms
         .map(std::time::Duration::from_millis);
@@ -347,6 +364,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         debug_stall_file,
         debug_snapshot_delay,
         debug_fail_sync_file,
+        debug_diverge_file,
         ..config
     };
     let mut server = Server::start(config).await?;

@@ -1,7 +1,8 @@
 //! The storage quota and `NOSPACE` on a real 3-process cluster, through `etcdctl` (as etcd
 //! words it) and `raftkv alarm`: writes past the quota raise the alarm and are refused
 //! everywhere, deletes and compaction still work, and disarming once there is room restores
-//! writes.
+//! writes. A member whose state hash differs from the others' is caught by the corruption
+//! check, which raises CORRUPT and stops writes.
 
 mod common;
 
@@ -90,4 +91,63 @@ fn rand_suffix(i: u32) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     format!("{}-{i}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_whose_state_differs_is_caught_by_the_corruption_check() {
+    let root = tempfile::tempdir().unwrap();
+    let diverge = |node: &Node| node.data_dir.with_extension("diverge");
+    let (nodes, urls) = started_cluster_with(root.path(), &["c1", "c2", "c3"], |node| {
+        vec![
+            "--corrupt-check-interval-ms".to_string(),
+            "200".to_string(),
+            "--debug-diverge-file".to_string(),
+            diverge(node).display().to_string(),
+        ]
+    });
+    let leader = wait_for_leader(&urls).await;
+    wait_for_client_urls(&urls).await;
+    put_ok(&urls[leader], "before", "v").await;
+    // Healthy members hash alike: several rounds raise nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        raftkv_alarm(&urls[leader], &["list"])["alarms"],
+        serde_json::json!([])
+    );
+
+    // One follower's state now hashes differently: the check names it, and writes stop.
+    let odd = (leader + 1) % 3;
+    let odd_id = status(&urls[odd]).await.unwrap()["id"].as_u64().unwrap();
+    std::fs::write(diverge(&nodes[odd]), b"").unwrap();
+    let alarms = eventually("a CORRUPT alarm", || async {
+        let listed = raftkv_alarm(&urls[leader], &["list"]);
+        (listed["alarms"] != serde_json::json!([])).then_some(listed)
+    })
+    .await;
+    assert_eq!(
+        alarms["alarms"],
+        serde_json::json!([{ "member": odd_id, "alarm": "CORRUPT" }])
+    );
+    let follower = nodes[(leader + 2) % 3].client.clone();
+    let listed = etcdctl(&follower, &["alarm", "list"]);
+    assert!(listed.contains("alarm:CORRUPT"), "{listed}");
+    let (ok, _, err) = etcdctl_with(&follower, &["put", "during", "x"], "");
+    assert!(!ok && err.contains("etcdserver: corrupt cluster"), "{err}");
+    let http = put(&urls[leader], "during", "y").await;
+    assert_eq!(
+        (http.0, &http.1["code"]),
+        (500, &Value::from("corrupt")),
+        "{http:?}"
+    );
+
+    // Once the member is healthy again (here: the fault removed) and the alarm disarmed,
+    // writes work.
+    std::fs::remove_file(diverge(&nodes[odd])).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    etcdctl(&follower, &["alarm", "disarm"]);
+    etcdctl(&follower, &["put", "after", "ok"]);
+    assert_eq!(
+        etcdctl(&follower, &["get", "after", "--print-value-only"]).trim(),
+        "ok"
+    );
 }

@@ -236,4 +236,31 @@ async fn the_metrics_parse_as_prometheus_text_with_latency_histograms() {
     assert_eq!(value("raftkv_proposals_failed_total", None), 0.0, "{text}");
     assert_eq!(value("raftkv_is_leader", None), 1.0, "{text}");
     assert!(value("raftkv_proposals_total", None) >= 5.0, "{text}");
+    // Per peer, on the leader: heartbeat round trips, replication lag, send queues.
+    let peers = |name: &str| {
+        let mut peers: Vec<&str> = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter_map(|s| s.labels.get("peer"))
+            .collect();
+        peers.sort();
+        peers.dedup();
+        peers.len()
+    };
+    for name in [
+        "raftkv_peer_round_trip_seconds",
+        "raftkv_peer_replication_lag",
+        "raftkv_peer_send_queue",
+    ] {
+        assert_eq!(
+            peers(name),
+            2,
+            "{name} for each of the two peers in\n{text}"
+        );
+    }
+    assert!(
+        value("raftkv_peer_round_trip_seconds", None) >= 1.0,
+        "{text}"
+    );
 }

@@ -2,7 +2,9 @@
 //! log, so every member refuses the same writes from the same index on. While `NOSPACE` is
 //! raised, a write that may need more space (a put, a transaction that puts, a lease grant) is
 //! refused at apply time; deletes, compaction and revokes still apply, so an operator can make
-//! room and then disarm it.
+//! room and then disarm it. While `CORRUPT` is raised (a member's state hash differed from the
+//! others' at the same index), every key-value request is refused at apply time: no write lands
+//! on a cluster whose replicas disagree until an operator has looked and disarmed it.
 //!
 //! Invariant: the set changes only in [`Alarms::apply`], as a function of the entries applied.
 
@@ -87,6 +89,11 @@ impl Alarms {
     /// Whether `NOSPACE` is raised (by any member).
     pub fn no_space(&self) -> bool {
         self.raised.iter().any(|&(_, kind)| kind == NOSPACE)
+    }
+
+    /// Whether `CORRUPT` is raised (for any member).
+    pub fn corrupt(&self) -> bool {
+        self.raised.iter().any(|&(_, kind)| kind == CORRUPT)
     }
 }
 

@@ -106,7 +106,15 @@ impl<S: Storage> Replica<S> {
                             .events
                             .push(Event::Undecodable { index: entry.index });
                     }
-                    Applied::Kv(_) | Applied::Noop | Applied::Alarm | Applied::NoSpace => {}
+                    Applied::HashCheck => self.out.events.push(Event::HashCheckpoint {
+                        index: entry.index,
+                        view: state.view(),
+                    }),
+                    Applied::Kv(_)
+                    | Applied::Noop
+                    | Applied::Alarm
+                    | Applied::NoSpace
+                    | Applied::Corrupt => {}
                 }
                 let (index, term) = (entry.index, entry.term);
                 if let Some((retry, lease_keys, revision_before)) = before {

@@ -40,6 +40,12 @@ pub enum RequestError {
          compact, then disarm the alarm with `raftkv alarm disarm`)"
     )]
     NoSpace,
+    /// A write refused while the `CORRUPT` alarm is raised (it did not happen).
+    #[error(
+        "etcdserver: corrupt cluster (members' states differ: see `raftkv alarm list`, rebuild \
+         the named member from a healthy one, then `raftkv alarm disarm`)"
+    )]
+    Corrupt,
     /// A promotion of a learner whose log has not caught up with the leader's yet.
     #[error("learner {0:x} has not caught up with the leader's log yet; promote it once it has")]
     LearnerBehind(NodeId),

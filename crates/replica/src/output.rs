@@ -147,6 +147,15 @@ pub enum Event {
     },
     /// The member registry changed (a publish, a configuration, an installed snapshot).
     RegistryChanged,
+    /// A corruption-check point was applied: `view` is the state as of `index`, to be hashed
+    /// (`StateView::digest`, off the node loop) and compared with the other members' hashes at
+    /// the same index.
+    HashCheckpoint {
+        /// The check point's index.
+        index: Index,
+        /// The state as of it.
+        view: StateView,
+    },
     /// An entry whose payload no node can decode was applied as a no-op.
     Undecodable {
         /// Its index.

@@ -40,7 +40,7 @@ pub const SNAPSHOT_VERSION: u32 = 1;
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Command {
     /// What to do.
-    #[prost(oneof = "CommandOp", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "CommandOp", tags = "1, 2, 3, 4, 5")]
     pub op: Option<CommandOp>,
 }
 
@@ -59,6 +59,10 @@ pub enum CommandOp {
     /// An alarm raised or cleared.
     #[prost(message, tag = "4")]
     Alarm(AlarmChange),
+    /// A corruption-check point: every member hashes its state as of this entry (the leader
+    /// that asked, by node id).
+    #[prost(uint64, tag = "5")]
+    HashCheck(u64),
 }
 
 impl Command {
@@ -97,6 +101,15 @@ impl Command {
                 activate,
                 alarm: Some(alarm),
             })),
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    /// The payload of a corruption-check point asked for by `leader`.
+    pub fn hash_check(leader: NodeId) -> Bytes {
+        Command {
+            op: Some(CommandOp::HashCheck(leader)),
         }
         .encode_to_vec()
         .into()
@@ -160,6 +173,10 @@ pub enum Applied {
     Alarm,
     /// A write refused while `NOSPACE` is raised (nothing changed).
     NoSpace,
+    /// A key-value request refused while `CORRUPT` is raised (nothing changed).
+    Corrupt,
+    /// A corruption-check point: the state as of this entry is to be hashed.
+    HashCheck,
 }
 
 /// The replicated state.
@@ -217,6 +234,9 @@ impl State {
         }
         match Command::decode(entry.data.clone()) {
             Ok(Command {
+                op: Some(CommandOp::Kv(_)),
+            }) if self.alarms.corrupt() => Applied::Corrupt,
+            Ok(Command {
                 op: Some(CommandOp::Kv(request)),
             }) if self.alarms.no_space() && needs_space(&request) => Applied::NoSpace,
             Ok(Command {
@@ -234,6 +254,9 @@ impl State {
                 self.registry.upsert(member);
                 Applied::Published
             }
+            Ok(Command {
+                op: Some(CommandOp::HashCheck(_)),
+            }) => Applied::HashCheck,
             Ok(Command {
                 op: Some(CommandOp::HoldLearner(id)),
             }) => {
@@ -435,5 +458,68 @@ mod tests {
         let message = StateSnapshot::decode(data.clone()).unwrap();
         assert_eq!(message.encoded_len(), data.len());
         assert_eq!(message.members.len(), 1);
+    }
+
+    fn kv_entry(index: Index, request: Request) -> Entry {
+        Entry::new(index, 1, Command::kv(request.encode_to_vec().into()))
+    }
+
+    fn alarm_entry(index: Index, activate: bool, kind: i32) -> Entry {
+        let alarm = Alarm { member: 1, kind };
+        Entry::new(index, 1, Command::alarm(activate, alarm))
+    }
+
+    #[test]
+    fn writes_needing_space_are_refused_while_nospace_is_raised_deletes_are_not() {
+        use crate::alarms::NOSPACE;
+        let mut state = State::new(limits());
+        state.apply(&kv_entry(1, Request::put("a", "1")));
+        state.apply(&alarm_entry(2, true, NOSPACE));
+        assert!(matches!(
+            state.apply(&kv_entry(3, Request::put("b", "2"))),
+            Applied::NoSpace
+        ));
+        assert!(matches!(
+            state.apply(&kv_entry(4, Request::delete("a"))),
+            Applied::Kv(_)
+        ));
+        state.apply(&alarm_entry(5, false, NOSPACE));
+        assert!(matches!(
+            state.apply(&kv_entry(6, Request::put("b", "2"))),
+            Applied::Kv(_)
+        ));
+    }
+
+    #[test]
+    fn every_key_value_request_is_refused_while_corrupt_is_raised() {
+        use crate::alarms::CORRUPT;
+        let mut state = State::new(limits());
+        state.apply(&kv_entry(1, Request::put("a", "1")));
+        state.apply(&alarm_entry(2, true, CORRUPT));
+        let before = state.kv.state_hash();
+        assert!(matches!(
+            state.apply(&kv_entry(3, Request::put("b", "2"))),
+            Applied::Corrupt
+        ));
+        assert!(matches!(
+            state.apply(&kv_entry(4, Request::delete("a"))),
+            Applied::Corrupt
+        ));
+        assert_eq!(state.kv.state_hash(), before);
+        state.apply(&alarm_entry(5, false, CORRUPT));
+        assert!(matches!(
+            state.apply(&kv_entry(6, Request::put("b", "2"))),
+            Applied::Kv(_)
+        ));
+    }
+
+    #[test]
+    fn a_hash_check_point_changes_nothing_but_asks_for_a_hash() {
+        let mut state = State::new(limits());
+        state.apply(&kv_entry(1, Request::put("a", "1")));
+        let before = state.digest();
+        let applied = state.apply(&Entry::new(2, 1, Command::hash_check(1)));
+        assert!(matches!(applied, Applied::HashCheck));
+        assert_eq!(state.digest(), before);
     }
 }

@@ -64,6 +64,10 @@ pub enum Bootstrap {
     Join(String),
 }
 
+/// Default [`ServerConfig::corrupt_check_interval`]: each check hashes every member's whole state
+/// once (off the node loop), so once a minute costs little even for a large store.
+pub const CORRUPT_CHECK_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
+
 /// Default `ServerConfig::quota_bytes`: 2 GiB of live keys and values (etcd's default quota).
 pub const QUOTA_BYTES_DEFAULT: u64 = 2 << 30;
 
@@ -98,6 +102,8 @@ pub struct ServerConfig {
     pub disk_stall_ticks: u32,
     /// Live bytes (keys and values) above which the leader raises `NOSPACE` (0: no quota).
     pub quota_bytes: u64,
+    /// How often the leader runs a corruption check (zero: never).
+    pub corrupt_check_interval: Duration,
     /// Client connections open at once (lowered at start to fit the descriptor limit).
     pub client_connections_max: usize,
     /// Time a client has to send a request's headers.
@@ -125,6 +131,9 @@ pub struct ServerConfig {
     /// Fault injection for tests and drills: while this file exists, WAL syncs fail (the node
     /// stops). `None` in production.
     pub debug_fail_sync_file: Option<PathBuf>,
+    /// Fault injection for tests and drills: while this file exists, this member's
+    /// corruption-check hashes are altered as if its state differed. `None` in production.
+    pub debug_diverge_file: Option<PathBuf>,
     /// Debugging aid: every snapshot takes this much longer to write (to show that a slow
     /// snapshot never delays the node loop).
     pub debug_snapshot_delay: Option<Duration>,
@@ -166,6 +175,8 @@ impl ServerConfig {
             debug_stall_file: None,
             debug_snapshot_delay: None,
             debug_fail_sync_file: None,
+            debug_diverge_file: None,
+            corrupt_check_interval: CORRUPT_CHECK_INTERVAL_DEFAULT,
         }
     }
 

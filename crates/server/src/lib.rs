@@ -9,8 +9,10 @@
 //! | `config.rs` | settings and their defaults, URL parsing |
 //! | `meta.rs` | the node's identity in its data dir; bootstrap happens once |
 //! | `node.rs` | the driver thread: feeds the replica engine, carries out its output |
+//! | `shared.rs` | what the driver shares with the front ends: state, status, metrics |
 //! | `codec.rs` | the peer wire format |
 //! | `transport.rs` | peer connections: handshake, batching, bounded queues, reconnect |
+//! | `corrupt_check.rs` | members compare state hashes at common check points; `CORRUPT` |
 //! | `tls.rs` | TLS for the client and peer listeners and for calls between members |
 //! | `snapshots.rs` | the snapshot worker: taking and installing snapshots off the driver |
 //! | `syncer.rs` | the WAL syncer: `fdatasync` off the driver, one sync for every write meanwhile |
@@ -26,6 +28,7 @@ pub mod api;
 pub mod backup;
 pub mod codec;
 pub mod config;
+pub mod corrupt_check;
 pub mod error;
 pub mod etcd;
 pub mod http_serve;
@@ -36,6 +39,7 @@ pub mod node;
 pub mod peer_sources;
 pub mod restore;
 pub mod service;
+pub mod shared;
 pub mod snapshots;
 pub mod syncer;
 pub mod tls;
@@ -182,6 +186,7 @@ impl Server {
             applied: tokio::sync::Notify::new(),
             client_inputs: std::sync::atomic::AtomicUsize::new(0),
             stopping: tokio::sync::watch::Sender::new(false),
+            checkpoints: Arc::default(),
         });
         let addrs: PeerAddrs = Arc::new(RwLock::new(HashMap::new()));
         for member in &meta.members {
@@ -248,6 +253,7 @@ impl Server {
         tasks.push(tokio::spawn(api.clone().publisher()));
         tasks.push(tokio::spawn(api.clone().watch_pump()));
         tasks.push(tokio::spawn(api.clone().watch_quota()));
+        tasks.push(tokio::spawn(api.clone().check_corruption()));
         let limits = http_serve::ConnectionLimits {
             connections_max: client_connections_bound(config.client_connections_max),
             header_timeout: config.client_header_timeout,

@@ -5,15 +5,18 @@
 //! Plain atomics and the client's lock-free metrics: recording never blocks the hot path, and a
 //! scrape takes no lock the node loop needs.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use raftkv_raft::{Message, MessageBody, NodeId};
 
 use crate::node::NodeStatus;
 
@@ -26,6 +29,13 @@ pub const SLOW_APPLY: Duration = Duration::from_millis(100);
 
 /// The label set of a request's latency: its operation.
 pub type OpLabel = Vec<(&'static str, &'static str)>;
+/// The label set of a per-peer metric: the peer's node id in hex.
+pub type PeerLabel = Vec<(&'static str, String)>;
+
+/// The label of peer `id`.
+pub fn peer_label(id: u64) -> PeerLabel {
+    vec![("peer", format!("{id:016x}"))]
+}
 
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(
@@ -48,6 +58,14 @@ pub struct Observed {
     pub snapshot_seconds: Histogram,
     /// A client request through the service layer, by operation (`put`, `txn`, `range`, ...).
     pub request_seconds: Family<OpLabel, Histogram, fn() -> Histogram>,
+    /// Leader: a heartbeat's round trip to a peer (from the first unanswered heartbeat to its
+    /// answer), by peer.
+    pub peer_round_trip_seconds: Family<PeerLabel, Histogram, fn() -> Histogram>,
+    /// Leader: entries a peer's log lacks (the leader's last index minus its match index), by
+    /// peer; cleared when this node stops leading.
+    pub peer_replication_lag: Family<PeerLabel, Gauge>,
+    /// Messages waiting in a peer's send queue (bounded by `PEER_QUEUE_MSGS_MAX`), by peer.
+    pub peer_send_queue: Family<PeerLabel, Gauge>,
     /// Live keys (set at each scrape).
     pub keys: Gauge,
     /// Bytes of the live keys and values (set at each scrape; what the quota limits).
@@ -73,6 +91,9 @@ impl Default for Observed {
             apply_seconds: latency_histogram(),
             snapshot_seconds: latency_histogram(),
             request_seconds: Family::new_with_constructor(latency_histogram),
+            peer_round_trip_seconds: Family::new_with_constructor(latency_histogram),
+            peer_replication_lag: Family::default(),
+            peer_send_queue: Family::default(),
             keys: Gauge::default(),
             live_bytes: Gauge::default(),
             leases: Gauge::default(),
@@ -100,6 +121,21 @@ impl Default for Observed {
             "request_seconds",
             "Client request latency by operation",
             observed.request_seconds.clone(),
+        );
+        registry.register(
+            "peer_round_trip_seconds",
+            "Heartbeat round trip to a peer (leader only)",
+            observed.peer_round_trip_seconds.clone(),
+        );
+        registry.register(
+            "peer_replication_lag",
+            "Entries a peer's log lacks behind the leader's (leader only)",
+            observed.peer_replication_lag.clone(),
+        );
+        registry.register(
+            "peer_send_queue",
+            "Messages waiting in a peer's send queue",
+            observed.peer_send_queue.clone(),
         );
         registry.register("keys", "Live keys", observed.keys.clone());
         registry.register(
@@ -146,6 +182,63 @@ impl Observed {
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_ok() {
             out.push_str(text.trim_end().trim_end_matches("# EOF"));
         }
+    }
+}
+
+/// Per-peer metrics the driver keeps: heartbeat round trips, and handles on the lag gauges so
+/// that setting one is an atomic store, not a lookup.
+#[derive(Debug, Default)]
+pub struct PeerObserver {
+    /// When the first heartbeat each peer has not answered yet left.
+    heartbeats: HashMap<NodeId, Instant>,
+    /// The lag gauge of each peer (leader only).
+    lags: HashMap<NodeId, Gauge>,
+}
+
+impl PeerObserver {
+    /// Notes the heartbeats among `messages`, about to leave.
+    pub fn sent(&mut self, messages: &[Message]) {
+        for m in messages {
+            if let MessageBody::Heartbeat(_) = m.body {
+                self.heartbeats.entry(m.to).or_insert_with(Instant::now);
+            }
+        }
+    }
+
+    /// Records the round trip of each heartbeat answered among `messages`.
+    pub fn received(&mut self, messages: &[Message], observed: &Observed) {
+        for m in messages {
+            if let MessageBody::HeartbeatResponse(_) = m.body {
+                if let Some(sent) = self.heartbeats.remove(&m.from) {
+                    observed
+                        .peer_round_trip_seconds
+                        .get_or_create(&peer_label(m.from))
+                        .observe(sent.elapsed().as_secs_f64());
+                }
+            }
+        }
+    }
+
+    /// Sets peer `id`'s replication lag.
+    pub fn lag(&mut self, id: NodeId, entries: u64, observed: &Observed) {
+        self.lags
+            .entry(id)
+            .or_insert_with(|| {
+                observed
+                    .peer_replication_lag
+                    .get_or_create(&peer_label(id))
+                    .clone()
+            })
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
+    /// This node no longer leads: no lag to report, no heartbeat in flight.
+    pub fn not_leading(&mut self, observed: &Observed) {
+        if !self.lags.is_empty() {
+            self.lags.clear();
+            observed.peer_replication_lag.clear();
+        }
+        self.heartbeats.clear();
     }
 }
 

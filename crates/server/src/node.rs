@@ -19,17 +19,18 @@
 //! acknowledged); overdue ticks are delivered before any other input.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use raftkv_kv::KvError;
-use raftkv_raft::{Index, Message, NodeId, ReadMode, Role, Term};
+use raftkv_raft::{Index, Message, NodeId, ReadMode, Role};
 use raftkv_replica::{Answer, Event, Output, Persist, Replica, RequestId};
+
+pub use crate::shared::{NodeStatus, Shared};
 use raftkv_wal::{FsDisk, Wal};
-use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::config::{ServerConfig, host_port};
@@ -37,7 +38,7 @@ use crate::error::RequestError;
 use crate::members::Member;
 use crate::metrics::{Metrics, SLOW_APPLY};
 use crate::snapshots::{self, Done, Installed, Job};
-use crate::state::{Applied, State};
+use crate::state::Applied;
 use crate::syncer;
 use crate::transport::{PeerAddrs, Transport};
 
@@ -120,82 +121,6 @@ pub enum Input {
     Synced(Result<u64, String>),
 }
 
-/// What `/v1/status` shows; refreshed by the driver after every turn.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct NodeStatus {
-    /// This node's id.
-    pub id: NodeId,
-    /// This member's name.
-    pub name: String,
-    /// The cluster id, in hex.
-    pub cluster_id: String,
-    /// follower, pre-candidate, candidate or leader.
-    pub role: String,
-    /// Current term.
-    pub term: Term,
-    /// The leader this node knows of.
-    pub leader: Option<NodeId>,
-    /// Highest index known committed.
-    pub commit_index: Index,
-    /// Highest index applied to the store.
-    pub applied_index: Index,
-    /// Index of the latest snapshot.
-    pub snapshot_index: Index,
-    /// Last index in the log.
-    pub last_index: Index,
-    /// Voters of the configuration (the incoming half while a change is in flight).
-    pub voters: Vec<NodeId>,
-    /// Voters of the outgoing configuration while a change is in flight.
-    pub voters_outgoing: Vec<NodeId>,
-    /// Learners.
-    pub learners: Vec<NodeId>,
-    /// Set when the WAL failed: the node serves nothing until restarted.
-    pub wal_error: Option<String>,
-}
-
-/// Shared between the driver and the API.
-pub struct Shared {
-    /// The replicated state (key-value store and registry), shared with the engine; locked
-    /// briefly, never across an await.
-    pub state: Arc<Mutex<State>>,
-    /// Latest status.
-    pub status: Mutex<NodeStatus>,
-    /// Milliseconds since `epoch` when the current WAL sync started; 0 when none is running.
-    pub sync_started_ms: AtomicU64,
-    /// Time origin for `sync_started_ms`.
-    pub epoch: Instant,
-    /// Counters for `/metrics`.
-    pub metrics: Metrics,
-    /// Woken after every applied batch (watchers poll the store then).
-    pub applied: tokio::sync::Notify,
-    /// Client requests in the driver's queue (bounded by `CLIENT_INPUTS_MAX`).
-    pub client_inputs: std::sync::atomic::AtomicUsize,
-    /// Set when the node starts shutting down: watch streams end.
-    pub stopping: tokio::sync::watch::Sender<bool>,
-}
-
-impl Shared {
-    /// The replicated state, locked (a poisoned lock is taken over: the driver asserts its own
-    /// invariants, so a panic elsewhere left nothing half-applied).
-    pub fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The latest status, locked.
-    pub fn status(&self) -> MutexGuard<'_, NodeStatus> {
-        self.status.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// How long the current WAL sync has been running, if one is.
-    pub fn sync_running_for(&self) -> Option<Duration> {
-        let started = self.sync_started_ms.load(Ordering::Relaxed);
-        (started != 0).then(|| {
-            let now = self.epoch.elapsed().as_millis() as u64;
-            Duration::from_millis(now.saturating_sub(started))
-        })
-    }
-}
-
 /// Where an engine reply goes.
 enum Waiter {
     Applied(Reply<Applied>),
@@ -271,6 +196,8 @@ pub struct Driver {
     last_leader: Option<NodeId>,
     /// When the snapshot being taken was asked for (for its latency).
     snapshot_started: Option<Instant>,
+    /// Heartbeat round trips and replication lag, per peer.
+    peers: crate::metrics::PeerObserver,
 }
 
 impl Driver {
@@ -315,6 +242,7 @@ impl Driver {
             done: None,
             last_leader: None,
             snapshot_started: None,
+            peers: crate::metrics::PeerObserver::default(),
         };
         driver.refresh_addrs();
         driver.refresh_status();
@@ -402,6 +330,8 @@ impl Driver {
         let now_ms = self.now_ms();
         match input {
             Input::Peer(messages) => {
+                self.peers
+                    .received(&messages, &self.shared.metrics.observed);
                 for refused in self.engine.step(messages) {
                     tracing::debug!(error = %refused, "peer message refused");
                 }
@@ -487,6 +417,7 @@ impl Driver {
             } = output;
             // A leader's appends may leave before its own sync (they promise nothing about its
             // disk).
+            self.peers.sent(&messages);
             self.transport.send(messages);
             for (id, result) in replies {
                 if matches!(result, Ok(Answer::Read { .. })) {
@@ -716,6 +647,12 @@ impl Driver {
             Event::Undecodable { index } => {
                 tracing::warn!(index, "undecodable entry applied as a no-op");
             }
+            Event::HashCheckpoint { index, view } => crate::corrupt_check::hash_in_background(
+                index,
+                view,
+                self.shared.checkpoints.clone(),
+                self.config.debug_diverge_file.clone(),
+            ),
             Event::SnapshotInstalled { index, term, .. } => {
                 Metrics::bump(&self.shared.metrics.snapshots_installed);
                 self.shared.applied.notify_waiters();
@@ -786,5 +723,18 @@ impl Driver {
         status.voters = conf.voters.iter().copied().collect();
         status.voters_outgoing = conf.voters_outgoing.iter().copied().collect();
         status.learners = conf.learners.iter().copied().collect();
+        drop(status);
+        let observed = &self.shared.metrics.observed;
+        if raft.role() == Role::Leader {
+            let last = log.last_index();
+            for id in raft.tracker().ids().filter(|&id| id != raft.id()) {
+                if let Some(progress) = raft.tracker().get(id) {
+                    let lag = last.saturating_sub(progress.match_index);
+                    self.peers.lag(id, lag, observed);
+                }
+            }
+        } else {
+            self.peers.not_leading(observed);
+        }
     }
 }

@@ -136,6 +136,7 @@ impl Service {
         let started = std::time::Instant::now();
         let result = match self.ask(|reply| Input::Propose { data, reply }).await {
             Ok(Applied::NoSpace) => Err(RequestError::NoSpace),
+            Ok(Applied::Corrupt) => Err(RequestError::Corrupt),
             other => other,
         };
         let observed = &self.inner.shared.metrics.observed;
@@ -153,6 +154,12 @@ impl Service {
     /// Raises (`activate`) or clears `alarm` through the log.
     pub async fn alarm(&self, activate: bool, alarm: Alarm) -> Result<Applied, RequestError> {
         let data = Command::alarm(activate, alarm);
+        self.ask(|reply| Input::Propose { data, reply }).await
+    }
+
+    /// Proposes a corruption-check point (every member hashes its state as of it).
+    pub async fn hash_check(&self) -> Result<Applied, RequestError> {
+        let data = Command::hash_check(self.inner.me.id);
         self.ask(|reply| Input::Propose { data, reply }).await
     }
 

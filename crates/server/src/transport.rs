@@ -37,6 +37,7 @@ use crate::metrics::Metrics;
 use crate::node::{Input, Shared};
 use crate::peer_sources::SourceFilter;
 use crate::tls::Tls;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// Messages queued for one peer before new ones are dropped.
 pub const PEER_QUEUE_MSGS_MAX: usize = 1024;
@@ -108,8 +109,8 @@ pub struct Transport {
     cluster_id: u64,
     /// Peer addresses.
     addrs: PeerAddrs,
-    /// Queue into each peer's connection task.
-    peers: Mutex<HashMap<NodeId, mpsc::Sender<Message>>>,
+    /// Queue into each peer's connection task, with the gauge of its length.
+    peers: Mutex<HashMap<NodeId, (mpsc::Sender<Message>, Gauge)>>,
     /// The runtime peer tasks run on.
     runtime: tokio::runtime::Handle,
     /// Where dropped messages are counted.
@@ -151,8 +152,10 @@ impl Transport {
             if to == self.id {
                 continue;
             }
-            let queue = peers.entry(to).or_insert_with(|| self.spawn_peer(to));
-            match queue.try_send(message) {
+            let (queue, length) = peers.entry(to).or_insert_with(|| self.spawn_peer(to));
+            let sent = queue.try_send(message);
+            length.set((PEER_QUEUE_MSGS_MAX - queue.capacity()) as i64);
+            match sent {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(m)) => {
                     Metrics::bump(&self.shared.metrics.peer_messages_dropped);
@@ -165,13 +168,20 @@ impl Transport {
         }
     }
 
-    fn spawn_peer(&self, to: NodeId) -> mpsc::Sender<Message> {
+    fn spawn_peer(&self, to: NodeId) -> (mpsc::Sender<Message>, Gauge) {
         let (tx, rx) = mpsc::channel(PEER_QUEUE_MSGS_MAX);
         let handshake = encode_handshake(self.cluster_id, self.id, to);
         let tls = self.tls.clone();
         self.runtime
             .spawn(peer_sender(to, handshake, self.addrs.clone(), tls, rx));
-        tx
+        let length = self
+            .shared
+            .metrics
+            .observed
+            .peer_send_queue
+            .get_or_create(&crate::metrics::peer_label(to))
+            .clone();
+        (tx, length)
     }
 }
 

@@ -78,6 +78,9 @@ impl From<RequestError> for ApiError {
             RequestError::NoSpace => {
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "no_space", message)
             }
+            RequestError::Corrupt => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", message)
+            }
             RequestError::Conflict(_)
             | RequestError::NotALearner(_)
             | RequestError::LearnerBehind(_) => {

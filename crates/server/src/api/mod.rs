@@ -19,6 +19,7 @@
 //! | `POST /v1/leader/transfer` | hand leadership to a voter (`{"to": NAME}`) |
 //! | `GET /v1/alarms`, `DELETE /v1/alarms` | list the raised alarms (`NOSPACE`, `CORRUPT`); disarm them |
 //! | `POST /v1/internal/publish` | a member records its addresses through the leader |
+//! | `GET /v1/internal/hash` | this member's latest corruption-check hashes |
 //! | `GET /metrics` | Prometheus text: term, indexes, role, counters |
 //!
 //! Reads take `?consistency=linearizable` (the default: a ReadIndex round, also on followers),
@@ -46,6 +47,7 @@
 
 mod alarms;
 mod bootstrap;
+mod corruption;
 mod error;
 mod forward;
 mod kv;
@@ -166,6 +168,7 @@ impl Api {
             .route("/health", get(status::health))
             .route("/ready", get(status::ready))
             .route("/v1/internal/publish", post(members::publish))
+            .route("/v1/internal/hash", get(corruption::hashes))
             .fallback(|| async {
                 ApiError::not_found("no such route; the API lives under /v1/ (see the README)")
             })
@@ -181,6 +184,11 @@ impl Api {
     /// Leader: raises `NOSPACE` once the store outgrows the quota (run as a task).
     pub async fn watch_quota(self) {
         alarms::watch_quota(self).await
+    }
+
+    /// Leader: runs the corruption check every `corrupt_check_interval` (run as a task).
+    pub async fn check_corruption(self) {
+        corruption::check_corruption(self).await
     }
 
     /// Follower: keeps the registry's record of this node current, through the leader.

@@ -78,6 +78,7 @@ pub fn request(error: RequestError) -> Status {
             Code::ResourceExhausted,
             "etcdserver: mvcc: database space exceeded",
         ),
+        RequestError::Corrupt => Status::new(Code::DataLoss, "etcdserver: corrupt cluster"),
         RequestError::LearnerBehind(_) => Status::new(
             Code::FailedPrecondition,
             "etcdserver: can only promote a learner member which is in sync with leader",
