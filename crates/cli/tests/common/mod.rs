@@ -29,8 +29,9 @@ pub const ELECTION_TICKS: u64 = 10;
 pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(TICK_MS * ELECTION_TICKS);
 /// Applied entries between snapshots: small, so tests exercise compaction and snapshot catch-up.
 pub const SNAPSHOT_ENTRIES: u64 = 20;
-/// How long a test waits for anything before failing.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+/// How long a test waits for anything before failing (generous: the process suites run dozens
+/// of debug-built nodes at once on small machines).
+pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
