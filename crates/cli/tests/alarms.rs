@@ -15,15 +15,8 @@ const QUOTA_BYTES: u64 = 20_000;
 
 /// `raftkv alarm ARGS --endpoints URL --json`.
 fn raftkv_alarm(url: &str, args: &[&str]) -> Value {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
-        .arg("alarm")
-        .args(args)
-        .args(["--endpoints", url, "--json"])
-        .env_remove("RAFTKV_ENDPOINTS")
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{out}");
+    let (ok, out, err) = raftkv(&[&["alarm"], args, &["--endpoints", url, "--json"]].concat());
+    assert!(ok, "{out}{err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 

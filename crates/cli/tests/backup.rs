@@ -9,20 +9,6 @@ use std::path::Path;
 use common::*;
 use serde_json::Value;
 
-/// `raftkv ARGS`: success, stdout, stderr.
-fn raftkv(args: &[&str]) -> (bool, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
-        .args(args)
-        .env_remove("RAFTKV_ENDPOINTS")
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// `raftkv ARGS` that succeeds, with its stdout as JSON.
 fn raftkv_json(args: &[&str]) -> Value {
     let (ok, out, err) = raftkv(args);

@@ -8,25 +8,15 @@ use common::*;
 use serde_json::Value;
 
 /// `raftkv ARGS --endpoints ENDPOINT`: success, stdout, stderr.
-fn raftkv(endpoint: &str, args: &[&str]) -> (bool, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
-        .args(args)
-        .args(["--endpoints", endpoint])
-        .env_remove("RAFTKV_ENDPOINTS")
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+fn raftkv_at(endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    raftkv(&[args, &["--endpoints", endpoint]].concat())
 }
 
 /// `raftkv ARGS --json` that succeeds; its JSON.
 fn raftkv_json(endpoint: &str, args: &[&str]) -> Value {
     let mut args = args.to_vec();
     args.push("--json");
-    let (ok, out, err) = raftkv(endpoint, &args);
+    let (ok, out, err) = raftkv_at(endpoint, &args);
     assert!(ok, "raftkv {args:?} failed: {out}{err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
@@ -85,7 +75,7 @@ async fn operators_run_membership_and_leadership_from_the_cli() {
         assert!(r["lag"].is_u64(), "{r}");
         assert!(r["applied_index"].as_u64().unwrap() >= 1, "{r}");
     }
-    let (ok, table, err) = raftkv(&follower, &["status"]);
+    let (ok, table, err) = raftkv_at(&follower, &["status"]);
     assert!(ok, "{err}");
     assert!(table.starts_with("NAME"), "{table}");
     for name in ["a", "b", "c"] {
@@ -101,7 +91,7 @@ async fn operators_run_membership_and_leadership_from_the_cli() {
         &["member", "add", "d", "--peer-url", &peer_url, "--learner"],
     );
     assert_eq!(added["learner"], true, "{added}");
-    let again = raftkv(
+    let again = raftkv_at(
         &follower,
         &["member", "add", "d", "--peer-url", &peer_url, "--json"],
     );
@@ -114,7 +104,7 @@ async fn operators_run_membership_and_leadership_from_the_cli() {
     })
     .await;
     eventually("d to be promoted", || async {
-        raftkv(&follower, &["member", "promote", "d"])
+        raftkv_at(&follower, &["member", "promote", "d"])
             .0
             .then_some(())
     })
@@ -134,7 +124,7 @@ async fn operators_run_membership_and_leadership_from_the_cli() {
     let moved = raftkv_json(&follower, &["leader", "transfer", "--to", "d"]);
     assert_eq!(moved["leader"], "d", "{moved}");
     assert_eq!(row(&status_rows(&follower), "d")["role"], "leader");
-    let (ok, out, err) = raftkv(&follower, &["leader", "transfer"]);
+    let (ok, out, err) = raftkv_at(&follower, &["leader", "transfer"]);
     assert!(ok && out.contains("is the leader now"), "{out}{err}");
     assert_ne!(row(&status_rows(&follower), "d")["role"], "leader");
 
@@ -151,7 +141,7 @@ async fn operators_run_membership_and_leadership_from_the_cli() {
         &["leader", "transfer", "--to", "nosuch", "--json"][..],
         &["member", "promote", "a", "--json"][..],
     ] {
-        let (ok, out, _) = raftkv(&follower, args);
+        let (ok, out, _) = raftkv_at(&follower, args);
         assert!(!ok, "{args:?}: {out}");
         let error: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
         assert!(
@@ -159,7 +149,7 @@ async fn operators_run_membership_and_leadership_from_the_cli() {
             "{out}"
         );
     }
-    let (_, out, _) = raftkv(
+    let (_, out, _) = raftkv_at(
         &follower,
         &["leader", "transfer", "--to", "nosuch", "--json"],
     );

@@ -51,19 +51,9 @@ fn tls_flags(
 }
 
 /// `raftkv ARGS --endpoints URL EXTRA`: (success, stdout, stderr).
-fn raftkv(args: &[&str], url: &str, extra: &[String]) -> (bool, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
-        .args(args)
-        .args(["--endpoints", url])
-        .args(extra)
-        .env_remove("RAFTKV_ENDPOINTS")
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+fn raftkv_at(args: &[&str], url: &str, extra: &[String]) -> (bool, String, String) {
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    raftkv(&[args, &["--endpoints", url], &extra].concat())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -121,28 +111,28 @@ async fn a_tls_cluster_refuses_clients_without_the_ca_and_peers_without_a_valid_
 
     // With the CA and a client certificate: writes through every member, reads everywhere.
     eventually("a write over TLS", || async {
-        raftkv(&["put", "secret", "v1"], &urls[1], &with_cert)
+        raftkv_at(&["put", "secret", "v1"], &urls[1], &with_cert)
             .0
             .then_some(())
     })
     .await;
     for (i, url) in urls.iter().enumerate() {
-        let (ok, out, err) = raftkv(&["put", &format!("k{i}"), "v"], url, &with_cert);
+        let (ok, out, err) = raftkv_at(&["put", &format!("k{i}"), "v"], url, &with_cert);
         assert!(ok, "put through {url}: {out}{err}");
     }
-    let (ok, out, err) = raftkv(&["get", "secret"], &urls[2], &with_cert);
+    let (ok, out, err) = raftkv_at(&["get", "secret"], &urls[2], &with_cert);
     assert!(ok && out.trim() == "v1", "{out}{err}");
 
     // Without the CA, the server's certificate is refused; without a client certificate, the
     // server refuses the client; in clear text, nothing answers.
-    let (ok, _, err) = raftkv(&["get", "secret"], &urls[0], &[]);
+    let (ok, _, err) = raftkv_at(&["get", "secret"], &urls[0], &[]);
     assert!(!ok && err.contains("UnknownIssuer"), "{err}");
     let ca_only = vec!["--cacert".to_string(), ca.display().to_string()];
-    let (ok, out, err) = raftkv(&["get", "secret"], &urls[0], &ca_only);
+    let (ok, out, err) = raftkv_at(&["get", "secret"], &urls[0], &ca_only);
     assert!(!ok, "a client without a certificate was served: {out}");
     assert!(err.contains("CertificateRequired"), "{err}");
     let plain = format!("http://{}", nodes[0].client);
-    let (ok, out, _) = raftkv(&["get", "secret"], &plain, &[]);
+    let (ok, out, _) = raftkv_at(&["get", "secret"], &plain, &[]);
     assert!(!ok, "a clear-text client was served: {out}");
 
     // etcdctl, with the same files: writes through a follower, reads; refused without them.
@@ -197,7 +187,7 @@ async fn a_tls_cluster_refuses_clients_without_the_ca_and_peers_without_a_valid_
     })
     .await;
     assert!(members.iter().any(|m| m["name"] == "s4"), "{members:?}");
-    let (ok, out, err) = raftkv(&["put", "after-join", "v"], &urls[1], &with_cert);
+    let (ok, out, err) = raftkv_at(&["put", "after-join", "v"], &urls[1], &with_cert);
     assert!(ok, "the cluster stopped serving: {out}{err}");
     tokio::time::sleep(ELECTION_TIMEOUT * 6).await;
     let seen = eventually("the rogue node's status", || status(intruder_url.clone())).await;

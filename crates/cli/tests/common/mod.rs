@@ -277,6 +277,20 @@ pub fn spawn_dev(dir: &Path, stderr: Stdio) -> (KillOnDrop, u16) {
     (KillOnDrop(dev), client_port)
 }
 
+/// `raftkv ARGS` (the endpoints variable cleared): success, stdout, stderr.
+pub fn raftkv(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(args)
+        .env_remove("RAFTKV_ENDPOINTS")
+        .output()
+        .expect("run raftkv");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// HTTP client.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
