@@ -39,6 +39,10 @@ pub struct Common {
     /// Private key of --cert.
     #[arg(long = "key", env = "RAFTKV_KEY", requires = "client_cert")]
     pub(crate) client_key: Option<PathBuf>,
+    /// NAME:PASSWORD of a user, for a cluster with authentication enabled (sent as HTTP Basic
+    /// credentials: use it over https://).
+    #[arg(long, env = "RAFTKV_USER")]
+    pub(crate) user: Option<String>,
 }
 
 impl Common {
@@ -54,7 +58,19 @@ impl Common {
     /// An HTTP client builder that speaks TLS as --cacert, --cert and --key say (without
     /// --cacert, an https:// endpoint's certificate cannot be verified and is refused).
     pub(crate) fn http_client(&self) -> Result<reqwest::ClientBuilder> {
-        let builder = reqwest::Client::builder();
+        let mut builder = reqwest::Client::builder();
+        if let Some(user) = &self.user {
+            if !user.contains(':') {
+                bail!("--user takes NAME:PASSWORD");
+            }
+            let credentials = base64::engine::general_purpose::STANDARD.encode(user);
+            let mut value = reqwest::header::HeaderValue::try_from(format!("Basic {credentials}"))
+                .context("--user")?;
+            value.set_sensitive(true);
+            let headers =
+                reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+            builder = builder.default_headers(headers);
+        }
         Ok(match self.tls()? {
             Some((config, _)) => builder.use_preconfigured_tls(config),
             None => builder,

@@ -28,6 +28,9 @@ const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A channel to the first endpoint that accepts a connection.
 pub(crate) async fn connect(common: &Common) -> Result<Channel> {
+    if common.user.is_some() {
+        bail!("--user works over raftkv's HTTP API; with --etcd, use etcdctl --user");
+    }
     let mut failures = Vec::new();
     let tls = common.tls()?.map(|(_, grpc)| grpc);
     for endpoint in &common.endpoints {

@@ -92,6 +92,9 @@ pub struct ServeArgs {
     /// `progress_notify` [default: 600000, as etcd].
     #[arg(long, env = "RAFTKV_WATCH_PROGRESS_NOTIFY_MS")]
     watch_progress_notify_ms: Option<u64>,
+    /// Seconds a token from authenticating stays good (etcd's `--auth-token-ttl`) [default: 300].
+    #[arg(long, env = "RAFTKV_AUTH_TOKEN_TTL")]
+    auth_token_ttl: Option<u64>,
     /// Seconds a client request waits for its commit [default: 5].
     #[arg(long, env = "RAFTKV_REQUEST_TIMEOUT_SECS")]
     request_timeout_secs: Option<u64>,
@@ -167,6 +170,7 @@ struct FileConfig {
     client_idle_timeout_ms: Option<u64>,
     watches_per_client_max: Option<usize>,
     watch_progress_notify_ms: Option<u64>,
+    auth_token_ttl: Option<u64>,
     client_request_timeout_ms: Option<u64>,
     peer_sources: Option<String>,
     cert_file: Option<PathBuf>,
@@ -316,6 +320,9 @@ fn resolve(args: ServeArgs) -> Result<(ServerConfig, Option<String>)> {
         .or(file.watch_progress_notify_ms)
     {
         config.watch_progress_notify_interval = Duration::from_millis(ms);
+    }
+    if let Some(secs) = args.auth_token_ttl.or(file.auth_token_ttl) {
+        config.auth_token_ttl = Duration::from_secs(secs);
     }
     if let Some(sources) = args.peer_sources.as_ref().or(file.peer_sources.as_ref()) {
         config.peer_sources = sources.parse().map_err(anyhow::Error::msg)?;

@@ -108,13 +108,14 @@ impl<S: Storage> Replica<S> {
                     }
                     Applied::HashCheck => self.out.events.push(Event::HashCheckpoint {
                         index: entry.index,
-                        view: state.view(),
+                        view: Box::new(state.view()),
                     }),
                     Applied::Kv(_)
                     | Applied::Noop
                     | Applied::Alarm
                     | Applied::NoSpace
-                    | Applied::Corrupt => {}
+                    | Applied::Corrupt
+                    | Applied::Auth(_) => {}
                 }
                 let (index, term) = (entry.index, entry.term);
                 if let Some((retry, lease_keys, revision_before)) = before {

@@ -22,12 +22,15 @@
 //! | `history.rs` | automatic compaction of key-value history |
 //! | `membership.rs` | joins, removals, learner promotion, publishing, transfer targets |
 //! | `state.rs` | entry payloads, the replicated state, snapshot views and data |
+//! | `alarms.rs` | the raised alarms (`NOSPACE`, `CORRUPT`) |
+//! | `auth.rs` | users, roles and permissions |
 //! | `members.rs` | node ids, the member registry |
 //! | `output.rs` | what the driver carries out |
 //! | `error.rs` | request errors and fatal errors |
 
 pub mod alarms;
 mod apply;
+pub mod auth;
 pub mod error;
 mod history;
 mod leases;

@@ -153,8 +153,8 @@ pub enum Event {
     HashCheckpoint {
         /// The check point's index.
         index: Index,
-        /// The state as of it.
-        view: StateView,
+        /// The state as of it (boxed: it is large, and the event rare).
+        view: Box<StateView>,
     },
     /// An entry whose payload no node can decode was applied as a no-op.
     Undecodable {

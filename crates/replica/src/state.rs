@@ -20,6 +20,7 @@ use raftkv_kv::{KvStore, Limits, Response, SnapshotView};
 use raftkv_raft::{ConfState, Entry, EntryKind, Index, NodeId};
 
 use crate::alarms::{Alarm, AlarmChange, Alarms};
+use crate::auth::{AuthChange, AuthError, AuthSnapshot, AuthStore};
 use crate::error::ReplicaError;
 use crate::members::{Member, Registry};
 
@@ -40,7 +41,7 @@ pub const SNAPSHOT_VERSION: u32 = 1;
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Command {
     /// What to do.
-    #[prost(oneof = "CommandOp", tags = "1, 2, 3, 4, 5")]
+    #[prost(oneof = "CommandOp", tags = "1, 2, 3, 4, 5, 6")]
     pub op: Option<CommandOp>,
 }
 
@@ -63,6 +64,9 @@ pub enum CommandOp {
     /// that asked, by node id).
     #[prost(uint64, tag = "5")]
     HashCheck(u64),
+    /// A change of users, roles, permissions or whether authentication is enabled.
+    #[prost(message, tag = "6")]
+    Auth(AuthChange),
 }
 
 impl Command {
@@ -115,6 +119,15 @@ impl Command {
         .into()
     }
 
+    /// The payload of an auth change.
+    pub fn auth(change: AuthChange) -> Bytes {
+        Command {
+            op: Some(CommandOp::Auth(change)),
+        }
+        .encode_to_vec()
+        .into()
+    }
+
     /// The payload holding learner `id` back from promotion.
     pub fn hold_learner(id: NodeId) -> Bytes {
         Command {
@@ -154,6 +167,9 @@ struct StateSnapshot {
     /// The raised alarms.
     #[prost(message, repeated, tag = "7")]
     alarms: Vec<Alarm>,
+    /// Users, roles and permissions.
+    #[prost(message, optional, tag = "8")]
+    auth: Option<AuthSnapshot>,
 }
 
 /// What applying one entry produced.
@@ -177,6 +193,8 @@ pub enum Applied {
     Corrupt,
     /// A corruption-check point: the state as of this entry is to be hashed.
     HashCheck,
+    /// An auth change: applied, or refused (nothing changed).
+    Auth(Result<(), AuthError>),
 }
 
 /// The replicated state.
@@ -187,6 +205,8 @@ pub struct State {
     pub registry: Registry,
     /// The raised alarms.
     pub alarms: Alarms,
+    /// Users, roles and permissions.
+    pub auth: AuthStore,
     /// Key-value limits (for restores).
     limits: Limits,
     /// Last applied index.
@@ -201,6 +221,7 @@ impl State {
             kv: KvStore::new(limits.clone()),
             registry: Registry::default(),
             alarms: Alarms::default(),
+            auth: AuthStore::default(),
             limits,
             applied: 0,
         }
@@ -258,6 +279,9 @@ impl State {
                 op: Some(CommandOp::HashCheck(_)),
             }) => Applied::HashCheck,
             Ok(Command {
+                op: Some(CommandOp::Auth(change)),
+            }) => Applied::Auth(self.auth.apply(&change)),
+            Ok(Command {
                 op: Some(CommandOp::HoldLearner(id)),
             }) => {
                 self.registry.hold(id);
@@ -271,10 +295,13 @@ impl State {
         self.registry.apply_conf(conf);
     }
 
-    /// A hash of the replicated state (store and registry): equal on every node at the same
+    /// A hash of the replicated state (store, registry, alarms, auth): equal on every node at the same
     /// applied index.
     pub fn digest(&self) -> u64 {
-        self.kv.state_hash() ^ registry_hash(&self.registry) ^ alarms_hash(&self.alarms)
+        self.kv.state_hash()
+            ^ registry_hash(&self.registry)
+            ^ alarms_hash(&self.alarms)
+            ^ self.auth.hash()
     }
 
     /// A consistent view of the state at the applied index, taken in one short step (the key
@@ -285,6 +312,7 @@ impl State {
             kv: self.kv.snapshot_view(),
             registry: self.registry.clone(),
             alarms: self.alarms.clone(),
+            auth: Box::new(self.auth.clone()),
         }
     }
 
@@ -308,6 +336,8 @@ pub struct StateView {
     registry: Registry,
     /// The alarms at the same index.
     alarms: Alarms,
+    /// The auth store at the same index (boxed: small views move through queues).
+    auth: Box<AuthStore>,
 }
 
 impl StateView {
@@ -318,7 +348,10 @@ impl StateView {
 
     /// The [`State::digest`] of the state the view shows.
     pub fn digest(&self) -> u64 {
-        self.kv.state_hash() ^ registry_hash(&self.registry) ^ alarms_hash(&self.alarms)
+        self.kv.state_hash()
+            ^ registry_hash(&self.registry)
+            ^ alarms_hash(&self.alarms)
+            ^ self.auth.hash()
     }
 
     /// The view as snapshot data (proportional to the store's size: call it off the node loop).
@@ -337,6 +370,7 @@ impl StateView {
             conf_members: self.registry.conf_members().collect(),
             held: self.registry.held().collect(),
             alarms: self.alarms.list(),
+            auth: Some(self.auth.snapshot()),
         }
         .encode_to_vec();
         let room = head.len() + KV_FIELD_PREFIX_BYTES_MAX;
@@ -383,6 +417,7 @@ pub fn decode(index: Index, data: &Bytes, limits: Limits) -> Result<State, Repli
         kv,
         registry,
         alarms: Alarms::from_list(snapshot.alarms),
+        auth: snapshot.auth.map(AuthStore::restore).unwrap_or_default(),
         limits,
         applied: index,
     })
@@ -511,6 +546,30 @@ mod tests {
             state.apply(&kv_entry(6, Request::put("b", "2"))),
             Applied::Kv(_)
         ));
+    }
+
+    #[test]
+    fn an_auth_change_is_part_of_the_digest_and_of_snapshots() {
+        use crate::auth::{AuthOp, User};
+        let mut state = State::new(limits());
+        let before = state.digest();
+        let user = AuthOp::UserAdd(User {
+            name: "alice".into(),
+            password_hash: "hash".into(),
+            roles: Vec::new(),
+        });
+        let change = AuthChange { op: Some(user) };
+        let applied = state.apply(&Entry::new(1, 1, Command::auth(change.clone())));
+        assert!(matches!(applied, Applied::Auth(Ok(()))));
+        assert_ne!(state.digest(), before);
+        let again = state.apply(&Entry::new(2, 1, Command::auth(change)));
+        assert!(matches!(
+            again,
+            Applied::Auth(Err(AuthError::UserAlreadyExists))
+        ));
+        let restored = decode(2, &state.view().encode(), limits()).unwrap();
+        assert_eq!(restored.auth, state.auth);
+        assert_eq!(restored.digest(), state.digest());
     }
 
     #[test]

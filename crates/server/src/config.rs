@@ -113,6 +113,8 @@ pub struct ServerConfig {
     /// Time a client request may take, its body read and its answer produced (a watch stream's
     /// events are not counted).
     pub client_request_timeout: Duration,
+    /// How long a token from authenticating stays good (etcd's `--auth-token-ttl`).
+    pub auth_token_ttl: Duration,
     /// TLS on the client port (and for this node's calls to other members' client ports).
     pub client_tls: Option<crate::tls::TlsFiles>,
     /// TLS on the peer port and the peer transport.
@@ -170,6 +172,7 @@ impl ServerConfig {
             watches_per_client_max: WATCHES_PER_CLIENT_MAX_DEFAULT,
             watch_progress_notify_interval: WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT,
             peer_sources: crate::peer_sources::PeerSources::default(),
+            auth_token_ttl: crate::auth::TOKEN_TTL_DEFAULT,
             client_tls: None,
             peer_tls: None,
             debug_stall_file: None,
@@ -192,10 +195,11 @@ impl ServerConfig {
             || self.client_request_timeout.is_zero()
             || self.watches_per_client_max == 0
             || self.watch_progress_notify_interval.is_zero()
+            || self.auth_token_ttl.is_zero()
         {
             return bad("--client-connections-max, --client-header-timeout-ms, \
                  --client-idle-timeout-ms, --client-request-timeout-ms, \
-                 --watches-per-client-max and --watch-progress-notify-ms must be above 0"
+                 --watches-per-client-max, --watch-progress-notify-ms and --auth-token-ttl must be above 0"
                 .into());
         }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {

@@ -14,6 +14,7 @@
 //! | `transport.rs` | peer connections: handshake, batching, bounded queues, reconnect |
 //! | `corrupt_check.rs` | members compare state hashes at common check points; `CORRUPT` |
 //! | `tls.rs` | TLS for the client and peer listeners and for calls between members |
+//! | `auth.rs` | passwords, tokens, and what a caller may do |
 //! | `snapshots.rs` | the snapshot worker: taking and installing snapshots off the driver |
 //! | `syncer.rs` | the WAL syncer: `fdatasync` off the driver, one sync for every write meanwhile |
 //! | `service.rs` | the node's operations, for every protocol front end |
@@ -25,6 +26,7 @@
 //! locks are held briefly and never across an `.await`.
 
 pub mod api;
+pub mod auth;
 pub mod backup;
 pub mod codec;
 pub mod config;

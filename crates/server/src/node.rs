@@ -649,7 +649,7 @@ impl Driver {
             }
             Event::HashCheckpoint { index, view } => crate::corrupt_check::hash_in_background(
                 index,
-                view,
+                *view,
                 self.shared.checkpoints.clone(),
                 self.config.debug_diverge_file.clone(),
             ),

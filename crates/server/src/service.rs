@@ -23,6 +23,7 @@ use crate::members::Member;
 use crate::node::{CLIENT_INPUTS_MAX, Input, NodeStatus, Reply, Shared};
 use crate::state::{Applied, Command, State};
 use raftkv_replica::alarms::Alarm;
+use raftkv_replica::auth::AuthChange;
 
 /// Election timeouts a leadership transfer may take before it is reported as failed.
 const TRANSFER_WAIT_ELECTIONS: u32 = 3;
@@ -154,6 +155,12 @@ impl Service {
     /// Raises (`activate`) or clears `alarm` through the log.
     pub async fn alarm(&self, activate: bool, alarm: Alarm) -> Result<Applied, RequestError> {
         let data = Command::alarm(activate, alarm);
+        self.ask(|reply| Input::Propose { data, reply }).await
+    }
+
+    /// Changes users, roles, permissions or whether authentication is enabled, through the log.
+    pub async fn auth(&self, change: AuthChange) -> Result<Applied, RequestError> {
+        let data = Command::auth(change);
         self.ask(|reply| Input::Propose { data, reply }).await
     }
 

@@ -30,8 +30,7 @@ pub async fn publisher(api: Api) {
             continue;
         };
         let sent = api
-            .http
-            .post(format!("{url}/v1/internal/publish"))
+            .as_member(api.http.post(format!("{url}/v1/internal/publish")))
             .json(&me)
             .send()
             .await;

@@ -58,8 +58,7 @@ async fn compare(api: &Api, latest: Checkpoint, leader: NodeId) {
     let mut hashes = BTreeMap::from([(leader, latest.hash)]);
     for (id, url) in members {
         let asked = api
-            .http
-            .get(format!("{url}/v1/internal/hash"))
+            .as_member(api.http.get(format!("{url}/v1/internal/hash")))
             .send()
             .await
             .and_then(|r| r.error_for_status());

@@ -13,6 +13,7 @@ use raftkv_raft::NodeId;
 use serde_json::Value;
 
 use super::Api;
+use super::auth::MEMBER_TOKEN_HEADER;
 use super::error::ApiError;
 use super::session::{CLIENT_ID_HEADER, SEQUENCE_HEADER};
 use crate::error::RequestError;
@@ -22,7 +23,13 @@ use crate::metrics::Metrics;
 pub const FORWARDED_HEADER: &str = "x-raftkv-forwarded";
 
 /// Headers a forwarded request keeps (beyond the body).
-const FORWARDED_HEADERS: [&str; 3] = [CLIENT_ID_HEADER, SEQUENCE_HEADER, "content-type"];
+const FORWARDED_HEADERS: [&str; 5] = [
+    CLIENT_ID_HEADER,
+    SEQUENCE_HEADER,
+    "content-type",
+    "authorization",
+    MEMBER_TOKEN_HEADER,
+];
 
 /// A request as it came, kept so it can be forwarded to the leader.
 pub struct Forward {

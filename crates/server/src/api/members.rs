@@ -12,6 +12,7 @@ use raftkv_raft::NodeId;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::auth::Trusted;
 use super::error::ApiError;
 use super::forward::Forward;
 use super::{Api, JoinRequest, JoinResponse};
@@ -76,7 +77,11 @@ pub async fn list(State(api): State<Api>) -> Response {
 }
 
 /// `POST /v1/members`: a new node asks to join.
-pub async fn join(State(api): State<Api>, request: Forward) -> Response {
+pub async fn join(
+    State(api): State<Api>,
+    trusted: Option<axum::Extension<Trusted>>,
+    request: Forward,
+) -> Response {
     let join: JoinRequest = match serde_json::from_slice(&request.body) {
         Ok(r) => r,
         Err(e) => return ApiError::bad_request(format!("bad join request: {e}")).into_response(),
@@ -93,6 +98,19 @@ pub async fn join(State(api): State<Api>, request: Forward) -> Response {
     if let Some(reason) = member.invalid() {
         return ApiError::bad_request(reason).into_response();
     }
+    let auth_enabled = api.service.read(|state| state.auth.enabled());
+    if auth_enabled && !trusted.is_some_and(|t| t.0.0) && !pre_added(&api, &member.peer_url) {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "auth",
+            format!(
+                "authentication is enabled: a node joins only at the peer URL of a member root \
+                 added first (`raftkv member add {} --peer-url {}` as root), or as root",
+                member.name, member.peer_url
+            ),
+        )
+        .into_response();
+    }
     let result = api.service.join(member).await;
     let cluster_id = cluster_id_of(&api);
     let members: Vec<Member> = api
@@ -107,6 +125,16 @@ pub async fn join(State(api): State<Api>, request: Forward) -> Response {
         .map_err(|e| ApiError::bad_request(e.to_string()))
     })
     .await
+}
+
+/// Whether a member that has not started yet was added at `peer_url`.
+fn pre_added(api: &Api, peer_url: &str) -> bool {
+    api.service.read(|state| {
+        state
+            .registry
+            .by_peer_url(peer_url)
+            .is_some_and(|m| m.is_unstarted())
+    })
 }
 
 /// The node id `name` stands for: a member's name, a node id, or the id a node of that name

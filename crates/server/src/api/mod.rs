@@ -27,10 +27,14 @@
 //! behind; Consul's `?stale`). Writes that reach a follower are forwarded to the leader; a
 //! forwarded request is never forwarded again. Writes may carry a client session
 //! (`X-Raftkv-Client-Id` and `X-Raftkv-Sequence`, see `session.rs`): a retried write is applied
-//! once. Errors are `{"error": ..., "code": ...}` (`error.rs`).
+//! once. Errors are `{"error": ..., "code": ...}` (`error.rs`). While authentication is enabled
+//! every route but `/health`, `/ready` and `/metrics` needs credentials: `Authorization: Bearer
+//! TOKEN` (from etcd's `Authenticate`) or `Authorization: Basic` with a user's password
+//! (`auth.rs`).
 //!
 //! | file | concept |
 //! |---|---|
+//! | `auth.rs` | who the caller is, and whether its route is allowed it |
 //! | `error.rs` | statuses and codes of every error |
 //! | `forward.rs` | the `Forward` extractor, relaying to the leader |
 //! | `kv.rs` | key-value reads and writes |
@@ -46,6 +50,7 @@
 //! | `bootstrap.rs` | a new node joining; a follower publishing its addresses |
 
 mod alarms;
+mod auth;
 mod bootstrap;
 mod corruption;
 mod error;
@@ -68,6 +73,7 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 
+pub use auth::MEMBER_TOKEN_HEADER;
 pub use bootstrap::join;
 pub use error::ApiError;
 pub use forward::FORWARDED_HEADER;
@@ -172,6 +178,10 @@ impl Api {
             .fallback(|| async {
                 ApiError::not_found("no such route; the API lives under /v1/ (see the README)")
             })
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                auth::guard,
+            ))
             .layer(axum::middleware::map_response(error::json_errors))
             .layer(DefaultBodyLimit::max(HTTP_BODY_BYTES_MAX))
             .layer(axum::middleware::from_fn_with_state(

@@ -11,8 +11,9 @@ use raftkv_etcdpb::etcdserverpb::{self as pb};
 use raftkv_raft::NodeId;
 use tonic::{Request, Response, Status};
 
-use super::forward::{Forwarder, marked};
+use super::forward::Forwarder;
 use super::{Etcd, status};
+use crate::auth::Need;
 use crate::error::RequestError;
 use crate::members::{Member, node_id};
 
@@ -108,6 +109,7 @@ impl Cluster for Etcd {
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
         let forwarded = Forwarder::was_forwarded(&request);
+        self.authorize(&request, Need::Root)?;
         let add = request.into_inner();
         let peer_url = self.peer_url(&add.peer_ur_ls, None)?;
         let id = self.new_member_id(&peer_url);
@@ -120,7 +122,7 @@ impl Cluster for Etcd {
             return self
                 .forward
                 .cluster(leader, forwarded)?
-                .member_add(marked(add))
+                .member_add(self.forward.marked(add))
                 .await;
         }
         Ok(Response::new(pb::MemberAddResponse {
@@ -141,6 +143,7 @@ impl Cluster for Etcd {
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
         let forwarded = Forwarder::was_forwarded(&request);
+        self.authorize(&request, Need::Root)?;
         let remove = request.into_inner();
         self.member(remove.id)?;
         let removed = self.service.remove_member(remove.id).await;
@@ -149,7 +152,7 @@ impl Cluster for Etcd {
             return self
                 .forward
                 .cluster(leader, forwarded)?
-                .member_remove(marked(remove))
+                .member_remove(self.forward.marked(remove))
                 .await;
         }
         Ok(Response::new(pb::MemberRemoveResponse {
@@ -163,6 +166,7 @@ impl Cluster for Etcd {
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
         let forwarded = Forwarder::was_forwarded(&request);
+        self.authorize(&request, Need::Root)?;
         let update = request.into_inner();
         let member = self.member(update.id)?;
         let peer_url = self.peer_url(&update.peer_ur_ls, Some(update.id))?;
@@ -172,7 +176,7 @@ impl Cluster for Etcd {
             return self
                 .forward
                 .cluster(leader, forwarded)?
-                .member_update(marked(update))
+                .member_update(self.forward.marked(update))
                 .await;
         }
         Ok(Response::new(pb::MemberUpdateResponse {
@@ -185,6 +189,7 @@ impl Cluster for Etcd {
         &self,
         request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        self.authorize(&request, Need::User)?;
         if request.into_inner().linearizable {
             self.read_barrier(false).await?;
         }
@@ -199,6 +204,7 @@ impl Cluster for Etcd {
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
         let forwarded = Forwarder::was_forwarded(&request);
+        self.authorize(&request, Need::Root)?;
         let promote = request.into_inner();
         self.member(promote.id)?;
         let promoted = self.service.promote_member(promote.id).await;
@@ -207,7 +213,7 @@ impl Cluster for Etcd {
             return self
                 .forward
                 .cluster(leader, forwarded)?
-                .member_promote(marked(promote))
+                .member_promote(self.forward.marked(promote))
                 .await;
         }
         Ok(Response::new(pb::MemberPromoteResponse {

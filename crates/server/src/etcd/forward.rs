@@ -2,13 +2,15 @@
 //! `Unavailable`, so a write, lease or membership operation that reaches a follower is sent on to the
 //! leader's client port as the same gRPC call, and its answer relayed.
 //!
-//! Invariant: a forwarded call carries `FORWARDED_METADATA` and is never forwarded again (a node
+//! Invariant: a forwarded call carries `FORWARDED_METADATA` (and, while authentication is
+//! enabled, this member's token: its caller was checked here) and is never forwarded again (a node
 //! that is not the leader answers "leader changed", which clients retry).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use raftkv_etcdpb::etcdserverpb::auth_client::AuthClient;
 use raftkv_etcdpb::etcdserverpb::cluster_client::ClusterClient;
 use raftkv_etcdpb::etcdserverpb::kv_client::KvClient;
 use raftkv_etcdpb::etcdserverpb::lease_client::LeaseClient;
@@ -18,6 +20,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
 use super::status::{LEADER_CHANGED, NO_LEADER};
+use crate::auth;
 use crate::service::Service;
 
 /// Metadata marking a call forwarded by another member.
@@ -97,6 +100,15 @@ impl Forwarder {
         Ok(MaintenanceClient::new(self.channel(leader, forwarded)?))
     }
 
+    /// An Auth client to the leader.
+    pub fn auth(
+        &self,
+        leader: Option<NodeId>,
+        forwarded: bool,
+    ) -> Result<AuthClient<Channel>, Status> {
+        Ok(AuthClient::new(self.channel(leader, forwarded)?))
+    }
+
     /// A Lease client to the leader.
     pub fn lease(
         &self,
@@ -107,12 +119,27 @@ impl Forwarder {
     }
 }
 
-/// `message` as a call marked forwarded.
-pub fn marked<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        FORWARDED_METADATA,
-        tonic::metadata::MetadataValue::from_static("1"),
-    );
-    request
+impl Forwarder {
+    /// `message` as a call marked forwarded, with this member's token while authentication is
+    /// enabled (the caller was checked here; the leader takes the member's word for it).
+    pub fn marked<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(
+            FORWARDED_METADATA,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        let id = self.service.me().id;
+        let token = self.service.read(|state| {
+            state
+                .auth
+                .enabled()
+                .then(|| auth::mint_member(&state.auth, id, auth::MEMBER_TOKEN_TTL))
+        });
+        if let Some(value) = token.and_then(|t| t.parse().ok()) {
+            request
+                .metadata_mut()
+                .insert(auth::MEMBER_TOKEN_HEADER, value);
+        }
+        request
+    }
 }

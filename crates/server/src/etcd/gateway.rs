@@ -3,7 +3,8 @@
 //! names, bytes as base64, 64-bit integers as strings, default values left out); `/v3/watch`
 //! and `/v3/lease/keepalive` answer `{"result": ...}` objects, the watch as a stream of lines.
 //! Errors are `{"error", "code", "message"}` with the HTTP status grpc-gateway gives the gRPC
-//! code. `GET /version` answers as etcd does. Each route calls the same gRPC handler, so the
+//! code. `GET /version` answers as etcd does. A token from `/v3/auth/authenticate` goes in the
+//! `Authorization` header (bare, as etcd takes it, or `Bearer TOKEN`). Each route calls the same gRPC handler, so the
 //! gateway adds only the JSON mapping, done by `prost-reflect` from the compiled descriptors.
 
 use std::future::Future;
@@ -12,12 +13,13 @@ use std::sync::OnceLock;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
+use raftkv_etcdpb::etcdserverpb::auth_server::Auth;
 use raftkv_etcdpb::etcdserverpb::cluster_server::Cluster;
 use raftkv_etcdpb::etcdserverpb::kv_server::Kv;
 use raftkv_etcdpb::etcdserverpb::lease_server::Lease;
@@ -26,7 +28,9 @@ use raftkv_etcdpb::etcdserverpb::{self as pb};
 use serde_json::{Value, json};
 use tonic::{Code, Status};
 
+use super::auth::TOKEN_METADATA;
 use super::{ETCD_API_VERSION, Etcd};
+use crate::auth::Need;
 
 /// Most bytes of a gateway request body.
 const GATEWAY_BODY_BYTES_MAX: usize = 2 * 1024 * 1024;
@@ -100,12 +104,28 @@ fn render<T: Message>(name: &str, message: &T) -> Value {
         .expect("a decoded message serializes to JSON")
 }
 
+/// `message` as a gRPC call, carrying the token of the `Authorization` header (etcd's gateway
+/// takes the bare token, raftkv also `Bearer TOKEN`) as the `token` metadata etcd's clients send.
+fn call<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
+        .and_then(|v| v.parse().ok());
+    if let Some(token) = token {
+        request.metadata_mut().insert(TOKEN_METADATA, token);
+    }
+    request
+}
+
 /// One unary call: parse, call the gRPC handler, render.
 async fn unary<Req, Resp, Fut>(
     request: &str,
     response: &str,
+    headers: &HeaderMap,
     body: &[u8],
-    call: impl FnOnce(tonic::Request<Req>) -> Fut,
+    handler: impl FnOnce(tonic::Request<Req>) -> Fut,
 ) -> Response
 where
     Req: Message + Default,
@@ -116,7 +136,7 @@ where
         Ok(message) => message,
         Err(e) => return error(&e),
     };
-    match call(tonic::Request::new(message)).await {
+    match handler(call(headers, message)).await {
         Ok(answer) => Json(render(response, answer.get_ref())).into_response(),
         Err(status) => error(&status),
     }
@@ -127,12 +147,14 @@ macro_rules! route {
     ($router:expr, $path:literal, $service:ident :: $handler:ident, $req:literal, $resp:literal) => {
         $router.route(
             $path,
-            post(|State(etcd): State<Etcd>, body: Bytes| async move {
-                unary($req, $resp, &body, |r| async move {
-                    $service::$handler(&etcd, r).await
-                })
-                .await
-            }),
+            post(
+                |State(etcd): State<Etcd>, headers: HeaderMap, body: Bytes| async move {
+                    unary($req, $resp, &headers, &body, |r| async move {
+                        $service::$handler(&etcd, r).await
+                    })
+                    .await
+                },
+            ),
         )
     };
 }
@@ -206,6 +228,125 @@ impl Etcd {
             "StatusRequest",
             "StatusResponse"
         );
+        let router = route!(
+            router,
+            "/v3/auth/authenticate",
+            Auth::authenticate,
+            "AuthenticateRequest",
+            "AuthenticateResponse"
+        );
+        let router = route!(
+            router,
+            "/v3/auth/enable",
+            Auth::auth_enable,
+            "AuthEnableRequest",
+            "AuthEnableResponse"
+        );
+        let router = route!(
+            router,
+            "/v3/auth/disable",
+            Auth::auth_disable,
+            "AuthDisableRequest",
+            "AuthDisableResponse"
+        );
+        let router = route!(
+            router,
+            "/v3/auth/status",
+            Auth::auth_status,
+            "AuthStatusRequest",
+            "AuthStatusResponse"
+        );
+        let router = route!(
+            router,
+            "/v3/auth/user/add",
+            Auth::user_add,
+            "AuthUserAddRequest",
+            "AuthUserAddResponse"
+        );
+        let router = route!(
+            router,
+            "/v3/auth/user/get",
+            Auth::user_get,
+            "AuthUserGetRequest",
+            "AuthUserGetResponse"
+        );
+        let router = route!(
+            router,
+            "/v3/auth/user/list",
+            Auth::user_list,
+            "AuthUserListRequest",
+            "AuthUserListResponse"
+        );
+        let router = route!(
+            router,
+            "/v3/auth/user/delete",
+            Auth::user_delete,
+            "AuthUserDeleteRequest",
+            "AuthUserDeleteResponse"
+        );
+        let router = route!(
+            router,
+            "/v3/auth/user/changepw",
+            Auth::user_change_password,
+            "AuthUserChangePasswordRequest",
+            "AuthUserChangePasswordResponse"
+        );
+        let router = route!(
+            router,
+            "/v3/auth/user/grant",
+            Auth::user_grant_role,
+            "AuthUserGrantRoleRequest",
+            "AuthUserGrantRoleResponse"
+        );
+        let router = route!(
+            router,
+            "/v3/auth/user/revoke",
+            Auth::user_revoke_role,
+            "AuthUserRevokeRoleRequest",
+            "AuthUserRevokeRoleResponse"
+        );
+        let router = route!(
+            router,
+            "/v3/auth/role/add",
+            Auth::role_add,
+            "AuthRoleAddRequest",
+            "AuthRoleAddResponse"
+        );
+        let router = route!(
+            router,
+            "/v3/auth/role/get",
+            Auth::role_get,
+            "AuthRoleGetRequest",
+            "AuthRoleGetResponse"
+        );
+        let router = route!(
+            router,
+            "/v3/auth/role/list",
+            Auth::role_list,
+            "AuthRoleListRequest",
+            "AuthRoleListResponse"
+        );
+        let router = route!(
+            router,
+            "/v3/auth/role/delete",
+            Auth::role_delete,
+            "AuthRoleDeleteRequest",
+            "AuthRoleDeleteResponse"
+        );
+        let router = route!(
+            router,
+            "/v3/auth/role/grant",
+            Auth::role_grant_permission,
+            "AuthRoleGrantPermissionRequest",
+            "AuthRoleGrantPermissionResponse"
+        );
+        let router = route!(
+            router,
+            "/v3/auth/role/revoke",
+            Auth::role_revoke_permission,
+            "AuthRoleRevokePermissionRequest",
+            "AuthRoleRevokePermissionResponse"
+        );
         router
             .route("/v3/lease/keepalive", post(keep_alive))
             .route("/v3/watch", post(watch))
@@ -216,11 +357,14 @@ impl Etcd {
 }
 
 /// `POST /v3/lease/keepalive`: one keep-alive, answered `{"result": LeaseKeepAliveResponse}`.
-async fn keep_alive(State(etcd): State<Etcd>, body: Bytes) -> Response {
+async fn keep_alive(State(etcd): State<Etcd>, headers: HeaderMap, body: Bytes) -> Response {
     let request = match parse::<pb::LeaseKeepAliveRequest>("LeaseKeepAliveRequest", &body) {
         Ok(request) => request,
         Err(e) => return error(&e),
     };
+    if let Err(e) = etcd.authorize(&call(&headers, ()), Need::User) {
+        return error(&e);
+    }
     match etcd.keep_alive_once(request.id, false).await {
         Ok(answer) => {
             Json(json!({ "result": render("LeaseKeepAliveResponse", &answer) })).into_response()
@@ -234,15 +378,20 @@ async fn keep_alive(State(etcd): State<Etcd>, body: Bytes) -> Response {
 async fn watch(
     State(etcd): State<Etcd>,
     client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let request = match parse::<pb::WatchRequest>("WatchRequest", &body) {
         Ok(request) => request,
         Err(e) => return error(&e),
     };
+    let caller = match etcd.caller(&call(&headers, ())) {
+        Ok(caller) => caller,
+        Err(e) => return error(&e),
+    };
     let client = client.map(|c| c.0.0.ip());
     let requests = futures::stream::once(async move { request }).chain(futures::stream::pending());
-    let mut responses = etcd.watch_session(client, Box::pin(requests));
+    let mut responses = etcd.watch_session(client, caller, Box::pin(requests));
     let lines = futures::stream::poll_fn(move |cx| responses.poll_recv(cx)).map(|answer| {
         let line = match answer {
             Ok(response) => json!({ "result": render("WatchResponse", &response) }),

@@ -7,10 +7,13 @@ use raftkv_etcdpb::etcdserverpb::{self as pb};
 use raftkv_kv::{self as kv, Op, Reply, Revision};
 use raftkv_raft::NodeId;
 use raftkv_replica::Applied;
+use raftkv_replica::auth::Access;
 use tonic::{Request, Response, Status};
 
-use super::forward::{Forwarder, marked};
+use super::auth::auth_status;
+use super::forward::Forwarder;
 use super::{Etcd, convert, status};
+use crate::auth::{self, Caller, Need};
 use crate::error::RequestError;
 use crate::service::Consistency;
 
@@ -23,12 +26,15 @@ pub enum Proposed {
 }
 
 impl Etcd {
-    /// Proposes `request` (checked here first, so a refusal keeps etcd's code and message) and
-    /// waits for it to be applied.
-    pub async fn propose(&self, request: kv::Request) -> Result<Proposed, Status> {
+    /// Proposes `request` for `caller` (checked here first, against its limits and the caller's
+    /// permissions, so a refusal keeps etcd's code and message) and waits for it to be applied.
+    pub async fn propose(&self, caller: &Caller, request: kv::Request) -> Result<Proposed, Status> {
         request
             .validate(&raftkv_replica::state::limits())
             .map_err(status::kv)?;
+        self.service
+            .read(|state| auth::authorize_request(&state.auth, caller, &request))
+            .map_err(auth_status)?;
         match self.service.write(request, None).await {
             Ok(Applied::Kv(response)) => match response.result {
                 Ok(reply) => Ok(Proposed::Done(response.revision, reply)),
@@ -66,6 +72,8 @@ impl Kv for Etcd {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        let (key, range_end) = (&request.get_ref().key, &request.get_ref().range_end);
+        self.authorize(&request, Need::Keys(Access::Read, key, range_end))?;
         let r = request.into_inner();
         if r.key.is_empty() {
             return Err(status::kv(kv::KvError::EmptyKey));
@@ -85,9 +93,13 @@ impl Kv for Etcd {
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
         let forwarded = Forwarder::was_forwarded(&request);
+        let caller = self.caller(&request)?;
         let put = request.into_inner();
         match self
-            .propose(kv::Request::new(Op::Put(convert::put(put.clone())?)))
+            .propose(
+                &caller,
+                kv::Request::new(Op::Put(convert::put(put.clone())?)),
+            )
             .await?
         {
             Proposed::Done(revision, Reply::Put(p)) => Ok(Response::new(pb::PutResponse {
@@ -95,7 +107,12 @@ impl Kv for Etcd {
                 ..convert::put_response(p)
             })),
             Proposed::Done(..) => Err(unexpected()),
-            Proposed::Forward(leader) => self.forward.kv(leader, forwarded)?.put(marked(put)).await,
+            Proposed::Forward(leader) => {
+                self.forward
+                    .kv(leader, forwarded)?
+                    .put(self.forward.marked(put))
+                    .await
+            }
         }
     }
 
@@ -104,9 +121,10 @@ impl Kv for Etcd {
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let forwarded = Forwarder::was_forwarded(&request);
+        let caller = self.caller(&request)?;
         let delete = request.into_inner();
         let op = Op::DeleteRange(convert::delete(delete.clone()));
-        match self.propose(kv::Request::new(op)).await? {
+        match self.propose(&caller, kv::Request::new(op)).await? {
             Proposed::Done(revision, Reply::DeleteRange(d)) => {
                 Ok(Response::new(pb::DeleteRangeResponse {
                     header: self.header(revision),
@@ -117,7 +135,7 @@ impl Kv for Etcd {
             Proposed::Forward(leader) => {
                 self.forward
                     .kv(leader, forwarded)?
-                    .delete_range(marked(delete))
+                    .delete_range(self.forward.marked(delete))
                     .await
             }
         }
@@ -128,9 +146,10 @@ impl Kv for Etcd {
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
         let forwarded = Forwarder::was_forwarded(&request);
+        let caller = self.caller(&request)?;
         let txn = request.into_inner();
         match self
-            .propose(kv::Request::txn(convert::txn(txn.clone())?))
+            .propose(&caller, kv::Request::txn(convert::txn(txn.clone())?))
             .await?
         {
             Proposed::Done(revision, Reply::Txn(t)) => Ok(Response::new(convert::txn_response(
@@ -138,7 +157,12 @@ impl Kv for Etcd {
                 self.header(revision),
             ))),
             Proposed::Done(..) => Err(unexpected()),
-            Proposed::Forward(leader) => self.forward.kv(leader, forwarded)?.txn(marked(txn)).await,
+            Proposed::Forward(leader) => {
+                self.forward
+                    .kv(leader, forwarded)?
+                    .txn(self.forward.marked(txn))
+                    .await
+            }
         }
     }
 
@@ -147,8 +171,12 @@ impl Kv for Etcd {
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
         let forwarded = Forwarder::was_forwarded(&request);
+        let caller = self.caller(&request)?;
         let compact = request.into_inner();
-        match self.propose(kv::Request::compact(compact.revision)).await? {
+        match self
+            .propose(&caller, kv::Request::compact(compact.revision))
+            .await?
+        {
             Proposed::Done(revision, Reply::Compact(_)) => {
                 Ok(Response::new(pb::CompactionResponse {
                     header: self.header(revision),
@@ -158,7 +186,7 @@ impl Kv for Etcd {
             Proposed::Forward(leader) => {
                 self.forward
                     .kv(leader, forwarded)?
-                    .compact(marked(compact))
+                    .compact(self.forward.marked(compact))
                     .await
             }
         }

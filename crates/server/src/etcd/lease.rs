@@ -10,9 +10,10 @@ use raftkv_etcdpb::etcdserverpb::{self as pb};
 use raftkv_kv::{KvError, Reply};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::forward::{Forwarder, marked};
+use super::forward::Forwarder;
 use super::kv::Proposed;
 use super::{Etcd, status};
+use crate::auth::Need;
 use crate::error::RequestError;
 
 /// Keep-alive answers queued for one stream.
@@ -56,9 +57,10 @@ impl Etcd {
             Err(RequestError::NotLeader { leader }) => {
                 let mut client = self.forward.lease(leader, forwarded)?;
                 let mut answers = client
-                    .lease_keep_alive(marked(futures::stream::iter([pb::LeaseKeepAliveRequest {
-                        id,
-                    }])))
+                    .lease_keep_alive(
+                        self.forward
+                            .marked(futures::stream::iter([pb::LeaseKeepAliveRequest { id }])),
+                    )
                     .await?
                     .into_inner();
                 answers
@@ -78,6 +80,7 @@ impl Lease for Etcd {
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let forwarded = Forwarder::was_forwarded(&request);
+        let caller = self.caller(&request)?;
         let grant = request.into_inner();
         let ttl_ms = u64::try_from(grant.ttl)
             .ok()
@@ -85,7 +88,7 @@ impl Lease for Etcd {
             .filter(|&ms| ms > 0)
             .ok_or_else(|| Status::out_of_range("etcdserver: too large lease TTL"))?;
         match self
-            .propose(raftkv_kv::Request::lease_grant(grant.id, ttl_ms))
+            .propose(&caller, raftkv_kv::Request::lease_grant(grant.id, ttl_ms))
             .await?
         {
             Proposed::Done(revision, Reply::LeaseGrant(granted)) => {
@@ -100,7 +103,7 @@ impl Lease for Etcd {
             Proposed::Forward(leader) => {
                 self.forward
                     .lease(leader, forwarded)?
-                    .lease_grant(marked(grant))
+                    .lease_grant(self.forward.marked(grant))
                     .await
             }
         }
@@ -111,9 +114,10 @@ impl Lease for Etcd {
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let forwarded = Forwarder::was_forwarded(&request);
+        let caller = self.caller(&request)?;
         let revoke = request.into_inner();
         match self
-            .propose(raftkv_kv::Request::lease_revoke(revoke.id))
+            .propose(&caller, raftkv_kv::Request::lease_revoke(revoke.id))
             .await?
         {
             Proposed::Done(revision, Reply::LeaseRevoke(_)) => {
@@ -125,7 +129,7 @@ impl Lease for Etcd {
             Proposed::Forward(leader) => {
                 self.forward
                     .lease(leader, forwarded)?
-                    .lease_revoke(marked(revoke))
+                    .lease_revoke(self.forward.marked(revoke))
                     .await
             }
         }
@@ -139,6 +143,7 @@ impl Lease for Etcd {
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let forwarded = Forwarder::was_forwarded(&request);
+        self.authorize(&request, Need::User)?;
         let mut requests = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(KEEP_ALIVE_QUEUED_MAX);
         let etcd = self.clone();
@@ -159,13 +164,14 @@ impl Lease for Etcd {
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let forwarded = Forwarder::was_forwarded(&request);
+        self.authorize(&request, Need::User)?;
         let query = request.into_inner();
         let status = self.service.status();
         if status.leader != Some(status.id) {
             return self
                 .forward
                 .lease(status.leader, forwarded)?
-                .lease_time_to_live(marked(query))
+                .lease_time_to_live(self.forward.marked(query))
                 .await;
         }
         let now_ms = self.service.shared().epoch.elapsed().as_millis() as u64;
@@ -197,8 +203,9 @@ impl Lease for Etcd {
 
     async fn lease_leases(
         &self,
-        _request: Request<pb::LeaseLeasesRequest>,
+        request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        self.authorize(&request, Need::User)?;
         self.read_barrier(false).await?;
         let (revision, ids) = self
             .service

@@ -13,8 +13,9 @@ use tonic::{Request, Response, Status};
 
 use raftkv_replica::alarms::{Alarm, CORRUPT, NOSPACE};
 
-use super::forward::{Forwarder, marked};
+use super::forward::Forwarder;
 use super::{ETCD_API_VERSION, Etcd, status};
+use crate::auth::Need;
 use crate::backup;
 use crate::error::RequestError;
 
@@ -34,6 +35,12 @@ impl Maintenance for Etcd {
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         use pb::alarm_request::AlarmAction;
         let forwarded = Forwarder::was_forwarded(&request);
+        let need = if request.get_ref().action == AlarmAction::Get as i32 {
+            Need::User
+        } else {
+            Need::Root
+        };
+        self.authorize(&request, need)?;
         let r = request.into_inner();
         let alarm = Alarm {
             member: r.member_id,
@@ -54,7 +61,7 @@ impl Maintenance for Etcd {
                         return self
                             .forward
                             .maintenance(leader, forwarded)?
-                            .alarm(marked(r))
+                            .alarm(self.forward.marked(r))
                             .await;
                     }
                     Err(e) => return Err(status::request(e)),
@@ -95,8 +102,9 @@ impl Maintenance for Etcd {
 
     async fn defragment(
         &self,
-        _request: Request<pb::DefragmentRequest>,
+        request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.authorize(&request, Need::Root)?;
         Ok(Response::new(pb::DefragmentResponse {
             header: self.header_now(),
         }))
@@ -104,8 +112,9 @@ impl Maintenance for Etcd {
 
     async fn hash(
         &self,
-        _request: Request<pb::HashRequest>,
+        request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.authorize(&request, Need::Root)?;
         let (revision, hash) = self
             .service
             .read(|state| (state.kv.revision(), state.kv.state_hash()));
@@ -117,8 +126,9 @@ impl Maintenance for Etcd {
 
     async fn hash_kv(
         &self,
-        _request: Request<pb::HashKvRequest>,
+        request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.authorize(&request, Need::Root)?;
         let (revision, compacted, hash) = self.service.read(|state| {
             (
                 state.kv.revision(),
@@ -138,8 +148,9 @@ impl Maintenance for Etcd {
 
     async fn snapshot(
         &self,
-        _request: Request<pb::SnapshotRequest>,
+        request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.authorize(&request, Need::Root)?;
         let (revision, view) = self
             .service
             .read(|state| (state.kv.revision(), state.view()));
@@ -167,6 +178,7 @@ impl Maintenance for Etcd {
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.authorize(&request, Need::Root)?;
         let target = request.into_inner().target_id;
         let status = self.service.status();
         if status.leader != Some(status.id) {

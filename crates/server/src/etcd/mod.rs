@@ -1,14 +1,15 @@
 //! etcd's v3 gRPC API on the client port (told apart from the HTTP API by its `application/grpc`
-//! content type): the KV, Watch, Lease, Cluster and Maintenance services and the standard health
-//! service, as thin front ends over the service layer (etcd's Auth service answers
-//! `Unimplemented`, saying why). Each file is one service: it converts etcd's messages
+//! content type): the KV, Watch, Lease, Cluster, Maintenance and Auth services and the standard
+//! health service, as thin front ends over the service layer. Each file is one service: it converts etcd's messages
 //! (`convert.rs`), calls `Service`, and renders etcd's answers and errors (`status.rs`), so
 //! `etcdctl` and etcd's client libraries work unchanged.
 //!
 //! Invariants: every response carries a `ResponseHeader` (this cluster, this member, the store's
-//! revision after the operation, the Raft term); a write or lease operation that reaches a
+//! revision after the operation, the Raft term); while authentication is enabled every call but
+//! `Authenticate`, `AuthStatus` and `Status` is checked against its caller (`auth.rs`); a write or lease operation that reaches a
 //! follower is forwarded to the leader (`forward.rs`) once, never bounced on.
 
+mod auth;
 mod cluster;
 mod convert;
 mod forward;
@@ -20,6 +21,7 @@ mod status;
 mod watch;
 
 use raftkv_etcdpb::etcdserverpb::ResponseHeader;
+use raftkv_etcdpb::etcdserverpb::auth_server::AuthServer;
 use raftkv_etcdpb::etcdserverpb::cluster_server::ClusterServer;
 use raftkv_etcdpb::etcdserverpb::kv_server::KvServer;
 use raftkv_etcdpb::etcdserverpb::lease_server::LeaseServer;
@@ -38,15 +40,6 @@ pub const ETCD_API_VERSION: &str = "3.5.0";
 /// Most bytes of one gRPC message either way (etcd's default request limit is 1.5 MiB; ranges
 /// answer up to the store's `range_bytes_max`).
 pub const GRPC_MESSAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
-
-/// Every call of etcd's `Auth` service: not served yet, said plainly (a bare `Unimplemented`
-/// would not say what is missing).
-async fn auth() -> axum::response::Response {
-    tonic::Status::unimplemented(
-        "raftkv does not serve etcd's Auth service yet: authentication and roles are not available",
-    )
-    .into_http()
-}
 
 /// The etcd front end's shared handles.
 #[derive(Clone)]
@@ -81,11 +74,10 @@ impl Etcd {
             .add_service(LeaseServer::new(self.clone()))
             .add_service(WatchServer::new(self.clone()))
             .add_service(ClusterServer::new(self.clone()))
-            .add_service(MaintenanceServer::new(self))
+            .add_service(MaintenanceServer::new(self.clone()))
+            .add_service(AuthServer::new(self))
             .add_service(health);
-        routes
-            .into_axum_router()
-            .route("/etcdserverpb.Auth/{method}", axum::routing::any(auth))
+        routes.into_axum_router()
     }
 
     /// A response header at `revision`.

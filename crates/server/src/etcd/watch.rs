@@ -28,11 +28,13 @@ use raftkv_etcdpb::etcdserverpb::watch_server::Watch;
 use raftkv_etcdpb::etcdserverpb::{self as pb};
 use raftkv_etcdpb::mvccpb;
 use raftkv_kv::{EventKind, KvError, Revision, WatchId, WatchRequest};
+use raftkv_replica::auth::Access;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Etcd, convert};
 use crate::api::watch_pump::{ClientSlot, Line, LineSender, WatchPump};
+use crate::auth::{self, Caller, Need};
 
 /// Responses queued for one stream's client.
 const RESPONSES_QUEUED_MAX: usize = 64;
@@ -58,6 +60,8 @@ struct Watched {
 struct Session {
     etcd: Etcd,
     client: IpAddr,
+    /// Who opened the stream: each watch is checked against what it may read.
+    caller: Caller,
     lines: LineSender,
     by_store: BTreeMap<WatchId, Watched>,
     by_etcd: BTreeMap<i64, WatchId>,
@@ -152,6 +156,14 @@ impl Session {
         };
         if self.by_etcd.contains_key(&etcd_id) {
             return refused("mvcc: duplicate watch ID provided on the WatchStream".into());
+        }
+        let need = Need::Keys(Access::Read, &create.key, &create.range_end);
+        let permitted = self
+            .etcd
+            .service
+            .read(|state| auth::authorize(&state.auth, &self.caller, need));
+        if let Err(e) = permitted {
+            return refused(e.to_string());
         }
         let per_client_max = self.etcd.service.config().watches_per_client_max;
         let slot = match self.etcd.watches.admit(self.client, per_client_max) {
@@ -359,6 +371,7 @@ impl Etcd {
     pub(super) fn watch_session(
         &self,
         client: Option<IpAddr>,
+        caller: Caller,
         mut requests: Pin<Box<dyn Stream<Item = pb::WatchRequest> + Send>>,
     ) -> mpsc::Receiver<Result<pb::WatchResponse, Status>> {
         let (out, responses) = mpsc::channel(RESPONSES_QUEUED_MAX);
@@ -366,6 +379,7 @@ impl Etcd {
         let mut session = Session {
             etcd: self.clone(),
             client: client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            caller,
             lines,
             by_store: BTreeMap::new(),
             by_etcd: BTreeMap::new(),
@@ -417,13 +431,14 @@ impl Watch for Etcd {
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
+        let caller = self.caller(&request)?;
         let requests = futures::stream::unfold(request.into_inner(), |mut stream| async move {
             match stream.message().await {
                 Ok(Some(message)) => Some((message, stream)),
                 _ => None,
             }
         });
-        let responses = self.watch_session(client, Box::pin(requests));
+        let responses = self.watch_session(client, caller, Box::pin(requests));
         Ok(Response::new(Box::pin(receiver_stream(responses))))
     }
 }

@@ -1,0 +1,195 @@
+//! The HTTP API's authentication and authorization, one middleware before every route: while
+//! authentication is enabled a request carries a token (`Authorization: Bearer TOKEN`, or the
+//! bare token as etcd's gateway takes it) or a user's password (`Authorization: Basic ...`),
+//! and what its route needs is checked against the caller's roles: the keys a read, write or
+//! watch touches, the root role for membership, leadership and alarms, any user for leases,
+//! sessions and status. Member-to-member calls (`/v1/internal/...`) carry a member token
+//! (`MEMBER_TOKEN_HEADER`) instead; `/health`, `/ready`, `/metrics` and the etcd gateway
+//! (whose gRPC handlers check the token themselves) pass.
+//!
+//! Invariant: while authentication is enabled, no route that reads or changes the store or the
+//! cluster runs for a caller that has not been checked for it.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use raftkv_replica::auth::{Access, AuthError};
+
+use super::Api;
+use super::error::ApiError;
+use crate::auth::{self, Caller, Need};
+
+pub use crate::auth::MEMBER_TOKEN_HEADER;
+use crate::auth::MEMBER_TOKEN_TTL;
+
+impl Api {
+    /// `request` (to another member's internal route) with this member's token while
+    /// authentication is enabled.
+    pub(super) fn as_member(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let id = self.service.me().id;
+        let token = self.service.read(|state| {
+            state
+                .auth
+                .enabled()
+                .then(|| auth::mint_member(&state.auth, id, MEMBER_TOKEN_TTL))
+        });
+        match token {
+            Some(token) => request.header(MEMBER_TOKEN_HEADER, token),
+            None => request,
+        }
+    }
+}
+
+/// What a route needs of its caller.
+enum RouteNeed {
+    /// Nothing (health, metrics, the etcd gateway, unknown routes).
+    Open,
+    /// A member token, or root.
+    Member,
+    /// Root, a member, or nobody when the joining node was added by root beforehand (checked by
+    /// the join handler, which sees the request).
+    Join,
+    /// What [`Need`] says, on these keys.
+    Keys(Access, Bytes, Bytes),
+    /// Any user.
+    User,
+    /// The root role.
+    Root,
+}
+
+/// `[key, range_end)` of a key route: the key alone, or every key under it with `?prefix`.
+fn keys(path: &str, query: Option<&str>) -> (Bytes, Bytes) {
+    let key = percent_decode(path);
+    let prefix = query.is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "prefix" || p.starts_with("prefix="))
+    });
+    if !prefix {
+        return (key, Bytes::new());
+    }
+    let end = raftkv_kv::prefix_end(&key);
+    (key, end)
+}
+
+fn percent_decode(text: &str) -> Bytes {
+    Bytes::from(
+        url::form_urlencoded::parse(format!("k={}", text.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default(),
+    )
+}
+
+fn route_need(method: &Method, path: &str, query: Option<&str>) -> RouteNeed {
+    let reads = method == Method::GET || method == Method::HEAD;
+    if let Some(key) = path.strip_prefix("/v1/kv/") {
+        let (key, end) = keys(key, query);
+        let access = if reads { Access::Read } else { Access::Write };
+        return RouteNeed::Keys(access, key, end);
+    }
+    if path == "/v1/kv" {
+        return RouteNeed::Keys(Access::Read, Bytes::new(), Bytes::from_static(b"\0"));
+    }
+    if let Some(key) = path.strip_prefix("/v1/watch/") {
+        let (key, end) = keys(key, query);
+        return RouteNeed::Keys(Access::Read, key, end);
+    }
+    if path.starts_with("/v1/internal/") {
+        return RouteNeed::Member;
+    }
+    if path == "/v1/members" && method == Method::POST {
+        return RouteNeed::Join;
+    }
+    if path.starts_with("/v1/lease") || path.starts_with("/v1/session") || path == "/v1/status" {
+        return RouteNeed::User;
+    }
+    if path.starts_with("/v1/members") || path.starts_with("/v1/alarms") {
+        return if reads {
+            RouteNeed::User
+        } else {
+            RouteNeed::Root
+        };
+    }
+    if path.starts_with("/v1/leader") {
+        return RouteNeed::Root;
+    }
+    RouteNeed::Open
+}
+
+/// 401 (no or bad credentials) or 403 (not allowed), with etcd's words.
+fn refused(error: AuthError) -> Response {
+    let status = match error {
+        AuthError::PermissionDenied => StatusCode::FORBIDDEN,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    ApiError::new(status, "auth", error.to_string()).into_response()
+}
+
+/// Who sent a request: a member token, a user token (`Authorization: Bearer TOKEN`, or the bare
+/// token), a user's password (`Authorization: Basic`, checked off the async threads), or nobody.
+pub async fn caller(api: &Api, headers: &HeaderMap) -> Result<Caller, AuthError> {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let authorization = text(header::AUTHORIZATION.as_str());
+    if let Some(basic) = authorization.and_then(|v| v.strip_prefix("Basic ")) {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic.trim())
+            .ok()
+            .and_then(|d| String::from_utf8(d).ok())
+            .ok_or(AuthError::AuthFailed)?;
+        let (user, password) = decoded.split_once(':').ok_or(AuthError::AuthFailed)?;
+        let stored = api
+            .service
+            .read(|state| state.auth.user(user).map(|u| u.password_hash.clone()))
+            .ok_or(AuthError::AuthFailed)?;
+        let password = password.to_string();
+        tokio::task::spawn_blocking(move || auth::check_password(&stored, &password))
+            .await
+            .map_err(|_| AuthError::AuthFailed)??;
+        return Ok(Caller::User(user.to_string()));
+    }
+    let token = authorization.map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim());
+    let member_token = text(MEMBER_TOKEN_HEADER);
+    api.service
+        .read(|state| auth::identify(state, member_token, token))
+}
+
+/// The middleware.
+pub async fn guard(State(api): State<Api>, mut request: Request, next: Next) -> Response {
+    let need = route_need(
+        request.method(),
+        request.uri().path(),
+        request.uri().query(),
+    );
+    if matches!(need, RouteNeed::Open) || !api.service.read(|state| state.auth.enabled()) {
+        return next.run(request).await;
+    }
+    let caller = match caller(&api, request.headers()).await {
+        Ok(caller) => caller,
+        Err(e) => return refused(e),
+    };
+    let checked = api.service.read(|state| {
+        let check = |need| auth::authorize(&state.auth, &caller, need);
+        match &need {
+            RouteNeed::Open | RouteNeed::Join => Ok(()),
+            RouteNeed::Member | RouteNeed::Root => check(Need::Root),
+            RouteNeed::User => check(Need::User),
+            RouteNeed::Keys(access, key, end) => check(Need::Keys(*access, key, end)),
+        }
+    });
+    if let Err(e) = checked {
+        return refused(e);
+    }
+    let trusted = api
+        .service
+        .read(|state| auth::authorize(&state.auth, &caller, Need::Root).is_ok());
+    request.extensions_mut().insert(Trusted(trusted));
+    next.run(request).await
+}
+
+/// Whether the guard found the caller to be a member or root (a join by anyone else must be of a
+/// member root added beforehand, which only the join handler can tell).
+#[derive(Clone, Copy, Debug)]
+pub struct Trusted(pub bool);
