@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use raftkv_kv::{Op, Request, RequestOp, TxnOp, TxnRequest};
+use raftkv_kv::{DeleteRangeRequest, Op, PutRequest, Request, RequestOp, TxnOp, TxnRequest};
 use raftkv_raft::NodeId;
 use raftkv_replica::State;
 use raftkv_replica::auth::{Access, AuthError, AuthStore};
@@ -77,7 +77,8 @@ pub fn authorize(auth: &AuthStore, caller: &Caller, need: Need<'_>) -> Result<()
 }
 
 /// Whether `caller` may send the key-value `request` (each key it reads or writes, a
-/// transaction's compares and both branches included).
+/// transaction's compares and both branches included; a write that returns the previous value
+/// reads it too).
 pub fn authorize_request(
     auth: &AuthStore,
     caller: &Caller,
@@ -87,46 +88,48 @@ pub fn authorize_request(
         return Ok(());
     }
     match &request.op {
-        Some(Op::Put(put)) => authorize(
-            auth,
-            caller,
-            Need::Keys(Access::Write, &put.key, &Bytes::new()),
-        ),
-        Some(Op::DeleteRange(delete)) => authorize(
-            auth,
-            caller,
-            Need::Keys(Access::Write, &delete.key, &delete.range_end),
-        ),
+        Some(Op::Put(put)) => authorize_put(auth, caller, put),
+        Some(Op::DeleteRange(delete)) => authorize_delete(auth, caller, delete),
         Some(Op::Txn(txn)) => authorize_txn(auth, caller, txn),
         _ => authorize(auth, caller, Need::User),
     }
 }
 
+fn authorize_put(auth: &AuthStore, caller: &Caller, put: &PutRequest) -> Result<(), AuthError> {
+    let end = Bytes::new();
+    authorize(auth, caller, Need::Keys(Access::Write, &put.key, &end))?;
+    if put.prev_kv {
+        authorize(auth, caller, Need::Keys(Access::Read, &put.key, &end))?;
+    }
+    Ok(())
+}
+
+fn authorize_delete(
+    auth: &AuthStore,
+    caller: &Caller,
+    delete: &DeleteRangeRequest,
+) -> Result<(), AuthError> {
+    let (key, end) = (&delete.key, &delete.range_end);
+    authorize(auth, caller, Need::Keys(Access::Write, key, end))?;
+    if delete.prev_kv {
+        authorize(auth, caller, Need::Keys(Access::Read, key, end))?;
+    }
+    Ok(())
+}
+
 fn authorize_txn(auth: &AuthStore, caller: &Caller, txn: &TxnRequest) -> Result<(), AuthError> {
     for compare in &txn.compare {
-        authorize(
-            auth,
-            caller,
-            Need::Keys(Access::Read, &compare.key, &compare.range_end),
-        )?;
+        let need = Need::Keys(Access::Read, &compare.key, &compare.range_end);
+        authorize(auth, caller, need)?;
     }
     for RequestOp { op } in txn.success.iter().chain(&txn.failure) {
         match op {
-            Some(TxnOp::Range(range)) => authorize(
-                auth,
-                caller,
-                Need::Keys(Access::Read, &range.key, &range.range_end),
-            )?,
-            Some(TxnOp::Put(put)) => authorize(
-                auth,
-                caller,
-                Need::Keys(Access::Write, &put.key, &Bytes::new()),
-            )?,
-            Some(TxnOp::DeleteRange(delete)) => authorize(
-                auth,
-                caller,
-                Need::Keys(Access::Write, &delete.key, &delete.range_end),
-            )?,
+            Some(TxnOp::Range(range)) => {
+                let need = Need::Keys(Access::Read, &range.key, &range.range_end);
+                authorize(auth, caller, need)?;
+            }
+            Some(TxnOp::Put(put)) => authorize_put(auth, caller, put)?,
+            Some(TxnOp::DeleteRange(delete)) => authorize_delete(auth, caller, delete)?,
             Some(TxnOp::Txn(nested)) => authorize_txn(auth, caller, nested)?,
             None => {}
         }
@@ -288,7 +291,7 @@ pub fn new_secret() -> Result<Bytes, AuthError> {
 
 #[cfg(test)]
 mod tests {
-    use raftkv_kv::{Compare, PutRequest};
+    use raftkv_kv::Compare;
     use raftkv_replica::auth::{
         AuthChange, AuthOp, Grant, Permission, READWRITE, ROOT, RolePermission, User,
     };
@@ -415,5 +418,34 @@ mod tests {
         );
         let root = Caller::User(ROOT.into());
         assert_eq!(authorize_request(&auth, &root, &failure_outside), Ok(()));
+    }
+
+    #[test]
+    fn a_write_that_returns_the_previous_value_needs_read_permission_too() {
+        let mut auth = enabled(b"one");
+        let write_only = AuthOp::RoleGrantPermission(RolePermission {
+            role: "app".into(),
+            permission: Some(Permission {
+                perm_type: raftkv_replica::auth::WRITE,
+                key: Bytes::from_static(b"/app/"),
+                range_end: Bytes::from_static(b"/app0"),
+            }),
+        });
+        auth.apply(&AuthChange {
+            op: Some(write_only),
+        })
+        .unwrap();
+        let alice = Caller::User("alice".into());
+        let put = PutRequest::new("/app/a", "v");
+        let plain = Request::new(Op::Put(put.clone()));
+        assert_eq!(authorize_request(&auth, &alice, &plain), Ok(()));
+        let with_prev = Request::new(Op::Put(PutRequest {
+            prev_kv: true,
+            ..put
+        }));
+        assert_eq!(
+            authorize_request(&auth, &alice, &with_prev),
+            Err(AuthError::PermissionDenied)
+        );
     }
 }
