@@ -354,18 +354,20 @@ fn set_range_revisions(responses: &mut [ResponseOp], revision: Revision) {
 
 /// Applies `put` (checked by `check_put`: a key whose value or lease it keeps exists).
 fn put_in(batch: &mut WriteBatch<'_>, put: &PutRequest) -> PutResponse {
-    let (mut value, mut lease) = (put.value.clone(), put.lease);
+    let (mut value, mut lease, mut flags) = (put.value.clone(), put.lease, put.flags);
     if put.ignore_value || put.ignore_lease {
         let current = batch.mvcc().history(&put.key).and_then(KeyHistory::live);
         let current = current.expect("checked: the key exists");
         if put.ignore_value {
+            // The flags describe the value: kept with it.
             value = current.value.clone();
+            flags = current.flags;
         }
         if put.ignore_lease {
             lease = current.lease;
         }
     }
-    let prev = batch.put(&put.key, value, lease);
+    let prev = batch.put(&put.key, value, lease, flags);
     PutResponse {
         prev_kv: prev
             .filter(|_| put.prev_kv)

@@ -39,6 +39,7 @@ pub(crate) fn state_hash<'a>(
             h.i64(e.mod_revision);
             h.i64(e.version);
             h.i64(e.lease);
+            h.u64(e.flags);
         }
     }
     h.u64(lease_count as u64);

@@ -76,6 +76,8 @@ struct EntryRecord {
     version: i64,
     #[prost(int64, tag = "5")]
     lease: i64,
+    #[prost(uint64, tag = "6")]
+    flags: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -266,6 +268,7 @@ impl SnapshotView {
                     mod_revision: e.mod_revision,
                     version: e.version,
                     lease: e.lease,
+                    flags: e.flags,
                 };
                 let size = entry.encoded_len() + key.len() + 16;
                 if chunk_bytes + size > SNAPSHOT_CHUNK_BYTES && chunk_bytes > 0 {
@@ -465,6 +468,7 @@ impl Restorer {
                 mod_revision: e.mod_revision,
                 version: e.version,
                 lease: e.lease,
+                flags: e.flags,
             });
             self.entries += entries.len() as u64;
             let continues = self.last_key.as_ref() == Some(&record.key);

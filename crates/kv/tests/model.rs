@@ -86,6 +86,7 @@ impl Model {
                 m.value.clone()
             },
             lease: m.lease,
+            flags: 0,
         }
     }
 

@@ -22,6 +22,7 @@ fn busy_store(limits: Limits) -> (KvStore, u64) {
     for i in 0..300u32 {
         let key = format!("key/{:03}", i % 97);
         let mut put = PutRequest::new(key, vec![b'v'; (i % 50) as usize]);
+        put.flags = u64::from(i % 3);
         if i % 10 == 0 {
             put = put.with_lease(7);
         }
@@ -181,4 +182,41 @@ fn state_hash_ignores_node_local_state() {
     let applied = a.applied_index();
     a.apply(applied + 1, &Request::put("x", "y").encode_to_vec());
     assert_ne!(a.state_hash(), hash);
+}
+
+#[test]
+fn flags_are_kept_with_their_version_and_reset_by_a_put_without_them() {
+    let mut store = KvStore::new(Limits::default());
+    let mut index = 0;
+    let mut apply = |store: &mut KvStore, put: PutRequest| {
+        index += 1;
+        let response = store.apply(index, &Request::new(Op::Put(put)).encode_to_vec());
+        assert!(response.result.is_ok(), "{response:?}");
+    };
+    let flags_of = |store: &KvStore| {
+        let range = RangeRequest::key("k");
+        match store.range(&range) {
+            Ok(found) => found.kvs.first().map(|kv| kv.flags),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let mut flagged = PutRequest::new("k", "v");
+    flagged.flags = 42;
+    apply(&mut store, flagged);
+    assert_eq!(flags_of(&store), Some(42));
+    let before = store.state_hash();
+    let restored = KvStore::restore(&mut snapshot(&store).as_slice(), Limits::default()).unwrap();
+    assert_eq!(flags_of(&restored), Some(42));
+    assert_eq!(restored.state_hash(), before);
+    // A put that keeps the value keeps its flags; a plain put resets them.
+    let keep_value = PutRequest {
+        key: Bytes::from_static(b"k"),
+        ignore_value: true,
+        ..PutRequest::default()
+    };
+    apply(&mut store, keep_value);
+    assert_eq!(flags_of(&store), Some(42));
+    apply(&mut store, PutRequest::new("k", "w"));
+    assert_eq!(flags_of(&store), Some(0));
+    assert_ne!(store.state_hash(), before);
 }

@@ -394,15 +394,26 @@ pub async fn get_settled(url: &str, key: &str, consistency: &str) -> Option<Stri
 /// Waits until every node of `urls` knows every member's client URL (members publish theirs
 /// after they start; a follower forwards to the leader's).
 pub async fn wait_for_client_urls(urls: &[String]) {
+    let deadline = Instant::now() + PATIENCE;
     for url in urls {
-        eventually("the members' client URLs to be published", || async {
-            let s = status(url).await?;
-            let members = s["members"].as_array()?;
-            members
-                .iter()
-                .all(|m| m["client_url"].as_str().is_some_and(|u| !u.is_empty()))
-                .then_some(())
-        })
-        .await;
+        loop {
+            let seen = status(url).await;
+            let published = seen
+                .as_ref()
+                .and_then(|s| s["members"].as_array())
+                .is_some_and(|members| {
+                    members
+                        .iter()
+                        .all(|m| m["client_url"].as_str().is_some_and(|u| !u.is_empty()))
+                });
+            if published {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the members' client URLs were not all published; {url} says {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

@@ -181,6 +181,9 @@ pub struct PutRequest {
     /// Keep the key's current lease (`lease` must be 0; the key must exist).
     #[prost(bool, tag = "6")]
     pub ignore_lease: bool,
+    /// Consul's `Flags`: an opaque number stored with this version of the key (0 unless set).
+    #[prost(uint64, tag = "7")]
+    pub flags: u64,
 }
 
 impl PutRequest {

@@ -27,6 +27,9 @@ pub struct KeyValue {
     /// The lease the key is attached to (0: none).
     #[prost(int64, tag = "6")]
     pub lease: LeaseId,
+    /// Consul's `Flags` of this version (0 unless a put set them).
+    #[prost(uint64, tag = "7")]
+    pub flags: u64,
 }
 
 /// Answer to a [`super::RangeRequest`].

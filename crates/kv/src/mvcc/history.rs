@@ -29,6 +29,8 @@ pub(crate) struct KeyEntry {
     pub(crate) version: i64,
     /// Attached lease (0: none, always in a tombstone).
     pub(crate) lease: LeaseId,
+    /// Consul's `Flags` (0 in a tombstone).
+    pub(crate) flags: u64,
 }
 
 impl KeyEntry {
@@ -40,6 +42,7 @@ impl KeyEntry {
             mod_revision: revision,
             version: 0,
             lease: 0,
+            flags: 0,
         }
     }
 
@@ -61,13 +64,14 @@ impl KeyEntry {
                 self.value.clone()
             },
             lease: self.lease,
+            flags: self.flags,
         }
     }
 
     /// Whether `self` may follow `prev` (`None`: first entry) in a history (module invariants).
     pub(crate) fn may_follow(&self, prev: Option<&KeyEntry>) -> bool {
         let shape = if self.is_tombstone() {
-            self.value.is_empty() && self.create_revision == 0 && self.lease == 0
+            self.value.is_empty() && self.create_revision == 0 && self.lease == 0 && self.flags == 0
         } else {
             self.version > 0
                 && self.create_revision > 0
@@ -227,6 +231,7 @@ mod tests {
             mod_revision: rev,
             version,
             lease: 0,
+            flags: 0,
         }
     }
 

@@ -23,7 +23,7 @@
 //! ## Cost
 //!
 //! Per key: the key and value allocations, a shared-buffer header (the changelog and lease sets
-//! share the key's bytes), one B-tree slot of 32 + 72 bytes (key handle, `KeyHistory`), plus 64
+//! share the key's bytes), one B-tree slot of 32 + 80 bytes (key handle, `KeyHistory`), plus 72
 //! bytes per retained older version. Measured by `benches/kv.rs` at one million 12-byte keys
 //! with 100-byte values: about 400 bytes of resident memory per key. A put or read of one key is
 //! one B-tree search; a range of n keys one search and n steps; compaction to `r` visits only the
@@ -387,7 +387,13 @@ impl WriteBatch<'_> {
     }
 
     /// Puts `value` at `key` (not yet changed in this batch). Returns the previous live entry.
-    pub(crate) fn put(&mut self, key: &Bytes, value: Bytes, lease: LeaseId) -> Option<KeyEntry> {
+    pub(crate) fn put(
+        &mut self,
+        key: &Bytes,
+        value: Bytes,
+        lease: LeaseId,
+        flags: u64,
+    ) -> Option<KeyEntry> {
         let revision = self.revision;
         let value_len = value.len();
         let new = |prev: Option<&KeyEntry>| KeyEntry {
@@ -396,6 +402,7 @@ impl WriteBatch<'_> {
             mod_revision: revision,
             version: prev.map_or(1, |p| p.version + 1),
             lease,
+            flags,
         };
         let prev = match self.mvcc.keys.get_mut(key.as_ref()) {
             Some(history) => {

@@ -58,6 +58,7 @@ pub fn put(request: pb::PutRequest) -> Result<kv::PutRequest, Status> {
         prev_kv: request.prev_kv,
         ignore_value: request.ignore_value,
         ignore_lease: request.ignore_lease,
+        flags: 0,
     })
 }
 
