@@ -7,6 +7,7 @@ use base64::Engine;
 use clap::Args;
 use std::path::PathBuf;
 
+use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use rustls::ClientConfig;
 use serde_json::Value;
@@ -241,8 +242,8 @@ const SEQUENCE_HEADER: &str = "x-raftkv-sequence";
 
 /// What one pass over the endpoints gave.
 enum Attempt {
-    /// A node answered (the last 503, if every node answered 503).
-    Answered(StatusCode, Vec<u8>),
+    /// A node answered (the last 503, if every node answered 503): status, headers, body.
+    Answered(StatusCode, HeaderMap, Vec<u8>),
     /// The request reached a node that did not answer: it may or may not have taken effect.
     Unknown(String),
 }
@@ -254,14 +255,25 @@ pub(crate) async fn send(
     url_for: impl Fn(&str) -> Result<reqwest::Url>,
     body: Option<Vec<u8>>,
 ) -> Result<(StatusCode, Vec<u8>)> {
+    let (status, _, bytes) = send_with_headers(common, method, url_for, body).await?;
+    Ok((status, bytes))
+}
+
+/// [`send`], with the answer's headers.
+pub(crate) async fn send_with_headers(
+    common: &Common,
+    method: Method,
+    url_for: impl Fn(&str) -> Result<reqwest::Url>,
+    body: Option<Vec<u8>>,
+) -> Result<(StatusCode, HeaderMap, Vec<u8>)> {
     let deadline = tokio::time::Instant::now() + UNAVAILABLE_RETRY_FOR;
     loop {
         match send_once(common, method.clone(), &url_for, body.clone(), &[]).await? {
-            Attempt::Answered(status, bytes)
+            Attempt::Answered(status, headers, bytes)
                 if status != StatusCode::SERVICE_UNAVAILABLE
                     || tokio::time::Instant::now() > deadline =>
             {
-                return Ok((status, bytes));
+                return Ok((status, headers, bytes));
             }
             Attempt::Answered(..) => {}
             Attempt::Unknown(reason) => bail!(
@@ -322,13 +334,13 @@ async fn write_in_session(
     loop {
         let attempt = send_once(common, method.clone(), &url_for, body.clone(), headers).await?;
         let retry = match attempt {
-            Attempt::Answered(status, bytes)
+            Attempt::Answered(status, _, bytes)
                 if status != StatusCode::SERVICE_UNAVAILABLE
                     && status != StatusCode::GATEWAY_TIMEOUT =>
             {
                 return Ok((status, bytes));
             }
-            Attempt::Answered(status, bytes) => {
+            Attempt::Answered(status, _, bytes) => {
                 if tokio::time::Instant::now() > deadline {
                     return Ok((status, bytes));
                 }
@@ -375,6 +387,7 @@ async fn send_once(
         match request.send().await {
             Ok(response) => {
                 let status = response.status();
+                let headers = response.headers().clone();
                 let bytes = match response.bytes().await {
                     Ok(bytes) => bytes.to_vec(),
                     Err(e) => return Ok(Attempt::Unknown(format!("{endpoint}: {e}"))),
@@ -382,10 +395,10 @@ async fn send_once(
                 if status == StatusCode::SERVICE_UNAVAILABLE {
                     // This node cannot serve it (no leader in its partition, say): it did not
                     // happen there, so the next endpoint may try.
-                    unavailable = Some((status, bytes));
+                    unavailable = Some((status, headers, bytes));
                     continue;
                 }
-                return Ok(Attempt::Answered(status, bytes));
+                return Ok(Attempt::Answered(status, headers, bytes));
             }
             // Only a request that never reached the node is safe to send elsewhere.
             Err(e) if e.is_connect() => failures.push(format!("{endpoint}: {}", causes(&e))),
@@ -397,8 +410,8 @@ async fn send_once(
             }
         }
     }
-    if let Some((status, bytes)) = unavailable {
-        return Ok(Attempt::Answered(status, bytes));
+    if let Some((status, headers, bytes)) = unavailable {
+        return Ok(Attempt::Answered(status, headers, bytes));
     }
     if !headers.is_empty() {
         // A session write: the nodes may be restarting; the caller retries within its deadline.
@@ -432,8 +445,11 @@ pub(crate) fn print_json(value: &Value) -> Result<()> {
     Ok(())
 }
 
+/// The value of a key-value: Consul's `Value` of a read (base64, null when empty), or the
+/// `value` of a watch event (base64).
 fn decode_value(kv: &Value) -> String {
-    kv.get("value")
+    kv.get("Value")
+        .or_else(|| kv.get("value"))
         .and_then(Value::as_str)
         .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
         .map(|v| String::from_utf8_lossy(&v).into_owned())
@@ -465,17 +481,20 @@ pub async fn put(args: PutArgs) -> Result<()> {
     if args.common.json {
         return print_json(&json);
     }
-    if json["succeeded"] == Value::Bool(false) {
-        match json["current"]["mod_revision"].as_i64() {
-            Some(at) => bail!("not written: `{}` is at mod_revision {at}", args.key),
-            None => bail!("not written: `{}` does not exist", args.key),
+    if json == Value::Bool(false) {
+        match args.cas {
+            Some(0) => bail!("not written: `{}` exists", args.key),
+            Some(index) => bail!(
+                "not written: `{}` is not at ModifyIndex {index} (it changed, or does not exist)",
+                args.key
+            ),
+            None => bail!("not written: `{}`", args.key),
         }
     }
-    println!("OK (revision {})", json["revision"]);
+    println!("OK");
     Ok(())
 }
 
-/// `raftkv get K`.
 pub async fn get(args: GetArgs) -> Result<()> {
     if args.common.etcd {
         let stale = args.consistency == "stale";
@@ -496,7 +515,7 @@ pub async fn get(args: GetArgs) -> Result<()> {
     if args.common.json {
         return print_json(&json);
     }
-    println!("{}", decode_value(&json));
+    println!("{}", decode_value(&json[0]));
     Ok(())
 }
 
@@ -505,7 +524,7 @@ pub async fn del(args: DelArgs) -> Result<()> {
     if args.common.etcd {
         return crate::etcd_client::del(&args.common, &args.key, args.prefix).await;
     }
-    let query: &[(&str, &str)] = if args.prefix { &[("prefix", "")] } else { &[] };
+    let query: &[(&str, &str)] = if args.prefix { &[("recurse", "")] } else { &[] };
     let (status, body) = send_write(
         &args.common,
         Method::DELETE,
@@ -517,9 +536,7 @@ pub async fn del(args: DelArgs) -> Result<()> {
     if args.common.json {
         return print_json(&json);
     }
-    let deleted = json["deleted"].as_u64().unwrap_or(0);
-    let noun = if deleted == 1 { "key" } else { "keys" };
-    println!("deleted {deleted} {noun} (revision {})", json["revision"]);
+    println!("OK");
     Ok(())
 }
 
@@ -533,43 +550,54 @@ pub async fn ls(args: LsArgs) -> Result<()> {
     let mut start: Option<String> = None;
     let mut revision: Option<String> = None;
     loop {
-        let mut query = vec![("prefix", ""), ("limit", LS_PAGE_KEYS)];
+        let mut query = vec![("recurse", ""), ("limit", LS_PAGE_KEYS)];
         if let Some(start) = &start {
             query.push(("start", start));
         }
         if let Some(revision) = &revision {
             query.push(("revision", revision));
         }
-        let (status, body) = send(
+        let (status, headers, body) = send_with_headers(
             &args.common,
             Method::GET,
             |e| kv_url(e, &args.prefix, &query),
             None,
         )
         .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
         let json = check(status, &body)?;
         if args.common.json {
             print_json(&json)?;
         } else {
-            for kv in json["kvs"].as_array().into_iter().flatten() {
+            for kv in json.as_array().into_iter().flatten() {
                 println!(
                     "{} = {}",
-                    kv["key"].as_str().unwrap_or_default(),
+                    kv["Key"].as_str().unwrap_or_default(),
                     decode_value(kv)
                 );
             }
         }
-        match json["next"].as_str() {
-            Some(next) if json["more"] == Value::Bool(true) => {
-                start = Some(next.to_string());
-                revision = revision.or_else(|| Some(json["revision"].to_string()));
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        match header("x-raftkv-next") {
+            Some(next) => {
+                let next = url::form_urlencoded::parse(format!("k={next}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned());
+                start = next;
+                revision = revision.or_else(|| header("x-consul-index"));
             }
-            _ => return Ok(()),
+            None => return Ok(()),
         }
     }
 }
 
-/// `raftkv watch K`: prints each change until the stream ends.
 pub async fn watch(args: WatchArgs) -> Result<()> {
     if args.common.etcd {
         let common = &args.common;

@@ -183,6 +183,7 @@ impl Server {
                 ..NodeStatus::default()
             }),
             sync_started_ms: AtomicU64::new(0),
+            leader_contact_ms: AtomicU64::new(0),
             epoch,
             metrics: metrics::Metrics::default(),
             applied: tokio::sync::Notify::new(),

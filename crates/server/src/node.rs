@@ -332,6 +332,12 @@ impl Driver {
             Input::Peer(messages) => {
                 self.peers
                     .received(&messages, &self.shared.metrics.observed);
+                let leader = self.engine.raft().leader();
+                if leader.is_some() && messages.iter().any(|m| Some(m.from) == leader) {
+                    self.shared
+                        .leader_contact_ms
+                        .store(now_ms, Ordering::Relaxed);
+                }
                 for refused in self.engine.step(messages) {
                     tracing::debug!(error = %refused, "peer message refused");
                 }

@@ -59,6 +59,9 @@ pub struct Shared {
     pub epoch: Instant,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// Milliseconds since `epoch` when this node last heard from the leader it knows (Consul's
+    /// `X-Consul-LastContact`; a leader is its own contact).
+    pub leader_contact_ms: AtomicU64,
     /// Woken after every applied batch (watchers poll the store then).
     pub applied: tokio::sync::Notify,
     /// Client requests in the driver's queue (bounded by `CLIENT_INPUTS_MAX`).

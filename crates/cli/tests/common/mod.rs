@@ -353,6 +353,21 @@ pub async fn put(url: &str, key: &str, value: &str) -> (u16, Value) {
     }
 }
 
+/// The `ModifyIndex` of `key` (which must exist), read through `url`.
+pub async fn modify_index(url: &str, key: &str) -> i64 {
+    let entries: Value = http()
+        .get(format!("{url}/v1/kv/{key}?consistent"))
+        .send()
+        .await
+        .expect("read the key")
+        .json()
+        .await
+        .expect("Consul's JSON");
+    entries[0]["ModifyIndex"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no ModifyIndex for {key}: {entries}"))
+}
+
 /// Puts until acknowledged (retrying 503s while a leader is elected).
 pub async fn put_ok(url: &str, key: &str, value: &str) -> Value {
     eventually(&format!("put {key} via {url}"), || async {

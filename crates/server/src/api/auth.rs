@@ -60,12 +60,15 @@ enum RouteNeed {
     Root,
 }
 
-/// `[key, range_end)` of a key route: the key alone, or every key under it with `?prefix`.
+/// `[key, range_end)` of a key route: the key alone, or every key under it with `?recurse`,
+/// `?keys` or `?prefix`.
 fn keys(path: &str, query: Option<&str>) -> (Bytes, Bytes) {
     let key = percent_decode(path);
     let prefix = query.is_some_and(|q| {
-        q.split('&')
-            .any(|p| p == "prefix" || p.starts_with("prefix="))
+        q.split('&').any(|p| {
+            let name = p.split('=').next().unwrap_or(p);
+            ["prefix", "recurse", "keys"].contains(&name)
+        })
     });
     if !prefix {
         return (key, Bytes::new());

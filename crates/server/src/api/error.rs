@@ -13,6 +13,11 @@ use crate::error::RequestError;
 /// Seconds clients are told to wait before retrying a 503.
 const RETRY_AFTER_SECS: &str = "1";
 
+/// Marks a response that must go out as it is, even as an error (Consul's empty 404 for a
+/// missing key, which its clients expect).
+#[derive(Clone, Copy, Debug)]
+pub struct Verbatim;
+
 /// A JSON error response.
 #[derive(Debug)]
 pub struct ApiError {
@@ -141,6 +146,9 @@ impl IntoResponse for ApiError {
 /// Turns the HTTP layer's own plain-text errors (a body over the limit, an unparsable query or
 /// path) into the API's JSON error shape.
 pub async fn json_errors(response: Response) -> Response {
+    if response.extensions().get::<Verbatim>().is_some() {
+        return response;
+    }
     let status = response.status();
     let is_json = response
         .headers()

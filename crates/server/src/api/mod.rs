@@ -3,14 +3,15 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `PUT /v1/kv/{key}` | set a key (body = value); `?prev` returns the previous pair; `?cas=N` only if its mod_revision is N (0: absent) |
-//! | `GET /v1/kv/{key}` | read a key; `?raw` gives the bare value; `?prefix` lists a prefix |
-//! | `DELETE /v1/kv/{key}` | delete a key; `?prefix` deletes a prefix |
+//! | `GET /v1/kv/{key}` | Consul's KV read: `[{"Key", "Value", "Flags", "CreateIndex", "ModifyIndex", "LockIndex"}]`; `?raw`, `?recurse`, `?keys&separator=`; blocking with `?index=N&wait=D`; 404 with an empty body when missing |
+//! | `PUT /v1/kv/{key}` | set a key (body = value); `?flags=N`; `?cas=N` only if its ModifyIndex is N (0: absent); answers `true`/`false` |
+//! | `DELETE /v1/kv/{key}` | delete a key; `?recurse` every key under it; `?cas=N`; answers `true`/`false` |
 //! | `POST /v1/session`, `DELETE /v1/session/{id}` | open a client session (exactly-once writes), close it |
 //! | `POST /v1/lease?ttl=S` | grant a lease of S seconds; `PUT /v1/kv/{key}?lease=ID` attaches keys |
 //! | `POST /v1/lease/{id}/keepalive`, `DELETE /v1/lease/{id}` | renew (on the leader), revoke |
 //! | `GET /v1/watch/{key}` | a stream of JSON lines of changes; `?prefix`, `&rev=N` to start in the past, `&prev` |
 //! | `GET /v1/status` | this node's view: role, term, leader, indexes, members, version |
+//! | `GET /v1/status/leader`, `GET /v1/status/peers` | Consul's: the leader's and the voters' Raft addresses |
 //! | `GET /health`, `GET /ready` | liveness (the process serves); readiness (leader known, applied up to commit, disk healthy) or 503 with the reason |
 //! | `GET /v1/members`, `POST /v1/members` | list members; join (a new node calls it) |
 //! | `POST /v1/members/{name}` | add a member that starts later (`{"peer_url": ..., "learner": bool}`) |
@@ -22,9 +23,10 @@
 //! | `GET /v1/internal/hash` | this member's latest corruption-check hashes |
 //! | `GET /metrics` | Prometheus text: term, indexes, role, counters |
 //!
-//! Reads take `?consistency=linearizable` (the default: a ReadIndex round, also on followers),
-//! `lease` (the leader's lease, no round trip) or `stale` (this node's applied state, possibly
-//! behind; Consul's `?stale`). Writes that reach a follower are forwarded to the leader; a
+//! Reads take Consul's modes (`kv.rs`): the default reads through the leader's lease,
+//! `?consistent` after a ReadIndex round (also on followers), `?stale` from this node's applied
+//! state, possibly behind (`?max_stale=D` bounds how far); `?consistency=linearizable|lease|stale`
+//! says the same. Writes that reach a follower are forwarded to the leader; a
 //! forwarded request is never forwarded again. Writes may carry a client session
 //! (`X-Raftkv-Client-Id` and `X-Raftkv-Sequence`, see `session.rs`): a retried write is applied
 //! once. Errors are `{"error": ..., "code": ...}` (`error.rs`). While authentication is enabled
@@ -37,7 +39,8 @@
 //! | `auth.rs` | who the caller is, and whether its route is allowed it |
 //! | `error.rs` | statuses and codes of every error |
 //! | `forward.rs` | the `Forward` extractor, relaying to the leader |
-//! | `kv.rs` | key-value reads and writes |
+//! | `kv.rs` | Consul's KV reads and writes |
+//! | `blocking.rs` | Consul's blocking queries |
 //! | `render.rs` | building store requests, rendering answers as JSON |
 //! | `session.rs` | client sessions and their headers |
 //! | `watch.rs` | watch streams |
@@ -51,6 +54,7 @@
 
 mod alarms;
 mod auth;
+mod blocking;
 mod bootstrap;
 mod corruption;
 mod error;
@@ -162,6 +166,8 @@ impl Api {
             )
             .route("/v1/watch/{*key}", get(watch::watch))
             .route("/v1/status", get(status::status))
+            .route("/v1/status/leader", get(status::consul_leader))
+            .route("/v1/status/peers", get(status::consul_peers))
             .route("/metrics", get(status::metrics))
             .route("/v1/members", get(members::list).post(members::join))
             .route(

@@ -117,3 +117,32 @@ pub async fn metrics(State(api): State<Api>) -> Response {
     )
         .into_response()
 }
+
+/// A member's Raft address as Consul shows it: its peer URL's `host:port`.
+fn raft_address(api: &Api, id: raftkv_raft::NodeId) -> Option<String> {
+    let url = api
+        .service
+        .read(|state| state.registry.get(id).map(|m| m.peer_url.clone()))?;
+    crate::config::host_port(&url).ok()
+}
+
+/// `GET /v1/status/leader` (Consul's): the leader's Raft address, `""` when none is known.
+pub async fn consul_leader(State(api): State<Api>) -> Json<String> {
+    let leader = api.service.status().leader;
+    Json(
+        leader
+            .and_then(|id| raft_address(&api, id))
+            .unwrap_or_default(),
+    )
+}
+
+/// `GET /v1/status/peers` (Consul's): the voters' Raft addresses.
+pub async fn consul_peers(State(api): State<Api>) -> Json<Vec<String>> {
+    let voters = api.service.status().voters;
+    Json(
+        voters
+            .into_iter()
+            .filter_map(|id| raft_address(&api, id))
+            .collect(),
+    )
+}

@@ -21,7 +21,6 @@ use serde_json::json;
 
 use super::Api;
 use super::error::ApiError;
-use super::kv::KvQuery;
 use super::watch_pump::{ClientSlot, Line, WatchPump};
 
 /// A watch stream sends a progress line at least this often, so a client can tell the stream
@@ -29,11 +28,35 @@ use super::watch_pump::{ClientSlot, Line, WatchPump};
 const WATCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Cancels the store's watch, stops its feed and frees its client's slot when the HTTP stream
-/// ends (the client went away).
-struct WatchGuard {
+/// (or blocking query) ends.
+pub(super) struct WatchGuard {
     api: Api,
     id: raftkv_kv::WatchId,
     _slot: ClientSlot,
+}
+
+impl WatchGuard {
+    /// Guards watch `id`, fed by `api`'s pump, counted in `slot`.
+    pub(super) fn new(api: Api, id: raftkv_kv::WatchId, slot: ClientSlot) -> Self {
+        WatchGuard {
+            api,
+            id,
+            _slot: slot,
+        }
+    }
+}
+
+/// Query parameters of a watch stream.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct WatchQuery {
+    /// Watch every key under the given one.
+    prefix: Option<String>,
+    /// Also every key under it (Consul's word).
+    recurse: Option<String>,
+    /// Include each event's previous key-value.
+    prev: Option<String>,
+    /// Watch from this revision (0 or absent: changes after now).
+    rev: Option<i64>,
 }
 
 impl Drop for WatchGuard {
@@ -51,10 +74,10 @@ pub async fn watch(
     State(api): State<Api>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(key): Path<String>,
-    Query(query): Query<KvQuery>,
+    Query(query): Query<WatchQuery>,
 ) -> Response {
     let key = bytes::Bytes::copy_from_slice(key.as_bytes());
-    let mut request = if query.prefix.is_some() {
+    let mut request = if query.prefix.is_some() || query.recurse.is_some() {
         raftkv_kv::WatchRequest::prefix(key)
     } else {
         raftkv_kv::WatchRequest::key(key)

@@ -1,0 +1,111 @@
+"""Consul's Python client (py-consul) against a raftkv cluster: the KV calls, check-and-set,
+flags, recursive reads, key listings with a separator, blocking queries that wake on a change
+and time out without one, consistency modes, and the status endpoints.
+
+Usage: kv_client.py HOST:PORT [HOST:PORT ...] (the members' client addresses; the first is
+written through, the others read from). Exits non-zero on the first failed check.
+"""
+
+import sys
+import threading
+import time
+
+import consul
+
+
+def client(address, **options):
+    host, port = address.rsplit(":", 1)
+    return consul.Consul(host=host, port=int(port), **options)
+
+
+def main():
+    addresses = sys.argv[1:]
+    c = client(addresses[0])
+    others = [client(a) for a in addresses[1:]]
+
+    # put, get, flags, raw values as bytes
+    assert c.kv.put("app/config", "v1", flags=42) is True
+    index, item = c.kv.get("app/config")
+    assert item["Key"] == "app/config", item
+    assert item["Value"] == b"v1", item
+    assert item["Flags"] == 42, item
+    assert item["CreateIndex"] == item["ModifyIndex"], item
+    # py-consul hands the index over as the header's text, as it does with Consul
+    assert int(index) >= item["ModifyIndex"], (index, item)
+
+    # a missing key: (index, None)
+    index, missing = c.kv.get("app/nothing")
+    assert missing is None and int(index) > 0, (index, missing)
+
+    # check-and-set: 0 means "only if absent"; otherwise the ModifyIndex must match
+    assert c.kv.put("app/config", "v2", cas=0) is False
+    assert c.kv.put("app/config", "v2", cas=item["ModifyIndex"] + 1000) is False
+    assert c.kv.put("app/config", "v2", cas=item["ModifyIndex"]) is True
+    _, item = c.kv.get("app/config")
+    assert item["Value"] == b"v2" and item["Flags"] == 0, item
+    assert c.kv.put("app/new", "n", cas=0) is True
+
+    # recursive reads and key listings
+    for key in ("app/db/host", "app/db/port", "app/web/port", "other"):
+        assert c.kv.put(key, key) is True
+    _, items = c.kv.get("app/", recurse=True)
+    assert [i["Key"] for i in items] == [
+        "app/config", "app/db/host", "app/db/port", "app/new", "app/web/port"], items
+    _, keys = c.kv.get("app/", keys=True, separator="/")
+    assert keys == ["app/config", "app/db/", "app/new", "app/web/"], keys
+    _, keys = c.kv.get("", keys=True)
+    assert "other" in keys and len(keys) == 6, keys
+
+    # consistency modes, on another member
+    for other in others:
+        for mode in ("default", "consistent", "stale"):
+            _, item = other.kv.get("app/config", consistency=mode)
+            assert item["Value"] == b"v2", (mode, item)
+
+    # a blocking query wakes on a change...
+    index, _ = c.kv.get("app/config")
+    woke = {}
+
+    def block():
+        started = time.monotonic()
+        woke["index"], woke["item"] = others[0].kv.get("app/config", index=index, wait="20s")
+        woke["after"] = time.monotonic() - started
+
+    waiter = threading.Thread(target=block)
+    waiter.start()
+    time.sleep(0.5)
+    assert c.kv.put("app/config", "v3") is True
+    waiter.join(30)
+    assert woke["item"]["Value"] == b"v3", woke
+    assert int(woke["index"]) > int(index), woke
+    assert woke["after"] < 10, woke
+    # ...ignores changes to other keys, and times out with the same index without one
+    index = woke["index"]
+    started = time.monotonic()
+    c.kv.put("other", "changed")
+    same, item = others[0].kv.get("app/config", index=index, wait="1s")
+    waited = time.monotonic() - started
+    assert waited >= 1.0, waited
+    assert item["Value"] == b"v3", item
+    # a prefix's blocking query wakes on a change under it
+    index, _ = c.kv.get("app/", recurse=True)
+    threading.Timer(0.3, lambda: c.kv.put("app/db/host", "moved")).start()
+    after, items = c.kv.get("app/", recurse=True, index=index, wait="20s")
+    assert int(after) > int(index) and any(i["Value"] == b"moved" for i in items), items
+
+    # deletes, with check-and-set and recursively
+    _, item = c.kv.get("app/new")
+    assert c.kv.delete("app/new", cas=item["ModifyIndex"] + 1000) is False
+    assert c.kv.delete("app/new", cas=item["ModifyIndex"]) is True
+    assert c.kv.get("app/new")[1] is None
+    assert c.kv.delete("app/", recurse=True) is True
+    assert c.kv.get("app/", recurse=True)[1] is None
+
+    # status
+    leader = c.status.leader()
+    peers = c.status.peers()
+    assert len(peers) == len(addresses) and leader in peers, (leader, peers)
+    print("ok")
+
+
+main()
