@@ -33,23 +33,40 @@ pub const SNAPSHOT_ENTRIES: u64 = 20;
 /// of debug-built nodes at once on small machines).
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
-/// A free loopback port (bound and released; good enough for tests).
+/// Ports [`free_port`] hands out: just below Linux's ephemeral range (32768 and up), so no
+/// outgoing connection of a running node can take one between the test choosing it and the node
+/// binding it; and apart from [`free_port_run`]'s.
+const FREE_PORTS: std::ops::Range<u16> = 30_000..32_700;
+
+/// A free loopback port, not handed out before in this process (checked free by binding it).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(FREE_PORTS.end - FREE_PORTS.start);
+    let offset = std::process::id() % span;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            n < span,
+            "free_port: every port of {FREE_PORTS:?} was handed out"
+        );
+        let port = FREE_PORTS.start + ((offset + n) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
-/// The first of `n` consecutive free loopback ports, below the ephemeral range (so they cannot
-/// collide with [`free_port`]s handed to other tests running at the same time).
+/// The first of `n` consecutive free loopback ports, below the ephemeral range and below
+/// [`FREE_PORTS`] (so they cannot collide with ports handed to other tests running at the same
+/// time).
 pub fn free_port_run(n: u16) -> u16 {
     let mut seed = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
     loop {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let base = 15_000 + ((seed >> 33) % 15_000) as u16;
+        let base = 15_000 + ((seed >> 33) % 14_000) as u16;
         let held: Vec<_> = (0..n)
             .map_while(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok())
             .collect();
