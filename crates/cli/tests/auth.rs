@@ -191,6 +191,22 @@ async fn a_user_limited_to_a_prefix_is_refused_elsewhere_and_anonymous_callers_e
         .unwrap();
     assert_eq!(answer.status().as_u16(), 200);
     assert_eq!(answer.text().await.unwrap(), "v");
+    // Consul's transactions are checked key by key.
+    for (key, expected) in [("/app/txn", 200), ("/other", 403)] {
+        let txn = serde_json::json!([{"KV": {"Verb": "set", "Key": key, "Value": b64("t")}}]);
+        let answer = http()
+            .put(format!("{url}/v1/txn"))
+            .header("Authorization", format!("Bearer {token}"))
+            .json(&txn)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.status().as_u16(),
+            expected,
+            "a transaction setting {key}"
+        );
+    }
     let answer = http()
         .get(format!("{url}/v1/kv/%2Fapp%2Fgw?raw"))
         .header("Authorization", "Bearer not-a-token")

@@ -6,6 +6,8 @@ Usage: kv_client.py HOST:PORT [HOST:PORT ...] (the members' client addresses; th
 written through, the others read from). Exits non-zero on the first failed check.
 """
 
+import base64
+import json
 import sys
 import threading
 import time
@@ -100,6 +102,41 @@ def main():
     assert c.kv.get("app/new")[1] is None
     assert c.kv.delete("app/", recurse=True) is True
     assert c.kv.get("app/", recurse=True)[1] is None
+
+    # transactions: atomic, conditions checked first, results in order
+    def b64(text):
+        return base64.b64encode(text.encode()).decode()
+
+    done = c.txn.put([
+        {"KV": {"Verb": "set", "Key": "txn/a", "Value": b64("1"), "Flags": 3}},
+        {"KV": {"Verb": "check-not-exists", "Key": "txn/b"}},
+        {"KV": {"Verb": "set", "Key": "txn/b", "Value": b64("2")}},
+        {"KV": {"Verb": "get-tree", "Key": "txn/"}},
+    ])
+    assert done["Errors"] is None, done
+    results = [r["KV"] for r in done["Results"]]
+    assert [r["Key"] for r in results] == ["txn/a", "txn/b", "txn/a", "txn/b"], results
+    assert results[0]["Flags"] == 3 and results[0]["Value"] is None, results
+    assert results[2]["Value"] == b64("1") and results[3]["Value"] == b64("2"), results
+    a = results[2]
+    try:
+        c.txn.put([
+            {"KV": {"Verb": "set", "Key": "txn/c", "Value": b64("3")}},
+            {"KV": {"Verb": "cas", "Key": "txn/a", "Value": b64("x"),
+                    "Index": a["ModifyIndex"] + 100}},
+        ])
+        raise AssertionError("a failed check-and-set must refuse the transaction")
+    except consul.ConsulException as refused:
+        text = str(refused)
+        assert text.startswith("409"), text
+        errors = json.loads(text[4:])["Errors"]
+        assert errors[0]["OpIndex"] == 1, errors
+    assert c.kv.get("txn/c")[1] is None, "nothing of a refused transaction is applied"
+    done = c.txn.put([
+        {"KV": {"Verb": "delete-cas", "Key": "txn/a", "Index": a["ModifyIndex"]}},
+        {"KV": {"Verb": "delete", "Key": "txn/b"}},
+    ])
+    assert done["Results"] == [] and c.kv.get("txn/", recurse=True)[1] is None, done
 
     # status
     leader = c.status.leader()

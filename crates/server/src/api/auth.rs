@@ -106,7 +106,11 @@ fn route_need(method: &Method, path: &str, query: Option<&str>) -> RouteNeed {
     if path == "/v1/members" && method == Method::POST {
         return RouteNeed::Join;
     }
-    if path.starts_with("/v1/lease") || path.starts_with("/v1/session") || path == "/v1/status" {
+    if path.starts_with("/v1/lease")
+        || path.starts_with("/v1/session")
+        || path == "/v1/status"
+        || path == "/v1/txn"
+    {
         return RouteNeed::User;
     }
     if path.starts_with("/v1/members") || path.starts_with("/v1/alarms") {
@@ -123,7 +127,7 @@ fn route_need(method: &Method, path: &str, query: Option<&str>) -> RouteNeed {
 }
 
 /// 401 (no or bad credentials) or 403 (not allowed), with etcd's words.
-fn refused(error: AuthError) -> Response {
+pub(super) fn refused(error: AuthError) -> Response {
     let status = match error {
         AuthError::PermissionDenied => StatusCode::FORBIDDEN,
         _ => StatusCode::UNAUTHORIZED,
@@ -189,8 +193,14 @@ pub async fn guard(State(api): State<Api>, mut request: Request, next: Next) -> 
         .service
         .read(|state| auth::authorize(&state.auth, &caller, Need::Root).is_ok());
     request.extensions_mut().insert(Trusted(trusted));
+    request.extensions_mut().insert(Identified(caller));
     next.run(request).await
 }
+
+/// Who the guard found the caller to be (for handlers that check what a body asks, such as a
+/// transaction's keys).
+#[derive(Clone, Debug)]
+pub struct Identified(pub Caller);
 
 /// Whether the guard found the caller to be a member or root (a join by anyone else must be of a
 /// member root added beforehand, which only the join handler can tell).

@@ -78,7 +78,7 @@ impl Api {
     }
 
     /// Sends the request on to the leader and relays its answer.
-    async fn forward(&self, leader: Option<NodeId>, request: Forward) -> Response {
+    pub(super) async fn forward(&self, leader: Option<NodeId>, request: Forward) -> Response {
         if request.headers.contains_key(FORWARDED_HEADER) {
             return ApiError::unavailable("leadership is moving; retry shortly").into_response();
         }

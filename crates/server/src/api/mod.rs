@@ -6,6 +6,7 @@
 //! | `GET /v1/kv/{key}` | Consul's KV read: `[{"Key", "Value", "Flags", "CreateIndex", "ModifyIndex", "LockIndex"}]`; `?raw`, `?recurse`, `?keys&separator=`; blocking with `?index=N&wait=D`; 404 with an empty body when missing |
 //! | `PUT /v1/kv/{key}` | set a key (body = value); `?flags=N`; `?cas=N` only if its ModifyIndex is N (0: absent); answers `true`/`false` |
 //! | `DELETE /v1/kv/{key}` | delete a key; `?recurse` every key under it; `?cas=N`; answers `true`/`false` |
+//! | `PUT /v1/txn` | Consul's transaction: a JSON array of KV operations, applied atomically |
 //! | `POST /v1/session`, `DELETE /v1/session/{id}` | open a client session (exactly-once writes), close it |
 //! | `POST /v1/lease?ttl=S` | grant a lease of S seconds; `PUT /v1/kv/{key}?lease=ID` attaches keys |
 //! | `POST /v1/lease/{id}/keepalive`, `DELETE /v1/lease/{id}` | renew (on the leader), revoke |
@@ -41,6 +42,7 @@
 //! | `forward.rs` | the `Forward` extractor, relaying to the leader |
 //! | `kv.rs` | Consul's KV reads and writes |
 //! | `blocking.rs` | Consul's blocking queries |
+//! | `txn.rs` | Consul's transactions |
 //! | `render.rs` | building store requests, rendering answers as JSON |
 //! | `session.rs` | client sessions and their headers |
 //! | `watch.rs` | watch streams |
@@ -66,6 +68,7 @@ mod members;
 mod render;
 mod session;
 mod status;
+mod txn;
 mod watch;
 pub mod watch_pump;
 
@@ -165,6 +168,7 @@ impl Api {
                 post(lease::keep_alive).put(lease::keep_alive),
             )
             .route("/v1/watch/{*key}", get(watch::watch))
+            .route("/v1/txn", axum::routing::put(txn::txn))
             .route("/v1/status", get(status::status))
             .route("/v1/status/leader", get(status::consul_leader))
             .route("/v1/status/peers", get(status::consul_peers))
