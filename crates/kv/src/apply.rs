@@ -8,6 +8,8 @@
 //! (a transaction's ranges exceeding `range_bytes_max`) rolls the batch back. After a commit,
 //! lease key sets follow the keys' new entries and watches are notified.
 
+use std::collections::BTreeSet;
+
 use bytes::Bytes;
 
 use crate::Revision;
@@ -18,7 +20,10 @@ use crate::command::{
     SessionOpenResponse, TxnOp, TxnOpResponse, TxnRequest, TxnResponse,
 };
 use crate::key_range::KeyRange;
-use crate::mvcc::{Committed, KeyHistory, LeaseMove, RangeBudget, WriteBatch};
+use crate::lock_apply::end_lock_sessions_in;
+use crate::mvcc::{
+    Committed, KeyEntry, KeyHistory, KeyMeta, LeaseMove, RangeBudget, SessionMove, WriteBatch,
+};
 use crate::session::SessionCheck;
 use crate::txn::compare_holds;
 use crate::{KvError, KvStore, LeaseId, Result};
@@ -89,6 +94,13 @@ impl KvStore {
                 .sessions
                 .open(index, self.limits.sessions_max)
                 .map(|()| Reply::SessionOpen(SessionOpenResponse { client_id: index })),
+            Op::LockSessionCreate(create) => self
+                .execute_lock_session_create(index, create)
+                .map(Reply::LockSessionCreate),
+            Op::LockSessionDestroy(destroy) => Ok(Reply::LockSessionDestroy(
+                self.execute_lock_session_destroy(destroy.id),
+            )),
+            Op::Lock(lock) => self.execute_lock(&lock).map(Reply::Lock),
             Op::SessionExpire(expire) => {
                 if self.sessions.expire(expire.client_id) {
                     Ok(Reply::SessionExpire(SessionExpireResponse {}))
@@ -210,7 +222,7 @@ impl KvStore {
         Ok(())
     }
 
-    fn execute_lease_grant(
+    pub(crate) fn execute_lease_grant(
         &mut self,
         index: u64,
         grant: LeaseGrantRequest,
@@ -239,13 +251,18 @@ impl KvStore {
             Some(lease) => lease.keys.iter().cloned().collect(),
             None => return Err(KvError::LeaseNotFound { id }),
         };
+        // A lock session kept by the lease ends with it.
+        let sessions: Vec<u64> = self.lock_sessions.by_lease(id).into_iter().collect();
+        let deleting: BTreeSet<Bytes> = keys.iter().cloned().collect();
         let mut batch = self.mvcc.begin();
         for key in &keys {
             batch.delete(key).expect("a lease's keys are live");
         }
+        let ended = end_lock_sessions_in(&self.lock_sessions, &mut batch, &sessions, &deleting);
         let committed = batch.commit();
         self.after_commit(committed);
         self.leases.remove(id);
+        self.finish_lock_sessions(&sessions, ended);
         Ok(LeaseRevokeResponse {
             deleted: keys.len() as u64,
         })
@@ -264,15 +281,23 @@ impl KvStore {
                 revoked.push(id);
             }
         }
+        // Lock sessions kept by these leases end with them.
+        let sessions: Vec<u64> = revoked
+            .iter()
+            .filter_map(|&id| self.lock_sessions.by_lease(id))
+            .collect();
+        let deleting: BTreeSet<Bytes> = keys.iter().cloned().collect();
         let mut batch = self.mvcc.begin();
-        for key in &keys {
+        for key in &deleting {
             batch.delete(key).expect("a lease's keys are live");
         }
+        let ended = end_lock_sessions_in(&self.lock_sessions, &mut batch, &sessions, &deleting);
         let committed = batch.commit();
         self.after_commit(committed);
         for &id in &revoked {
             self.leases.remove(id);
         }
+        self.finish_lock_sessions(&sessions, ended);
         LeaseExpireResponse {
             revoked,
             deleted: keys.len() as u64,
@@ -280,7 +305,7 @@ impl KvStore {
     }
 
     /// Moves keys between lease key sets after a commit.
-    fn after_commit(&mut self, committed: Option<Committed>) {
+    pub(crate) fn after_commit(&mut self, committed: Option<Committed>) {
         let Some(committed) = committed else {
             return;
         };
@@ -291,6 +316,9 @@ impl KvStore {
             if to != 0 {
                 self.leases.attach(to, key);
             }
+        }
+        for SessionMove { key, from, to } in committed.session_moves {
+            self.lock_sessions.moved(&key, from, to);
         }
     }
 }
@@ -354,20 +382,24 @@ fn set_range_revisions(responses: &mut [ResponseOp], revision: Revision) {
 
 /// Applies `put` (checked by `check_put`: a key whose value or lease it keeps exists).
 fn put_in(batch: &mut WriteBatch<'_>, put: &PutRequest) -> PutResponse {
-    let (mut value, mut lease, mut flags) = (put.value.clone(), put.lease, put.flags);
+    let (mut value, mut lease) = (put.value.clone(), put.lease);
+    let current = batch.mvcc().history(&put.key).and_then(KeyHistory::live);
+    // A put keeps the key's lock (Consul's too); the flags come with the value.
+    let mut meta = KeyMeta {
+        flags: put.flags,
+        ..current.map(KeyEntry::meta).unwrap_or_default()
+    };
     if put.ignore_value || put.ignore_lease {
-        let current = batch.mvcc().history(&put.key).and_then(KeyHistory::live);
         let current = current.expect("checked: the key exists");
         if put.ignore_value {
-            // The flags describe the value: kept with it.
             value = current.value.clone();
-            flags = current.flags;
+            meta.flags = current.meta().flags;
         }
         if put.ignore_lease {
             lease = current.lease;
         }
     }
-    let prev = batch.put(&put.key, value, lease, flags);
+    let prev = batch.put(&put.key, value, lease, meta);
     PutResponse {
         prev_kv: prev
             .filter(|_| put.prev_kv)

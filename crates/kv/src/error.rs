@@ -46,6 +46,18 @@ pub enum KvError {
     /// A put keeps the key's lease (`ignore_lease`) and gives one too.
     #[error("a put that keeps the current lease (ignore_lease) must not give a lease")]
     LeaseProvided,
+    /// No lock session has this id (it never existed, or it ended).
+    #[error("invalid session \"{id}\": no such lock session (it ended, or never existed)")]
+    LockSessionNotFound {
+        /// The session id the request named.
+        id: u64,
+    },
+    /// As many lock sessions exist as [`crate::Limits::lock_sessions_max`] allows.
+    #[error("too many lock sessions (the limit is {max}); destroy unused sessions first")]
+    LockSessionLimit {
+        /// The limit.
+        max: u64,
+    },
     /// A key was empty where one is required (puts, single-key reads).
     #[error(
         "the key is empty; keys must be 1 or more bytes (an empty key is allowed only as the start of a range with a range end)"

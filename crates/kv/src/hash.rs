@@ -7,7 +7,9 @@
 //! encoding is prefix-free, and the result is finished with the SplitMix64 mixer.
 
 use bytes::Bytes;
+use prost::Message;
 
+use crate::locks::LockSession;
 use crate::mvcc::KeyHistory;
 use crate::session::Sessions;
 use crate::{LeaseId, Revision};
@@ -24,6 +26,7 @@ pub(crate) fn state_hash<'a>(
     leases: impl Iterator<Item = (LeaseId, u64)>,
     lease_count: usize,
     sessions: &Sessions,
+    lock_sessions: impl Iterator<Item = &'a LockSession>,
 ) -> u64 {
     let mut h = StateHasher::new();
     h.u64(applied_index);
@@ -39,7 +42,10 @@ pub(crate) fn state_hash<'a>(
             h.i64(e.mod_revision);
             h.i64(e.version);
             h.i64(e.lease);
-            h.u64(e.flags);
+            let meta = e.meta();
+            h.u64(meta.flags);
+            h.u64(meta.lock_index);
+            h.u64(meta.session);
         }
     }
     h.u64(lease_count as u64);
@@ -56,6 +62,10 @@ pub(crate) fn state_hash<'a>(
             Some(response) => h.bytes(&response.encode_to_vec()),
             None => h.u64(u64::MAX),
         }
+    }
+    // Each session's fields, length-prefixed (none: the hash of a store without them).
+    for session in lock_sessions {
+        h.bytes(&session.encode_to_vec());
     }
     h.finish()
 }

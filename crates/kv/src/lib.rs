@@ -55,6 +55,8 @@
 //! | `txn` | transaction compares |
 //! | `lease` | leases: replicated id/TTL/keys, node-local deadlines |
 //! | `session` | client sessions: exactly-once writes, deterministic expiry |
+//! | `locks` | lock sessions (Consul's sessions) and the keys they hold |
+//! | `lock_apply` | applying lock-session commands: create, acquire, release, end |
 //! | `watch` | watches: ordered, exactly-once, gap-checkable, bounded |
 //! | `command` | the versioned protobuf encoding of requests and responses, validation |
 //! | `snapshot` | the chunked, checksummed snapshot stream |
@@ -70,6 +72,8 @@ mod hash;
 mod key_range;
 mod lease;
 mod limits;
+mod lock_apply;
+mod locks;
 mod mvcc;
 mod session;
 mod snapshot;
@@ -81,15 +85,17 @@ pub use command::{
     COMMAND_VERSION, CompactRequest, CompactResponse, Compare, CompareOp, CompareTarget,
     DeleteRangeRequest, DeleteRangeResponse, KeyValue, LEASE_EXPIRE_IDS_MAX, LeaseExpireRequest,
     LeaseExpireResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest,
-    LeaseRevokeResponse, NoopResponse, Op, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    Reply, Request, RequestOp, Response, ResponseOp, SessionExpireRequest, SessionExpireResponse,
-    SessionOpenRequest, SessionOpenResponse, SortOrder, SortTarget, TxnOp, TxnOpResponse,
-    TxnRequest, TxnResponse,
+    LeaseRevokeResponse, LockRequest, LockResponse, LockSessionCreateRequest,
+    LockSessionCreateResponse, LockSessionDestroyRequest, LockSessionDestroyResponse, NoopResponse,
+    Op, PutRequest, PutResponse, RangeRequest, RangeResponse, Reply, Request, RequestOp, Response,
+    ResponseOp, SessionExpireRequest, SessionExpireResponse, SessionOpenRequest,
+    SessionOpenResponse, SortOrder, SortTarget, TxnOp, TxnOpResponse, TxnRequest, TxnResponse,
 };
 pub use error::{KvError, Result};
 pub use key_range::prefix_end;
 pub use lease::LeaseStatus;
 pub use limits::*;
+pub use locks::{DELETE, LockSession, LockSessionId, RELEASE};
 pub use snapshot::{
     SNAPSHOT_CHUNK_BYTES, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_RECORD_BYTES_MAX, SnapshotView,
 };

@@ -30,6 +30,10 @@ pub const LEASE_REVOKE_RETRY_MS_DEFAULT: u64 = 3_000;
 pub const SESSIONS_MAX_DEFAULT: u64 = 10_000;
 /// Default [`Limits::session_idle_entries_max`]: a session unused for a million log entries expires.
 pub const SESSION_IDLE_ENTRIES_MAX_DEFAULT: u64 = 1_000_000;
+/// Default [`Limits::lock_sessions_max`]: 10,000 lock sessions.
+pub const LOCK_SESSIONS_MAX_DEFAULT: u64 = 10_000;
+/// Longest name or node of a lock session, in bytes.
+pub const LOCK_SESSION_NAME_BYTES_MAX: usize = 1024;
 /// Default [`Limits::watches_max`]: 10,000 watches per node.
 pub const WATCHES_MAX_DEFAULT: u64 = 10_000;
 /// Default [`Limits::watch_pending_bytes_max`]: 16 MiB of events read ahead of a compaction per
@@ -70,6 +74,8 @@ pub struct Limits {
     /// A session expires once this many log entries have been applied since its last request
     /// (0: sessions expire only explicitly).
     pub session_idle_entries_max: u64,
+    /// Most lock sessions (Consul's sessions) at once.
+    pub lock_sessions_max: u64,
     /// Most watches on this node. Node-local.
     pub watches_max: u64,
     /// Most event bytes read out of history for a watch that a compaction would overtake; a
@@ -93,6 +99,7 @@ impl Default for Limits {
             lease_revoke_retry_ms: LEASE_REVOKE_RETRY_MS_DEFAULT,
             sessions_max: SESSIONS_MAX_DEFAULT,
             session_idle_entries_max: SESSION_IDLE_ENTRIES_MAX_DEFAULT,
+            lock_sessions_max: LOCK_SESSIONS_MAX_DEFAULT,
             watches_max: WATCHES_MAX_DEFAULT,
             watch_pending_bytes_max: WATCH_PENDING_BYTES_MAX_DEFAULT,
             watch_catchup_revisions_max: WATCH_CATCHUP_REVISIONS_MAX_DEFAULT,

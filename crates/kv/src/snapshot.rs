@@ -33,7 +33,8 @@ use prost::Message;
 
 use crate::command::Response;
 use crate::lease::Leases;
-use crate::mvcc::{KeyEntry, KeyHistory, KeyIndex, Mvcc};
+use crate::locks::{LockSession, LockSessions};
+use crate::mvcc::{KeyEntry, KeyHistory, KeyIndex, KeyMeta, Mvcc};
 use crate::session::{Session, Sessions};
 use crate::{KvError, KvStore, LeaseId, Limits, Result, Revision};
 
@@ -51,6 +52,17 @@ const KIND_KEYS: u8 = 2;
 const KIND_LEASES: u8 = 3;
 const KIND_SESSIONS: u8 = 4;
 const KIND_END: u8 = 5;
+const KIND_LOCK_SESSIONS: u8 = 6;
+
+/// Where a record kind comes in the stream (lock sessions, added later, before the end).
+fn rank(kind: u8) -> Option<u8> {
+    match kind {
+        KIND_HEADER | KIND_KEYS | KIND_LEASES | KIND_SESSIONS => Some(kind),
+        KIND_LOCK_SESSIONS => Some(5),
+        KIND_END => Some(6),
+        _ => None,
+    }
+}
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct HeaderRecord {
@@ -78,6 +90,10 @@ struct EntryRecord {
     lease: i64,
     #[prost(uint64, tag = "6")]
     flags: u64,
+    #[prost(uint64, tag = "7")]
+    lock_index: u64,
+    #[prost(uint64, tag = "8")]
+    session: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -124,6 +140,12 @@ struct SessionRecord {
 struct SessionsChunk {
     #[prost(message, repeated, tag = "1")]
     sessions: Vec<SessionRecord>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct LockSessionsChunk {
+    #[prost(message, repeated, tag = "1")]
+    sessions: Vec<LockSession>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -200,6 +222,8 @@ pub struct SnapshotView {
     leases: Vec<(LeaseId, u64)>,
     /// The session table.
     sessions: Sessions,
+    /// The lock sessions, in id order.
+    lock_sessions: Vec<LockSession>,
 }
 
 impl KvStore {
@@ -213,6 +237,7 @@ impl KvStore {
             keys: self.mvcc.key_index(),
             leases: self.leases.iter().map(|(id, l)| (*id, l.ttl_ms)).collect(),
             sessions: self.sessions.clone(),
+            lock_sessions: self.lock_sessions.iter().cloned().collect(),
         }
     }
 
@@ -239,6 +264,7 @@ impl SnapshotView {
             self.leases.iter().copied(),
             self.leases.len(),
             &self.sessions,
+            self.lock_sessions.iter(),
         )
     }
 
@@ -268,7 +294,9 @@ impl SnapshotView {
                     mod_revision: e.mod_revision,
                     version: e.version,
                     lease: e.lease,
-                    flags: e.flags,
+                    flags: e.meta().flags,
+                    lock_index: e.meta().lock_index,
+                    session: e.meta().session,
                 };
                 let size = entry.encoded_len() + key.len() + 16;
                 if chunk_bytes + size > SNAPSHOT_CHUNK_BYTES && chunk_bytes > 0 {
@@ -311,6 +339,14 @@ impl SnapshotView {
             sessions.chunk.sessions.push(record);
         }
         sessions.flush()?;
+        let mut lock_sessions = Chunker::<_, LockSessionsChunk>::new(w, KIND_LOCK_SESSIONS);
+        for session in &self.lock_sessions {
+            if lock_sessions.full(session.encoded_len() + 8) {
+                lock_sessions.flush()?;
+            }
+            lock_sessions.chunk.sessions.push(session.clone());
+        }
+        lock_sessions.flush()?;
         let end = EndRecord {
             keys: self.keys.len() as u64,
             entries,
@@ -404,6 +440,7 @@ struct Restorer {
     entries: u64,
     leases: Vec<LeaseRecord>,
     sessions: Vec<SessionRecord>,
+    lock_sessions: Vec<LockSession>,
 }
 
 impl Restorer {
@@ -417,12 +454,12 @@ impl Restorer {
             let Some((kind, payload)) = read_record(r)? else {
                 return Err(corrupt("stream ends before the end record"));
             };
-            let in_order = match kind {
-                KIND_HEADER => last_kind == 0,
-                KIND_KEYS | KIND_LEASES | KIND_SESSIONS | KIND_END => {
-                    last_kind >= KIND_HEADER && last_kind <= kind && last_kind != KIND_END
-                }
-                _ => return Err(corrupt(format!("unknown record kind {kind}"))),
+            let Some(this) = rank(kind) else {
+                return Err(corrupt(format!("unknown record kind {kind}")));
+            };
+            let in_order = match rank(last_kind) {
+                None => kind == KIND_HEADER,
+                Some(last) => last <= this && last_kind != KIND_END && kind != KIND_HEADER,
             };
             if !in_order {
                 return Err(corrupt(format!(
@@ -437,6 +474,9 @@ impl Restorer {
                 KIND_SESSIONS => self
                     .sessions
                     .extend(decode::<SessionsChunk>(&payload)?.sessions),
+                KIND_LOCK_SESSIONS => self
+                    .lock_sessions
+                    .extend(decode::<LockSessionsChunk>(&payload)?.sessions),
                 _ => break decode::<EndRecord>(&payload)?,
             }
         };
@@ -468,7 +508,12 @@ impl Restorer {
                 mod_revision: e.mod_revision,
                 version: e.version,
                 lease: e.lease,
-                flags: e.flags,
+                meta: KeyMeta {
+                    flags: e.flags,
+                    lock_index: e.lock_index,
+                    session: e.session,
+                }
+                .boxed(),
             });
             self.entries += entries.len() as u64;
             let continues = self.last_key.as_ref() == Some(&record.key);
@@ -587,6 +632,7 @@ impl Restorer {
         store.mvcc = mvcc;
         store.leases = leases;
         store.sessions = sessions;
+        store.lock_sessions = lock_sessions(self.lock_sessions, &store)?;
         let hash = store.state_hash();
         if hash != end.state_hash {
             return Err(corrupt(format!(
@@ -596,4 +642,33 @@ impl Restorer {
         }
         Ok(store)
     }
+}
+
+/// The lock sessions of a snapshot, checked against the restored store: ids strictly
+/// increasing, each session's lease present, each held key's session present.
+fn lock_sessions(records: Vec<LockSession>, store: &KvStore) -> Result<LockSessions> {
+    let mut sessions = LockSessions::default();
+    let mut last_id = 0;
+    for session in records {
+        if session.id <= last_id || (session.lease != 0 && !store.leases.contains(session.lease)) {
+            return Err(corrupt(format!(
+                "bad lock session {} (lease {}) after {last_id}",
+                session.id, session.lease
+            )));
+        }
+        last_id = session.id;
+        sessions.insert(session);
+    }
+    for (key, history) in store.mvcc.histories() {
+        let holder = history.live().map_or(0, |e| e.meta().session);
+        if holder != 0 {
+            if sessions.get(holder).is_none() {
+                return Err(corrupt(format!(
+                    "key {key:?} held by missing lock session {holder}"
+                )));
+            }
+            sessions.moved(key, 0, holder);
+        }
+    }
+    Ok(sessions)
 }

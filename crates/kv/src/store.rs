@@ -11,6 +11,7 @@
 
 use crate::command::{RangeRequest, RangeResponse};
 use crate::lease::{LeaseStatus, Leases};
+use crate::locks::{LockSession, LockSessionId, LockSessions};
 use crate::mvcc::{Mvcc, RangeBudget};
 use crate::session::Sessions;
 use crate::watch::{WatchDelivery, WatchId, WatchProgress, WatchRequest, WatchResponse, Watches};
@@ -28,6 +29,8 @@ pub struct KvStore {
     pub(crate) leases: Leases,
     /// Client sessions (replicated).
     pub(crate) sessions: Sessions,
+    /// Lock sessions (replicated; which keys they hold is derived, lock delays node-local).
+    pub(crate) lock_sessions: LockSessions,
     /// Watches (node-local).
     pub(crate) watches: Watches,
     /// The caller's clock as of the last `set_clock`, in milliseconds (node-local).
@@ -43,9 +46,27 @@ impl KvStore {
             mvcc: Mvcc::default(),
             leases: Leases::default(),
             sessions: Sessions::default(),
+            lock_sessions: LockSessions::default(),
             watches: Watches::default(),
             clock_ms: 0,
         }
+    }
+
+    /// A lock session by id.
+    pub fn lock_session(&self, id: LockSessionId) -> Option<&LockSession> {
+        self.lock_sessions.get(id)
+    }
+
+    /// Every lock session, by id.
+    pub fn lock_sessions(&self) -> impl Iterator<Item = &LockSession> {
+        self.lock_sessions.iter()
+    }
+
+    /// Whether `key` is within the lock delay of a session that ended (by this node's clock, as
+    /// of the last `set_clock`): then it may not be acquired. The node that takes an acquire
+    /// checks this before proposing it.
+    pub fn lock_delayed(&mut self, key: &[u8]) -> bool {
+        self.lock_sessions.delayed(key, self.clock_ms).is_some()
     }
 
     /// The limits this store enforces.
@@ -223,7 +244,8 @@ impl KvStore {
     // ---- state hash ----
 
     /// A 64-bit hash of the replicated state: applied index, revisions, every key's retained
-    /// history, leases (id, TTL), sessions (id, last sequence, last activity, last answer). Equal
+    /// history, leases (id, TTL), sessions (id, last sequence, last activity, last answer), lock
+    /// sessions. Equal
     /// replicated states hash equal on every node; node-local state (deadlines, clock, watches)
     /// is left out.
     pub fn state_hash(&self) -> u64 {
@@ -236,6 +258,7 @@ impl KvStore {
             self.leases.iter().map(|(id, lease)| (*id, lease.ttl_ms)),
             self.leases.len(),
             &self.sessions,
+            self.lock_sessions.iter(),
         )
     }
 }

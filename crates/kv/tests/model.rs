@@ -87,6 +87,8 @@ impl Model {
             },
             lease: m.lease,
             flags: 0,
+            lock_index: 0,
+            session: 0,
         }
     }
 

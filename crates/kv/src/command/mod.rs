@@ -26,13 +26,15 @@ use prost::Message;
 
 pub use ops::{
     CompactRequest, Compare, CompareOp, CompareTarget, DeleteRangeRequest, LEASE_EXPIRE_IDS_MAX,
-    LeaseExpireRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp,
+    LeaseExpireRequest, LeaseGrantRequest, LeaseRevokeRequest, LockRequest,
+    LockSessionCreateRequest, LockSessionDestroyRequest, PutRequest, RangeRequest, RequestOp,
     SessionExpireRequest, SessionOpenRequest, SortOrder, SortTarget, TxnOp, TxnRequest,
 };
 pub use reply::{
     CompactResponse, DeleteRangeResponse, KeyValue, LeaseExpireResponse, LeaseGrantResponse,
-    LeaseRevokeResponse, NoopResponse, PutResponse, RangeResponse, Reply, Response, ResponseOp,
-    SessionExpireResponse, SessionOpenResponse, TxnOpResponse, TxnResponse,
+    LeaseRevokeResponse, LockResponse, LockSessionCreateResponse, LockSessionDestroyResponse,
+    NoopResponse, PutResponse, RangeResponse, Reply, Response, ResponseOp, SessionExpireResponse,
+    SessionOpenResponse, TxnOpResponse, TxnResponse,
 };
 
 use crate::{ClientId, KvError, LeaseId, Revision};
@@ -70,6 +72,15 @@ pub enum Op {
     /// Revoke expired leases, many at once.
     #[prost(message, tag = "12")]
     LeaseExpire(LeaseExpireRequest),
+    /// Create a lock session.
+    #[prost(message, tag = "13")]
+    LockSessionCreate(LockSessionCreateRequest),
+    /// End a lock session.
+    #[prost(message, tag = "14")]
+    LockSessionDestroy(LockSessionDestroyRequest),
+    /// Acquire or release a key for a lock session.
+    #[prost(message, tag = "15")]
+    Lock(LockRequest),
 }
 
 impl Op {
@@ -85,6 +96,9 @@ impl Op {
             Op::SessionOpen(_) => "session_open",
             Op::SessionExpire(_) => "session_expire",
             Op::LeaseExpire(_) => "lease_expire",
+            Op::LockSessionCreate(_) => "lock_session_create",
+            Op::LockSessionDestroy(_) => "lock_session_destroy",
+            Op::Lock(_) => "lock",
         }
     }
 }
@@ -120,7 +134,7 @@ pub struct Request {
     #[prost(uint64, tag = "3")]
     pub seq: u64,
     /// The operation (required).
-    #[prost(oneof = "Op", tags = "4, 5, 6, 7, 8, 9, 10, 11, 12")]
+    #[prost(oneof = "Op", tags = "4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15")]
     pub op: Option<Op>,
 }
 
@@ -139,7 +153,8 @@ impl Request {
     /// (what a storage quota refuses; deletes, compaction and revokes free space).
     pub fn needs_space(&self) -> bool {
         match &self.op {
-            Some(Op::Put(_) | Op::LeaseGrant(_)) => true,
+            Some(Op::Put(_) | Op::LeaseGrant(_) | Op::LockSessionCreate(_)) => true,
+            Some(Op::Lock(lock)) => !lock.release,
             Some(Op::Txn(txn)) => txn.puts(),
             _ => false,
         }

@@ -474,3 +474,51 @@ pub struct SessionExpireRequest {
     #[prost(uint64, tag = "1")]
     pub client_id: u64,
 }
+
+/// Create a lock session (Consul's session; see `locks`).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LockSessionCreateRequest {
+    /// Its name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// The node it belongs to.
+    #[prost(string, tag = "2")]
+    pub node: String,
+    /// What happens to its keys when it ends: `locks::RELEASE` or `locks::DELETE`.
+    #[prost(int32, tag = "3")]
+    pub behavior: i32,
+    /// How long its keys may not be acquired after it ends, in milliseconds.
+    #[prost(uint64, tag = "4")]
+    pub lock_delay_ms: u64,
+    /// Time to live in milliseconds, kept by a lease of its own (0: until destroyed).
+    #[prost(uint64, tag = "5")]
+    pub ttl_ms: u64,
+}
+
+/// End a lock session: its keys are released or deleted, as its behavior says.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LockSessionDestroyRequest {
+    /// The session.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+}
+
+/// Acquire a key for a lock session, or release it.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LockRequest {
+    /// The key.
+    #[prost(bytes = "bytes", tag = "1")]
+    pub key: Bytes,
+    /// The value written with the acquisition or release.
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: Bytes,
+    /// Consul's flags written with it.
+    #[prost(uint64, tag = "3")]
+    pub flags: u64,
+    /// The lock session.
+    #[prost(uint64, tag = "4")]
+    pub session: u64,
+    /// Release (else acquire).
+    #[prost(bool, tag = "5")]
+    pub release: bool,
+}

@@ -30,6 +30,12 @@ pub struct KeyValue {
     /// Consul's `Flags` of this version (0 unless a put set them).
     #[prost(uint64, tag = "7")]
     pub flags: u64,
+    /// Consul's `LockIndex`: how many times a lock session acquired the key (this generation).
+    #[prost(uint64, tag = "8")]
+    pub lock_index: u64,
+    /// Consul's `Session`: the lock session holding the key (0: none).
+    #[prost(uint64, tag = "9")]
+    pub session: u64,
 }
 
 /// Answer to a [`super::RangeRequest`].
@@ -187,6 +193,43 @@ pub enum Reply {
     /// A batch of expired leases revoked (tag 11 is the wire response's error).
     #[prost(message, tag = "12")]
     LeaseExpire(LeaseExpireResponse),
+    /// A lock session created.
+    #[prost(message, tag = "13")]
+    LockSessionCreate(LockSessionCreateResponse),
+    /// A lock session ended.
+    #[prost(message, tag = "14")]
+    LockSessionDestroy(LockSessionDestroyResponse),
+    /// A key acquired or released (or not).
+    #[prost(message, tag = "15")]
+    Lock(LockResponse),
+}
+
+/// Answer to a [`super::LockSessionCreateRequest`].
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LockSessionCreateResponse {
+    /// The session's id (the log index of its creation).
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// The lease that keeps it alive (0: it has no TTL).
+    #[prost(int64, tag = "2")]
+    pub lease: LeaseId,
+}
+
+/// Answer to a [`super::LockSessionDestroyRequest`].
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LockSessionDestroyResponse {
+    /// Keys released or deleted.
+    #[prost(uint64, tag = "1")]
+    pub ended: u64,
+}
+
+/// Answer to a [`super::LockRequest`].
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LockResponse {
+    /// Whether the key was acquired (released): false when another session holds it (when the
+    /// session does not hold it).
+    #[prost(bool, tag = "1")]
+    pub succeeded: bool,
 }
 
 /// The answer to one applied log entry.

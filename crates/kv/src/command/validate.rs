@@ -6,11 +6,13 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::{
-    COMMAND_VERSION, Compare, CompareOp, DeleteRangeRequest, Op, PutRequest, RangeRequest, Request,
-    RequestOp, TxnOp, TxnRequest,
+    COMMAND_VERSION, Compare, CompareOp, DeleteRangeRequest, LockSessionCreateRequest, Op,
+    PutRequest, RangeRequest, Request, RequestOp, TxnOp, TxnRequest,
 };
 use crate::key_range::KeyRange;
-use crate::{KvError, LEASE_EXPIRE_IDS_MAX, Limits, Result, TXN_NESTING_MAX};
+use crate::{
+    KvError, LEASE_EXPIRE_IDS_MAX, LOCK_SESSION_NAME_BYTES_MAX, Limits, Result, TXN_NESTING_MAX,
+};
 
 fn malformed(what: &str) -> KvError {
     KvError::Malformed(what.to_owned())
@@ -92,6 +94,18 @@ impl Request {
             Op::SessionExpire(expire) if expire.client_id == 0 => {
                 Err(invalid("session expiry needs a client id"))
             }
+            Op::LockSessionCreate(create) => create.validate(limits),
+            Op::LockSessionDestroy(destroy) if destroy.id == 0 => {
+                Err(invalid("a lock session's end needs its id"))
+            }
+            Op::Lock(lock) => {
+                check_key(&lock.key, &Bytes::new(), limits)?;
+                check_value(&lock.value, limits)?;
+                if lock.session == 0 {
+                    return Err(invalid("acquiring or releasing a key needs a lock session"));
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -149,6 +163,31 @@ impl PutRequest {
         }
         if self.ignore_lease && self.lease != 0 {
             return Err(KvError::LeaseProvided);
+        }
+        Ok(())
+    }
+}
+
+impl LockSessionCreateRequest {
+    fn validate(&self, limits: &Limits) -> Result<()> {
+        if self.name.len() > LOCK_SESSION_NAME_BYTES_MAX
+            || self.node.len() > LOCK_SESSION_NAME_BYTES_MAX
+        {
+            return Err(invalid(format!(
+                "a lock session's name and node are at most {LOCK_SESSION_NAME_BYTES_MAX} bytes"
+            )));
+        }
+        if self.behavior != crate::RELEASE && self.behavior != crate::DELETE {
+            return Err(invalid(format!(
+                "lock session behavior {} is neither release nor delete",
+                self.behavior
+            )));
+        }
+        if self.ttl_ms > limits.lease_ttl_ms_max {
+            return Err(invalid(format!(
+                "lock session TTL of {} ms is over {} ms (lease_ttl_ms_max)",
+                self.ttl_ms, limits.lease_ttl_ms_max
+            )));
         }
         Ok(())
     }

@@ -29,7 +29,7 @@ pub(crate) struct WireError {
 struct WireResponse {
     #[prost(int64, tag = "1")]
     revision: i64,
-    #[prost(oneof = "Reply", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 12")]
+    #[prost(oneof = "Reply", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15")]
     reply: Option<Reply>,
     #[prost(message, optional, tag = "11")]
     error: Option<WireError>,
@@ -84,6 +84,8 @@ impl KvError {
             KeyNotFound => wire(22, &[], ""),
             ValueProvided => wire(23, &[], ""),
             LeaseProvided => wire(24, &[], ""),
+            LockSessionNotFound { id } => wire(25, &[u(*id)], ""),
+            LockSessionLimit { max } => wire(26, &[u(*max)], ""),
         }
     }
 
@@ -162,6 +164,8 @@ impl KvError {
             22 => want(0).map(|()| KeyNotFound)?,
             23 => want(0).map(|()| ValueProvided)?,
             24 => want(0).map(|()| LeaseProvided)?,
+            25 => want(1).map(|()| LockSessionNotFound { id: u(0) })?,
+            26 => want(1).map(|()| LockSessionLimit { max: u(0) })?,
             code => return Err(Malformed(format!("unknown error code {code}"))),
         })
     }

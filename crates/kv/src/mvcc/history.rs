@@ -29,8 +29,27 @@ pub(crate) struct KeyEntry {
     pub(crate) version: i64,
     /// Attached lease (0: none, always in a tombstone).
     pub(crate) lease: LeaseId,
-    /// Consul's `Flags` (0 in a tombstone).
+    /// Consul's extras (`None` when all are 0, as in every tombstone and every etcd write): one
+    /// pointer in the common case.
+    pub(crate) meta: Option<Box<KeyMeta>>,
+}
+
+/// Consul's per-version extras of a key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct KeyMeta {
+    /// `Flags`: an opaque number a client stores with the value.
     pub(crate) flags: u64,
+    /// `LockIndex`: how many times the key was acquired by a lock session (this generation).
+    pub(crate) lock_index: u64,
+    /// `Session`: the lock session holding the key (0: none).
+    pub(crate) session: u64,
+}
+
+impl KeyMeta {
+    /// The extras as a `KeyEntry` stores them.
+    pub(crate) fn boxed(self) -> Option<Box<KeyMeta>> {
+        (self != KeyMeta::default()).then(|| Box::new(self))
+    }
 }
 
 impl KeyEntry {
@@ -42,8 +61,13 @@ impl KeyEntry {
             mod_revision: revision,
             version: 0,
             lease: 0,
-            flags: 0,
+            meta: None,
         }
+    }
+
+    /// The entry's extras (all 0 when it has none).
+    pub(crate) fn meta(&self) -> KeyMeta {
+        self.meta.as_deref().copied().unwrap_or_default()
     }
 
     /// Whether this entry is a deletion.
@@ -64,14 +88,19 @@ impl KeyEntry {
                 self.value.clone()
             },
             lease: self.lease,
-            flags: self.flags,
+            flags: self.meta().flags,
+            lock_index: self.meta().lock_index,
+            session: self.meta().session,
         }
     }
 
     /// Whether `self` may follow `prev` (`None`: first entry) in a history (module invariants).
     pub(crate) fn may_follow(&self, prev: Option<&KeyEntry>) -> bool {
         let shape = if self.is_tombstone() {
-            self.value.is_empty() && self.create_revision == 0 && self.lease == 0 && self.flags == 0
+            self.value.is_empty()
+                && self.create_revision == 0
+                && self.lease == 0
+                && self.meta.is_none()
         } else {
             self.version > 0
                 && self.create_revision > 0
@@ -231,7 +260,7 @@ mod tests {
             mod_revision: rev,
             version,
             lease: 0,
-            flags: 0,
+            meta: None,
         }
     }
 

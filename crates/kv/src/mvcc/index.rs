@@ -214,7 +214,7 @@ mod tests {
             mod_revision: 1,
             version: 1,
             lease: 0,
-            flags: 0,
+            meta: None,
         })
     }
 

@@ -46,7 +46,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
-pub(crate) use history::{KeyEntry, KeyHistory};
+pub(crate) use history::{KeyEntry, KeyHistory, KeyMeta};
 pub(crate) use index::KeyIndex;
 
 use crate::command::{RangeRequest, RangeResponse, SortOrder, SortTarget};
@@ -253,6 +253,7 @@ impl Mvcc {
             revision,
             changed: Vec::new(),
             lease_moves: Vec::new(),
+            session_moves: Vec::new(),
         }
     }
 
@@ -363,6 +364,15 @@ pub(crate) struct WriteBatch<'a> {
     revision: Revision,
     changed: Vec<Bytes>,
     lease_moves: Vec<LeaseMove>,
+    session_moves: Vec<SessionMove>,
+}
+
+/// A key whose lock session changed in a batch: `from` no longer holds it, `to` does (0: none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionMove {
+    pub(crate) key: Bytes,
+    pub(crate) from: u64,
+    pub(crate) to: u64,
 }
 
 /// A key whose lease changed in a batch: detach it from `from`, attach it to `to` (0: none).
@@ -378,6 +388,8 @@ pub(crate) struct LeaseMove {
 pub(crate) struct Committed {
     /// Keys whose lease attachment changed (or that were re-put under a lease).
     pub(crate) lease_moves: Vec<LeaseMove>,
+    /// Keys whose lock session changed.
+    pub(crate) session_moves: Vec<SessionMove>,
 }
 
 impl WriteBatch<'_> {
@@ -392,7 +404,7 @@ impl WriteBatch<'_> {
         key: &Bytes,
         value: Bytes,
         lease: LeaseId,
-        flags: u64,
+        meta: KeyMeta,
     ) -> Option<KeyEntry> {
         let revision = self.revision;
         let value_len = value.len();
@@ -402,7 +414,7 @@ impl WriteBatch<'_> {
             mod_revision: revision,
             version: prev.map_or(1, |p| p.version + 1),
             lease,
-            flags,
+            meta: meta.boxed(),
         };
         let prev = match self.mvcc.keys.get_mut(key.as_ref()) {
             Some(history) => {
@@ -429,6 +441,14 @@ impl WriteBatch<'_> {
                 to: lease,
             });
         }
+        let from = prev.as_ref().map_or(0, |p| p.meta().session);
+        if from != meta.session {
+            self.session_moves.push(SessionMove {
+                key: key.clone(),
+                from,
+                to: meta.session,
+            });
+        }
         prev
     }
 
@@ -444,6 +464,13 @@ impl WriteBatch<'_> {
             self.lease_moves.push(LeaseMove {
                 key: key.clone(),
                 from: prev.lease,
+                to: 0,
+            });
+        }
+        if prev.meta().session != 0 {
+            self.session_moves.push(SessionMove {
+                key: key.clone(),
+                from: prev.meta().session,
                 to: 0,
             });
         }
@@ -481,7 +508,11 @@ impl WriteBatch<'_> {
             .push_back(std::mem::take(&mut self.changed).into_boxed_slice());
         self.mvcc.revision = self.revision;
         let lease_moves = std::mem::take(&mut self.lease_moves);
-        Some(Committed { lease_moves })
+        let session_moves = std::mem::take(&mut self.session_moves);
+        Some(Committed {
+            lease_moves,
+            session_moves,
+        })
     }
 
     /// Undoes every write of the batch.
