@@ -168,6 +168,57 @@ async fn consul_headers_and_answer_shapes_over_plain_http() {
         .unwrap();
     assert_eq!(deleted.text().await.unwrap(), "true");
 
+    // Lock delay: after a session ends, its keys may not be acquired for its LockDelay.
+    let session = |delay: &'static str| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let created: Value = client
+                .put(format!("{url}/v1/session/create"))
+                .body(format!("{{\"LockDelay\": \"{delay}\"}}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            created["ID"].as_str().unwrap().to_string()
+        }
+    };
+    let acquire = |id: String| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let answer = client
+                .put(format!("{url}/v1/kv/locked?acquire={id}"))
+                .body("x")
+                .send()
+                .await
+                .unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        }
+    };
+    let (first, second) = (session("2s").await, session("0s").await);
+    assert_eq!(acquire(first.clone()).await, (200, "true".to_string()));
+    let destroyed = client
+        .put(format!("{url}/v1/session/destroy/{first}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(destroyed.text().await.unwrap(), "true");
+    let delayed_from = Instant::now();
+    assert_eq!(acquire(second.clone()).await, (200, "false".to_string()));
+    eventually("the lock delay to pass", || {
+        let acquired = acquire(second.clone());
+        async move { (acquired.await.1 == "true").then_some(()) }
+    })
+    .await;
+    assert!(delayed_from.elapsed() >= Duration::from_millis(1500));
+    // An unknown session is refused as Consul refuses it.
+    let (status, body) = acquire("00000000-0000-4000-8000-0000000fffff".into()).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("invalid session"), "{body}");
+
     // Consul's status endpoints: the leader's and the voters' Raft addresses.
     let leader_address: String = client
         .get(format!("{follower}/v1/status/leader"))

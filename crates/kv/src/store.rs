@@ -62,11 +62,11 @@ impl KvStore {
         self.lock_sessions.iter()
     }
 
-    /// Whether `key` is within the lock delay of a session that ended (by this node's clock, as
-    /// of the last `set_clock`): then it may not be acquired. The node that takes an acquire
-    /// checks this before proposing it.
-    pub fn lock_delayed(&mut self, key: &[u8]) -> bool {
-        self.lock_sessions.delayed(key, self.clock_ms).is_some()
+    /// Whether `key` is within the lock delay of a session that ended, at `now_ms` on the clock
+    /// `set_clock` is given: then it may not be acquired. The node that takes an acquire checks
+    /// this before proposing it.
+    pub fn lock_delayed(&mut self, key: &[u8], now_ms: u64) -> bool {
+        self.lock_sessions.delayed(key, now_ms).is_some()
     }
 
     /// The limits this store enforces.

@@ -152,13 +152,12 @@ fn a_released_key_waits_out_the_lock_delay_on_this_nodes_clock() {
     store.kv.set_clock(1_000);
     let (id, _) = store.session(RELEASE, 15_000, 0);
     assert!(store.lock("k", id, false));
-    assert!(!store.kv.lock_delayed(b"k"));
+    assert!(!store.kv.lock_delayed(b"k", 1_000));
     store.destroy(id);
-    assert!(store.kv.lock_delayed(b"k"));
-    store.kv.set_clock(15_999);
-    assert!(store.kv.lock_delayed(b"k"));
-    store.kv.set_clock(16_000);
-    assert!(!store.kv.lock_delayed(b"k"));
+    assert!(store.kv.lock_delayed(b"k", 1_000));
+    assert!(store.kv.lock_delayed(b"k", 15_999));
+    assert!(!store.kv.lock_delayed(b"k", 16_000));
+    assert!(!store.kv.lock_delayed(b"other", 1_000));
 }
 
 #[test]

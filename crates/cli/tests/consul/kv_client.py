@@ -1,6 +1,7 @@
 """Consul's Python client (py-consul) against a raftkv cluster: the KV calls, check-and-set,
 flags, recursive reads, key listings with a separator, blocking queries that wake on a change
-and time out without one, consistency modes, and the status endpoints.
+and time out without one, consistency modes, transactions, sessions and locks (a lock handed
+over when its holder's session expires), and the status endpoints.
 
 Usage: kv_client.py HOST:PORT [HOST:PORT ...] (the members' client addresses; the first is
 written through, the others read from). Exits non-zero on the first failed check.
@@ -137,6 +138,52 @@ def main():
         {"KV": {"Verb": "delete", "Key": "txn/b"}},
     ])
     assert done["Results"] == [] and c.kv.get("txn/", recurse=True)[1] is None, done
+
+    # sessions and locks
+    s1 = c.session.create(name="worker-1", lock_delay=0, ttl=10)
+    s2 = others[0].session.create(name="worker-2", lock_delay=0)
+    assert c.kv.put("lock/leader", "w1", acquire=s1) is True
+    assert others[0].kv.put("lock/leader", "w2", acquire=s2) is False
+    _, item = c.kv.get("lock/leader")
+    assert item["Session"] == s1 and item["LockIndex"] == 1, item
+    assert c.kv.put("lock/leader", "w2", release=s2) is False
+    assert c.kv.put("lock/leader", "w1", release=s1) is True
+    _, item = c.kv.get("lock/leader")
+    assert "Session" not in item and item["LockIndex"] == 1, item
+    assert c.kv.put("lock/leader", "w2", acquire=s2) is True
+    _, item = c.kv.get("lock/leader")
+    assert item["Session"] == s2 and item["LockIndex"] == 2, item
+    _, info = others[1].session.info(s1)
+    assert info["Name"] == "worker-1" and info["TTL"] == "10s" and info["Behavior"] == "release", info
+    _, sessions = c.session.list()
+    assert {s1, s2} <= {s["ID"] for s in sessions}, sessions
+    assert c.session.renew(s1)["ID"] == s1
+    # destroying a session releases its locks
+    assert c.session.destroy(s2) is True
+    _, item = c.kv.get("lock/leader")
+    assert "Session" not in item, item
+    assert c.session.info(s2)[1] is None
+
+    # a lock handed over when its holder's session expires: the holder stops renewing; the
+    # waiter's blocking query wakes when the lock is released, and it takes the lock
+    holder = c.session.create(name="holder", lock_delay=0, ttl=10)
+    waiter = others[0].session.create(name="waiter", lock_delay=0)
+    assert c.kv.put("lock/job", "holder", acquire=holder) is True
+    assert others[0].kv.put("lock/job", "waiter", acquire=waiter) is False
+    index, item = others[0].kv.get("lock/job")
+    started = time.monotonic()
+    while item.get("Session") is not None:
+        assert time.monotonic() - started < 40, item
+        index, item = others[0].kv.get("lock/job", index=index, wait="15s")
+    assert others[0].kv.put("lock/job", "waiter", acquire=waiter) is True
+    _, item = c.kv.get("lock/job")
+    assert item["Session"] == waiter and item["LockIndex"] == 2, item
+    assert c.session.info(holder)[1] is None, "the expired session is gone"
+    # a session that deletes its keys when it ends
+    ephemeral = c.session.create(behavior="delete", lock_delay=0)
+    assert c.kv.put("lock/ephemeral", "x", acquire=ephemeral) is True
+    c.session.destroy(ephemeral)
+    assert c.kv.get("lock/ephemeral")[1] is None
 
     # status
     leader = c.status.leader()

@@ -116,8 +116,15 @@ impl From<KvError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "stale_sequence", message)
             }
             // Hard limits: retrying at once does not help (429, not a retryable 503).
+            // Consul answers an acquire by an unknown session with a 500 "invalid session".
+            KvError::LockSessionNotFound { .. } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "invalid_session",
+                message,
+            ),
             KvError::LeaseLimit { .. }
             | KvError::SessionLimit { .. }
+            | KvError::LockSessionLimit { .. }
             | KvError::WatchLimit { .. } => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "limit_reached", message)
             }

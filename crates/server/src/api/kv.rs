@@ -6,7 +6,8 @@
 //!   `?keys` only the keys, cut after the first `?separator=` past the prefix; a missing key (or
 //!   an empty prefix) is a 404 with an empty body. `?index=N&wait=D` blocks (`blocking.rs`).
 //! - `PUT` stores the body with `?flags=N`; `?cas=N` only if the key's `ModifyIndex` is N (0:
-//!   only if absent); answers `true` or `false`.
+//!   only if absent); `?acquire=SESSION` takes the key as a lock (unless another session holds
+//!   it, or it is in a lock delay), `?release=SESSION` gives it back; answers `true` or `false`.
 //! - `DELETE` removes the key, or every key under it with `?recurse`; `?cas=N` only if its
 //!   `ModifyIndex` is N; answers `true` or `false`.
 //!
@@ -31,8 +32,8 @@ use axum::response::{IntoResponse, Json, Response};
 use base64::Engine;
 use bytes::Bytes;
 use raftkv_kv::{
-    Compare, CompareOp, CompareTarget, DeleteRangeRequest, KeyValue, Op, PutRequest, RangeRequest,
-    Reply, Request, RequestOp, TxnRequest,
+    Compare, CompareOp, CompareTarget, DeleteRangeRequest, KeyValue, LockRequest, Op, PutRequest,
+    RangeRequest, Reply, Request, RequestOp, TxnRequest,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -41,6 +42,7 @@ use super::Api;
 use super::blocking;
 use super::error::{ApiError, Verbatim};
 use super::forward::Forward;
+use super::lock_session::{session_id, session_uuid};
 use super::session::SessionHeaders;
 use crate::service::Consistency;
 
@@ -75,6 +77,10 @@ pub struct KvQuery {
     cas: Option<u64>,
     /// raftkv: attach the key to this lease.
     lease: Option<i64>,
+    /// Acquire the key for this session (a lock).
+    acquire: Option<String>,
+    /// Release the key held by this session.
+    release: Option<String>,
     /// raftkv: most keys of a recursive read.
     limit: Option<u64>,
     /// raftkv: a recursive read's page starts here (the previous page's `X-Raftkv-Next`).
@@ -113,14 +119,18 @@ fn consistency(query: &KvQuery) -> Result<Consistency, ApiError> {
 pub fn entry_json(kv: &KeyValue) -> Value {
     let value =
         (!kv.value.is_empty()).then(|| base64::engine::general_purpose::STANDARD.encode(&kv.value));
-    json!({
-        "LockIndex": 0,
+    let mut entry = json!({
+        "LockIndex": kv.lock_index,
         "Key": String::from_utf8_lossy(&kv.key),
         "Flags": kv.flags,
         "Value": value,
         "CreateIndex": kv.create_revision,
         "ModifyIndex": kv.mod_revision,
-    })
+    });
+    if kv.session != 0 {
+        entry["Session"] = json!(session_uuid(kv.session));
+    }
+    entry
 }
 
 /// The keys of `kvs`, each cut after the first `separator` past `prefix`, without repeats.
@@ -314,12 +324,34 @@ fn check_and_set(key: &str, index: u64, then: RequestOp) -> Request {
     })
 }
 
-/// `true`, or `false` for a check-and-set that did not match.
+/// `true`, or `false` for a check-and-set that did not match or a lock not taken.
 fn succeeded(applied: crate::state::Applied) -> Result<Value, ApiError> {
     match super::render::reply(applied)? {
         (_, Reply::Txn(txn)) => Ok(json!(txn.succeeded)),
+        (_, Reply::Lock(lock)) => Ok(json!(lock.succeeded)),
         _ => Ok(json!(true)),
     }
+}
+
+/// The lock request of a `PUT` with `?acquire=` or `?release=`, if it has one.
+fn lock_of(key: &str, value: Bytes, query: &KvQuery) -> Result<Option<LockRequest>, ApiError> {
+    let (uuid, release) = match (&query.acquire, &query.release) {
+        (None, None) => return Ok(None),
+        (Some(uuid), None) => (uuid, false),
+        (None, Some(uuid)) => (uuid, true),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("acquire and release are exclusive"));
+        }
+    };
+    let session = session_id(uuid)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid session \"{uuid}\"")))?;
+    Ok(Some(LockRequest {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value,
+        flags: query.flags.unwrap_or(0),
+        session,
+        release,
+    }))
 }
 
 /// `PUT /v1/kv/{key}`.
@@ -330,10 +362,25 @@ pub async fn put_kv(
     SessionHeaders(session): SessionHeaders,
     request: Forward,
 ) -> Response {
+    let lock = match lock_of(&key, request.body.clone(), &query) {
+        Ok(lock) => lock,
+        Err(e) => return e.into_response(),
+    };
+    // A key in its lock delay is not acquired (checked here, on this node's clock: see
+    // `raftkv_kv`'s `locks`).
+    let now_ms = api.service.shared().epoch.elapsed().as_millis() as u64;
+    if lock.as_ref().is_some_and(|l| !l.release)
+        && api
+            .service
+            .read(|state| state.kv.lock_delayed(key.as_bytes(), now_ms))
+    {
+        return Json(false).into_response();
+    }
     let put = put_of(&key, request.body.clone(), &query);
-    let store_request = match query.cas {
-        Some(index) => check_and_set(&key, index, put.into()),
-        None => Request::new(Op::Put(put)),
+    let store_request = match (lock, query.cas) {
+        (Some(lock), _) => Request::new(Op::Lock(lock)),
+        (None, Some(index)) => check_and_set(&key, index, put.into()),
+        (None, None) => Request::new(Op::Put(put)),
     };
     let result = api.service.write(store_request, session).await;
     api.answer_or_forward(result, request, succeeded).await

@@ -7,6 +7,7 @@
 //! | `PUT /v1/kv/{key}` | set a key (body = value); `?flags=N`; `?cas=N` only if its ModifyIndex is N (0: absent); answers `true`/`false` |
 //! | `DELETE /v1/kv/{key}` | delete a key; `?recurse` every key under it; `?cas=N`; answers `true`/`false` |
 //! | `PUT /v1/txn` | Consul's transaction: a JSON array of KV operations, applied atomically |
+//! | `PUT /v1/session/create`, `destroy/{id}`, `renew/{id}`; `GET /v1/session/info/{id}`, `list`, `node/{node}` | Consul's sessions, for `?acquire=`/`?release=` locks |
 //! | `POST /v1/session`, `DELETE /v1/session/{id}` | open a client session (exactly-once writes), close it |
 //! | `POST /v1/lease?ttl=S` | grant a lease of S seconds; `PUT /v1/kv/{key}?lease=ID` attaches keys |
 //! | `POST /v1/lease/{id}/keepalive`, `DELETE /v1/lease/{id}` | renew (on the leader), revoke |
@@ -43,6 +44,7 @@
 //! | `kv.rs` | Consul's KV reads and writes |
 //! | `blocking.rs` | Consul's blocking queries |
 //! | `txn.rs` | Consul's transactions |
+//! | `lock_session.rs` | Consul's sessions (the store's lock sessions) |
 //! | `render.rs` | building store requests, rendering answers as JSON |
 //! | `session.rs` | client sessions and their headers |
 //! | `watch.rs` | watch streams |
@@ -64,6 +66,7 @@ mod forward;
 mod kv;
 mod leader;
 mod lease;
+mod lock_session;
 mod members;
 mod render;
 mod session;
@@ -160,6 +163,21 @@ impl Api {
             .route("/v1/kv", get(kv::list_all))
             .route("/v1/kv/", get(kv::list_all))
             .route("/v1/session", post(session::open))
+            .route(
+                "/v1/session/create",
+                axum::routing::put(lock_session::create),
+            )
+            .route(
+                "/v1/session/destroy/{id}",
+                axum::routing::put(lock_session::destroy),
+            )
+            .route(
+                "/v1/session/renew/{id}",
+                axum::routing::put(lock_session::renew),
+            )
+            .route("/v1/session/info/{id}", get(lock_session::info))
+            .route("/v1/session/list", get(lock_session::list))
+            .route("/v1/session/node/{node}", get(lock_session::node))
             .route("/v1/session/{id}", delete(session::close))
             .route("/v1/lease", post(lease::grant))
             .route("/v1/lease/{id}", delete(lease::revoke))
