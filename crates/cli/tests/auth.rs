@@ -207,6 +207,36 @@ async fn a_user_limited_to_a_prefix_is_refused_elsewhere_and_anonymous_callers_e
             "a transaction setting {key}"
         );
     }
+    // Ending a session releases its locks: only a caller that may write them may end it.
+    let root_auth = format!("Basic {}", b64("root:rootpw"));
+    let created: serde_json::Value = http()
+        .put(format!("{url}/v1/session/create"))
+        .header("Authorization", &root_auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = created["ID"].as_str().expect("a session id").to_string();
+    let acquired = http()
+        .put(format!("{url}/v1/kv/%2Fother-lock?acquire={session}"))
+        .header("Authorization", &root_auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(acquired.text().await.unwrap(), "true");
+    let destroyed = http()
+        .put(format!("{url}/v1/session/destroy/{session}"))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        destroyed.status().as_u16(),
+        403,
+        "alice may not release root's lock"
+    );
     let answer = http()
         .get(format!("{url}/v1/kv/%2Fapp%2Fgw?raw"))
         .header("Authorization", "Bearer not-a-token")

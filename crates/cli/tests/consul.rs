@@ -262,6 +262,7 @@ async fn a_blocking_query_survives_a_leader_kill() {
     let index = header(&read, "x-consul-index").to_string();
 
     // A client blocks on a survivor; the leader dies; the next leader takes writes.
+    let blocked_at = Instant::now();
     let blocked = tokio::spawn({
         let url = survivors[0].clone();
         let index = index.clone();
@@ -280,7 +281,13 @@ async fn a_blocking_query_survives_a_leader_kill() {
     // The blocked query wakes (or, had its connection died, the client's retry with its last
     // index answers at once); either way it sees the changes.
     let woke = match blocked.await.unwrap() {
-        Ok(response) if response.status().is_success() => response,
+        Ok(response) if response.status().is_success() => {
+            assert!(
+                blocked_at.elapsed() < Duration::from_secs(25),
+                "the blocked query woke on a change, not at the end of its wait"
+            );
+            response
+        }
         _ => http()
             .get(format!(
                 "{}/v1/kv/jobs/?recurse&index={index}&wait=30s",

@@ -42,10 +42,13 @@ pub(crate) fn state_hash<'a>(
             h.i64(e.mod_revision);
             h.i64(e.version);
             h.i64(e.lease);
-            let meta = e.meta();
-            h.u64(meta.flags);
-            h.u64(meta.lock_index);
-            h.u64(meta.session);
+            // Consul's extras only where there are some, so stores without them hash as before.
+            if let Some(meta) = &e.meta {
+                h.u64(u64::MAX);
+                h.u64(meta.flags);
+                h.u64(meta.lock_index);
+                h.u64(meta.session);
+            }
         }
     }
     h.u64(lease_count as u64);

@@ -156,7 +156,7 @@ impl KvStore {
             }
             let lock_index = match held.session == lock.session {
                 true => held.lock_index,
-                false => held.lock_index + 1,
+                false => held.lock_index.saturating_add(1),
             };
             KeyMeta {
                 flags: lock.flags,

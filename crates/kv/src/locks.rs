@@ -7,8 +7,8 @@
 //! Named lock sessions here, so they are not taken for the client sessions of exactly-once writes
 //! (`session.rs`).
 //!
-//! What is replicated: the sessions (id, name, node, behavior, lock delay, TTL, lease, create
-//! index). What is derived: which keys each session holds (from the keys' current entries, so
+//! What is replicated: the sessions (id, which is the log index that created them, name, node,
+//! behavior, lock delay, TTL, lease). What is derived: which keys each session holds (from the keys' current entries, so
 //! snapshots leave it out). What is node-local: lock delays. After a session ends, its keys may
 //! not be acquired for its lock delay; every node records the delay on its own clock when it
 //! applies the end, and the node that takes an acquire checks it before proposing (Consul keeps

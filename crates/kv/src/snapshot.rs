@@ -10,7 +10,8 @@
 //! Records come in this order: one `Header` (format version, applied index, revision, compacted
 //! revision), `Keys` chunks (key histories in key order; a long history may continue in the next
 //! record under the same key), `Leases` chunks (id, TTL), `Sessions` chunks (id, last sequence,
-//! last activity, last answer), one `End` (counts and the state hash), then end of stream.
+//! last activity, last answer), `LockSessions` chunks (kind 6: Consul's sessions, each whole),
+//! one `End` (counts and the state hash), then end of stream.
 //! Payloads are prost messages. Chunks aim at [`SNAPSHOT_CHUNK_BYTES`], so neither writing nor
 //! reading holds more than about one chunk besides the state itself.
 //!
@@ -21,7 +22,9 @@
 //! ## Checks on restore
 //!
 //! Every record's CRC; the record order; every MVCC invariant (`mvcc` and `mvcc::history` docs);
-//! leases referenced by live keys exist; ids strictly increasing; the counts; and finally that the
+//! leases referenced by live keys exist; ids strictly increasing; each lock session's behavior
+//! known and lease present and its own; each held key's lock session present; the counts; and
+//! finally that the
 //! restored state hashes to the `End` record's hash. Anything else is
 //! [`KvError::CorruptSnapshot`]; a failed read is [`KvError::SnapshotIo`].
 
@@ -650,7 +653,10 @@ fn lock_sessions(records: Vec<LockSession>, store: &KvStore) -> Result<LockSessi
     let mut sessions = LockSessions::default();
     let mut last_id = 0;
     for session in records {
-        if session.id <= last_id || (session.lease != 0 && !store.leases.contains(session.lease)) {
+        let lease_ok = session.lease == 0
+            || (store.leases.contains(session.lease) && sessions.by_lease(session.lease).is_none());
+        let behavior_ok = session.behavior == crate::RELEASE || session.behavior == crate::DELETE;
+        if session.id <= last_id || !lease_ok || !behavior_ok {
             return Err(corrupt(format!(
                 "bad lock session {} (lease {}) after {last_id}",
                 session.id, session.lease

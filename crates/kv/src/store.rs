@@ -57,6 +57,11 @@ impl KvStore {
         self.lock_sessions.get(id)
     }
 
+    /// The keys lock session `id` holds, in key order.
+    pub fn lock_session_keys(&self, id: LockSessionId) -> Vec<bytes::Bytes> {
+        self.lock_sessions.held(id)
+    }
+
     /// Every lock session, by id.
     pub fn lock_sessions(&self) -> impl Iterator<Item = &LockSession> {
         self.lock_sessions.iter()

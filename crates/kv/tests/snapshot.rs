@@ -218,5 +218,19 @@ fn flags_are_kept_with_their_version_and_reset_by_a_put_without_them() {
     assert_eq!(flags_of(&store), Some(42));
     apply(&mut store, PutRequest::new("k", "w"));
     assert_eq!(flags_of(&store), Some(0));
-    assert_ne!(store.state_hash(), before);
+}
+
+#[test]
+fn stores_that_differ_only_in_flags_hash_differently() {
+    let hash_with = |flags: u64| {
+        let mut store = KvStore::new(Limits::default());
+        let put = PutRequest {
+            flags,
+            ..PutRequest::new("k", "v")
+        };
+        store.apply(1, &Request::new(Op::Put(put)).encode_to_vec());
+        store.state_hash()
+    };
+    assert_ne!(hash_with(1), hash_with(2));
+    assert_ne!(hash_with(0), hash_with(1));
 }

@@ -181,9 +181,6 @@ pub enum AuthError {
     /// The token is not one of this cluster's, or has expired.
     #[error("etcdserver: invalid auth token")]
     InvalidToken,
-    /// Authentication is enabled and the request carries no credentials.
-    #[error("etcdserver: user name is empty")]
-    NoCredentials,
 }
 
 /// The auth store's part of a snapshot.

@@ -61,14 +61,14 @@ enum RouteNeed {
 }
 
 /// `[key, range_end)` of a key route: the key alone, or every key under it with `?recurse`,
-/// `?keys` or `?prefix`.
+/// `?keys` or `?prefix`. Decoded as the handlers decode them: the path percent-decoded (as
+/// axum's `Path`), the query form-decoded (as axum's `Query`), so the keys checked are the keys
+/// served.
 fn keys(path: &str, query: Option<&str>) -> (Bytes, Bytes) {
     let key = percent_decode(path);
     let prefix = query.is_some_and(|q| {
-        q.split('&').any(|p| {
-            let name = p.split('=').next().unwrap_or(p);
-            ["prefix", "recurse", "keys"].contains(&name)
-        })
+        url::form_urlencoded::parse(q.as_bytes())
+            .any(|(name, _)| ["prefix", "recurse", "keys"].contains(&name.as_ref()))
     });
     if !prefix {
         return (key, Bytes::new());
@@ -77,13 +77,28 @@ fn keys(path: &str, query: Option<&str>) -> (Bytes, Bytes) {
     (key, end)
 }
 
+/// `text` with every `%XX` decoded (nothing else: `+` and `&` are themselves in a path).
 fn percent_decode(text: &str) -> Bytes {
-    Bytes::from(
-        url::form_urlencoded::parse(format!("k={}", text.replace('+', "%2B")).as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default(),
-    )
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    Bytes::from(out)
 }
 
 fn route_need(method: &Method, path: &str, query: Option<&str>) -> RouteNeed {
@@ -108,7 +123,7 @@ fn route_need(method: &Method, path: &str, query: Option<&str>) -> RouteNeed {
     }
     if path.starts_with("/v1/lease")
         || path.starts_with("/v1/session")
-        || path == "/v1/status"
+        || path.starts_with("/v1/status")
         || path == "/v1/txn"
     {
         return RouteNeed::User;
@@ -152,9 +167,7 @@ pub async fn caller(api: &Api, headers: &HeaderMap) -> Result<Caller, AuthError>
             .read(|state| state.auth.user(user).map(|u| u.password_hash.clone()))
             .ok_or(AuthError::AuthFailed)?;
         let password = password.to_string();
-        tokio::task::spawn_blocking(move || auth::check_password(&stored, &password))
-            .await
-            .map_err(|_| AuthError::AuthFailed)??;
+        auth::check_password_bounded(stored, password).await?;
         return Ok(Caller::User(user.to_string()));
     }
     let token = authorization.map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim());
@@ -206,3 +219,26 @@ pub struct Identified(pub Caller);
 /// member root added beforehand, which only the join handler can tell).
 #[derive(Clone, Copy, Debug)]
 pub struct Trusted(pub bool);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_is_checked_on_the_keys_its_handler_serves() {
+        let need = |path: &str, query: Option<&str>| match route_need(&Method::GET, path, query) {
+            RouteNeed::Keys(_, key, end) => (key, end),
+            _ => panic!("a key route"),
+        };
+        let (key, end) = need("/v1/kv/pub&secret", None);
+        assert_eq!((&key[..], &end[..]), (&b"pub&secret"[..], &b""[..]));
+        let (key, _) = need("/v1/kv/a%2Fb+c", None);
+        assert_eq!(&key[..], b"a/b+c");
+        for query in ["recurse", "%72ecurse", "k%65ys", "prefix=1", "x=1&recurse"] {
+            let (_, end) = need("/v1/kv/app/", Some(query));
+            assert_eq!(&end[..], b"app0", "?{query} reads a prefix");
+        }
+        let (_, end) = need("/v1/kv/app/", Some("recursed"));
+        assert!(end.is_empty());
+    }
+}

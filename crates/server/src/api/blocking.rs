@@ -52,7 +52,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
             "h" => 3600.0,
             _ => return None,
         };
-        total += Duration::try_from_secs_f64(number * unit).ok()?;
+        total = total.checked_add(Duration::try_from_secs_f64(number * unit).ok()?)?;
         rest = &rest[unit_len..];
     }
     Some(total)
@@ -124,6 +124,8 @@ mod tests {
         assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
         assert_eq!(parse_duration("5x"), None);
         assert_eq!(parse_duration("s"), None);
+        let huge = "10000000000000000000s10000000000000000000s";
+        assert_eq!(parse_duration(huge), None, "an overflow is not a duration");
     }
 
     #[test]

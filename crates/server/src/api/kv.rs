@@ -2,7 +2,7 @@
 //! headers, so Consul's clients work unchanged.
 //!
 //! - `GET` answers `[{"Key", "Value" (base64, null when empty), "Flags", "CreateIndex",
-//!   "ModifyIndex", "LockIndex"}]`; `?raw` the bare value; `?recurse` every key under the prefix;
+//!   "ModifyIndex", "LockIndex", "Session" (while a session holds it)}]`; `?raw` the bare value; `?recurse` every key under the prefix;
 //!   `?keys` only the keys, cut after the first `?separator=` past the prefix; a missing key (or
 //!   an empty prefix) is a 404 with an empty body. `?index=N&wait=D` blocks (`blocking.rs`).
 //! - `PUT` stores the body with `?flags=N`; `?cas=N` only if the key's `ModifyIndex` is N (0:
@@ -152,29 +152,31 @@ fn key_list(kvs: &[KeyValue], prefix: &[u8], separator: Option<&str>) -> Vec<Str
     keys
 }
 
+/// How long ago this member heard from its leader (zero on the leader; `None` when it knows no
+/// leader or never heard from one).
+fn since_leader_contact(api: &Api) -> Option<Duration> {
+    let status = api.service.status();
+    if status.leader == Some(status.id) {
+        return Some(Duration::ZERO);
+    }
+    let shared = api.service.shared();
+    let contact = shared
+        .leader_contact_ms
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let now = shared.epoch.elapsed().as_millis() as u64;
+    (status.leader.is_some() && contact > 0)
+        .then(|| Duration::from_millis(now.saturating_sub(contact)))
+}
+
 /// Adds Consul's read headers: the index the answer is as of, whether a leader is known, and
 /// how long ago this member heard from it.
-fn consul_headers(api: &Api, headers: &mut HeaderMap, index: i64) {
-    let status = api.service.status();
-    let shared = api.service.shared();
-    let last_contact = if status.leader == Some(status.id) {
-        0
-    } else {
-        let now = shared.epoch.elapsed().as_millis() as u64;
-        now.saturating_sub(
-            shared
-                .leader_contact_ms
-                .load(std::sync::atomic::Ordering::Relaxed),
-        )
-    };
-    let known = if status.leader.is_some() {
-        "true"
-    } else {
-        "false"
-    };
+pub(super) fn consul_headers(api: &Api, headers: &mut HeaderMap, index: i64) {
+    let known = api.service.status().leader.is_some();
+    let since = since_leader_contact(api).map_or(0, |d| d.as_millis() as u64);
     headers.insert("x-consul-index", HeaderValue::from(index.max(1)));
+    let known = if known { "true" } else { "false" };
     headers.insert("x-consul-knownleader", HeaderValue::from_static(known));
-    headers.insert("x-consul-lastcontact", HeaderValue::from(last_contact));
+    headers.insert("x-consul-lastcontact", HeaderValue::from(since));
 }
 
 /// Refuses a stale read from a member that has not heard from a leader within `max_stale`.
@@ -184,22 +186,13 @@ fn check_max_stale(api: &Api, max_stale: Option<&str>) -> Result<(), ApiError> {
     };
     let bound = blocking::parse_duration(text)
         .ok_or_else(|| ApiError::bad_request(format!("max_stale `{text}` is not a duration")))?;
-    let status = api.service.status();
-    if status.leader == Some(status.id) {
-        return Ok(());
+    match since_leader_contact(api) {
+        Some(since) if since <= bound => Ok(()),
+        since => Err(ApiError::unavailable(format!(
+            "this member last heard from a leader {since:?} ago (None: never), more than \
+             max_stale {bound:?}"
+        ))),
     }
-    let shared = api.service.shared();
-    let now = shared.epoch.elapsed().as_millis() as u64;
-    let contact = shared
-        .leader_contact_ms
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let since = Duration::from_millis(now.saturating_sub(contact));
-    if status.leader.is_none() || contact == 0 || since > bound {
-        return Err(ApiError::unavailable(format!(
-            "this member last heard from a leader {since:?} ago, more than max_stale {bound:?}"
-        )));
-    }
-    Ok(())
 }
 
 /// `GET /v1/kv/{key}`.
@@ -395,7 +388,8 @@ pub async fn delete_kv(
     request: Forward,
 ) -> Response {
     let bytes = Bytes::copy_from_slice(key.as_bytes());
-    let delete = if query.recursive() {
+    // A check-and-set deletes the one key it checks (Consul's DeleteCAS), even with ?recurse.
+    let delete = if query.recursive() && query.cas.is_none() {
         DeleteRangeRequest::prefix(bytes)
     } else {
         DeleteRangeRequest::key(bytes)

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use raftkv_kv::{
     DELETE, LockSession, LockSessionCreateRequest, LockSessionDestroyRequest, Op, RELEASE, Reply,
@@ -23,10 +23,14 @@ use raftkv_kv::{
 };
 use serde_json::{Map, Value, json};
 
+use raftkv_replica::auth::Access;
+
 use super::Api;
+use super::auth::{Identified, refused};
 use super::blocking::parse_duration;
 use super::error::ApiError;
 use super::forward::Forward;
+use crate::auth::{self, Need};
 
 /// The lock delay of a session created without one (Consul's).
 pub const LOCK_DELAY_DEFAULT: Duration = Duration::from_secs(15);
@@ -175,9 +179,11 @@ fn path_id(uuid: &str) -> Result<u64, ApiError> {
     })
 }
 
-/// `PUT /v1/session/destroy/{id}`: `true`.
+/// `PUT /v1/session/destroy/{id}`: `true`. With authentication on, the caller must be allowed
+/// to write every key the session holds (ending it releases or deletes them).
 pub async fn destroy(
     State(api): State<Api>,
+    identified: Option<axum::Extension<Identified>>,
     Path(uuid): Path<String>,
     request: Forward,
 ) -> Response {
@@ -185,6 +191,16 @@ pub async fn destroy(
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
+    let caller = identified.map(|i| i.0.0).unwrap_or_default();
+    let permitted = api.service.read(|state| {
+        state.kv.lock_session_keys(id).iter().try_for_each(|key| {
+            let need = Need::Keys(Access::Write, key, &bytes::Bytes::new());
+            auth::authorize(&state.auth, &caller, need)
+        })
+    });
+    if let Err(e) = permitted {
+        return refused(e);
+    }
     let destroy = Op::LockSessionDestroy(LockSessionDestroyRequest { id });
     let result = api.service.write(Request::new(destroy), None).await;
     api.answer_or_forward(result, request, |applied| {
@@ -227,9 +243,7 @@ fn listed(api: &Api, pick: impl Fn(&LockSession) -> bool) -> Response {
         (state.kv.revision(), sessions)
     });
     let mut response = Json(sessions).into_response();
-    response
-        .headers_mut()
-        .insert("x-consul-index", HeaderValue::from(revision.max(1)));
+    super::kv::consul_headers(api, response.headers_mut(), revision);
     response
 }
 

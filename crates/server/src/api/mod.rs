@@ -3,7 +3,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /v1/kv/{key}` | Consul's KV read: `[{"Key", "Value", "Flags", "CreateIndex", "ModifyIndex", "LockIndex"}]`; `?raw`, `?recurse`, `?keys&separator=`; blocking with `?index=N&wait=D`; 404 with an empty body when missing |
+//! | `GET /v1/kv/{key}` | Consul's KV read: `[{"Key", "Value", "Flags", "CreateIndex", "ModifyIndex", "LockIndex", "Session"}]`; `?raw`, `?recurse`, `?keys&separator=`; blocking with `?index=N&wait=D`; 404 with an empty body when missing |
 //! | `PUT /v1/kv/{key}` | set a key (body = value); `?flags=N`; `?cas=N` only if its ModifyIndex is N (0: absent); answers `true`/`false` |
 //! | `DELETE /v1/kv/{key}` | delete a key; `?recurse` every key under it; `?cas=N`; answers `true`/`false` |
 //! | `PUT /v1/txn` | Consul's transaction: a JSON array of KV operations, applied atomically |

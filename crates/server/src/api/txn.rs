@@ -9,7 +9,8 @@
 //! for each `set`, `cas`, `get` and `get-tree` key (writes without their value, as Consul).
 //!
 //! Verbs: `set`, `cas`, `get`, `get-tree`, `check-index`, `check-not-exists`, `delete`,
-//! `delete-tree`, `delete-cas`. Not yet: `lock`, `unlock`, `check-session` (sessions), and
+//! `delete-tree`, `delete-cas`. Not yet: `lock`, `unlock`, `check-session` (locks inside a
+//! transaction), and
 //! operations other than `KV`: refused with a 400 that says so. A transaction is bounded by the
 //! store's request size and operation count (`request_bytes_max`, `txn_ops_max`).
 
@@ -140,7 +141,7 @@ fn plan(index: usize, op: TxnOpJson) -> Result<Planned, ApiError> {
         ),
         "lock" | "unlock" | "check-session" => {
             return Err(ApiError::bad_request(format!(
-                "operation {index}: verb `{}` needs sessions, which raftkv does not serve yet",
+                "operation {index}: verb `{}` (locks in a transaction) is not supported yet",
                 kv.verb
             )));
         }
@@ -289,11 +290,20 @@ pub async fn txn(
         Err(e) => return e.into_response(),
     };
     let store_request = request(&planned);
-    // With authentication on, the guard let any user through: each key is checked here.
+    // With authentication on, the guard let any user through: each key is checked here (a write
+    // needs write permission only: the previous value it asks for is not shown).
     let caller = identified.map(|i| i.0.0).unwrap_or_default();
+    let mut checked = store_request.clone();
+    if let Some(raftkv_kv::Op::Txn(txn)) = &mut checked.op {
+        for op in &mut txn.success {
+            if let Some(raftkv_kv::TxnOp::Put(put)) = &mut op.op {
+                put.prev_kv = false;
+            }
+        }
+    }
     let permitted = api
         .service
-        .read(|state| auth::authorize_request(&state.auth, &caller, &store_request));
+        .read(|state| auth::authorize_request(&state.auth, &caller, &checked));
     if let Err(e) = permitted {
         return refused(e);
     }

@@ -105,9 +105,8 @@ async fn hashed(password: String) -> Result<String, Status> {
             auth::PASSWORD_BYTES_MAX
         )));
     }
-    tokio::task::spawn_blocking(move || auth::hash_password(&password))
+    auth::hash_password_bounded(password)
         .await
-        .map_err(|e| Status::internal(format!("hashing the password failed: {e}")))?
         .map_err(auth_status)
 }
 
@@ -177,9 +176,8 @@ impl Auth for Etcd {
         }
         let stored = stored.ok_or_else(|| auth_status(AuthError::AuthFailed))?;
         let password = r.password;
-        tokio::task::spawn_blocking(move || auth::check_password(&stored, &password))
+        auth::check_password_bounded(stored, password)
             .await
-            .map_err(|e| Status::internal(format!("checking the password failed: {e}")))?
             .map_err(auth_status)?;
         let ttl = self.service.config().auth_token_ttl;
         let token = self
@@ -195,6 +193,8 @@ impl Auth for Etcd {
         &self,
         request: Request<pb::AuthUserAddRequest>,
     ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
+        // Checked before the (deliberately slow) hashing, so nobody else can make it run.
+        self.authorize(&request, Need::Root)?;
         let r = request.get_ref();
         let no_password = r.options.as_ref().is_some_and(|o| o.no_password);
         let password_hash = if no_password {
@@ -268,6 +268,7 @@ impl Auth for Etcd {
         &self,
         request: Request<pb::AuthUserChangePasswordRequest>,
     ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
+        self.authorize(&request, Need::Root)?;
         let password_hash = hashed(request.get_ref().password.clone()).await?;
         self.change(
             request,
