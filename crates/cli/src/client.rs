@@ -123,14 +123,16 @@ impl WatchEvent {
                 "value": self.value,
                 "revision": self.revision,
             });
-            println!("{line}");
+            out!("{line}");
         } else if self.put {
-            println!(
+            out!(
                 "{kind} {} = {} (revision {})",
-                self.key, self.value, self.revision
+                self.key,
+                self.value,
+                self.revision
             );
         } else {
-            println!("{kind} {} (revision {})", self.key, self.revision);
+            out!("{kind} {} (revision {})", self.key, self.revision);
         }
     }
 }
@@ -441,7 +443,7 @@ pub(crate) fn check(status: StatusCode, body: &[u8]) -> Result<Value> {
 }
 
 pub(crate) fn print_json(value: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    out!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -491,7 +493,7 @@ pub async fn put(args: PutArgs) -> Result<()> {
             None => bail!("not written: `{}`", args.key),
         }
     }
-    println!("OK");
+    out!("OK");
     Ok(())
 }
 
@@ -515,7 +517,7 @@ pub async fn get(args: GetArgs) -> Result<()> {
     if args.common.json {
         return print_json(&json);
     }
-    println!("{}", decode_value(&json[0]));
+    out!("{}", decode_value(&json[0]));
     Ok(())
 }
 
@@ -536,7 +538,7 @@ pub async fn del(args: DelArgs) -> Result<()> {
     if args.common.json {
         return print_json(&json);
     }
-    println!("OK");
+    out!("OK");
     Ok(())
 }
 
@@ -572,7 +574,7 @@ pub async fn ls(args: LsArgs) -> Result<()> {
             print_json(&json)?;
         } else {
             for kv in json.as_array().into_iter().flatten() {
-                println!(
+                out!(
                     "{} = {}",
                     kv["Key"].as_str().unwrap_or_default(),
                     decode_value(kv)
@@ -748,7 +750,7 @@ pub async fn lease(command: LeaseCommand) -> Result<()> {
             if common.json {
                 return print_json(&json);
             }
-            println!("{}", json["id"]);
+            out!("{}", json["id"]);
         }
         LeaseCommand::Keepalive { id, common } => {
             let path = format!("/v1/lease/{id}/keepalive");
@@ -758,7 +760,7 @@ pub async fn lease(command: LeaseCommand) -> Result<()> {
             if common.json {
                 return print_json(&json);
             }
-            println!("lease {id} renewed for {} ms", json["ttl_ms"]);
+            out!("lease {id} renewed for {} ms", json["ttl_ms"]);
         }
         LeaseCommand::Revoke { id, common } => {
             let path = format!("/v1/lease/{id}");
@@ -768,7 +770,7 @@ pub async fn lease(command: LeaseCommand) -> Result<()> {
             if common.json {
                 return print_json(&json);
             }
-            println!("lease {id} revoked; {} keys deleted", json["deleted"]);
+            out!("lease {id} revoked; {} keys deleted", json["deleted"]);
         }
     }
     Ok(())

@@ -108,7 +108,7 @@ pub async fn put(
         let answer = kv.put(put).await.map_err(refused)?.into_inner();
         let revision = answer.header.map_or(0, |h| h.revision);
         return print(common, serde_json::json!({ "revision": revision }), || {
-            println!("OK (revision {revision})")
+            out!("OK (revision {revision})")
         });
     };
     // Compare-and-swap: the key's mod_revision is `cas` (0: it does not exist).
@@ -136,7 +136,7 @@ pub async fn put(
         return print(
             common,
             serde_json::json!({ "revision": revision, "succeeded": true }),
-            || println!("OK (revision {revision})"),
+            || out!("OK (revision {revision})"),
         );
     }
     let current = answer.responses.into_iter().find_map(|r| match r.response {
@@ -147,7 +147,7 @@ pub async fn put(
         let at = current.as_ref().map(|kv| kv.mod_revision);
         let json =
             serde_json::json!({ "revision": revision, "succeeded": false, "mod_revision": at });
-        println!("{json}");
+        out!("{json}");
         return Ok(());
     }
     match current {
@@ -180,7 +180,7 @@ pub async fn get(common: &Common, key: &str, stale: bool) -> Result<()> {
         "version": found.version,
         "lease": found.lease,
     });
-    print(common, json, || println!("{value}"))
+    print(common, json, || out!("{value}"))
 }
 
 /// `raftkv --etcd del K [--prefix]`.
@@ -198,7 +198,7 @@ pub async fn del(common: &Common, key: &str, prefix: bool) -> Result<()> {
     let json = serde_json::json!({ "revision": revision, "deleted": deleted });
     print(common, json, || {
         let noun = if deleted == 1 { "key" } else { "keys" };
-        println!("deleted {deleted} {noun} (revision {revision})");
+        out!("deleted {deleted} {noun} (revision {revision})");
     })
 }
 
@@ -240,7 +240,7 @@ pub async fn watch(common: &Common, key: &str, prefix: bool, rev: i64) -> Result
 /// Prints `json` with `--json`, else what `human` prints.
 fn print(common: &Common, json: serde_json::Value, human: impl FnOnce()) -> Result<()> {
     if common.json {
-        println!("{json}");
+        out!("{json}");
     } else {
         human();
     }

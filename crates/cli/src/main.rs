@@ -2,6 +2,19 @@
 //! `member` and `leader` operate a cluster, and the other subcommands are a client of the HTTP
 //! API (or, with `--etcd`, of etcd's gRPC API).
 
+/// `println!` for a command's output: when the reader went away (`raftkv ls | head -1`), the
+/// command ends quietly instead of panicking on the broken pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 mod bench;
 mod client;
 mod dev;
@@ -117,7 +130,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) if json => {
-            println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            out!("{}", serde_json::json!({ "error": format!("{e:#}") }));
             std::process::ExitCode::FAILURE
         }
         Err(e) => {

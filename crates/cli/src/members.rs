@@ -143,8 +143,8 @@ pub async fn alarm(command: AlarmCommand) -> Result<()> {
         let member = a["member"].as_u64().unwrap_or(0);
         let name = a["alarm"].as_str().unwrap_or("?");
         match command {
-            AlarmCommand::List { .. } => println!("memberID:{member:x} alarm:{name}"),
-            AlarmCommand::Disarm { .. } => println!("disarmed memberID:{member:x} alarm:{name}"),
+            AlarmCommand::List { .. } => out!("memberID:{member:x} alarm:{name}"),
+            AlarmCommand::Disarm { .. } => out!("disarmed memberID:{member:x} alarm:{name}"),
         }
     }
     Ok(())
@@ -244,9 +244,17 @@ pub async fn status(args: StatusArgs) -> Result<()> {
     if args.common.json {
         return print_json(&json!({ "members": rows }));
     }
-    println!(
+    out!(
         "{:<12} {:<16} {:<10} {:>6} {:>10} {:>10} {:>8} {:<8} {:<8}",
-        "NAME", "ID", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG", "HEALTHY", "VERSION"
+        "NAME",
+        "ID",
+        "ROLE",
+        "TERM",
+        "COMMIT",
+        "APPLIED",
+        "LAG",
+        "HEALTHY",
+        "VERSION"
     );
     for r in &rows {
         let text = |v: &Value| match v {
@@ -262,7 +270,7 @@ pub async fn status(args: StatusArgs) -> Result<()> {
         } else {
             "unreachable".to_string()
         };
-        println!(
+        out!(
             "{:<12} {:<16} {:<10} {:>6} {:>10} {:>10} {:>8} {:<8} {:<8}",
             text(&r["name"]),
             id,
@@ -341,7 +349,7 @@ pub async fn member(command: MemberCommand) -> Result<()> {
     if command.common().json {
         return print_json(&answer);
     }
-    println!("{human}");
+    out!("{human}");
     Ok(())
 }
 
@@ -363,7 +371,7 @@ pub async fn leader(command: LeaderCommand) -> Result<()> {
     if common.json {
         return print_json(&answer);
     }
-    println!("{to} is the leader now");
+    out!("{to} is the leader now");
     Ok(())
 }
 

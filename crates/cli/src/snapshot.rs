@@ -78,9 +78,13 @@ pub async fn snapshot(command: SnapshotCommand) -> Result<()> {
             if json {
                 return print_json(&serde_json::to_value(&status)?);
             }
-            println!(
+            out!(
                 "index {}, revision {}, {} keys, {} bytes, hash {}",
-                status.index, status.revision, status.keys, status.bytes, status.hash
+                status.index,
+                status.revision,
+                status.keys,
+                status.bytes,
+                status.hash
             );
             Ok(())
         }
@@ -96,7 +100,7 @@ pub async fn snapshot(command: SnapshotCommand) -> Result<()> {
             if json {
                 return print_json(&serde_json::to_value(&restored)?);
             }
-            println!(
+            out!(
                 "restored {} (index {}, revision {}) into {}; start it with `raftkv serve --name \
                  {} --data-dir {} ...`",
                 name,
@@ -146,7 +150,7 @@ async fn save(file: &std::path::Path, common: &Common) -> Result<()> {
     if common.json {
         return print_json(&json!({ "file": file, "bytes": bytes.len(), "index": index }));
     }
-    println!(
+    out!(
         "saved a snapshot at index {index} ({} bytes) to {}",
         bytes.len(),
         file.display()
