@@ -4,8 +4,9 @@
 //! Every operation either fails without changing anything or commits all its writes as one
 //! revision (none if nothing changed: a delete of nothing, a read-only transaction). Writes go
 //! through an MVCC [`crate::mvcc::WriteBatch`]; state-dependent checks (leases exist, revisions
-//! readable) run before the first write, and the one failure that can only show while executing
-//! (a transaction's ranges exceeding `range_bytes_max`) rolls the batch back. After a commit,
+//! readable, lock sessions exist) run before the first write, and the failures that can only show
+//! while executing (a transaction's ranges exceeding `range_bytes_max`, a lock in a transaction
+//! held by another session) roll the batch back. After a commit,
 //! lease key sets follow the keys' new entries and watches are notified.
 
 use std::collections::BTreeSet;
@@ -15,12 +16,12 @@ use bytes::Bytes;
 use crate::Revision;
 use crate::command::{
     CompactResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseExpireResponse,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse, NoopResponse, Op, PutRequest,
-    PutResponse, Reply, Request, RequestOp, Response, ResponseOp, SessionExpireResponse,
-    SessionOpenResponse, TxnOp, TxnOpResponse, TxnRequest, TxnResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse, LockResponse, NoopResponse, Op,
+    PutRequest, PutResponse, Reply, Request, RequestOp, Response, ResponseOp,
+    SessionExpireResponse, SessionOpenResponse, TxnOp, TxnOpResponse, TxnRequest, TxnResponse,
 };
 use crate::key_range::KeyRange;
-use crate::lock_apply::end_lock_sessions_in;
+use crate::lock_apply::{end_lock_sessions_in, lock_in};
 use crate::mvcc::{
     Committed, KeyEntry, KeyHistory, KeyMeta, LeaseMove, RangeBudget, SessionMove, WriteBatch,
 };
@@ -216,6 +217,7 @@ impl KvStore {
                 TxnOp::Txn(txn) => {
                     self.check_txn(txn, nested.next().expect("a path per nested txn"))?;
                 }
+                TxnOp::Lock(lock) => self.check_lock(lock)?,
                 TxnOp::Range(_) | TxnOp::DeleteRange(_) => {}
             }
         }
@@ -360,6 +362,18 @@ fn run_txn(
                 let path = nested.next().expect("a path per nested txn");
                 TxnOpResponse::Txn(run_txn(batch, txn, path, budget)?)
             }
+            TxnOp::Lock(lock) => match lock_in(batch, lock) {
+                Some(kv) => TxnOpResponse::Lock(LockResponse {
+                    succeeded: true,
+                    kv: Some(kv),
+                }),
+                None => {
+                    return Err(KvError::LockRefused {
+                        key: String::from_utf8_lossy(&lock.key).into_owned(),
+                        release: lock.release,
+                    });
+                }
+            },
         };
         responses.push(ResponseOp { op: Some(response) });
     }

@@ -52,6 +52,23 @@ pub enum KvError {
         /// The session id the request named.
         id: u64,
     },
+    /// A lock acquired in a transaction is held by another session, or a lock released in one is
+    /// not held by the releasing session: the transaction changed nothing.
+    #[error(
+        "failed to {verb} key {key:?}, {why}",
+        verb = if *release { "unlock" } else { "lock" },
+        why = if *release {
+            "lock isn't held, or is held by another session"
+        } else {
+            "lock is already held"
+        }
+    )]
+    LockRefused {
+        /// The key (lossily as UTF-8).
+        key: String,
+        /// Whether it was a release (else an acquisition).
+        release: bool,
+    },
     /// As many lock sessions exist as [`crate::Limits::lock_sessions_max`] allows.
     #[error("too many lock sessions (the limit is {max}); destroy unused sessions first")]
     LockSessionLimit {

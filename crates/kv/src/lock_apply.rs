@@ -13,7 +13,7 @@ use crate::command::{
 };
 use crate::locks::{DELETE, LockSession, LockSessionId, LockSessions};
 use crate::mvcc::{KeyEntry, KeyHistory, KeyMeta, WriteBatch};
-use crate::{KvError, KvStore, Result};
+use crate::{KeyValue, KvError, KvStore, Result};
 
 /// A key a session held when it ended, and the session's lock delay in milliseconds.
 pub(crate) type Ended = (Bytes, u64);
@@ -132,43 +132,61 @@ impl KvStore {
     /// Acquires `lock.key` for its session (unless another session holds it), or releases it
     /// (if the session holds it), writing the value and flags with it.
     pub(crate) fn execute_lock(&mut self, lock: &LockRequest) -> Result<LockResponse> {
-        if self.lock_sessions.get(lock.session).is_none() {
-            return Err(KvError::LockSessionNotFound { id: lock.session });
-        }
-        let current = self
-            .mvcc
-            .history(&lock.key)
-            .and_then(KeyHistory::live)
-            .cloned();
-        let held = current.as_ref().map(KeyEntry::meta).unwrap_or_default();
-        let meta = if lock.release {
-            if held.session != lock.session {
-                return Ok(LockResponse { succeeded: false });
-            }
-            KeyMeta {
-                flags: lock.flags,
-                session: 0,
-                ..held
-            }
-        } else {
-            if held.session != 0 && held.session != lock.session {
-                return Ok(LockResponse { succeeded: false });
-            }
-            let lock_index = match held.session == lock.session {
-                true => held.lock_index,
-                false => held.lock_index.saturating_add(1),
-            };
-            KeyMeta {
-                flags: lock.flags,
-                lock_index,
-                session: lock.session,
-            }
-        };
-        let lease = current.map_or(0, |c| c.lease);
+        self.check_lock(lock)?;
         let mut batch = self.mvcc.begin();
-        batch.put(&lock.key, lock.value.clone(), lease, meta);
+        let kv = lock_in(&mut batch, lock);
         let committed = batch.commit();
         self.after_commit(committed);
-        Ok(LockResponse { succeeded: true })
+        Ok(LockResponse {
+            succeeded: kv.is_some(),
+            kv,
+        })
     }
+
+    /// Checks a lock request against the store before it applies: its session exists.
+    pub(crate) fn check_lock(&self, lock: &LockRequest) -> Result<()> {
+        match self.lock_sessions.get(lock.session) {
+            Some(_) => Ok(()),
+            None => Err(KvError::LockSessionNotFound { id: lock.session }),
+        }
+    }
+}
+
+/// Applies `lock` (its session checked by `check_lock`) in `batch`: acquires the key unless
+/// another session holds it, or releases it if this session holds it. Returns the key as
+/// written (without its value), or `None` (nothing written) if the lock was refused.
+pub(crate) fn lock_in(batch: &mut WriteBatch<'_>, lock: &LockRequest) -> Option<KeyValue> {
+    let current = batch
+        .mvcc()
+        .history(&lock.key)
+        .and_then(KeyHistory::live)
+        .cloned();
+    let held = current.as_ref().map(KeyEntry::meta).unwrap_or_default();
+    let meta = if lock.release {
+        if held.session != lock.session {
+            return None;
+        }
+        KeyMeta {
+            flags: lock.flags,
+            session: 0,
+            ..held
+        }
+    } else {
+        if held.session != 0 && held.session != lock.session {
+            return None;
+        }
+        let lock_index = match held.session == lock.session {
+            true => held.lock_index,
+            false => held.lock_index.saturating_add(1),
+        };
+        KeyMeta {
+            flags: lock.flags,
+            lock_index,
+            session: lock.session,
+        }
+    };
+    let lease = current.map_or(0, |c| c.lease);
+    batch.put(&lock.key, lock.value.clone(), lease, meta);
+    let written = batch.mvcc().history(&lock.key).and_then(KeyHistory::live);
+    Some(written.expect("just written").to_kv(&lock.key, true))
 }

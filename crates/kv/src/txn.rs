@@ -1,7 +1,7 @@
 //! Evaluation of a transaction's compares against the current state (etcd's semantics).
 //!
 //! A compare over a range holds if it holds for every live key in the range. A missing key (or an
-//! empty range) compares as version, create revision, mod revision and lease 0; a value compare
+//! empty range) compares as version, create revision, mod revision, lease and lock session 0; a value compare
 //! with a missing key never holds (whatever the operator). Values compare as plain bytes.
 
 use std::cmp::Ordering;
@@ -32,6 +32,7 @@ fn holds(op: CompareOp, target: &CompareTarget, entry: Option<&KeyEntry>) -> boo
         CompareTarget::CreateRevision(r) => number(|e| e.create_revision).cmp(r),
         CompareTarget::ModRevision(r) => number(|e| e.mod_revision).cmp(r),
         CompareTarget::Lease(l) => number(|e| e.lease).cmp(l),
+        CompareTarget::Session(s) => entry.map_or(0, |e| e.meta().session).cmp(s),
         CompareTarget::Value(v) => match entry {
             Some(e) => e.value.as_ref().cmp(v.as_ref()),
             None => return false,

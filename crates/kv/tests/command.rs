@@ -355,6 +355,12 @@ fn responses_and_errors_round_trip() {
         KvError::KeyNotFound,
         KvError::ValueProvided,
         KvError::LeaseProvided,
+        KvError::LockSessionNotFound { id: 5 },
+        KvError::LockSessionLimit { max: 5 },
+        KvError::LockRefused {
+            key: "k".into(),
+            release: true,
+        },
     ];
     for error in errors {
         let response = Response::error(7, error);

@@ -40,14 +40,7 @@ impl Store {
     }
 
     fn lock(&mut self, key: &str, session: u64, release: bool) -> bool {
-        let lock = LockRequest {
-            key: Bytes::copy_from_slice(key.as_bytes()),
-            value: Bytes::from_static(b"v"),
-            flags: 0,
-            session,
-            release,
-        };
-        match self.apply(Op::Lock(lock)) {
+        match self.apply(Op::Lock(lock_request(key, session, release))) {
             Ok(Reply::Lock(answer)) => answer.succeeded,
             other => panic!("{other:?}"),
         }
@@ -63,6 +56,16 @@ impl Store {
     fn get(&self, key: &str) -> Option<KeyValue> {
         let range = RangeRequest::key(Bytes::copy_from_slice(key.as_bytes()));
         self.kv.range(&range).unwrap().kvs.into_iter().next()
+    }
+}
+
+fn lock_request(key: &str, session: u64, release: bool) -> LockRequest {
+    LockRequest {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::from_static(b"v"),
+        flags: 0,
+        session,
+        release,
     }
 }
 
@@ -180,4 +183,124 @@ fn lock_sessions_and_held_keys_survive_a_snapshot() {
         "the restored store knows the key is held"
     );
     assert!(restored.get("held").is_none());
+}
+
+/// A transaction that locks (or unlocks) `key` for `session` and puts `other`.
+fn lock_txn(key: &str, session: u64, release: bool, other: &str) -> Op {
+    Op::Txn(TxnRequest {
+        compare: vec![],
+        success: vec![
+            TxnOp::Lock(lock_request(key, session, release)).into(),
+            PutRequest::new(Bytes::copy_from_slice(other.as_bytes()), "x").into(),
+        ],
+        failure: vec![],
+    })
+}
+
+#[test]
+fn a_lock_in_a_transaction_commits_with_the_rest_and_answers_the_key_as_written() {
+    let mut store = Store::new();
+    let (a, _) = store.session(RELEASE, 0, 0);
+    let Ok(Reply::Txn(txn)) = store.apply(lock_txn("leader", a, false, "other")) else {
+        panic!("the transaction applies");
+    };
+    let Some(TxnOpResponse::Lock(locked)) = &txn.responses[0].op else {
+        panic!("a lock answer: {txn:?}");
+    };
+    let written = locked.kv.as_ref().unwrap();
+    assert_eq!((written.session, written.lock_index), (a, 1));
+    assert!(written.value.is_empty(), "the answer leaves the value out");
+    assert_eq!(
+        store.get("leader").unwrap(),
+        KeyValue {
+            value: Bytes::from_static(b"v"),
+            ..written.clone()
+        }
+    );
+    assert_eq!(
+        store.get("other").unwrap().mod_revision,
+        written.mod_revision,
+        "one revision"
+    );
+    assert_eq!(
+        store.kv.lock_session_keys(a),
+        vec![Bytes::from_static(b"leader")]
+    );
+}
+
+#[test]
+fn a_refused_lock_in_a_transaction_fails_it_whole_and_changes_nothing() {
+    let mut store = Store::new();
+    let (a, _) = store.session(RELEASE, 0, 0);
+    let (b, _) = store.session(RELEASE, 0, 0);
+    assert!(store.lock("leader", a, false));
+    let revision = store.kv.revision();
+    let refused = store.apply(lock_txn("leader", b, false, "other"));
+    assert_eq!(
+        refused,
+        Err(KvError::LockRefused {
+            key: "leader".into(),
+            release: false
+        })
+    );
+    assert_eq!(
+        refused.unwrap_err().to_string(),
+        "failed to lock key \"leader\", lock is already held"
+    );
+    let unheld = store.apply(lock_txn("leader", b, true, "other"));
+    assert_eq!(
+        unheld.unwrap_err().to_string(),
+        "failed to unlock key \"leader\", lock isn't held, or is held by another session"
+    );
+    assert_eq!(store.kv.revision(), revision, "nothing was written");
+    assert!(store.get("other").is_none());
+    assert_eq!(store.get("leader").unwrap().session, a);
+    assert!(store.kv.lock_session_keys(b).is_empty());
+}
+
+#[test]
+fn a_lock_in_a_transaction_needs_a_live_session() {
+    let mut store = Store::new();
+    let refused = store.apply(lock_txn("leader", 99, false, "other"));
+    assert_eq!(refused, Err(KvError::LockSessionNotFound { id: 99 }));
+    assert!(store.get("other").is_none());
+}
+
+#[test]
+fn an_unlock_in_a_transaction_releases_the_key_with_the_rest() {
+    let mut store = Store::new();
+    let (a, _) = store.session(RELEASE, 0, 0);
+    assert!(store.lock("leader", a, false));
+    assert!(store.apply(lock_txn("leader", a, true, "other")).is_ok());
+    let released = store.get("leader").unwrap();
+    assert_eq!((released.session, released.lock_index), (0, 1));
+    assert!(store.get("other").is_some());
+    assert!(store.kv.lock_session_keys(a).is_empty());
+}
+
+#[test]
+fn a_session_compare_holds_for_the_holding_session_only() {
+    let mut store = Store::new();
+    let (a, _) = store.session(RELEASE, 0, 0);
+    let (b, _) = store.session(RELEASE, 0, 0);
+    assert!(store.lock("leader", a, false));
+    let mut check = |key: &str, session: u64| {
+        let compare = Compare::new(
+            Bytes::copy_from_slice(key.as_bytes()),
+            CompareOp::Equal,
+            CompareTarget::Session(session),
+        );
+        match store.apply(Op::Txn(TxnRequest {
+            compare: vec![compare],
+            success: vec![],
+            failure: vec![],
+        })) {
+            Ok(Reply::Txn(txn)) => txn.succeeded,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(check("leader", a));
+    assert!(!check("leader", b));
+    assert!(check("missing", 0), "a missing key has no session");
+    assert!(!check("missing", a));
 }

@@ -218,6 +218,8 @@ impl Model {
                 CompareTarget::CreateRevision(v) => m.map_or(0, |m| m.0.create).cmp(v),
                 CompareTarget::ModRevision(v) => m.map_or(0, |m| m.1).cmp(v),
                 CompareTarget::Lease(v) => m.map_or(0, |m| m.0.lease).cmp(v),
+                // The model's keys are never locked (lock sessions are tested in `locks`).
+                CompareTarget::Session(v) => 0.cmp(v),
                 CompareTarget::Value(v) => match m {
                     Some(m) => m.0.value.cmp(v),
                     None => return false,
@@ -321,6 +323,7 @@ impl Model {
                     }
                 },
                 TxnOp::Txn(_) => unreachable!("the model's transactions are flat (`txn_op`)"),
+                TxnOp::Lock(_) => unreachable!("the model has no lock sessions (`txn_op`)"),
             };
             responses.push(ResponseOp { op: Some(r) });
         }

@@ -131,6 +131,10 @@ fn authorize_txn(auth: &AuthStore, caller: &Caller, txn: &TxnRequest) -> Result<
             Some(TxnOp::Put(put)) => authorize_put(auth, caller, put)?,
             Some(TxnOp::DeleteRange(delete)) => authorize_delete(auth, caller, delete)?,
             Some(TxnOp::Txn(nested)) => authorize_txn(auth, caller, nested)?,
+            Some(TxnOp::Lock(lock)) => {
+                let need = Need::Keys(Access::Write, &lock.key, &Bytes::new());
+                authorize(auth, caller, need)?;
+            }
             None => {}
         }
     }

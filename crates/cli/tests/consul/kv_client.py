@@ -120,18 +120,23 @@ def main():
     assert results[0]["Flags"] == 3 and results[0]["Value"] is None, results
     assert results[2]["Value"] == b64("1") and results[3]["Value"] == b64("2"), results
     a = results[2]
-    try:
-        c.txn.put([
-            {"KV": {"Verb": "set", "Key": "txn/c", "Value": b64("3")}},
-            {"KV": {"Verb": "cas", "Key": "txn/a", "Value": b64("x"),
-                    "Index": a["ModifyIndex"] + 100}},
-        ])
-        raise AssertionError("a failed check-and-set must refuse the transaction")
-    except consul.ConsulException as refused:
-        text = str(refused)
-        assert text.startswith("409"), text
-        errors = json.loads(text[4:])["Errors"]
-        assert errors[0]["OpIndex"] == 1, errors
+
+    def refusal(ops):
+        """The errors of a transaction that must be refused."""
+        try:
+            c.txn.put(ops)
+        except consul.ConsulException as refused:
+            text = str(refused)
+            assert text.startswith("409"), text
+            return json.loads(text[4:])["Errors"]
+        raise AssertionError(f"the transaction must be refused: {ops}")
+
+    errors = refusal([
+        {"KV": {"Verb": "set", "Key": "txn/c", "Value": b64("3")}},
+        {"KV": {"Verb": "cas", "Key": "txn/a", "Value": b64("x"),
+                "Index": a["ModifyIndex"] + 100}},
+    ])
+    assert errors == [{"OpIndex": 1, "What": 'failed to set key "txn/a", index is stale'}], errors
     assert c.kv.get("txn/c")[1] is None, "nothing of a refused transaction is applied"
     done = c.txn.put([
         {"KV": {"Verb": "delete-cas", "Key": "txn/a", "Index": a["ModifyIndex"]}},
@@ -163,6 +168,53 @@ def main():
     _, item = c.kv.get("lock/leader")
     assert "Session" not in item, item
     assert c.session.info(s2)[1] is None
+
+    # locks in transactions: a refused lock refuses the whole transaction
+    s3 = others[1].session.create(name="worker-3", lock_delay=0)
+    done = c.txn.put([
+        {"KV": {"Verb": "lock", "Key": "lock/txn", "Value": b64("one"), "Session": s1}},
+        {"KV": {"Verb": "set", "Key": "lock/data", "Value": b64("1")}},
+    ])
+    locked = done["Results"][0]["KV"]
+    assert locked["Session"] == s1 and locked["LockIndex"] == 1, done
+    assert locked["Value"] is None, done
+    errors = refusal([
+        {"KV": {"Verb": "set", "Key": "lock/data", "Value": b64("2")}},
+        {"KV": {"Verb": "lock", "Key": "lock/txn", "Session": s3}},
+    ])
+    assert errors == [
+        {"OpIndex": 1, "What": 'failed to lock key "lock/txn", lock is already held'}], errors
+    errors = refusal([
+        {"KV": {"Verb": "unlock", "Key": "lock/txn", "Session": s3}},
+    ])
+    assert errors == [{"OpIndex": 0, "What": 'failed to unlock key "lock/txn", '
+                       "lock isn't held, or is held by another session"}], errors
+    errors = refusal([
+        {"KV": {"Verb": "check-session", "Key": "lock/txn", "Session": s3}},
+        {"KV": {"Verb": "check-session", "Key": "lock/none", "Session": s3}},
+    ])
+    assert errors == [
+        {"OpIndex": 0,
+         "What": f'failed session check for key "lock/txn", current session "{s1}" != "{s3}"'},
+        {"OpIndex": 1, "What": 'failed to check session, key "lock/none" doesn\'t exist'},
+    ], errors
+    assert c.kv.get("lock/data")[1]["Value"] == b"1", "nothing of a refused transaction applies"
+    done = c.txn.put([
+        {"KV": {"Verb": "check-session", "Key": "lock/txn", "Session": s1}},
+        {"KV": {"Verb": "unlock", "Key": "lock/txn", "Value": b64("free"), "Session": s1}},
+        {"KV": {"Verb": "set", "Key": "lock/data", "Value": b64("3")}},
+    ])
+    checked, unlocked = done["Results"][0]["KV"], done["Results"][1]["KV"]
+    assert checked["Session"] == s1 and "Session" not in unlocked, done
+    assert unlocked["LockIndex"] == 1, done
+    _, item = others[1].kv.get("lock/txn")
+    assert item["Value"] == b"free" and "Session" not in item, item
+    done = others[1].txn.put([
+        {"KV": {"Verb": "lock", "Key": "lock/txn", "Session": s3}},
+    ])
+    assert done["Results"][0]["KV"]["LockIndex"] == 2, done
+    errors = refusal([{"KV": {"Verb": "lock", "Key": "lock/txn"}}])
+    assert errors == [{"OpIndex": 0, "What": "missing session"}], errors
 
     # a lock handed over when its holder's session expires: the holder stops renewing; the
     # waiter's blocking query wakes when the lock is released, and it takes the lock

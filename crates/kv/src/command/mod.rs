@@ -111,6 +111,7 @@ impl TxnRequest {
             .chain(&self.failure)
             .any(|op| match &op.op {
                 Some(TxnOp::Put(_)) => true,
+                Some(TxnOp::Lock(lock)) => !lock.release,
                 Some(TxnOp::Txn(txn)) => txn.puts(),
                 _ => false,
             })

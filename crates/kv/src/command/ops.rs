@@ -291,6 +291,9 @@ pub enum CompareTarget {
     /// The key's lease (0 if none or if it does not exist).
     #[prost(int64, tag = "8")]
     Lease(LeaseId),
+    /// The lock session holding the key (0 if none or if it does not exist).
+    #[prost(uint64, tag = "9")]
+    Session(u64),
 }
 
 /// One condition of a transaction, over one key or every key of a range (all must satisfy it;
@@ -307,7 +310,7 @@ pub struct Compare {
     #[prost(enumeration = "CompareOp", tag = "3")]
     pub op: i32,
     /// Field and value compared with (required).
-    #[prost(oneof = "CompareTarget", tags = "4, 5, 6, 7, 8")]
+    #[prost(oneof = "CompareTarget", tags = "4, 5, 6, 7, 8, 9")]
     pub target: Option<CompareTarget>,
 }
 
@@ -345,13 +348,18 @@ pub enum TxnOp {
     /// evaluated, with every other compare, before the outer transaction writes anything.
     #[prost(message, tag = "4")]
     Txn(TxnRequest),
+    /// Acquire or release a key for a lock session; if the lock is held by another session (or,
+    /// for a release, not by this one) the whole transaction fails with
+    /// [`crate::KvError::LockRefused`] and changes nothing.
+    #[prost(message, tag = "5")]
+    Lock(LockRequest),
 }
 
 /// A [`TxnOp`] in a message (a repeated field cannot hold a oneof directly).
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct RequestOp {
     /// The operation (required).
-    #[prost(oneof = "TxnOp", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "TxnOp", tags = "1, 2, 3, 4, 5")]
     pub op: Option<TxnOp>,
 }
 

@@ -89,13 +89,17 @@ pub enum TxnOpResponse {
     /// Answer to a nested transaction.
     #[prost(message, tag = "4")]
     Txn(TxnResponse),
+    /// Answer to a lock acquisition or release (always a success: a refused one fails the
+    /// transaction).
+    #[prost(message, tag = "5")]
+    Lock(LockResponse),
 }
 
 /// A [`TxnOpResponse`] in a message.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct ResponseOp {
     /// The answer (always present in answers made by the store).
-    #[prost(oneof = "TxnOpResponse", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "TxnOpResponse", tags = "1, 2, 3, 4, 5")]
     pub op: Option<TxnOpResponse>,
 }
 
@@ -230,6 +234,9 @@ pub struct LockResponse {
     /// session does not hold it).
     #[prost(bool, tag = "1")]
     pub succeeded: bool,
+    /// The key as written, without its value (when it succeeded).
+    #[prost(message, optional, tag = "2")]
+    pub kv: Option<KeyValue>,
 }
 
 /// The answer to one applied log entry.

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::{
-    COMMAND_VERSION, Compare, CompareOp, DeleteRangeRequest, LockSessionCreateRequest, Op,
-    PutRequest, RangeRequest, Request, RequestOp, TxnOp, TxnRequest,
+    COMMAND_VERSION, Compare, CompareOp, DeleteRangeRequest, LockRequest, LockSessionCreateRequest,
+    Op, PutRequest, RangeRequest, Request, RequestOp, TxnOp, TxnRequest,
 };
 use crate::key_range::KeyRange;
 use crate::{
@@ -98,14 +98,7 @@ impl Request {
             Op::LockSessionDestroy(destroy) if destroy.id == 0 => {
                 Err(invalid("a lock session's end needs its id"))
             }
-            Op::Lock(lock) => {
-                check_key(&lock.key, &Bytes::new(), limits)?;
-                check_value(&lock.value, limits)?;
-                if lock.session == 0 {
-                    return Err(invalid("acquiring or releasing a key needs a lock session"));
-                }
-                Ok(())
-            }
+            Op::Lock(lock) => lock.validate(limits),
             _ => Ok(()),
         }
     }
@@ -188,6 +181,17 @@ impl LockSessionCreateRequest {
                 "lock session TTL of {} ms is over {} ms (lease_ttl_ms_max)",
                 self.ttl_ms, limits.lease_ttl_ms_max
             )));
+        }
+        Ok(())
+    }
+}
+
+impl LockRequest {
+    fn validate(&self, limits: &Limits) -> Result<()> {
+        check_key(&self.key, &Bytes::new(), limits)?;
+        check_value(&self.value, limits)?;
+        if self.session == 0 {
+            return Err(invalid("acquiring or releasing a key needs a lock session"));
         }
         Ok(())
     }
@@ -300,6 +304,10 @@ fn validate_branch(branch: &[RequestOp], limits: &Limits) -> Result<Writes> {
             TxnOp::DeleteRange(delete) => {
                 delete.validate(limits)?;
                 deletes.push(KeyRange::new(&delete.key, &delete.range_end));
+            }
+            TxnOp::Lock(lock) => {
+                lock.validate(limits)?;
+                puts.push(lock.key.clone());
             }
             TxnOp::Txn(nested) => {
                 let writes = nested.writes(limits)?;

@@ -86,6 +86,7 @@ impl KvError {
             LeaseProvided => wire(24, &[], ""),
             LockSessionNotFound { id } => wire(25, &[u(*id)], ""),
             LockSessionLimit { max } => wire(26, &[u(*max)], ""),
+            LockRefused { key, release } => wire(27, &[i64::from(*release)], key),
         }
     }
 
@@ -166,6 +167,10 @@ impl KvError {
             24 => want(0).map(|()| LeaseProvided)?,
             25 => want(1).map(|()| LockSessionNotFound { id: u(0) })?,
             26 => want(1).map(|()| LockSessionLimit { max: u(0) })?,
+            27 => want(1).map(|()| LockRefused {
+                key: w.text.clone(),
+                release: a[0] != 0,
+            })?,
             code => return Err(Malformed(format!("unknown error code {code}"))),
         })
     }

@@ -1,18 +1,21 @@
 //! Consul's transactions: `PUT /v1/txn` with a JSON array of `{"KV": {"Verb", "Key", "Value",
-//! "Flags", "Index"}}` operations, applied atomically as one store transaction.
+//! "Flags", "Index", "Session"}}` operations, applied atomically as one store transaction.
 //!
-//! Each operation's condition (`cas`, `check-index`, `check-not-exists`, `delete-cas`, and `get`,
-//! which needs the key) becomes a compare; the operations become the success branch, in order;
-//! the failure branch reads the conditioned keys back, so a refusal names the first operation
-//! whose condition failed, as Consul does: 409 `{"Results": null, "Errors": [{"OpIndex",
-//! "What"}]}`. Success is 200 `{"Results": [{"KV": entry}, ...], "Errors": null}` with an entry
-//! for each `set`, `cas`, `get` and `get-tree` key (writes without their value, as Consul).
+//! Each operation's condition (`cas`, `check-index`, `check-not-exists`, `check-session`,
+//! `delete-cas`, and `get`, which needs the key) becomes compares; the operations become the
+//! success branch, in order; the failure branch reads the conditioned keys back, so a refusal
+//! names each operation whose condition failed, as Consul does: 409 `{"Results": null, "Errors":
+//! [{"OpIndex", "What"}]}`. `lock` and `unlock` are store lock operations: one refused (the lock
+//! held by another session, or not held by the releasing one) or naming a session that does not
+//! exist fails the whole transaction, which the store rolls back, and is named the same way.
+//! Success is 200 `{"Results": [{"KV": entry}, ...], "Errors": null}` with an entry for each
+//! `set`, `cas`, `lock`, `unlock`, `get`, `get-tree`, `check-index` and `check-session` key
+//! (all but reads without their value, as Consul).
 //!
-//! Verbs: `set`, `cas`, `get`, `get-tree`, `check-index`, `check-not-exists`, `delete`,
-//! `delete-tree`, `delete-cas`. Not yet: `lock`, `unlock`, `check-session` (locks inside a
-//! transaction), and
-//! operations other than `KV`: refused with a 400 that says so. A transaction is bounded by the
-//! store's request size and operation count (`request_bytes_max`, `txn_ops_max`).
+//! Every condition is evaluated against the state before the transaction (Consul evaluates each
+//! operation after the ones before it), and a key may be written once per transaction. Operations
+//! other than `KV` are refused with a 400 that says so. A transaction is bounded by the store's
+//! request size and operation count (`request_bytes_max`, `txn_ops_max`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -20,8 +23,8 @@ use axum::response::{IntoResponse, Json, Response};
 use base64::Engine;
 use bytes::Bytes;
 use raftkv_kv::{
-    Compare, CompareOp, CompareTarget, DeleteRangeRequest, KeyValue, PutRequest, RangeRequest,
-    Reply, Request, RequestOp, TxnOpResponse, TxnRequest,
+    Compare, CompareOp, CompareTarget, DeleteRangeRequest, KeyValue, KvError, LockRequest,
+    PutRequest, RangeRequest, Reply, Request, RequestOp, TxnOp, TxnOpResponse, TxnRequest,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -33,6 +36,7 @@ use super::auth::{Identified, refused};
 use super::error::ApiError;
 use super::forward::Forward;
 use super::kv::entry_json;
+use super::lock_session::{session_id, session_uuid};
 use super::session::SessionHeaders;
 
 /// One operation of a transaction.
@@ -56,6 +60,9 @@ struct KvOpJson {
     flags: u64,
     #[serde(rename = "Index", default)]
     index: u64,
+    /// A session UUID (`lock`, `unlock`, `check-session`).
+    #[serde(rename = "Session", default)]
+    session: String,
 }
 
 /// What an operation needs of its key before the transaction may run.
@@ -63,12 +70,80 @@ struct KvOpJson {
 enum Condition {
     /// Nothing.
     None,
-    /// The key exists.
+    /// `get`: the key exists.
     Exists,
-    /// The key does not exist.
+    /// `check-not-exists`: the key does not exist.
     Absent,
-    /// The key's ModifyIndex is this (0: absent).
-    Index(i64),
+    /// `cas`: the key's ModifyIndex is this (0: the key does not exist).
+    SetIndex(i64),
+    /// `delete-cas`: the key's ModifyIndex is this.
+    DeleteIndex(i64),
+    /// `check-index`: the key exists with this ModifyIndex.
+    CheckIndex(i64),
+    /// `check-session`: the key exists, held by this session (0: by none).
+    CheckSession(u64),
+}
+
+impl Condition {
+    /// The compares that hold when the condition does.
+    fn compares(self, key: &Bytes) -> Vec<Compare> {
+        let compare = |op, target| Compare::new(key.clone(), op, target);
+        let exists = || compare(CompareOp::Greater, CompareTarget::Version(0));
+        match self {
+            Condition::None => vec![],
+            Condition::Exists => vec![exists()],
+            Condition::Absent => vec![compare(CompareOp::Equal, CompareTarget::Version(0))],
+            Condition::SetIndex(index) | Condition::DeleteIndex(index) => {
+                vec![compare(CompareOp::Equal, CompareTarget::ModRevision(index))]
+            }
+            Condition::CheckIndex(index) => vec![
+                exists(),
+                compare(CompareOp::Equal, CompareTarget::ModRevision(index)),
+            ],
+            Condition::CheckSession(session) => vec![
+                exists(),
+                compare(CompareOp::Equal, CompareTarget::Session(session)),
+            ],
+        }
+    }
+
+    /// Why the condition does not hold for the key's current state (`None` if it does), in
+    /// Consul's words.
+    fn failure(self, key: &Bytes, current: Option<&KeyValue>) -> Option<String> {
+        let key = String::from_utf8_lossy(key);
+        let index = current.map_or(0, |kv| kv.mod_revision);
+        let uuid = |session: u64| match session {
+            0 => String::new(),
+            id => session_uuid(id),
+        };
+        match (self, current) {
+            (Condition::Exists, None) => Some(format!("key {key:?} doesn't exist")),
+            (Condition::Absent, Some(_)) => Some(format!("key {key:?} exists")),
+            (Condition::SetIndex(expected), _) if expected != index => {
+                Some(format!("failed to set key {key:?}, index is stale"))
+            }
+            (Condition::DeleteIndex(expected), _) if expected != index => {
+                Some(format!("failed to delete key {key:?}, index is stale"))
+            }
+            (Condition::CheckIndex(_), None) => {
+                Some(format!("failed to check index, key {key:?} doesn't exist"))
+            }
+            (Condition::CheckIndex(expected), Some(_)) if expected != index => Some(format!(
+                "failed index check for key {key:?}, current modify index {index} != {expected}"
+            )),
+            (Condition::CheckSession(_), None) => Some(format!(
+                "failed to check session, key {key:?} doesn't exist"
+            )),
+            (Condition::CheckSession(expected), Some(kv)) if expected != kv.session => {
+                Some(format!(
+                    "failed session check for key {key:?}, current session {:?} != {:?}",
+                    uuid(kv.session),
+                    uuid(expected)
+                ))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// An operation, parsed.
@@ -76,28 +151,47 @@ enum Condition {
 struct Planned {
     key: Bytes,
     condition: Condition,
-    /// The store operation, if the verb does more than check.
+    /// The store operation, if the verb does more than check its condition.
     op: Option<RequestOp>,
-    /// Whether its result lists entries (reads and writes) or nothing (checks, deletes).
+    /// Whether its result lists entries (reads, writes, checks of a key) or nothing (deletes,
+    /// `check-not-exists`).
     listed: bool,
     /// Flags a write stores (its result shows them).
     flags: u64,
 }
 
-fn plan(index: usize, op: TxnOpJson) -> Result<Planned, ApiError> {
+/// Why an operation cannot be planned.
+#[derive(Debug)]
+enum PlanError {
+    /// The request is malformed: 400.
+    Malformed(ApiError),
+    /// The operation would fail (a missing or unknown session): a 409 naming it.
+    Refused(String),
+}
+
+/// The session an operation names, as its store id (`None` for none).
+fn session_of(kv: &KvOpJson) -> Result<Option<u64>, PlanError> {
+    if kv.session.is_empty() {
+        return Ok(None);
+    }
+    session_id(&kv.session)
+        .map(Some)
+        .ok_or_else(|| PlanError::Refused(format!("invalid session {:?}", kv.session)))
+}
+
+fn plan(index: usize, op: TxnOpJson) -> Result<Planned, PlanError> {
+    let malformed = |message: String| PlanError::Malformed(ApiError::bad_request(message));
     let Some(kv) = op.kv else {
-        return Err(ApiError::bad_request(format!(
+        return Err(malformed(format!(
             "operation {index}: only KV operations are supported"
         )));
     };
-    let key = Bytes::from(kv.key);
+    let key = Bytes::from(kv.key.clone());
     let value = match &kv.value {
         Some(text) => base64::engine::general_purpose::STANDARD
             .decode(text)
             .map(Bytes::from)
-            .map_err(|e| {
-                ApiError::bad_request(format!("operation {index}: Value is not base64: {e}"))
-            })?,
+            .map_err(|e| malformed(format!("operation {index}: Value is not base64: {e}")))?,
         None => Bytes::new(),
     };
     let index_of = i64::try_from(kv.index).unwrap_or(i64::MAX);
@@ -109,9 +203,23 @@ fn plan(index: usize, op: TxnOpJson) -> Result<Planned, ApiError> {
         }
         .into()
     };
+    let lock = |release: bool| -> Result<RequestOp, PlanError> {
+        let session = session_of(&kv)?.ok_or(PlanError::Refused("missing session".into()))?;
+        Ok(TxnOp::Lock(LockRequest {
+            key: key.clone(),
+            value: value.clone(),
+            flags: kv.flags,
+            session,
+            release,
+        })
+        .into())
+    };
+    let read_back = || Some(RangeRequest::key(key.clone()).keys_only().into());
     let (condition, op, listed) = match kv.verb.as_str() {
         "set" => (Condition::None, Some(put()), true),
-        "cas" => (Condition::Index(index_of), Some(put()), true),
+        "cas" => (Condition::SetIndex(index_of), Some(put()), true),
+        "lock" => (Condition::None, Some(lock(false)?), true),
+        "unlock" => (Condition::None, Some(lock(true)?), true),
         "get" => (
             Condition::Exists,
             Some(RangeRequest::key(key.clone()).into()),
@@ -122,7 +230,11 @@ fn plan(index: usize, op: TxnOpJson) -> Result<Planned, ApiError> {
             Some(RangeRequest::prefix(key.clone()).into()),
             true,
         ),
-        "check-index" => (Condition::Index(index_of), None, false),
+        "check-index" => (Condition::CheckIndex(index_of), read_back(), true),
+        "check-session" => {
+            let session = session_of(&kv)?.unwrap_or(0);
+            (Condition::CheckSession(session), read_back(), true)
+        }
         "check-not-exists" => (Condition::Absent, None, false),
         "delete" => (
             Condition::None,
@@ -135,18 +247,12 @@ fn plan(index: usize, op: TxnOpJson) -> Result<Planned, ApiError> {
             false,
         ),
         "delete-cas" => (
-            Condition::Index(index_of),
+            Condition::DeleteIndex(index_of),
             Some(DeleteRangeRequest::key(key.clone()).into()),
             false,
         ),
-        "lock" | "unlock" | "check-session" => {
-            return Err(ApiError::bad_request(format!(
-                "operation {index}: verb `{}` (locks in a transaction) is not supported yet",
-                kv.verb
-            )));
-        }
         other => {
-            return Err(ApiError::bad_request(format!(
+            return Err(malformed(format!(
                 "operation {index}: unknown verb `{other}`"
             )));
         }
@@ -160,28 +266,32 @@ fn plan(index: usize, op: TxnOpJson) -> Result<Planned, ApiError> {
     })
 }
 
-/// The compare that holds when `condition` does.
-fn compare(key: &Bytes, condition: Condition) -> Option<Compare> {
-    let (op, target) = match condition {
-        Condition::None => return None,
-        Condition::Exists => (CompareOp::Greater, CompareTarget::Version(0)),
-        Condition::Absent => (CompareOp::Equal, CompareTarget::Version(0)),
-        Condition::Index(index) => (CompareOp::Equal, CompareTarget::ModRevision(index)),
-    };
-    Some(Compare::new(key.clone(), op, target))
+/// Consul's answer to a transaction that failed: 409 naming each failed operation.
+fn conflict(errors: Vec<(usize, String)>) -> Response {
+    let errors: Vec<Value> = errors
+        .into_iter()
+        .map(|(i, what)| json!({ "OpIndex": i, "What": what }))
+        .collect();
+    let body = json!({ "Results": null, "Errors": errors });
+    (StatusCode::CONFLICT, Json(body)).into_response()
 }
 
-/// Why `condition` does not hold for the key's current state (`None` if it does).
-fn failure(key: &Bytes, condition: Condition, current: Option<&KeyValue>) -> Option<String> {
-    let key = String::from_utf8_lossy(key);
-    let index = current.map_or(0, |kv| kv.mod_revision);
-    match condition {
-        Condition::None => None,
-        Condition::Exists if current.is_none() => Some(format!("key \"{key}\" doesn't exist")),
-        Condition::Absent if current.is_some() => Some(format!("key \"{key}\" exists")),
-        Condition::Index(expected) if expected != index => Some(format!(
-            "current modify index {index} != {expected} for key \"{key}\""
-        )),
+/// The operation a lock error from the store is about, and what Consul says of it.
+fn lock_failure(planned: &[Planned], error: &KvError) -> Option<(usize, String)> {
+    let mut locks = planned.iter().enumerate().filter_map(|(i, p)| match &p.op {
+        Some(RequestOp {
+            op: Some(TxnOp::Lock(lock)),
+        }) => Some((i, lock)),
+        _ => None,
+    });
+    match error {
+        KvError::LockRefused { key, release } => locks
+            .filter(|(_, lock)| lock.release == *release)
+            .find(|(_, lock)| String::from_utf8_lossy(&lock.key) == key.as_str())
+            .map(|(i, _)| (i, error.to_string())),
+        KvError::LockSessionNotFound { id } => locks
+            .find(|(_, lock)| lock.session == *id)
+            .map(|(i, _)| (i, format!("invalid session {:?}", session_uuid(*id)))),
         _ => None,
     }
 }
@@ -191,13 +301,13 @@ fn request(planned: &[Planned]) -> Request {
     Request::txn(TxnRequest {
         compare: planned
             .iter()
-            .filter_map(|p| compare(&p.key, p.condition))
+            .flat_map(|p| p.condition.compares(&p.key))
             .collect(),
         success: planned.iter().filter_map(|p| p.op.clone()).collect(),
         failure: planned
             .iter()
             .filter(|p| p.condition != Condition::None)
-            .map(|p| RangeRequest::key(p.key.clone()).into())
+            .map(|p| RangeRequest::key(p.key.clone()).keys_only().into())
             .collect(),
     })
 }
@@ -217,20 +327,17 @@ fn answer(planned: &[Planned], revision: i64, reply: Reply) -> Response {
             .iter()
             .enumerate()
             .filter(|(_, p)| p.condition != Condition::None);
-        let errors: Vec<Value> = conditioned
+        let errors = conditioned
             .zip(&txn.responses)
             .filter_map(|((i, p), response)| {
                 let current = match &response.op {
                     Some(TxnOpResponse::Range(range)) => range.kvs.first(),
                     _ => None,
                 };
-                failure(&p.key, p.condition, current)
-                    .map(|what| json!({ "OpIndex": i, "What": what }))
+                p.condition.failure(&p.key, current).map(|what| (i, what))
             })
-            .take(1)
             .collect();
-        let body = json!({ "Results": null, "Errors": errors });
-        return (StatusCode::CONFLICT, Json(body)).into_response();
+        return conflict(errors);
     }
     let mut responses = txn.responses.iter();
     let mut results = Vec::new();
@@ -246,22 +353,64 @@ fn answer(planned: &[Planned], revision: i64, reply: Reply) -> Response {
                 results.extend(range.kvs.iter().map(|kv| json!({ "KV": entry_json(kv) })));
             }
             Some(TxnOpResponse::Put(put)) => {
+                // A put keeps the key's lock.
+                let prev = put.prev_kv.clone().unwrap_or_default();
                 let written = KeyValue {
                     key: p.key.clone(),
-                    create_revision: put
-                        .prev_kv
-                        .as_ref()
-                        .map_or(revision, |kv| kv.create_revision),
+                    create_revision: match prev.create_revision {
+                        0 => revision,
+                        created => created,
+                    },
                     mod_revision: revision,
                     flags: p.flags,
+                    lock_index: prev.lock_index,
+                    session: prev.session,
                     ..KeyValue::default()
                 };
                 results.push(json!({ "KV": entry_json(&written) }));
+            }
+            Some(TxnOpResponse::Lock(lock)) => {
+                results.extend(lock.kv.iter().map(|kv| json!({ "KV": entry_json(kv) })));
             }
             _ => {}
         }
     }
     Json(json!({ "Results": results, "Errors": null })).into_response()
+}
+
+/// Why a transaction is refused before it is proposed.
+enum Refusal {
+    /// An operation is malformed: 400.
+    Malformed(ApiError),
+    /// These operations (index, why) cannot succeed: 409.
+    Conflict(Vec<(usize, String)>),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Malformed(e) => e.into_response(),
+            Refusal::Conflict(errors) => conflict(errors),
+        }
+    }
+}
+
+/// Plans every operation, refusing the transaction if one is malformed or cannot succeed.
+fn plan_all(ops: Vec<TxnOpJson>) -> Result<Vec<Planned>, Refusal> {
+    let mut planned = Vec::with_capacity(ops.len());
+    let mut refused = Vec::new();
+    for (i, op) in ops.into_iter().enumerate() {
+        match plan(i, op) {
+            Ok(p) => planned.push(p),
+            Err(PlanError::Malformed(e)) => return Err(Refusal::Malformed(e)),
+            Err(PlanError::Refused(what)) => refused.push((i, what)),
+        }
+    }
+    if refused.is_empty() {
+        Ok(planned)
+    } else {
+        Err(Refusal::Conflict(refused))
+    }
 }
 
 /// `PUT /v1/txn`.
@@ -280,14 +429,9 @@ pub async fn txn(
             .into_response();
         }
     };
-    let planned: Result<Vec<Planned>, ApiError> = ops
-        .into_iter()
-        .enumerate()
-        .map(|(i, op)| plan(i, op))
-        .collect();
-    let planned = match planned {
+    let planned = match plan_all(ops) {
         Ok(planned) => planned,
-        Err(e) => return e.into_response(),
+        Err(refusal) => return refusal.into_response(),
     };
     let store_request = request(&planned);
     // With authentication on, the guard let any user through: each key is checked here (a write
@@ -296,7 +440,7 @@ pub async fn txn(
     let mut checked = store_request.clone();
     if let Some(raftkv_kv::Op::Txn(txn)) = &mut checked.op {
         for op in &mut txn.success {
-            if let Some(raftkv_kv::TxnOp::Put(put)) = &mut op.op {
+            if let Some(TxnOp::Put(put)) = &mut op.op {
                 put.prev_kv = false;
             }
         }
@@ -311,7 +455,10 @@ pub async fn txn(
     match result {
         Ok(crate::state::Applied::Kv(response)) => match response.result {
             Ok(reply) => answer(&planned, response.revision, reply),
-            Err(e) => ApiError::from(e).into_response(),
+            Err(e) => match lock_failure(&planned, &e) {
+                Some(failed) => conflict(vec![failed]),
+                None => ApiError::from(e).into_response(),
+            },
         },
         Ok(other) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -338,47 +485,119 @@ mod tests {
                 value: None,
                 flags: 0,
                 index,
+                session: String::new(),
             }),
         }
     }
 
-    #[test]
-    fn conditions_become_compares_and_failed_ones_are_named() {
-        let planned: Vec<Planned> = [op("cas", "a", 5), op("set", "b", 0), op("get", "c", 0)]
-            .into_iter()
+    fn planned(ops: Vec<TxnOpJson>) -> Vec<Planned> {
+        ops.into_iter()
             .enumerate()
             .map(|(i, op)| plan(i, op).unwrap())
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn conditions_become_compares_and_failed_ones_are_named_as_consul_names_them() {
+        let planned = planned(vec![
+            op("cas", "a", 5),
+            op("set", "b", 0),
+            op("get", "c", 0),
+            op("check-index", "d", 3),
+        ]);
         let Some(raftkv_kv::Op::Txn(txn)) = request(&planned).op else {
             panic!("a transaction");
         };
         assert_eq!(
             txn.compare.len(),
-            2,
-            "cas and get are conditioned, set is not"
+            4,
+            "cas and get one compare each, check-index two (exists, index); set none"
         );
-        assert_eq!(txn.success.len(), 3);
-        assert_eq!(txn.failure.len(), 2);
+        assert_eq!(txn.success.len(), 4, "check-index reads its key back");
+        assert_eq!(txn.failure.len(), 3, "each conditioned key is read back");
         let current = KeyValue {
             mod_revision: 7,
             ..KeyValue::default()
         };
-        let stale = failure(&planned[0].key, planned[0].condition, Some(&current));
+        let failed = |p: &Planned, current| p.condition.failure(&p.key, current);
         assert_eq!(
-            stale.as_deref(),
-            Some("current modify index 7 != 5 for key \"a\"")
+            failed(&planned[0], Some(&current)).as_deref(),
+            Some("failed to set key \"a\", index is stale")
         );
-        let missing = failure(&planned[2].key, planned[2].condition, None);
-        assert_eq!(missing.as_deref(), Some("key \"c\" doesn't exist"));
+        assert_eq!(
+            failed(&planned[2], None).as_deref(),
+            Some("key \"c\" doesn't exist")
+        );
+        assert_eq!(
+            failed(&planned[3], Some(&current)).as_deref(),
+            Some("failed index check for key \"d\", current modify index 7 != 3")
+        );
+        assert_eq!(
+            failed(&planned[3], None).as_deref(),
+            Some("failed to check index, key \"d\" doesn't exist")
+        );
     }
 
     #[test]
-    fn verbs_that_need_sessions_and_unknown_verbs_are_refused_saying_so() {
-        for verb in ["lock", "unlock", "check-session", "frobnicate"] {
-            let refused = plan(0, op(verb, "k", 0)).unwrap_err();
-            assert!(refused.message().contains(verb), "{}", refused.message());
+    fn lock_verbs_become_store_locks_and_check_session_a_session_compare() {
+        let with_session = |verb: &str, session: &str| TxnOpJson {
+            kv: Some(KvOpJson {
+                session: session.into(),
+                ..op(verb, "k", 0).kv.unwrap()
+            }),
+        };
+        let uuid = session_uuid(9);
+        let planned = planned(vec![
+            with_session("lock", &uuid),
+            with_session("unlock", &uuid),
+            with_session("check-session", &uuid),
+        ]);
+        let lock = |p: &Planned| match &p.op {
+            Some(RequestOp {
+                op: Some(TxnOp::Lock(lock)),
+            }) => (lock.session, lock.release),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(lock(&planned[0]), (9, false));
+        assert_eq!(lock(&planned[1]), (9, true));
+        assert_eq!(planned[2].condition, Condition::CheckSession(9));
+        let held_by_other = KeyValue {
+            session: 8,
+            ..KeyValue::default()
+        };
+        assert_eq!(
+            planned[2]
+                .condition
+                .failure(&planned[2].key, Some(&held_by_other))
+                .as_deref(),
+            Some(
+                "failed session check for key \"k\", current session \
+                 \"00000000-0000-4000-8000-000000000008\" != \"00000000-0000-4000-8000-000000000009\""
+            )
+        );
+        let refused = lock_failure(
+            &planned,
+            &KvError::LockRefused {
+                key: "k".into(),
+                release: true,
+            },
+        );
+        assert_eq!(refused.map(|(i, _)| i), Some(1), "the unlock is named");
+        for (session, what) in [("", "missing session"), ("x", "invalid session \"x\"")] {
+            match plan(0, with_session("lock", session)) {
+                Err(PlanError::Refused(refused)) => assert_eq!(refused, what),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_verbs_and_other_operations_are_refused_saying_so() {
+        match plan(0, op("frobnicate", "k", 0)) {
+            Err(PlanError::Malformed(e)) => assert!(e.message().contains("frobnicate")),
+            other => panic!("{other:?}"),
         }
         let not_kv = TxnOpJson { kv: None };
-        assert!(plan(0, not_kv).is_err());
+        assert!(matches!(plan(0, not_kv), Err(PlanError::Malformed(_))));
     }
 }

@@ -176,7 +176,7 @@ pub fn txn_response(
         .responses
         .into_iter()
         .filter_map(|r| r.op)
-        .map(|op| {
+        .filter_map(|op| {
             let response = match op {
                 kv::TxnOpResponse::Range(r) => {
                     response_op::Response::ResponseRange(pb::RangeResponse {
@@ -197,10 +197,12 @@ pub fn txn_response(
                 kv::TxnOpResponse::Txn(t) => {
                     response_op::Response::ResponseTxn(txn_response(t, header))
                 }
+                // etcd has no locks: no etcd transaction asks for one.
+                kv::TxnOpResponse::Lock(_) => return None,
             };
-            pb::ResponseOp {
+            Some(pb::ResponseOp {
                 response: Some(response),
-            }
+            })
         })
         .collect();
     pb::TxnResponse {
