@@ -191,6 +191,26 @@ async fn a_user_limited_to_a_prefix_is_refused_elsewhere_and_anonymous_callers_e
         .unwrap();
     assert_eq!(answer.status().as_u16(), 200);
     assert_eq!(answer.text().await.unwrap(), "v");
+    // Consul's clients carry the token in their own header, or in the query.
+    let urlencode =
+        |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+    let consul_header = http()
+        .get(format!("{url}/v1/kv/%2Fapp%2Fgw?raw"))
+        .header("X-Consul-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(consul_header.status().as_u16(), 200);
+    let in_query = format!("{url}/v1/kv/%2Fother?token={}", urlencode(&token));
+    let refused = http().get(in_query).send().await.unwrap();
+    assert_eq!(
+        refused.status().as_u16(),
+        403,
+        "alice's token, outside her prefix"
+    );
+    let in_query = format!("{url}/v1/kv/%2Fapp%2Fgw?raw&token={}", urlencode(&token));
+    let answer = http().get(in_query).send().await.unwrap();
+    assert_eq!(answer.text().await.unwrap(), "v");
     // Consul's transactions are checked key by key.
     for (key, expected) in [("/app/txn", 200), ("/other", 403)] {
         let txn = serde_json::json!([{"KV": {"Verb": "set", "Key": key, "Value": b64("t")}}]);

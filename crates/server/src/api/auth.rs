@@ -1,6 +1,7 @@
 //! The HTTP API's authentication and authorization, one middleware before every route: while
 //! authentication is enabled a request carries a token (`Authorization: Bearer TOKEN`, or the
-//! bare token as etcd's gateway takes it) or a user's password (`Authorization: Basic ...`),
+//! bare token as etcd's gateway takes it; or, as Consul's clients send one, `X-Consul-Token:
+//! TOKEN` or `?token=TOKEN`) or a user's password (`Authorization: Basic ...`),
 //! and what its route needs is checked against the caller's roles: the keys a read, write or
 //! watch touches, the root role for membership, leadership and alarms, any user for leases,
 //! sessions and status. Member-to-member calls (`/v1/internal/...`) carry a member token
@@ -150,9 +151,17 @@ pub(super) fn refused(error: AuthError) -> Response {
     ApiError::new(status, "auth", error.to_string()).into_response()
 }
 
+/// The header Consul's clients carry their token in.
+pub const CONSUL_TOKEN_HEADER: &str = "x-consul-token";
+
 /// Who sent a request: a member token, a user token (`Authorization: Bearer TOKEN`, or the bare
-/// token), a user's password (`Authorization: Basic`, checked off the async threads), or nobody.
-pub async fn caller(api: &Api, headers: &HeaderMap) -> Result<Caller, AuthError> {
+/// token; else `X-Consul-Token`, else `?token=`), a user's password (`Authorization: Basic`,
+/// checked off the async threads), or nobody.
+pub async fn caller(
+    api: &Api,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Caller, AuthError> {
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let authorization = text(header::AUTHORIZATION.as_str());
     if let Some(basic) = authorization.and_then(|v| v.strip_prefix("Basic ")) {
@@ -170,7 +179,16 @@ pub async fn caller(api: &Api, headers: &HeaderMap) -> Result<Caller, AuthError>
         auth::check_password_bounded(stored, password).await?;
         return Ok(Caller::User(user.to_string()));
     }
-    let token = authorization.map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim());
+    let query_token = query.and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(name, _)| name == "token")
+            .map(|(_, token)| token.into_owned())
+    });
+    let token = authorization
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v))
+        .or_else(|| text(CONSUL_TOKEN_HEADER))
+        .or(query_token.as_deref())
+        .map(str::trim);
     let member_token = text(MEMBER_TOKEN_HEADER);
     api.service
         .read(|state| auth::identify(state, member_token, token))
@@ -186,7 +204,7 @@ pub async fn guard(State(api): State<Api>, mut request: Request, next: Next) -> 
     if matches!(need, RouteNeed::Open) || !api.service.read(|state| state.auth.enabled()) {
         return next.run(request).await;
     }
-    let caller = match caller(&api, request.headers()).await {
+    let caller = match caller(&api, request.headers(), request.uri().query()).await {
         Ok(caller) => caller,
         Err(e) => return refused(e),
     };
