@@ -52,6 +52,17 @@ async fn a_user_limited_to_a_prefix_is_refused_elsewhere_and_anonymous_callers_e
             "--prefix=true",
         ],
     );
+    etcdctl(
+        &follower,
+        &[
+            "role",
+            "grant-permission",
+            "app",
+            "write",
+            "/drop/",
+            "--prefix=true",
+        ],
+    );
     etcdctl(&follower, &["user", "add", "alice:alicepw"]);
     etcdctl(&follower, &["user", "grant-role", "alice", "app"]);
     let enabled = etcdctl(&follower, &["auth", "enable"]);
@@ -211,6 +222,33 @@ async fn a_user_limited_to_a_prefix_is_refused_elsewhere_and_anonymous_callers_e
     let in_query = format!("{url}/v1/kv/%2Fapp%2Fgw?raw&token={}", urlencode(&token));
     let answer = http().get(in_query).send().await.unwrap();
     assert_eq!(answer.text().await.unwrap(), "v");
+    let written = http()
+        .put(format!("{url}/v1/kv/%2Fapp%2Fconsul"))
+        .header("X-Consul-Token", &token)
+        .body("c")
+        .send()
+        .await
+        .unwrap();
+    let status = written.status().as_u16();
+    let body = written.text().await.unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "true"),
+        "a write forwarded to the leader keeps the token"
+    );
+    let anonymous = http()
+        .get(format!("{url}/v1/kv/%2Fapp%2Fgw?raw&token="))
+        .header("X-Consul-Token", "")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        anonymous.status().as_u16(),
+        401,
+        "an empty token is no token"
+    );
+    let body = anonymous.text().await.unwrap();
+    assert!(body.contains("user name is empty"), "{body}");
     // Consul's transactions are checked key by key.
     for (key, expected) in [("/app/txn", 200), ("/other", 403)] {
         let txn = serde_json::json!([{"KV": {"Verb": "set", "Key": key, "Value": b64("t")}}]);
@@ -227,6 +265,19 @@ async fn a_user_limited_to_a_prefix_is_refused_elsewhere_and_anonymous_callers_e
             "a transaction setting {key}"
         );
     }
+    // A write to a key the caller may not read answers without its entry (as Consul filters).
+    let txn = serde_json::json!([{"KV": {"Verb": "set", "Key": "/drop/x", "Value": b64("t")}}]);
+    let answer: serde_json::Value = http()
+        .put(format!("{url}/v1/txn"))
+        .header("Authorization", format!("Bearer {token}"))
+        .json(&txn)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["Results"], serde_json::json!([]), "{answer}");
     // Ending a session releases its locks: only a caller that may write them may end it.
     let root_auth = format!("Basic {}", b64("root:rootpw"));
     let created: serde_json::Value = http()

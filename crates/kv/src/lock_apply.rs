@@ -1,7 +1,8 @@
 //! Applying lock-session commands (see `locks`): creating a session (with a lease for its TTL),
-//! acquiring and releasing keys, and ending sessions, by destruction or with their lease, which
-//! releases or deletes every key they hold in the same revision as whatever else the command
-//! deletes.
+//! acquiring and releasing keys (alone, or inside a transaction through `lock_in`, where a
+//! refusal fails the whole transaction), and ending sessions, by destruction or with their lease,
+//! which releases or deletes every key they hold in the same revision as whatever else the
+//! command deletes.
 
 use std::collections::BTreeSet;
 

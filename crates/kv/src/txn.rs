@@ -1,8 +1,9 @@
 //! Evaluation of a transaction's compares against the current state (etcd's semantics).
 //!
 //! A compare over a range holds if it holds for every live key in the range. A missing key (or an
-//! empty range) compares as version, create revision, mod revision, lease and lock session 0; a value compare
-//! with a missing key never holds (whatever the operator). Values compare as plain bytes.
+//! empty range) compares as version, create revision, mod revision, lease and lock session 0; a
+//! value compare with a missing key never holds (whatever the operator). Values compare as plain
+//! bytes.
 
 use std::cmp::Ordering;
 

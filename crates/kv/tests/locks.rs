@@ -252,10 +252,25 @@ fn a_refused_lock_in_a_transaction_fails_it_whole_and_changes_nothing() {
         unheld.unwrap_err().to_string(),
         "failed to unlock key \"leader\", lock isn't held, or is held by another session"
     );
+    // A lock taken earlier in the same transaction is rolled back with it.
+    let two_locks = Op::Txn(TxnRequest {
+        compare: vec![],
+        success: vec![
+            TxnOp::Lock(lock_request("follower", b, false)).into(),
+            TxnOp::Lock(lock_request("leader", b, false)).into(),
+        ],
+        failure: vec![],
+    });
+    assert!(store.apply(two_locks).is_err());
     assert_eq!(store.kv.revision(), revision, "nothing was written");
     assert!(store.get("other").is_none());
+    assert!(store.get("follower").is_none());
     assert_eq!(store.get("leader").unwrap().session, a);
-    assert!(store.kv.lock_session_keys(b).is_empty());
+    assert!(
+        store.kv.lock_session_keys(b).is_empty(),
+        "b holds nothing: its lock on `follower` was rolled back"
+    );
+    assert!(store.lock("follower", b, false), "and the store goes on");
 }
 
 #[test]

@@ -188,7 +188,9 @@ pub async fn caller(
         .map(|v| v.strip_prefix("Bearer ").unwrap_or(v))
         .or_else(|| text(CONSUL_TOKEN_HEADER))
         .or(query_token.as_deref())
-        .map(str::trim);
+        .map(str::trim)
+        // An empty token is no token (as Consul takes it).
+        .filter(|token| !token.is_empty());
     let member_token = text(MEMBER_TOKEN_HEADER);
     api.service
         .read(|state| auth::identify(state, member_token, token))

@@ -13,7 +13,7 @@ use raftkv_raft::NodeId;
 use serde_json::Value;
 
 use super::Api;
-use super::auth::MEMBER_TOKEN_HEADER;
+use super::auth::{CONSUL_TOKEN_HEADER, MEMBER_TOKEN_HEADER};
 use super::error::ApiError;
 use super::session::{CLIENT_ID_HEADER, SEQUENCE_HEADER};
 use crate::error::RequestError;
@@ -23,11 +23,12 @@ use crate::metrics::Metrics;
 pub const FORWARDED_HEADER: &str = "x-raftkv-forwarded";
 
 /// Headers a forwarded request keeps (beyond the body).
-const FORWARDED_HEADERS: [&str; 5] = [
+const FORWARDED_HEADERS: [&str; 6] = [
     CLIENT_ID_HEADER,
     SEQUENCE_HEADER,
     "content-type",
     "authorization",
+    CONSUL_TOKEN_HEADER,
     MEMBER_TOKEN_HEADER,
 ];
 
@@ -117,19 +118,25 @@ impl Api {
                         out
                     }
                     Err(e) => ApiError::outcome_unknown(format!(
-                        "the leader did not finish answering: {e}; outcome unknown"
+                        "the leader did not finish answering: {}; outcome unknown",
+                        e.without_url()
                     ))
                     .into_response(),
                 }
             }
-            Err(e) if e.is_connect() => {
-                ApiError::unavailable(format!("cannot reach the leader at {url}: {e}"))
-                    .into_response()
-            }
+            // The request's query may carry a token (`?token=`): errors name the leader only.
+            Err(e) if e.is_connect() => ApiError::unavailable(format!(
+                "cannot reach the leader at {url}: {}",
+                e.without_url()
+            ))
+            .into_response(),
             Err(e) => ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "outcome_unknown",
-                format!("forwarding to the leader at {url} failed: {e}; outcome unknown"),
+                format!(
+                    "forwarding to the leader at {url} failed: {}; outcome unknown",
+                    e.without_url()
+                ),
             )
             .into_response(),
         }

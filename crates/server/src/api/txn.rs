@@ -7,10 +7,12 @@
 //! names each operation whose condition failed, as Consul does: 409 `{"Results": null, "Errors":
 //! [{"OpIndex", "What"}]}`. `lock` and `unlock` are store lock operations: one refused (the lock
 //! held by another session, or not held by the releasing one) or naming a session that does not
-//! exist fails the whole transaction, which the store rolls back, and is named the same way.
+//! exist fails the whole transaction, which the store rolls back, and is named the same way; a
+//! `lock` of a key in the lock delay of an ended session is refused before proposing (this
+//! node's clock, as a plain `?acquire`).
 //! Success is 200 `{"Results": [{"KV": entry}, ...], "Errors": null}` with an entry for each
 //! `set`, `cas`, `lock`, `unlock`, `get`, `get-tree`, `check-index` and `check-session` key
-//! (all but reads without their value, as Consul).
+//! (all but reads without their value, as Consul; a write's only if the caller may read it).
 //!
 //! Every condition is evaluated against the state before the transaction (Consul evaluates each
 //! operation after the ones before it), and a key may be written once per transaction. Operations
@@ -26,10 +28,11 @@ use raftkv_kv::{
     Compare, CompareOp, CompareTarget, DeleteRangeRequest, KeyValue, KvError, LockRequest,
     PutRequest, RangeRequest, Reply, Request, RequestOp, TxnOp, TxnOpResponse, TxnRequest,
 };
+use raftkv_replica::auth::Access;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth;
+use crate::auth::{self, Need};
 
 use super::Api;
 use super::auth::{Identified, refused};
@@ -65,6 +68,10 @@ struct KvOpJson {
     session: String,
 }
 
+/// The session a `check-session` names when its ID is not one of ours: no key is held by it
+/// (lock session ids are log indexes, far below it).
+const NO_SUCH_SESSION: u64 = u64::MAX;
+
 /// What an operation needs of its key before the transaction may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Condition {
@@ -80,7 +87,8 @@ enum Condition {
     DeleteIndex(i64),
     /// `check-index`: the key exists with this ModifyIndex.
     CheckIndex(i64),
-    /// `check-session`: the key exists, held by this session (0: by none).
+    /// `check-session`: the key exists, held by this session (0: by none; `NO_SUCH_SESSION`
+    /// for a session ID that is not one of ours).
     CheckSession(u64),
 }
 
@@ -108,14 +116,10 @@ impl Condition {
     }
 
     /// Why the condition does not hold for the key's current state (`None` if it does), in
-    /// Consul's words.
-    fn failure(self, key: &Bytes, current: Option<&KeyValue>) -> Option<String> {
+    /// Consul's words (`asked`: the session the operation named, as it named it).
+    fn failure(self, key: &Bytes, current: Option<&KeyValue>, asked: &str) -> Option<String> {
         let key = String::from_utf8_lossy(key);
         let index = current.map_or(0, |kv| kv.mod_revision);
-        let uuid = |session: u64| match session {
-            0 => String::new(),
-            id => session_uuid(id),
-        };
         match (self, current) {
             (Condition::Exists, None) => Some(format!("key {key:?} doesn't exist")),
             (Condition::Absent, Some(_)) => Some(format!("key {key:?} exists")),
@@ -135,10 +139,12 @@ impl Condition {
                 "failed to check session, key {key:?} doesn't exist"
             )),
             (Condition::CheckSession(expected), Some(kv)) if expected != kv.session => {
+                let held = match kv.session {
+                    0 => String::new(),
+                    id => session_uuid(id),
+                };
                 Some(format!(
-                    "failed session check for key {key:?}, current session {:?} != {:?}",
-                    uuid(kv.session),
-                    uuid(expected)
+                    "failed session check for key {key:?}, current session {held:?} != {asked:?}"
                 ))
             }
             _ => None,
@@ -158,6 +164,25 @@ struct Planned {
     listed: bool,
     /// Flags a write stores (its result shows them).
     flags: u64,
+    /// The session the operation named, as it named it (for messages).
+    session: String,
+}
+
+impl Planned {
+    /// Why its condition does not hold for the key's current state (`None` if it does).
+    fn failure(&self, current: Option<&KeyValue>) -> Option<String> {
+        self.condition.failure(&self.key, current, &self.session)
+    }
+
+    /// Its lock operation, if it is a `lock` or `unlock`.
+    fn lock(&self) -> Option<&LockRequest> {
+        match &self.op {
+            Some(RequestOp {
+                op: Some(TxnOp::Lock(lock)),
+            }) => Some(lock),
+            _ => None,
+        }
+    }
 }
 
 /// Why an operation cannot be planned.
@@ -167,16 +192,6 @@ enum PlanError {
     Malformed(ApiError),
     /// The operation would fail (a missing or unknown session): a 409 naming it.
     Refused(String),
-}
-
-/// The session an operation names, as its store id (`None` for none).
-fn session_of(kv: &KvOpJson) -> Result<Option<u64>, PlanError> {
-    if kv.session.is_empty() {
-        return Ok(None);
-    }
-    session_id(&kv.session)
-        .map(Some)
-        .ok_or_else(|| PlanError::Refused(format!("invalid session {:?}", kv.session)))
 }
 
 fn plan(index: usize, op: TxnOpJson) -> Result<Planned, PlanError> {
@@ -204,7 +219,20 @@ fn plan(index: usize, op: TxnOpJson) -> Result<Planned, PlanError> {
         .into()
     };
     let lock = |release: bool| -> Result<RequestOp, PlanError> {
-        let session = session_of(&kv)?.ok_or(PlanError::Refused("missing session".into()))?;
+        if kv.session.is_empty() {
+            return Err(PlanError::Refused("missing session".into()));
+        }
+        // Consul checks that a locking session exists; an unlock by another fails as unheld.
+        let session = session_id(&kv.session).ok_or_else(|| {
+            PlanError::Refused(match release {
+                false => format!("invalid session {:?}", kv.session),
+                true => KvError::LockRefused {
+                    key: kv.key.clone(),
+                    release,
+                }
+                .to_string(),
+            })
+        })?;
         Ok(TxnOp::Lock(LockRequest {
             key: key.clone(),
             value: value.clone(),
@@ -232,7 +260,10 @@ fn plan(index: usize, op: TxnOpJson) -> Result<Planned, PlanError> {
         ),
         "check-index" => (Condition::CheckIndex(index_of), read_back(), true),
         "check-session" => {
-            let session = session_of(&kv)?.unwrap_or(0);
+            let session = match kv.session.as_str() {
+                "" => 0,
+                uuid => session_id(uuid).unwrap_or(NO_SUCH_SESSION),
+            };
             (Condition::CheckSession(session), read_back(), true)
         }
         "check-not-exists" => (Condition::Absent, None, false),
@@ -263,6 +294,7 @@ fn plan(index: usize, op: TxnOpJson) -> Result<Planned, PlanError> {
         op,
         listed,
         flags: kv.flags,
+        session: kv.session,
     })
 }
 
@@ -278,22 +310,51 @@ fn conflict(errors: Vec<(usize, String)>) -> Response {
 
 /// The operation a lock error from the store is about, and what Consul says of it.
 fn lock_failure(planned: &[Planned], error: &KvError) -> Option<(usize, String)> {
-    let mut locks = planned.iter().enumerate().filter_map(|(i, p)| match &p.op {
-        Some(RequestOp {
-            op: Some(TxnOp::Lock(lock)),
-        }) => Some((i, lock)),
-        _ => None,
-    });
+    let mut locks = planned
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.lock().map(|lock| (i, p, lock)));
     match error {
         KvError::LockRefused { key, release } => locks
-            .filter(|(_, lock)| lock.release == *release)
-            .find(|(_, lock)| String::from_utf8_lossy(&lock.key) == key.as_str())
-            .map(|(i, _)| (i, error.to_string())),
-        KvError::LockSessionNotFound { id } => locks
-            .find(|(_, lock)| lock.session == *id)
-            .map(|(i, _)| (i, format!("invalid session {:?}", session_uuid(*id)))),
+            .filter(|(_, _, lock)| lock.release == *release)
+            .find(|(_, _, lock)| String::from_utf8_lossy(&lock.key) == key.as_str())
+            .map(|(i, _, _)| (i, error.to_string())),
+        // A lock by an ended session names it; an unlock by one is an unlock of a key it does
+        // not hold.
+        KvError::LockSessionNotFound { id } => {
+            locks
+                .find(|(_, _, lock)| lock.session == *id)
+                .map(|(i, p, lock)| match lock.release {
+                    false => (i, format!("invalid session {:?}", p.session)),
+                    true => {
+                        let refused = KvError::LockRefused {
+                            key: String::from_utf8_lossy(&lock.key).into_owned(),
+                            release: true,
+                        };
+                        (i, refused.to_string())
+                    }
+                })
+        }
         _ => None,
     }
+}
+
+/// The acquisitions of keys still in the lock delay of a session that ended (on this node's
+/// clock, as a plain `?acquire` checks it), in Consul's words.
+fn lock_delayed(
+    planned: &[Planned],
+    mut delayed: impl FnMut(&[u8]) -> bool,
+) -> Vec<(usize, String)> {
+    planned
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.lock().map(|lock| (i, lock)))
+        .filter(|(_, lock)| !lock.release && delayed(&lock.key))
+        .map(|(i, lock)| {
+            let key = String::from_utf8_lossy(&lock.key);
+            (i, format!("failed to lock key {key:?} due to lock delay"))
+        })
+        .collect()
 }
 
 /// The transaction's store request.
@@ -312,8 +373,9 @@ fn request(planned: &[Planned]) -> Request {
     })
 }
 
-/// The answer to an applied transaction.
-fn answer(planned: &[Planned], revision: i64, reply: Reply) -> Response {
+/// The answer to an applied transaction. The entry a write answers with is listed only if the
+/// caller may read its key (`readable`, one per operation), as Consul filters results by ACL.
+fn answer(planned: &[Planned], readable: &[bool], revision: i64, reply: Reply) -> Response {
     let Reply::Txn(txn) = reply else {
         return ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -334,14 +396,14 @@ fn answer(planned: &[Planned], revision: i64, reply: Reply) -> Response {
                     Some(TxnOpResponse::Range(range)) => range.kvs.first(),
                     _ => None,
                 };
-                p.condition.failure(&p.key, current).map(|what| (i, what))
+                p.failure(current).map(|what| (i, what))
             })
             .collect();
         return conflict(errors);
     }
     let mut responses = txn.responses.iter();
     let mut results = Vec::new();
-    for p in planned.iter().filter(|p| p.op.is_some()) {
+    for (p, &readable) in planned.iter().zip(readable).filter(|(p, _)| p.op.is_some()) {
         let Some(response) = responses.next() else {
             break;
         };
@@ -352,7 +414,7 @@ fn answer(planned: &[Planned], revision: i64, reply: Reply) -> Response {
             Some(TxnOpResponse::Range(range)) => {
                 results.extend(range.kvs.iter().map(|kv| json!({ "KV": entry_json(kv) })));
             }
-            Some(TxnOpResponse::Put(put)) => {
+            Some(TxnOpResponse::Put(put)) if readable => {
                 // A put keeps the key's lock.
                 let prev = put.prev_kv.clone().unwrap_or_default();
                 let written = KeyValue {
@@ -369,7 +431,7 @@ fn answer(planned: &[Planned], revision: i64, reply: Reply) -> Response {
                 };
                 results.push(json!({ "KV": entry_json(&written) }));
             }
-            Some(TxnOpResponse::Lock(lock)) => {
+            Some(TxnOpResponse::Lock(lock)) if readable => {
                 results.extend(lock.kv.iter().map(|kv| json!({ "KV": entry_json(kv) })));
             }
             _ => {}
@@ -451,10 +513,26 @@ pub async fn txn(
     if let Err(e) = permitted {
         return refused(e);
     }
+    let now_ms = api.service.shared().epoch.elapsed().as_millis() as u64;
+    let (delayed, readable) = api.service.read(|state| {
+        let delayed = lock_delayed(&planned, |key| state.kv.lock_delayed(key, now_ms));
+        let no_end = Bytes::new();
+        let readable: Vec<bool> = planned
+            .iter()
+            .map(|p| {
+                let need = Need::Keys(Access::Read, &p.key, &no_end);
+                auth::authorize(&state.auth, &caller, need).is_ok()
+            })
+            .collect();
+        (delayed, readable)
+    });
+    if !delayed.is_empty() {
+        return conflict(delayed);
+    }
     let result = api.service.write(store_request, session).await;
     match result {
         Ok(crate::state::Applied::Kv(response)) => match response.result {
-            Ok(reply) => answer(&planned, response.revision, reply),
+            Ok(reply) => answer(&planned, &readable, response.revision, reply),
             Err(e) => match lock_failure(&planned, &e) {
                 Some(failed) => conflict(vec![failed]),
                 None => ApiError::from(e).into_response(),
@@ -519,7 +597,7 @@ mod tests {
             mod_revision: 7,
             ..KeyValue::default()
         };
-        let failed = |p: &Planned, current| p.condition.failure(&p.key, current);
+        let failed = |p: &Planned, current| p.failure(current);
         assert_eq!(
             failed(&planned[0], Some(&current)).as_deref(),
             Some("failed to set key \"a\", index is stale")
@@ -566,10 +644,7 @@ mod tests {
             ..KeyValue::default()
         };
         assert_eq!(
-            planned[2]
-                .condition
-                .failure(&planned[2].key, Some(&held_by_other))
-                .as_deref(),
+            planned[2].failure(Some(&held_by_other)).as_deref(),
             Some(
                 "failed session check for key \"k\", current session \
                  \"00000000-0000-4000-8000-000000000008\" != \"00000000-0000-4000-8000-000000000009\""
@@ -583,12 +658,39 @@ mod tests {
             },
         );
         assert_eq!(refused.map(|(i, _)| i), Some(1), "the unlock is named");
-        for (session, what) in [("", "missing session"), ("x", "invalid session \"x\"")] {
-            match plan(0, with_session("lock", session)) {
-                Err(PlanError::Refused(refused)) => assert_eq!(refused, what),
+        let unheld = "failed to unlock key \"k\", lock isn't held, or is held by another session";
+        let cases = [
+            ("lock", "", "missing session"),
+            ("lock", "x", "invalid session \"x\""),
+            ("unlock", "", "missing session"),
+            ("unlock", "x", unheld),
+        ];
+        for (verb, session, what) in cases {
+            match plan(0, with_session(verb, session)) {
+                Err(PlanError::Refused(refused)) => assert_eq!(refused, what, "{verb} {session:?}"),
                 other => panic!("{other:?}"),
             }
         }
+        let foreign = plan(0, with_session("check-session", "x")).unwrap();
+        assert_eq!(
+            foreign.failure(Some(&held_by_other)).as_deref(),
+            Some(
+                "failed session check for key \"k\", current session \
+                 \"00000000-0000-4000-8000-000000000008\" != \"x\""
+            )
+        );
+        let ended = lock_failure(&planned, &KvError::LockSessionNotFound { id: 9 });
+        assert_eq!(
+            ended,
+            Some((0, format!("invalid session {uuid:?}"))),
+            "a lock by an ended session names it (the first operation of that session)"
+        );
+        let delayed = lock_delayed(&planned, |key| key == b"k");
+        assert_eq!(
+            delayed,
+            vec![(0, "failed to lock key \"k\" due to lock delay".to_string())],
+            "only the acquisition waits out a lock delay"
+        );
     }
 
     #[test]
