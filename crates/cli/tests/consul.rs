@@ -219,6 +219,46 @@ async fn consul_headers_and_answer_shapes_over_plain_http() {
     assert_eq!(status, 500, "{body}");
     assert!(body.contains("invalid session"), "{body}");
 
+    // Session reads block on the sessions' index: without a change the wait passes with the
+    // same index; a session created meanwhile wakes a waiting read (on a follower too).
+    let listed = client
+        .get(format!("{follower}/v1/session/list"))
+        .send()
+        .await
+        .unwrap();
+    let index: u64 = header(&listed, "x-consul-index").parse().unwrap();
+    let started = Instant::now();
+    let timed_out = client
+        .get(format!("{follower}/v1/session/list?index={index}&wait=1s"))
+        .send()
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(header(&timed_out, "x-consul-index"), index.to_string());
+    let waiting = tokio::spawn(
+        client
+            .get(format!("{follower}/v1/session/list?index={index}&wait=30s"))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let created = session("0s").await;
+    let woken = waiting.await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "woken by the create"
+    );
+    let woken_index: u64 = header(&woken, "x-consul-index").parse().unwrap();
+    assert!(woken_index > index, "{woken_index} after {index}");
+    let sessions: Value = woken.json().await.unwrap();
+    let ids: Vec<&str> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["ID"].as_str())
+        .collect();
+    assert!(ids.contains(&created.as_str()), "{created} in {ids:?}");
+
     // Consul's status endpoints: the leader's and the voters' Raft addresses.
     let leader_address: String = client
         .get(format!("{follower}/v1/status/leader"))

@@ -63,7 +63,9 @@ impl KvStore {
     /// delays on this node's clock.
     pub(crate) fn finish_lock_sessions(&mut self, ids: &[LockSessionId], ended: Vec<Ended>) {
         for &id in ids {
-            self.lock_sessions.remove(id);
+            if self.lock_sessions.remove(id).is_some() {
+                self.lock_sessions.changed(self.applied_index);
+            }
         }
         for (key, delay_ms) in ended {
             if delay_ms > 0 {
@@ -98,6 +100,7 @@ impl KvStore {
             ttl_ms: create.ttl_ms,
             lease,
         });
+        self.lock_sessions.changed(index);
         Ok(LockSessionCreateResponse { id: index, lease })
     }
 

@@ -68,6 +68,10 @@ pub(crate) struct LockSessions {
     held: BTreeMap<LockSessionId, BTreeSet<Bytes>>,
     /// Key → until when (this node's clock, ms) it may not be acquired (node-local).
     delays: BTreeMap<Bytes, u64>,
+    /// The log index of the last entry that created or ended a session (after a restore, the
+    /// snapshot's): what Consul's session reads answer as their index and block on. Node-local
+    /// after a restore, so it is neither hashed nor in snapshots.
+    changed_index: u64,
 }
 
 impl LockSessions {
@@ -97,6 +101,16 @@ impl LockSessions {
             .get(&id)
             .map(|keys| keys.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The log index of the last creation or end of a session (see `changed_index`).
+    pub(crate) fn changed_index(&self) -> u64 {
+        self.changed_index
+    }
+
+    /// The sessions changed at log index `index`.
+    pub(crate) fn changed(&mut self, index: u64) {
+        self.changed_index = index;
     }
 
     /// Adds a session.

@@ -665,6 +665,7 @@ fn lock_sessions(records: Vec<LockSession>, store: &KvStore) -> Result<LockSessi
         last_id = session.id;
         sessions.insert(session);
     }
+    sessions.changed(store.applied_index);
     for (key, history) in store.mvcc.histories() {
         let holder = history.live().map_or(0, |e| e.meta().session);
         if holder != 0 {

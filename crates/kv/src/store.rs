@@ -67,6 +67,13 @@ impl KvStore {
         self.lock_sessions.iter()
     }
 
+    /// The log index of the last entry that created or ended a lock session as this store
+    /// applied it (after a restore, the snapshot's index; 0 if none): the index of Consul's
+    /// session reads.
+    pub fn lock_sessions_index(&self) -> u64 {
+        self.lock_sessions.changed_index()
+    }
+
     /// Whether `key` is within the lock delay of a session that ended, at `now_ms` on the clock
     /// `set_clock` is given: then it may not be acquired. The node that takes an acquire checks
     /// this before proposing it.

@@ -319,3 +319,41 @@ fn a_session_compare_holds_for_the_holding_session_only() {
     assert!(check("missing", 0), "a missing key has no session");
     assert!(!check("missing", a));
 }
+
+#[test]
+fn the_sessions_index_moves_when_a_session_is_created_or_ends_only() {
+    let mut store = Store::new();
+    assert_eq!(store.kv.lock_sessions_index(), 0);
+    let (a, lease) = store.session(RELEASE, 0, 10_000);
+    assert_eq!(
+        store.kv.lock_sessions_index(),
+        a,
+        "created at its own index"
+    );
+    assert!(store.lock("leader", a, false));
+    store.apply(Op::Put(PutRequest::new("other", "x"))).unwrap();
+    assert_eq!(
+        store.kv.lock_sessions_index(),
+        a,
+        "locks and writes leave it"
+    );
+    store
+        .apply(Op::LeaseRevoke(LeaseRevokeRequest { id: lease }))
+        .unwrap();
+    assert_eq!(
+        store.kv.lock_sessions_index(),
+        store.index,
+        "ended with its lease, at the revoke's index"
+    );
+    let (b, _) = store.session(RELEASE, 0, 0);
+    store.destroy(b);
+    assert_eq!(store.kv.lock_sessions_index(), store.index, "destroyed");
+    let mut buf = Vec::new();
+    store.kv.write_snapshot(&mut buf).unwrap();
+    let restored = KvStore::restore(&mut buf.as_slice(), Limits::default()).unwrap();
+    assert_eq!(
+        restored.lock_sessions_index(),
+        store.index,
+        "a restored store starts at the snapshot's index"
+    );
+}

@@ -8,6 +8,8 @@
 //! above the store's revision (the cluster was restored, say) is reset as Consul resets it: the
 //! read answers at once with the current index.
 //!
+//! Consul's session reads block too (`wait_for_sessions`), on the sessions' own index.
+//!
 //! Limits: a wait defaults to `WAIT_DEFAULT` and is capped at `WAIT_MAX`, plus Consul's jitter
 //! of up to 1/16 of it (so many clients do not come back at once); waiting queries count
 //! against the node's watches and the client's `--watches-per-client-max`.
@@ -15,7 +17,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use raftkv_kv::{KvError, RangeRequest, WatchRequest};
+use raftkv_kv::{KvError, KvStore, RangeRequest, WatchRequest};
 
 use super::Api;
 use super::error::ApiError;
@@ -108,6 +110,42 @@ pub async fn wait_for_change(
         _ = stopping.changed() => {}
     }
     Ok(())
+}
+
+/// The index of Consul's session reads: the store's sessions index, at least 1 (as Consul's
+/// indexes are, so a client never blocks on 0, which answers at once).
+pub fn sessions_index(kv: &KvStore) -> u64 {
+    kv.lock_sessions_index().max(1)
+}
+
+/// Waits until the lock sessions change after `index` (a session created or ended), at most
+/// `wait`: each applied batch wakes the waiting reads to compare one number, so nothing runs for
+/// them while nothing is applied. An index other than the current one (past it, or reset by a
+/// restore) answers at once. Waiting reads count against the client's `--watches-per-client-max`.
+pub async fn wait_for_sessions(
+    api: &Api,
+    client: IpAddr,
+    index: u64,
+    wait: Duration,
+) -> Result<(), ApiError> {
+    let per_client_max = api.service.config().watches_per_client_max;
+    let _slot = api.watches.admit(client, per_client_max)?;
+    let shared = api.service.shared().clone();
+    let mut stopping = shared.stopping.subscribe();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let applied = shared.applied.notified();
+        tokio::pin!(applied);
+        applied.as_mut().enable();
+        if api.service.read(|state| sessions_index(&state.kv)) != index {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = applied => {}
+            _ = tokio::time::sleep_until(deadline) => return Ok(()),
+            _ = stopping.changed() => return Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

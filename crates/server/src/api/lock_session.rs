@@ -10,24 +10,30 @@
 //! A session's `ID` is Consul's UUID shape around the store's id (the log index that created
 //! it); `Node` defaults to this member's name. Health checks are not modelled: a session without
 //! a TTL lives until it is destroyed.
+//!
+//! The reads (`info`, `list`, `node`) answer with the sessions' index (the log index of the last
+//! creation or end of a session) as `X-Consul-Index`, and with `?index=N&wait=D` block until it
+//! moves past N (see `blocking`).
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use raftkv_kv::{
     DELETE, LockSession, LockSessionCreateRequest, LockSessionDestroyRequest, Op, RELEASE, Reply,
     Request,
 };
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use raftkv_replica::auth::Access;
 
 use super::Api;
 use super::auth::{Identified, refused};
-use super::blocking::parse_duration;
+use super::blocking::{self, parse_duration};
 use super::error::ApiError;
 use super::forward::Forward;
 use crate::auth::{self, Need};
@@ -231,36 +237,75 @@ pub async fn renew(State(api): State<Api>, Path(uuid): Path<String>, request: Fo
     .await
 }
 
-/// A list of sessions, with the store's revision as `X-Consul-Index`.
-fn listed(api: &Api, pick: impl Fn(&LockSession) -> bool) -> Response {
-    let (revision, sessions): (i64, Vec<Value>) = api.service.read(|state| {
+/// `?index=N&wait=D` of a session read: a blocking query.
+#[derive(Debug, Default, Deserialize)]
+pub struct SessionQuery {
+    /// Wait until the sessions change after this index.
+    index: Option<u64>,
+    /// For at most this long (a Go duration; default and cap as for keys).
+    wait: Option<String>,
+}
+
+/// A list of sessions, with the sessions' index as `X-Consul-Index`; with `?index=`, once the
+/// sessions changed after it (or the wait passed).
+async fn listed(
+    api: &Api,
+    client: IpAddr,
+    query: SessionQuery,
+    pick: impl Fn(&LockSession) -> bool,
+) -> Response {
+    if let Some(index) = query.index {
+        let waited = match blocking::wait_of(query.wait.as_deref()) {
+            Ok(wait) => blocking::wait_for_sessions(api, client, index, wait).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = waited {
+            return e.into_response();
+        }
+    }
+    let (index, sessions): (u64, Vec<Value>) = api.service.read(|state| {
         let sessions = state
             .kv
             .lock_sessions()
             .filter(|s| pick(s))
             .map(session_json)
             .collect();
-        (state.kv.revision(), sessions)
+        (blocking::sessions_index(&state.kv), sessions)
     });
     let mut response = Json(sessions).into_response();
-    super::kv::consul_headers(api, response.headers_mut(), revision);
+    let index = i64::try_from(index).unwrap_or(i64::MAX);
+    super::kv::consul_headers(api, response.headers_mut(), index);
     response
 }
 
 /// `GET /v1/session/info/{id}`: `[session]`, or `[]` for an unknown one.
-pub async fn info(State(api): State<Api>, Path(uuid): Path<String>) -> Response {
+pub async fn info(
+    State(api): State<Api>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Path(uuid): Path<String>,
+    Query(query): Query<SessionQuery>,
+) -> Response {
     let id = session_id(&uuid);
-    listed(&api, |s| Some(s.id) == id)
+    listed(&api, client.ip(), query, |s| Some(s.id) == id).await
 }
 
 /// `GET /v1/session/list`: every session.
-pub async fn list(State(api): State<Api>) -> Response {
-    listed(&api, |_| true)
+pub async fn list(
+    State(api): State<Api>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Query(query): Query<SessionQuery>,
+) -> Response {
+    listed(&api, client.ip(), query, |_| true).await
 }
 
 /// `GET /v1/session/node/{node}`: the sessions of a node.
-pub async fn node(State(api): State<Api>, Path(node): Path<String>) -> Response {
-    listed(&api, |s| s.node == node)
+pub async fn node(
+    State(api): State<Api>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Path(node): Path<String>,
+    Query(query): Query<SessionQuery>,
+) -> Response {
+    listed(&api, client.ip(), query, |s| s.node == node).await
 }
 
 #[cfg(test)]
