@@ -175,8 +175,14 @@ impl Server {
         let epoch = Instant::now();
         let engine = Replica::new(&raft_config, wal, settings, 0)?;
 
+        let state = engine.shared_state();
+        let sessions_index = state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .kv
+            .lock_sessions_index();
         let shared = Arc::new(Shared {
-            state: engine.shared_state(),
+            state,
             status: Mutex::new(NodeStatus {
                 name: meta.name.clone(),
                 cluster_id: format!("{:016x}", meta.cluster_id),
@@ -187,6 +193,7 @@ impl Server {
             epoch,
             metrics: metrics::Metrics::default(),
             applied: tokio::sync::Notify::new(),
+            sessions_index: tokio::sync::watch::Sender::new(sessions_index),
             client_inputs: std::sync::atomic::AtomicUsize::new(0),
             stopping: tokio::sync::watch::Sender::new(false),
             checkpoints: Arc::default(),

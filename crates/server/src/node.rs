@@ -625,6 +625,17 @@ impl Driver {
         }
     }
 
+    /// Publishes the store's lock sessions index, waking the session reads blocked on it only
+    /// when it changed.
+    fn publish_sessions_index(&self) {
+        let index = self.shared.state().kv.lock_sessions_index();
+        self.shared.sessions_index.send_if_modified(|published| {
+            let changed = *published != index;
+            *published = index;
+            changed
+        });
+    }
+
     fn on_event(&mut self, event: Event) {
         match event {
             Event::RoleChanged { role, term, leader } => {
@@ -641,7 +652,10 @@ impl Driver {
                 tracing::debug!(lease, ?entry, "lease expired; revoke proposed");
             }
             Event::Applied(_) => {}
-            Event::AppliedTo { .. } => self.shared.applied.notify_waiters(),
+            Event::AppliedTo { .. } => {
+                self.shared.applied.notify_waiters();
+                self.publish_sessions_index();
+            }
             Event::MembershipApplied { index, conf } => tracing::info!(
                 index,
                 voters = ?conf.voters,
@@ -662,6 +676,7 @@ impl Driver {
             Event::SnapshotInstalled { index, term, .. } => {
                 Metrics::bump(&self.shared.metrics.snapshots_installed);
                 self.shared.applied.notify_waiters();
+                self.publish_sessions_index();
                 tracing::info!(index, term, "installed snapshot from the leader");
             }
             Event::Recovered { index, term, .. } => {

@@ -64,6 +64,9 @@ pub struct Shared {
     pub leader_contact_ms: AtomicU64,
     /// Woken after every applied batch (watchers poll the store then).
     pub applied: tokio::sync::Notify,
+    /// The store's lock sessions index after the last applied batch, changed only when a session
+    /// was created or ended (Consul's session reads block on it).
+    pub sessions_index: tokio::sync::watch::Sender<u64>,
     /// Client requests in the driver's queue (bounded by `CLIENT_INPUTS_MAX`).
     pub client_inputs: std::sync::atomic::AtomicUsize,
     /// Set when the node starts shutting down: watch streams end.

@@ -17,7 +17,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use raftkv_kv::{KvError, KvStore, RangeRequest, WatchRequest};
+use raftkv_kv::{KvError, RangeRequest, WatchRequest};
 
 use super::Api;
 use super::error::ApiError;
@@ -112,16 +112,22 @@ pub async fn wait_for_change(
     Ok(())
 }
 
-/// The index of Consul's session reads: the store's sessions index, at least 1 (as Consul's
-/// indexes are, so a client never blocks on 0, which answers at once).
-pub fn sessions_index(kv: &KvStore) -> u64 {
-    kv.lock_sessions_index().max(1)
+/// A sessions index as Consul's session reads show it: at least 1 (as Consul's indexes are, so
+/// a client never blocks on 0, which answers at once).
+fn shown(published: u64) -> u64 {
+    published.max(1)
+}
+
+/// The index Consul's session reads answer with: the sessions index the driver last published.
+pub fn sessions_index(api: &Api) -> u64 {
+    shown(*api.service.shared().sessions_index.borrow())
 }
 
 /// Waits until the lock sessions change after `index` (a session created or ended), at most
-/// `wait`: each applied batch wakes the waiting reads to compare one number, so nothing runs for
-/// them while nothing is applied. An index other than the current one (past it, or reset by a
-/// restore) answers at once. Waiting reads count against the client's `--watches-per-client-max`.
+/// `wait`: the driver publishes the sessions index after each applied batch and wakes the
+/// waiting reads only when it changed, so nothing runs for them otherwise. An index other than
+/// the current one (past it, or reset by a restore) answers at once. Waiting reads count
+/// against the client's `--watches-per-client-max`.
 pub async fn wait_for_sessions(
     api: &Api,
     client: IpAddr,
@@ -131,21 +137,14 @@ pub async fn wait_for_sessions(
     let per_client_max = api.service.config().watches_per_client_max;
     let _slot = api.watches.admit(client, per_client_max)?;
     let shared = api.service.shared().clone();
+    let mut published = shared.sessions_index.subscribe();
     let mut stopping = shared.stopping.subscribe();
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let applied = shared.applied.notified();
-        tokio::pin!(applied);
-        applied.as_mut().enable();
-        if api.service.read(|state| sessions_index(&state.kv)) != index {
-            return Ok(());
-        }
-        tokio::select! {
-            _ = applied => {}
-            _ = tokio::time::sleep_until(deadline) => return Ok(()),
-            _ = stopping.changed() => return Ok(()),
-        }
+    let moved = published.wait_for(|&current| shown(current) != index);
+    tokio::select! {
+        _ = tokio::time::timeout(wait, moved) => {}
+        _ = stopping.changed() => {}
     }
+    Ok(())
 }
 
 #[cfg(test)]

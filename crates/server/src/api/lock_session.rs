@@ -263,14 +263,14 @@ async fn listed(
             return e.into_response();
         }
     }
-    let (index, sessions): (u64, Vec<Value>) = api.service.read(|state| {
-        let sessions = state
+    let index = blocking::sessions_index(api);
+    let sessions: Vec<Value> = api.service.read(|state| {
+        state
             .kv
             .lock_sessions()
             .filter(|s| pick(s))
             .map(session_json)
-            .collect();
-        (blocking::sessions_index(&state.kv), sessions)
+            .collect()
     });
     let mut response = Json(sessions).into_response();
     let index = i64::try_from(index).unwrap_or(i64::MAX);
