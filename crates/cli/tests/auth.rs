@@ -99,6 +99,57 @@ async fn a_user_limited_to_a_prefix_is_refused_elsewhere_and_anonymous_callers_e
             "{args:?}: {out}{err}"
         );
     }
+    // Ending a lease deletes its keys: a revoke needs write permission on each, and listing
+    // them read permission (etcd's rules).
+    let root_user = "--user=root:rootpw";
+    let granted = etcdctl_json(
+        &follower,
+        &[root_user, "lease", "grant", "600", "-w", "json"],
+    );
+    let lease = granted["ID"].as_i64().expect("a lease id");
+    let lease_hex = format!("{lease:x}");
+    etcdctl(
+        &follower,
+        &[
+            root_user,
+            "put",
+            "/other-leased",
+            "r",
+            &format!("--lease={lease_hex}"),
+        ],
+    );
+    for args in [
+        vec![alice, "lease", "revoke", &lease_hex],
+        vec![alice, "lease", "timetolive", &lease_hex, "--keys"],
+    ] {
+        let (ok, out, err) = etcdctl_with(&follower, &args, "");
+        assert!(
+            !ok && err.contains("etcdserver: permission denied"),
+            "{args:?}: {out}{err}"
+        );
+    }
+    let ttl = etcdctl(&follower, &[alice, "lease", "timetolive", &lease_hex]);
+    assert!(ttl.contains("remaining"), "without its keys: {ttl}");
+    let revoke = http()
+        .delete(format!("{url}/v1/lease/{lease}"))
+        .header(
+            "Authorization",
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode("alice:alicepw")
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status().as_u16(), 403, "over HTTP too");
+    let kept = etcdctl(
+        &follower,
+        &[root_user, "get", "/other-leased", "--print-value-only"],
+    );
+    assert_eq!(kept.trim(), "r", "the lease and its key live on");
+    etcdctl(&follower, &[root_user, "lease", "revoke", &lease_hex]);
+
     let (out, err) = watch_briefly(
         &follower,
         &[alice, "watch", "/other"],

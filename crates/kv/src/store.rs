@@ -62,6 +62,11 @@ impl KvStore {
         self.lock_sessions.held(id)
     }
 
+    /// The lock session lease `lease` keeps alive, if one does.
+    pub fn lock_session_of_lease(&self, lease: LeaseId) -> Option<LockSessionId> {
+        self.lock_sessions.by_lease(lease)
+    }
+
     /// Every lock session, by id.
     pub fn lock_sessions(&self) -> impl Iterator<Item = &LockSession> {
         self.lock_sessions.iter()

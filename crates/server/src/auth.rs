@@ -17,7 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use raftkv_kv::{DeleteRangeRequest, Op, PutRequest, Request, RequestOp, TxnOp, TxnRequest};
+use raftkv_kv::{
+    DeleteRangeRequest, LeaseId, LockSessionId, Op, PutRequest, Request, RequestOp, TxnOp,
+    TxnRequest,
+};
 use raftkv_raft::NodeId;
 use raftkv_replica::State;
 use raftkv_replica::auth::{Access, AuthError, AuthStore};
@@ -78,12 +81,14 @@ pub fn authorize(auth: &AuthStore, caller: &Caller, need: Need<'_>) -> Result<()
 
 /// Whether `caller` may send the key-value `request` (each key it reads or writes, a
 /// transaction's compares and both branches included; a write that returns the previous value
-/// reads it too).
+/// reads it too; ending a lease or a lock session writes every key it deletes or releases, as
+/// etcd checks a revoke's keys).
 pub fn authorize_request(
-    auth: &AuthStore,
+    state: &State,
     caller: &Caller,
     request: &Request,
 ) -> Result<(), AuthError> {
+    let auth = &state.auth;
     if !auth.enabled() {
         return Ok(());
     }
@@ -91,8 +96,58 @@ pub fn authorize_request(
         Some(Op::Put(put)) => authorize_put(auth, caller, put),
         Some(Op::DeleteRange(delete)) => authorize_delete(auth, caller, delete),
         Some(Op::Txn(txn)) => authorize_txn(auth, caller, txn),
+        Some(Op::Lock(lock)) => authorize(
+            auth,
+            caller,
+            Need::Keys(Access::Write, &lock.key, &Bytes::new()),
+        ),
+        Some(Op::LeaseRevoke(revoke)) => {
+            let session = state.kv.lock_session_of_lease(revoke.id);
+            authorize_ending(state, caller, revoke.id, session)
+        }
+        Some(Op::LockSessionDestroy(destroy)) => {
+            let lease = state.kv.lock_session(destroy.id).map_or(0, |s| s.lease);
+            authorize_ending(state, caller, lease, Some(destroy.id))
+        }
         _ => authorize(auth, caller, Need::User),
     }
+}
+
+/// Whether `caller` may end `lease` (0: none) and lock session `session`: write permission on
+/// every key attached to the lease and every key the session holds.
+fn authorize_ending(
+    state: &State,
+    caller: &Caller,
+    lease: LeaseId,
+    session: Option<LockSessionId>,
+) -> Result<(), AuthError> {
+    authorize(&state.auth, caller, Need::User)?;
+    let lease_keys = match lease {
+        0 => Vec::new(),
+        id => state
+            .kv
+            .lease_time_to_live(id, 0)
+            .map(|lease| lease.keys)
+            .unwrap_or_default(),
+    };
+    let held = session.map_or_else(Vec::new, |id| state.kv.lock_session_keys(id));
+    let end = Bytes::new();
+    lease_keys
+        .iter()
+        .chain(&held)
+        .try_for_each(|key| authorize(&state.auth, caller, Need::Keys(Access::Write, key, &end)))
+}
+
+/// Whether `caller` may see the keys attached to `lease` (etcd's `LeaseTimeToLive` with
+/// `keys`): read permission on each.
+pub fn authorize_lease_keys(
+    state: &State,
+    caller: &Caller,
+    keys: &[Bytes],
+) -> Result<(), AuthError> {
+    let end = Bytes::new();
+    keys.iter()
+        .try_for_each(|key| authorize(&state.auth, caller, Need::Keys(Access::Read, key, &end)))
 }
 
 fn authorize_put(auth: &AuthStore, caller: &Caller, put: &PutRequest) -> Result<(), AuthError> {
@@ -367,6 +422,13 @@ mod tests {
         auth
     }
 
+    /// A replicated state with `auth` and an empty store.
+    fn state_of(auth: &AuthStore) -> State {
+        let mut state = State::new(raftkv_replica::state::limits());
+        state.auth = auth.clone();
+        state
+    }
+
     #[test]
     fn a_token_speaks_for_its_user_until_it_expires_and_only_under_its_secret() {
         let auth = enabled(b"one");
@@ -430,27 +492,30 @@ mod tests {
             })
         };
         let inside = txn(b"/app/a", put(b"/app/b"), put(b"/app/c"));
-        assert_eq!(authorize_request(&auth, &alice, &inside), Ok(()));
+        assert_eq!(authorize_request(&state_of(&auth), &alice, &inside), Ok(()));
         let failure_outside = txn(b"/app/a", put(b"/app/b"), put(b"/other"));
         assert_eq!(
-            authorize_request(&auth, &alice, &failure_outside),
+            authorize_request(&state_of(&auth), &alice, &failure_outside),
             Err(AuthError::PermissionDenied)
         );
         let compare_outside = txn(b"/other", put(b"/app/b"), put(b"/app/c"));
         assert_eq!(
-            authorize_request(&auth, &alice, &compare_outside),
+            authorize_request(&state_of(&auth), &alice, &compare_outside),
             Err(AuthError::PermissionDenied)
         );
         assert_eq!(
-            authorize_request(&auth, &Caller::Anonymous, &inside),
+            authorize_request(&state_of(&auth), &Caller::Anonymous, &inside),
             Err(AuthError::UserEmpty)
         );
         assert_eq!(
-            authorize_request(&auth, &Caller::Member(1), &failure_outside),
+            authorize_request(&state_of(&auth), &Caller::Member(1), &failure_outside),
             Ok(())
         );
         let root = Caller::User(ROOT.into());
-        assert_eq!(authorize_request(&auth, &root, &failure_outside), Ok(()));
+        assert_eq!(
+            authorize_request(&state_of(&auth), &root, &failure_outside),
+            Ok(())
+        );
     }
 
     #[test]
@@ -471,14 +536,87 @@ mod tests {
         let alice = Caller::User("alice".into());
         let put = PutRequest::new("/app/a", "v");
         let plain = Request::new(Op::Put(put.clone()));
-        assert_eq!(authorize_request(&auth, &alice, &plain), Ok(()));
+        assert_eq!(authorize_request(&state_of(&auth), &alice, &plain), Ok(()));
         let with_prev = Request::new(Op::Put(PutRequest {
             prev_kv: true,
             ..put
         }));
         assert_eq!(
-            authorize_request(&auth, &alice, &with_prev),
+            authorize_request(&state_of(&auth), &alice, &with_prev),
             Err(AuthError::PermissionDenied)
         );
+    }
+
+    #[test]
+    fn ending_a_lease_or_lock_session_needs_write_permission_on_its_keys() {
+        let mut state = state_of(&enabled(b"one"));
+        let mut index = 0;
+        let mut apply = |state: &mut State, request: Request| {
+            index += 1;
+            state.kv.apply(index, &request.encode_to_vec()).result
+        };
+        let lease = match apply(&mut state, Request::lease_grant(0, 60_000)) {
+            Ok(raftkv_kv::Reply::LeaseGrant(granted)) => granted.id,
+            other => panic!("{other:?}"),
+        };
+        let alice = Caller::User("alice".into());
+        let revoke = Request::lease_revoke(lease);
+        assert_eq!(
+            authorize_request(&state, &alice, &revoke),
+            Ok(()),
+            "a lease without keys"
+        );
+        let mut attach = |state: &mut State, key: &'static str| {
+            let put = PutRequest {
+                lease,
+                ..PutRequest::new(key, "v")
+            };
+            apply(state, Request::new(Op::Put(put))).unwrap();
+        };
+        attach(&mut state, "/app/a");
+        assert_eq!(authorize_request(&state, &alice, &revoke), Ok(()));
+        attach(&mut state, "/other");
+        assert_eq!(
+            authorize_request(&state, &alice, &revoke),
+            Err(AuthError::PermissionDenied),
+            "revoking deletes /other"
+        );
+        let keys = state.kv.lease_time_to_live(lease, 0).unwrap().keys;
+        assert_eq!(
+            authorize_lease_keys(&state, &alice, &keys),
+            Err(AuthError::PermissionDenied),
+            "listing the keys shows /other"
+        );
+        let root = Caller::User(ROOT.into());
+        assert_eq!(authorize_request(&state, &root, &revoke), Ok(()));
+
+        // A lock session (with a lease of its own) holding /other: neither its end nor its
+        // lease's revoke is alice's to ask.
+        let create = raftkv_kv::LockSessionCreateRequest {
+            ttl_ms: 30_000,
+            ..Default::default()
+        };
+        let (session, session_lease) =
+            match apply(&mut state, Request::new(Op::LockSessionCreate(create))) {
+                Ok(raftkv_kv::Reply::LockSessionCreate(created)) => (created.id, created.lease),
+                other => panic!("{other:?}"),
+            };
+        let destroy = Request::new(Op::LockSessionDestroy(
+            raftkv_kv::LockSessionDestroyRequest { id: session },
+        ));
+        let revoke_session = Request::lease_revoke(session_lease);
+        assert_eq!(authorize_request(&state, &alice, &destroy), Ok(()));
+        let lock = raftkv_kv::LockRequest {
+            key: Bytes::from_static(b"/other-lock"),
+            session,
+            ..Default::default()
+        };
+        apply(&mut state, Request::new(Op::Lock(lock))).unwrap();
+        for ending in [&destroy, &revoke_session] {
+            assert_eq!(
+                authorize_request(&state, &alice, ending),
+                Err(AuthError::PermissionDenied)
+            );
+        }
     }
 }

@@ -7,7 +7,10 @@ use raftkv_kv::Request;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth;
+
 use super::Api;
+use super::auth::{Identified, refused};
 use super::error::ApiError;
 use super::forward::Forward;
 use super::render;
@@ -38,14 +41,24 @@ pub async fn grant(
         .await
 }
 
-/// `DELETE /v1/lease/{id}`.
+/// `DELETE /v1/lease/{id}`. With authentication on, the caller must be allowed to write every
+/// key the revoke deletes.
 pub async fn revoke(
     State(api): State<Api>,
+    identified: Option<axum::Extension<Identified>>,
     Path(id): Path<i64>,
     SessionHeaders(session): SessionHeaders,
     request: Forward,
 ) -> Response {
-    let result = api.service.write(Request::lease_revoke(id), session).await;
+    let caller = identified.map(|i| i.0.0).unwrap_or_default();
+    let revoke = Request::lease_revoke(id);
+    let permitted = api
+        .service
+        .read(|state| auth::authorize_request(state, &caller, &revoke));
+    if let Err(e) = permitted {
+        return refused(e);
+    }
+    let result = api.service.write(revoke, session).await;
     api.answer_or_forward(result, request, render::lease_revoke_answer)
         .await
 }

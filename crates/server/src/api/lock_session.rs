@@ -29,14 +29,12 @@ use raftkv_kv::{
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use raftkv_replica::auth::Access;
-
 use super::Api;
 use super::auth::{Identified, refused};
 use super::blocking::{self, parse_duration};
 use super::error::ApiError;
 use super::forward::Forward;
-use crate::auth::{self, Need};
+use crate::auth;
 
 /// The lock delay of a session created without one (Consul's).
 pub const LOCK_DELAY_DEFAULT: Duration = Duration::from_secs(15);
@@ -198,17 +196,14 @@ pub async fn destroy(
         Err(e) => return e.into_response(),
     };
     let caller = identified.map(|i| i.0.0).unwrap_or_default();
-    let permitted = api.service.read(|state| {
-        state.kv.lock_session_keys(id).iter().try_for_each(|key| {
-            let need = Need::Keys(Access::Write, key, &bytes::Bytes::new());
-            auth::authorize(&state.auth, &caller, need)
-        })
-    });
+    let destroy = Request::new(Op::LockSessionDestroy(LockSessionDestroyRequest { id }));
+    let permitted = api
+        .service
+        .read(|state| auth::authorize_request(state, &caller, &destroy));
     if let Err(e) = permitted {
         return refused(e);
     }
-    let destroy = Op::LockSessionDestroy(LockSessionDestroyRequest { id });
-    let result = api.service.write(Request::new(destroy), None).await;
+    let result = api.service.write(destroy, None).await;
     api.answer_or_forward(result, request, |applied| {
         super::render::reply(applied).map(|_| json!(true))
     })

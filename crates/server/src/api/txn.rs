@@ -509,7 +509,7 @@ pub async fn txn(
     }
     let permitted = api
         .service
-        .read(|state| auth::authorize_request(&state.auth, &caller, &checked));
+        .read(|state| auth::authorize_request(state, &caller, &checked));
     if let Err(e) = permitted {
         return refused(e);
     }

@@ -33,7 +33,7 @@ impl Etcd {
             .validate(&raftkv_replica::state::limits())
             .map_err(status::kv)?;
         self.service
-            .read(|state| auth::authorize_request(&state.auth, caller, &request))
+            .read(|state| auth::authorize_request(state, caller, &request))
             .map_err(auth_status)?;
         match self.service.write(request, None).await {
             Ok(Applied::Kv(response)) => match response.result {

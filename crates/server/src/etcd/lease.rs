@@ -10,10 +10,11 @@ use raftkv_etcdpb::etcdserverpb::{self as pb};
 use raftkv_kv::{KvError, Reply};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::auth_status;
 use super::forward::Forwarder;
 use super::kv::Proposed;
 use super::{Etcd, status};
-use crate::auth::Need;
+use crate::auth::{self, Need};
 use crate::error::RequestError;
 
 /// Keep-alive answers queued for one stream.
@@ -164,8 +165,22 @@ impl Lease for Etcd {
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let forwarded = Forwarder::was_forwarded(&request);
-        self.authorize(&request, Need::User)?;
+        let caller = self.authorize(&request, Need::User)?;
         let query = request.into_inner();
+        if query.keys {
+            // Listing the lease's keys needs read permission on each (etcd's rule), checked here
+            // before any forwarding.
+            self.service
+                .read(|state| {
+                    let keys = state
+                        .kv
+                        .lease_time_to_live(query.id, 0)
+                        .map(|lease| lease.keys)
+                        .unwrap_or_default();
+                    auth::authorize_lease_keys(state, &caller, &keys)
+                })
+                .map_err(auth_status)?;
+        }
         let status = self.service.status();
         if status.leader != Some(status.id) {
             return self
