@@ -41,7 +41,7 @@ pub struct Common {
     #[arg(long = "key", env = "RAFTKV_KEY", requires = "client_cert")]
     pub(crate) client_key: Option<PathBuf>,
     /// NAME:PASSWORD of a user, for a cluster with authentication enabled (sent as HTTP Basic
-    /// credentials: use it over https://).
+    /// credentials, or with --etcd exchanged for a token: use it over https://).
     #[arg(long, env = "RAFTKV_USER")]
     pub(crate) user: Option<String>,
 }

@@ -4,9 +4,14 @@
 //!
 //! etcd's clients never retry a write (its outcome may be unknown); neither do these: a write is
 //! sent once, to the first endpoint that accepts a connection.
+//!
+//! With `--user NAME:PASSWORD`, the connection first authenticates (etcd's `Authenticate`) and
+//! every call carries the token in etcd's `token` metadata, as etcdctl does.
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
+use raftkv_etcdpb::etcdserverpb::AuthenticateRequest;
+use raftkv_etcdpb::etcdserverpb::auth_client::AuthClient;
 use raftkv_etcdpb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use raftkv_etcdpb::etcdserverpb::kv_client::KvClient;
 use raftkv_etcdpb::etcdserverpb::response_op::Response as ResponseOp;
@@ -17,6 +22,9 @@ use raftkv_etcdpb::etcdserverpb::{
     WatchCreateRequest, WatchRequest, request_op,
 };
 use raftkv_etcdpb::mvccpb::event::EventType;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::client::{Common, WatchEvent};
@@ -26,11 +34,57 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Time a unary call may take.
 const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// A channel to the first endpoint that accepts a connection.
-pub(crate) async fn connect(common: &Common) -> Result<Channel> {
-    if common.user.is_some() {
-        bail!("--user works over raftkv's HTTP API; with --etcd, use etcdctl --user");
+/// etcd's metadata key for a token.
+const TOKEN_METADATA: &str = "token";
+
+/// A connection to an endpoint, each call carrying the token of `--user` if one was given.
+pub(crate) type Connection = InterceptedService<Channel, Token>;
+
+/// The token calls carry (`None`: no `--user`).
+#[derive(Clone)]
+pub(crate) struct Token(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Token {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert(TOKEN_METADATA, token.clone());
+        }
+        Ok(request)
     }
+}
+
+/// A connection to the first endpoint that accepts one, authenticated as `--user` if given.
+pub(crate) async fn connect(common: &Common) -> Result<Connection> {
+    let channel = channel(common).await?;
+    let token = match &common.user {
+        Some(user) => Some(authenticate(channel.clone(), user).await?),
+        None => None,
+    };
+    Ok(InterceptedService::new(channel, Token(token)))
+}
+
+/// `user`'s token (`NAME:PASSWORD`), from etcd's `Authenticate`.
+async fn authenticate(channel: Channel, user: &str) -> Result<MetadataValue<Ascii>> {
+    let Some((name, password)) = user.split_once(':') else {
+        bail!("--user takes NAME:PASSWORD");
+    };
+    let request = AuthenticateRequest {
+        name: name.to_string(),
+        password: password.to_string(),
+    };
+    let answer = AuthClient::new(channel)
+        .authenticate(request)
+        .await
+        .map_err(refused)?;
+    MetadataValue::try_from(answer.into_inner().token)
+        .context("the server's token is not printable ASCII")
+}
+
+/// A channel to the first endpoint that accepts a connection.
+async fn channel(common: &Common) -> Result<Channel> {
     let mut failures = Vec::new();
     let tls = common.tls()?.map(|(_, grpc)| grpc);
     for endpoint in &common.endpoints {

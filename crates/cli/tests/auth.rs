@@ -372,6 +372,18 @@ async fn a_user_limited_to_a_prefix_is_refused_elsewhere_and_anonymous_callers_e
     assert!(ok && out.trim() == "1", "{out}{err}");
     let (ok, _, err) = raftkv_at(&["put", "/other", "x"], &url, &["--user", "alice:alicepw"]);
     assert!(!ok && err.contains("permission denied"), "{err}");
+    // Over etcd's API (--etcd): the password is exchanged for a token first.
+    let etcd_alice = ["--etcd", "--user", "alice:alicepw"];
+    let (ok, out, err) = raftkv_at(&["get", "/app/x"], &url, &etcd_alice);
+    assert!(ok && out.trim() == "1", "{out}{err}");
+    let (ok, _, err) = raftkv_at(&["put", "/other", "x"], &url, &etcd_alice);
+    assert!(
+        !ok && err.contains("etcdserver: permission denied"),
+        "{err}"
+    );
+    let wrong = ["--etcd", "--user", "alice:wrong"];
+    let (ok, _, err) = raftkv_at(&["get", "/app/x"], &url, &wrong);
+    assert!(!ok && err.contains("authentication failed"), "{err}");
     let (ok, out, err) = raftkv_at(&["member", "list"], &url, &["--user", "root:rootpw"]);
     assert!(ok && out.contains("u1"), "{out}{err}");
     let listed = etcdctl(&follower, &["--user=root:rootpw", "member", "list"]);
