@@ -295,8 +295,8 @@ async fn a_user_limited_to_a_prefix_is_refused_elsewhere_and_anonymous_callers_e
         .unwrap();
     assert_eq!(
         anonymous.status().as_u16(),
-        401,
-        "an empty token is no token"
+        403,
+        "an empty token is no token (and Consul's endpoints refuse with a 403)"
     );
     let body = anonymous.text().await.unwrap();
     assert!(body.contains("user name is empty"), "{body}");
@@ -365,7 +365,18 @@ async fn a_user_limited_to_a_prefix_is_refused_elsewhere_and_anonymous_callers_e
         .send()
         .await
         .unwrap();
-    assert_eq!(answer.status().as_u16(), 401, "a forged token");
+    assert_eq!(
+        answer.status().as_u16(),
+        403,
+        "a forged token, on Consul's endpoint: Consul's 403"
+    );
+    let answer = http()
+        .post(format!("{url}/v1/lease?ttl=10"))
+        .header("Authorization", "Bearer not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 401, "a forged token elsewhere");
 
     // Over HTTP with a password: alice's prefix only; root everything.
     let (ok, out, err) = raftkv_at(&["get", "/app/x"], &url, &["--user", "alice:alicepw"]);

@@ -151,6 +151,19 @@ pub(super) fn refused(error: AuthError) -> Response {
     ApiError::new(status, "auth", error.to_string()).into_response()
 }
 
+/// A refusal on one of Consul's endpoints: 403 whatever the reason, as Consul answers every ACL
+/// refusal (a missing or unknown token included; its clients take a 401 for something else).
+pub(super) fn refused_consul(error: AuthError) -> Response {
+    ApiError::new(StatusCode::FORBIDDEN, "auth", error.to_string()).into_response()
+}
+
+/// Whether `path` is one of Consul's endpoints.
+fn is_consul(path: &str) -> bool {
+    ["/v1/kv", "/v1/txn", "/v1/session/", "/v1/status/"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+}
+
 /// The header Consul's clients carry their token in.
 pub const CONSUL_TOKEN_HEADER: &str = "x-consul-token";
 
@@ -198,6 +211,10 @@ pub async fn caller(
 
 /// The middleware.
 pub async fn guard(State(api): State<Api>, mut request: Request, next: Next) -> Response {
+    let refuse = match is_consul(request.uri().path()) {
+        true => refused_consul,
+        false => refused,
+    };
     let need = route_need(
         request.method(),
         request.uri().path(),
@@ -208,7 +225,7 @@ pub async fn guard(State(api): State<Api>, mut request: Request, next: Next) -> 
     }
     let caller = match caller(&api, request.headers(), request.uri().query()).await {
         Ok(caller) => caller,
-        Err(e) => return refused(e),
+        Err(e) => return refuse(e),
     };
     let checked = api.service.read(|state| {
         let check = |need| auth::authorize(&state.auth, &caller, need);
@@ -220,7 +237,7 @@ pub async fn guard(State(api): State<Api>, mut request: Request, next: Next) -> 
         }
     });
     if let Err(e) = checked {
-        return refused(e);
+        return refuse(e);
     }
     let trusted = api
         .service

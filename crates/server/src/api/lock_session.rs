@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::Api;
-use super::auth::{Identified, refused};
+use super::auth::{Identified, refused_consul};
 use super::blocking::{self, parse_duration};
 use super::error::ApiError;
 use super::forward::Forward;
@@ -201,7 +201,7 @@ pub async fn destroy(
         .service
         .read(|state| auth::authorize_request(state, &caller, &destroy));
     if let Err(e) = permitted {
-        return refused(e);
+        return refused_consul(e);
     }
     let result = api.service.write(destroy, None).await;
     api.answer_or_forward(result, request, |applied| {

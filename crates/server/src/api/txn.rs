@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 use crate::auth::{self, Need};
 
 use super::Api;
-use super::auth::{Identified, refused};
+use super::auth::{Identified, refused_consul};
 use super::error::ApiError;
 use super::forward::Forward;
 use super::kv::entry_json;
@@ -511,7 +511,7 @@ pub async fn txn(
         .service
         .read(|state| auth::authorize_request(state, &caller, &checked));
     if let Err(e) = permitted {
-        return refused(e);
+        return refused_consul(e);
     }
     let now_ms = api.service.shared().epoch.elapsed().as_millis() as u64;
     let (delayed, readable) = api.service.read(|state| {
