@@ -163,6 +163,12 @@ def main():
     _, sessions = c.session.list()
     assert {s1, s2} <= {s["ID"] for s in sessions}, sessions
     assert c.session.renew(s1)["ID"] == s1
+    # a blocking session list wakes when a session is created
+    index, _ = others[1].session.list()
+    threading.Timer(0.3, lambda: c.session.create(name="wakes", lock_delay=0)).start()
+    after, sessions = others[1].session.list(index=index, wait="20s")
+    assert int(after) > int(index), (index, after)
+    assert "wakes" in {s["Name"] for s in sessions}, sessions
     # destroying a session releases its locks
     assert c.session.destroy(s2) is True
     _, item = c.kv.get("lock/leader")
