@@ -46,6 +46,11 @@ pub struct Common {
     pub(crate) user: Option<String>,
 }
 
+/// The name and password of `--user NAME:PASSWORD`.
+pub(crate) fn credentials(user: &str) -> Result<(&str, &str)> {
+    user.split_once(':').context("--user takes NAME:PASSWORD")
+}
+
 impl Common {
     /// The TLS settings of --cacert, --cert and --key, for HTTP and for gRPC.
     pub(crate) fn tls(&self) -> Result<Option<(ClientConfig, ClientTlsConfig)>> {
@@ -61,9 +66,7 @@ impl Common {
     pub(crate) fn http_client(&self) -> Result<reqwest::ClientBuilder> {
         let mut builder = reqwest::Client::builder();
         if let Some(user) = &self.user {
-            if !user.contains(':') {
-                bail!("--user takes NAME:PASSWORD");
-            }
+            credentials(user)?;
             let credentials = base64::engine::general_purpose::STANDARD.encode(user);
             let mut value = reqwest::header::HeaderValue::try_from(format!("Basic {credentials}"))
                 .context("--user")?;

@@ -60,27 +60,33 @@ impl Interceptor for Token {
 pub(crate) async fn connect(common: &Common) -> Result<Connection> {
     let channel = channel(common).await?;
     let token = match &common.user {
-        Some(user) => Some(authenticate(channel.clone(), user).await?),
+        Some(user) => authenticate(channel.clone(), user).await?,
         None => None,
     };
     Ok(InterceptedService::new(channel, Token(token)))
 }
 
-/// `user`'s token (`NAME:PASSWORD`), from etcd's `Authenticate`.
-async fn authenticate(channel: Channel, user: &str) -> Result<MetadataValue<Ascii>> {
-    let Some((name, password)) = user.split_once(':') else {
-        bail!("--user takes NAME:PASSWORD");
-    };
+/// etcd's answer to `Authenticate` while authentication is disabled (its clients then go on
+/// without a token, as the HTTP API ignores credentials).
+const AUTH_NOT_ENABLED: &str = "etcdserver: authentication is not enabled";
+
+/// `user`'s token (`NAME:PASSWORD`), from etcd's `Authenticate`; `None` if the cluster does not
+/// have authentication enabled.
+async fn authenticate(channel: Channel, user: &str) -> Result<Option<MetadataValue<Ascii>>> {
+    let (name, password) = crate::client::credentials(user)?;
     let request = AuthenticateRequest {
         name: name.to_string(),
         password: password.to_string(),
     };
-    let answer = AuthClient::new(channel)
-        .authenticate(request)
-        .await
-        .map_err(refused)?;
-    MetadataValue::try_from(answer.into_inner().token)
-        .context("the server's token is not printable ASCII")
+    let answer = match AuthClient::new(channel).authenticate(request).await {
+        Ok(answer) => answer,
+        Err(status) if status.message() == AUTH_NOT_ENABLED => return Ok(None),
+        Err(status) => return Err(refused(status)),
+    };
+    let mut token = MetadataValue::try_from(answer.into_inner().token)
+        .context("the server's token is not printable ASCII")?;
+    token.set_sensitive(true);
+    Ok(Some(token))
 }
 
 /// A channel to the first endpoint that accepts a connection.

@@ -65,6 +65,13 @@ async fn a_user_limited_to_a_prefix_is_refused_elsewhere_and_anonymous_callers_e
     );
     etcdctl(&follower, &["user", "add", "alice:alicepw"]);
     etcdctl(&follower, &["user", "grant-role", "alice", "app"]);
+    // While authentication is off, credentials are ignored (over etcd's API too).
+    let (ok, _, err) = raftkv_at(
+        &["put", "/other", "before"],
+        &url,
+        &["--etcd", "--user", "alice:alicepw"],
+    );
+    assert!(ok, "{err}");
     let enabled = etcdctl(&follower, &["auth", "enable"]);
     assert!(enabled.contains("Authentication Enabled"), "{enabled}");
 

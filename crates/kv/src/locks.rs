@@ -68,9 +68,9 @@ pub(crate) struct LockSessions {
     held: BTreeMap<LockSessionId, BTreeSet<Bytes>>,
     /// Key → until when (this node's clock, ms) it may not be acquired (node-local).
     delays: BTreeMap<Bytes, u64>,
-    /// The log index of the last entry that created or ended a session (after a restore, the
-    /// snapshot's): what Consul's session reads answer as their index and block on. Node-local
-    /// after a restore, so it is neither hashed nor in snapshots.
+    /// The log index of the last entry that created or ended a session: what Consul's session
+    /// reads answer as their index and block on. Carried in snapshots, so every member answers
+    /// the same; an index of the log rather than state, so not hashed.
     changed_index: u64,
 }
 

@@ -77,6 +77,10 @@ struct HeaderRecord {
     revision: i64,
     #[prost(int64, tag = "4")]
     compacted_revision: i64,
+    /// The lock sessions index (`KvStore::lock_sessions_index`; 0 in snapshots written before it
+    /// was carried: a client blocked on a later index is answered at once, as after any reset).
+    #[prost(uint64, tag = "5")]
+    lock_sessions_index: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -227,6 +231,8 @@ pub struct SnapshotView {
     sessions: Sessions,
     /// The lock sessions, in id order.
     lock_sessions: Vec<LockSession>,
+    /// The lock sessions index (an index of the log, not state: not hashed).
+    lock_sessions_index: u64,
 }
 
 impl KvStore {
@@ -241,6 +247,7 @@ impl KvStore {
             leases: self.leases.iter().map(|(id, l)| (*id, l.ttl_ms)).collect(),
             sessions: self.sessions.clone(),
             lock_sessions: self.lock_sessions.iter().cloned().collect(),
+            lock_sessions_index: self.lock_sessions.changed_index(),
         }
     }
 
@@ -279,6 +286,7 @@ impl SnapshotView {
             applied_index: self.applied_index,
             revision: self.revision,
             compacted_revision: self.compacted,
+            lock_sessions_index: self.lock_sessions_index,
         };
         write_record(w, KIND_HEADER, &header.encode_to_vec())?;
         let mut entries = 0;
@@ -636,6 +644,13 @@ impl Restorer {
         store.leases = leases;
         store.sessions = sessions;
         store.lock_sessions = lock_sessions(self.lock_sessions, &store)?;
+        if header.lock_sessions_index > header.applied_index {
+            return Err(corrupt(format!(
+                "lock sessions index {} is past the applied index {}",
+                header.lock_sessions_index, header.applied_index
+            )));
+        }
+        store.lock_sessions.changed(header.lock_sessions_index);
         let hash = store.state_hash();
         if hash != end.state_hash {
             return Err(corrupt(format!(
@@ -665,7 +680,6 @@ fn lock_sessions(records: Vec<LockSession>, store: &KvStore) -> Result<LockSessi
         last_id = session.id;
         sessions.insert(session);
     }
-    sessions.changed(store.applied_index);
     for (key, history) in store.mvcc.histories() {
         let holder = history.live().map_or(0, |e| e.meta().session);
         if holder != 0 {

@@ -72,9 +72,8 @@ impl KvStore {
         self.lock_sessions.iter()
     }
 
-    /// The log index of the last entry that created or ended a lock session as this store
-    /// applied it (after a restore, the snapshot's index; 0 if none): the index of Consul's
-    /// session reads.
+    /// The log index of the last entry that created or ended a lock session (0 if none): the
+    /// index of Consul's session reads.
     pub fn lock_sessions_index(&self) -> u64 {
         self.lock_sessions.changed_index()
     }
@@ -174,6 +173,14 @@ impl KvStore {
         self.leases
             .status(id, now_ms)
             .ok_or(KvError::LeaseNotFound { id })
+    }
+
+    /// The keys attached to lease `id`, in key order (none if it does not exist).
+    pub fn lease_keys(&self, id: LeaseId) -> Vec<bytes::Bytes> {
+        self.leases
+            .get(id)
+            .map(|lease| lease.keys.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Ids of all leases, in order.

@@ -347,13 +347,16 @@ fn the_sessions_index_moves_when_a_session_is_created_or_ends_only() {
     );
     let (b, _) = store.session(RELEASE, 0, 0);
     store.destroy(b);
-    assert_eq!(store.kv.lock_sessions_index(), store.index, "destroyed");
+    let destroyed = store.index;
+    assert_eq!(store.kv.lock_sessions_index(), destroyed, "destroyed");
+    store.apply(Op::Put(PutRequest::new("later", "x"))).unwrap();
     let mut buf = Vec::new();
     store.kv.write_snapshot(&mut buf).unwrap();
     let restored = KvStore::restore(&mut buf.as_slice(), Limits::default()).unwrap();
     assert_eq!(
         restored.lock_sessions_index(),
-        store.index,
-        "a restored store starts at the snapshot's index"
+        destroyed,
+        "a snapshot carries it: a restored member answers as the others"
     );
+    assert_eq!(restored.state_hash(), store.kv.state_hash());
 }

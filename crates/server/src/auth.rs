@@ -113,8 +113,8 @@ pub fn authorize_request(
     }
 }
 
-/// Whether `caller` may end `lease` (0: none) and lock session `session`: write permission on
-/// every key attached to the lease and every key the session holds.
+/// Whether `caller` may end `lease` (0 or unknown: none) and lock session `session`: write
+/// permission on every key attached to the lease and every key the session holds.
 fn authorize_ending(
     state: &State,
     caller: &Caller,
@@ -122,14 +122,7 @@ fn authorize_ending(
     session: Option<LockSessionId>,
 ) -> Result<(), AuthError> {
     authorize(&state.auth, caller, Need::User)?;
-    let lease_keys = match lease {
-        0 => Vec::new(),
-        id => state
-            .kv
-            .lease_time_to_live(id, 0)
-            .map(|lease| lease.keys)
-            .unwrap_or_default(),
-    };
+    let lease_keys = state.kv.lease_keys(lease);
     let held = session.map_or_else(Vec::new, |id| state.kv.lock_session_keys(id));
     let end = Bytes::new();
     lease_keys
@@ -143,10 +136,13 @@ fn authorize_ending(
 pub fn authorize_lease_keys(
     state: &State,
     caller: &Caller,
-    keys: &[Bytes],
+    lease: LeaseId,
 ) -> Result<(), AuthError> {
     let end = Bytes::new();
-    keys.iter()
+    state
+        .kv
+        .lease_keys(lease)
+        .iter()
         .try_for_each(|key| authorize(&state.auth, caller, Need::Keys(Access::Read, key, &end)))
 }
 
@@ -581,9 +577,8 @@ mod tests {
             Err(AuthError::PermissionDenied),
             "revoking deletes /other"
         );
-        let keys = state.kv.lease_time_to_live(lease, 0).unwrap().keys;
         assert_eq!(
-            authorize_lease_keys(&state, &alice, &keys),
+            authorize_lease_keys(&state, &alice, lease),
             Err(AuthError::PermissionDenied),
             "listing the keys shows /other"
         );
@@ -611,7 +606,13 @@ mod tests {
             session,
             ..Default::default()
         };
-        apply(&mut state, Request::new(Op::Lock(lock))).unwrap();
+        let acquire = Request::new(Op::Lock(lock));
+        assert_eq!(
+            authorize_request(&state, &alice, &acquire),
+            Err(AuthError::PermissionDenied),
+            "a lock writes its key"
+        );
+        apply(&mut state, acquire).unwrap();
         for ending in [&destroy, &revoke_session] {
             assert_eq!(
                 authorize_request(&state, &alice, ending),

@@ -175,14 +175,9 @@ impl Server {
         let epoch = Instant::now();
         let engine = Replica::new(&raft_config, wal, settings, 0)?;
 
-        let state = engine.shared_state();
-        let sessions_index = state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .kv
-            .lock_sessions_index();
+        let sessions_index = engine.state().kv.lock_sessions_index();
         let shared = Arc::new(Shared {
-            state,
+            state: engine.shared_state(),
             status: Mutex::new(NodeStatus {
                 name: meta.name.clone(),
                 cluster_id: format!("{:016x}", meta.cluster_id),

@@ -4,7 +4,10 @@
 //! TOKEN` or `?token=TOKEN`) or a user's password (`Authorization: Basic ...`),
 //! and what its route needs is checked against the caller's roles: the keys a read, write or
 //! watch touches, the root role for membership, leadership and alarms, any user for leases,
-//! sessions and status. Member-to-member calls (`/v1/internal/...`) carry a member token
+//! sessions, status and Consul's transactions (whose handlers then check the keys a
+//! transaction touches, a lease revoke or a session's end deletes or releases). A refusal is a
+//! 401 (no or bad credentials) or a 403, and always a 403 on Consul's endpoints, as Consul
+//! answers. Member-to-member calls (`/v1/internal/...`) carry a member token
 //! (`MEMBER_TOKEN_HEADER`) instead; `/health`, `/ready`, `/metrics` and the etcd gateway
 //! (whose gRPC handlers check the token themselves) pass.
 //!
@@ -157,11 +160,19 @@ pub(super) fn refused_consul(error: AuthError) -> Response {
     ApiError::new(StatusCode::FORBIDDEN, "auth", error.to_string()).into_response()
 }
 
-/// Whether `path` is one of Consul's endpoints.
+/// Whether `path` is one of Consul's endpoints (raftkv's own `/v1/session` client sessions and
+/// `/v1/status` are not).
 fn is_consul(path: &str) -> bool {
-    ["/v1/kv", "/v1/txn", "/v1/session/", "/v1/status/"]
-        .iter()
-        .any(|prefix| path.starts_with(prefix))
+    const SESSION_ROUTES: [&str; 6] = ["create", "destroy/", "renew/", "info/", "list", "node/"];
+    let session_route = path
+        .strip_prefix("/v1/session/")
+        .is_some_and(|rest| SESSION_ROUTES.iter().any(|route| rest.starts_with(route)));
+    path == "/v1/kv"
+        || path.starts_with("/v1/kv/")
+        || path == "/v1/txn"
+        || path == "/v1/status/leader"
+        || path == "/v1/status/peers"
+        || session_route
 }
 
 /// The header Consul's clients carry their token in.
@@ -260,6 +271,30 @@ pub struct Trusted(pub bool);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consuls_endpoints_are_told_from_raftkvs_own() {
+        for path in [
+            "/v1/kv",
+            "/v1/kv/a",
+            "/v1/txn",
+            "/v1/session/create",
+            "/v1/session/info/x",
+            "/v1/status/leader",
+        ] {
+            assert!(is_consul(path), "{path}");
+        }
+        for path in [
+            "/v1/kvx",
+            "/v1/session",
+            "/v1/session/17",
+            "/v1/status",
+            "/v1/lease",
+            "/v1/watch/a",
+        ] {
+            assert!(!is_consul(path), "{path}");
+        }
+    }
 
     #[test]
     fn a_route_is_checked_on_the_keys_its_handler_serves() {

@@ -8,11 +8,13 @@
 //! above the store's revision (the cluster was restored, say) is reset as Consul resets it: the
 //! read answers at once with the current index.
 //!
-//! Consul's session reads block too (`wait_for_sessions`), on the sessions' own index.
+//! Consul's session reads block too (`wait_for_sessions`), on the sessions' own index: they
+//! answer once it differs from N (it moved on, or N is not an index this store gave).
 //!
 //! Limits: a wait defaults to `WAIT_DEFAULT` and is capped at `WAIT_MAX`, plus Consul's jitter
-//! of up to 1/16 of it (so many clients do not come back at once); waiting queries count
-//! against the node's watches and the client's `--watches-per-client-max`.
+//! of up to 1/16 of it (so many clients do not come back at once); waiting key reads count
+//! against the node's watches, and every waiting read against the client's
+//! `--watches-per-client-max`.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -107,7 +109,7 @@ pub async fn wait_for_change(
     let mut stopping = api.service.shared().stopping.subscribe();
     tokio::select! {
         _ = tokio::time::timeout(wait, lines_in.recv()) => {}
-        _ = stopping.changed() => {}
+        _ = stopping.wait_for(|&stopping| stopping) => {}
     }
     Ok(())
 }
@@ -142,7 +144,7 @@ pub async fn wait_for_sessions(
     let moved = published.wait_for(|&current| shown(current) != index);
     tokio::select! {
         _ = tokio::time::timeout(wait, moved) => {}
-        _ = stopping.changed() => {}
+        _ = stopping.wait_for(|&stopping| stopping) => {}
     }
     Ok(())
 }

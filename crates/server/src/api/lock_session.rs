@@ -241,6 +241,16 @@ pub struct SessionQuery {
     wait: Option<String>,
 }
 
+/// With `?index=N` (N > 0: an index of 0 asks for no wait, as Consul's), waits until the
+/// sessions change after N or the wait passes.
+async fn block(api: &Api, client: IpAddr, query: &SessionQuery) -> Result<(), ApiError> {
+    let Some(index) = query.index.filter(|&index| index > 0) else {
+        return Ok(());
+    };
+    let wait = blocking::wait_of(query.wait.as_deref())?;
+    blocking::wait_for_sessions(api, client, index, wait).await
+}
+
 /// A list of sessions, with the sessions' index as `X-Consul-Index`; with `?index=`, once the
 /// sessions changed after it (or the wait passed).
 async fn listed(
@@ -249,14 +259,8 @@ async fn listed(
     query: SessionQuery,
     pick: impl Fn(&LockSession) -> bool,
 ) -> Response {
-    if let Some(index) = query.index {
-        let waited = match blocking::wait_of(query.wait.as_deref()) {
-            Ok(wait) => blocking::wait_for_sessions(api, client, index, wait).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = waited {
-            return e.into_response();
-        }
+    if let Err(e) = block(api, client, &query).await {
+        return e.into_response();
     }
     let index = blocking::sessions_index(api);
     let sessions: Vec<Value> = api.service.read(|state| {
