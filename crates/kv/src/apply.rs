@@ -27,7 +27,7 @@ use crate::mvcc::{
 };
 use crate::session::SessionCheck;
 use crate::txn::compare_holds;
-use crate::{KvError, KvStore, LeaseId, Result};
+use crate::{KvError, KvStore, LeaseId, LockSessionId, Result};
 
 impl KvStore {
     /// Applies one committed log entry at `index` (which must exceed the last applied index:
@@ -249,46 +249,55 @@ impl KvStore {
 
     /// Deletes a lease's keys (one revision, if it has any) and the lease.
     fn execute_lease_revoke(&mut self, id: LeaseId) -> Result<LeaseRevokeResponse> {
-        let keys: Vec<Bytes> = match self.leases.get(id) {
-            Some(lease) => lease.keys.iter().cloned().collect(),
-            None => return Err(KvError::LeaseNotFound { id }),
-        };
-        // A lock session kept by the lease ends with it.
-        let sessions: Vec<u64> = self.lock_sessions.by_lease(id).into_iter().collect();
-        let deleting: BTreeSet<Bytes> = keys.iter().cloned().collect();
-        let mut batch = self.mvcc.begin();
-        for key in &keys {
-            batch.delete(key).expect("a lease's keys are live");
+        if !self.leases.contains(id) {
+            return Err(KvError::LeaseNotFound { id });
         }
-        let ended = end_lock_sessions_in(&self.lock_sessions, &mut batch, &sessions, &deleting);
-        let committed = batch.commit();
-        self.after_commit(committed);
-        self.leases.remove(id);
-        self.finish_lock_sessions(&sessions, ended);
+        let ended = self.end_leases(&[id], None);
         Ok(LeaseRevokeResponse {
-            deleted: keys.len() as u64,
+            deleted: ended.deleted,
         })
     }
 
     /// Deletes the keys of every listed lease that still exists (one revision, if any has keys)
     /// and those leases.
     fn execute_lease_expire(&mut self, ids: &[LeaseId]) -> LeaseExpireResponse {
-        let mut revoked = Vec::new();
-        let mut keys: Vec<Bytes> = Vec::new();
+        let ended = self.end_leases(ids, None);
+        LeaseExpireResponse {
+            revoked: ended.leases,
+            deleted: ended.deleted,
+        }
+    }
+
+    /// Ends every listed lease that exists and lock session `session` (if given and it exists),
+    /// in one revision (if anything changes): deletes the leases' keys, ends the lock sessions
+    /// the leases keep alive with them, releases or deletes the keys the ended sessions hold,
+    /// then forgets the leases and sessions.
+    pub(crate) fn end_leases(
+        &mut self,
+        ids: &[LeaseId],
+        session: Option<LockSessionId>,
+    ) -> EndedLeases {
+        let mut leases = Vec::new();
+        let mut deleting: BTreeSet<Bytes> = BTreeSet::new();
         for &id in ids {
             if let Some(lease) = self.leases.get(id)
-                && !revoked.contains(&id)
+                && !leases.contains(&id)
             {
-                keys.extend(lease.keys.iter().cloned());
-                revoked.push(id);
+                deleting.extend(lease.keys.iter().cloned());
+                leases.push(id);
             }
         }
-        // Lock sessions kept by these leases end with them.
-        let sessions: Vec<u64> = revoked
-            .iter()
-            .filter_map(|&id| self.lock_sessions.by_lease(id))
+        let mut sessions: Vec<LockSessionId> = session
+            .filter(|&id| self.lock_sessions.get(id).is_some())
+            .into_iter()
             .collect();
-        let deleting: BTreeSet<Bytes> = keys.iter().cloned().collect();
+        for &id in &leases {
+            if let Some(kept) = self.lock_sessions.by_lease(id)
+                && !sessions.contains(&kept)
+            {
+                sessions.push(kept);
+            }
+        }
         let mut batch = self.mvcc.begin();
         for key in &deleting {
             batch.delete(key).expect("a lease's keys are live");
@@ -296,13 +305,15 @@ impl KvStore {
         let ended = end_lock_sessions_in(&self.lock_sessions, &mut batch, &sessions, &deleting);
         let committed = batch.commit();
         self.after_commit(committed);
-        for &id in &revoked {
+        for &id in &leases {
             self.leases.remove(id);
         }
+        let released = ended.len() as u64;
         self.finish_lock_sessions(&sessions, ended);
-        LeaseExpireResponse {
-            revoked,
-            deleted: keys.len() as u64,
+        EndedLeases {
+            leases,
+            deleted: deleting.len() as u64,
+            released,
         }
     }
 
@@ -323,6 +334,16 @@ impl KvStore {
             self.lock_sessions.moved(&key, from, to);
         }
     }
+}
+
+/// What `KvStore::end_leases` ended.
+pub(crate) struct EndedLeases {
+    /// The leases that existed, in the order asked.
+    pub(crate) leases: Vec<LeaseId>,
+    /// Keys deleted with them.
+    pub(crate) deleted: u64,
+    /// Keys the ended lock sessions held (released, or deleted).
+    pub(crate) released: u64,
 }
 
 /// Which branch a transaction takes, and the paths of the transactions nested in that branch,

@@ -113,24 +113,10 @@ impl KvStore {
         let Some(lease) = self.lock_sessions.get(id).map(|s| s.lease) else {
             return LockSessionDestroyResponse { ended: 0 };
         };
-        let lease_keys: BTreeSet<Bytes> = self
-            .leases
-            .get(lease)
-            .map(|l| l.keys.clone())
-            .unwrap_or_default();
-        let mut batch = self.mvcc.begin();
-        for key in &lease_keys {
-            batch.delete(key).expect("a lease's keys are live");
+        let ended = self.end_leases(&[lease], Some(id));
+        LockSessionDestroyResponse {
+            ended: ended.released,
         }
-        let ended = end_lock_sessions_in(&self.lock_sessions, &mut batch, &[id], &lease_keys);
-        let committed = batch.commit();
-        self.after_commit(committed);
-        let count = ended.len() as u64;
-        self.finish_lock_sessions(&[id], ended);
-        if lease != 0 {
-            self.leases.remove(lease);
-        }
-        LockSessionDestroyResponse { ended: count }
     }
 
     /// Acquires `lock.key` for its session (unless another session holds it), or releases it
